@@ -1,0 +1,280 @@
+//! The f32 SIMD kernels: one block of a row at a time, generic over pulp's `Simd`.
+//!
+//! A block's sums are kept in f32 lanes (each lane adds at most BLOCK/lanes terms) and then
+//! added into f64, so rounding error stays flat however long the row is. Vectors holding
+//! anything outside the fast path's range (NaN, negatives, ±inf, |x| < 2^-60 but non-zero)
+//! are handed lane by lane to the exact f64 element functions, which also report bad input.
+
+use super::scalar::{self, BLOCK};
+use super::simd_math::{all, exp_nonpos, gkl, ln, HUGE, TINY};
+use super::{Bad, Kernel, Transform};
+use crate::element::Element;
+use crate::request::Divergence;
+use crate::sums::{LogitSums, Partial, ProbSums};
+use pulp::Simd;
+
+/// Block-sized f32 buffers for widening f16/bf16 and for transformed inputs.
+pub struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            a: vec![0.0; BLOCK],
+            b: vec![0.0; BLOCK],
+        }
+    }
+}
+
+/// Lanes where x is 0 or within [TINY, HUGE].
+#[inline(always)]
+fn in_range<S: Simd>(s: S, x: S::f32s) -> S::m32s {
+    let inside = s.and_m32s(
+        s.greater_than_or_equal_f32s(x, s.splat_f32s(TINY)),
+        s.less_than_or_equal_f32s(x, s.splat_f32s(HUGE)),
+    );
+    s.or_m32s(inside, s.equal_f32s(x, s.splat_f32s(0.0)))
+}
+
+struct ProbAcc<S: Simd> {
+    main: S::f32s,
+    main2: S::f32s,
+    sp: S::f32s,
+    sq: S::f32s,
+    diff: S::f32s,
+}
+
+/// gkl with the zero conventions: t(0, y) = y, t(x, 0) = +inf.
+#[inline(always)]
+fn gkl0<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
+    let t = gkl(s, x, y);
+    let t = s.select_f32s(
+        s.equal_f32s(y, s.splat_f32s(0.0)),
+        s.splat_f32s(f32::INFINITY),
+        t,
+    );
+    s.select_f32s(s.equal_f32s(x, s.splat_f32s(0.0)), y, t)
+}
+
+/// x·ln y with 0·ln y = 0 and x·ln 0 = −inf.
+#[inline(always)]
+fn xlogy0<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
+    let zero = s.splat_f32s(0.0);
+    let safe_y = s.select_f32s(s.equal_f32s(y, zero), s.splat_f32s(1.0), y);
+    let t = s.mul_f32s(x, ln(s, safe_y));
+    let t = s.select_f32s(s.equal_f32s(y, zero), s.splat_f32s(f32::NEG_INFINITY), t);
+    s.select_f32s(s.equal_f32s(x, zero), zero, t)
+}
+
+#[inline(always)]
+fn prob_step<S: Simd>(s: S, div: Divergence, x: S::f32s, y: S::f32s, acc: &mut ProbAcc<S>) {
+    acc.sp = s.add_f32s(acc.sp, x);
+    acc.sq = s.add_f32s(acc.sq, y);
+    acc.diff = s.add_f32s(acc.diff, s.sub_f32s(x, y));
+    match div {
+        Divergence::Kl => acc.main = s.add_f32s(acc.main, gkl0(s, x, y)),
+        Divergence::ReverseKl => acc.main = s.add_f32s(acc.main, gkl0(s, y, x)),
+        Divergence::SymmetricKl => {
+            acc.main = s.add_f32s(acc.main, gkl0(s, x, y));
+            acc.main2 = s.add_f32s(acc.main2, gkl0(s, y, x));
+        }
+        Divergence::JensenShannon => {
+            let m = s.mul_f32s(s.add_f32s(x, y), s.splat_f32s(0.5));
+            let t = s.add_f32s(gkl0(s, x, m), gkl0(s, y, m));
+            // m = 0 only where x = y = 0, whose term is 0.
+            let t = s.select_f32s(s.equal_f32s(m, s.splat_f32s(0.0)), m, t);
+            acc.main = s.add_f32s(acc.main, t);
+        }
+        Divergence::CrossEntropy => acc.main = s.add_f32s(acc.main, xlogy0(s, x, y)),
+        Divergence::Entropy => acc.main = s.add_f32s(acc.main, xlogy0(s, x, x)),
+    }
+}
+
+/// Exact f64 handling of `p[range]`, `q[range]` into `extra`.
+fn prob_lanes_exact(
+    div: Divergence,
+    p: &[f32],
+    q: &[f32],
+    start: usize,
+    extra: &mut ProbSums,
+) -> Result<(), Bad> {
+    for (j, (&x, &y)) in p.iter().zip(q).enumerate() {
+        scalar::prob_element(div, x as f64, y as f64, extra).map_err(|(side, kind)| Bad {
+            side,
+            kind,
+            col: start + j,
+        })?;
+    }
+    Ok(())
+}
+
+/// Sums over one block of probabilities (len ≤ BLOCK).
+#[inline(always)]
+pub fn prob_block<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Result<ProbSums, Bad> {
+    let zero = s.splat_f32s(0.0);
+    let mut acc = ProbAcc::<S> {
+        main: zero,
+        main2: zero,
+        sp: zero,
+        sq: zero,
+        diff: zero,
+    };
+    let mut extra = ProbSums::default();
+    let lanes = S::F32_LANES;
+    let (pv, pt) = S::as_simd_f32s(p);
+    let (qv, qt) = S::as_simd_f32s(q);
+    for (i, (&x, &y)) in pv.iter().zip(qv).enumerate() {
+        if all(s, s.and_m32s(in_range(s, x), in_range(s, y))) {
+            prob_step(s, div, x, y, &mut acc);
+        } else {
+            let r = i * lanes..(i + 1) * lanes;
+            prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
+        }
+    }
+    if !pt.is_empty() {
+        // Zero padding is harmless: t(0, 0) = 0 and 0·ln 0 = 0.
+        let (x, y) = (s.partial_load_f32s(pt), s.partial_load_f32s(qt));
+        if all(s, s.and_m32s(in_range(s, x), in_range(s, y))) {
+            prob_step(s, div, x, y, &mut acc);
+        } else {
+            prob_lanes_exact(div, pt, qt, p.len() - pt.len(), &mut extra)?;
+        }
+    }
+    let sum = |v: S::f32s| s.reduce_sum_f32s(v) as f64;
+    let mut out = ProbSums {
+        main: sum(acc.main),
+        main2: sum(acc.main2),
+        sp: sum(acc.sp),
+        sq: sum(acc.sq),
+        diff: sum(acc.diff),
+    };
+    out.merge(&extra);
+    Ok(out)
+}
+
+/// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima.
+#[inline(always)]
+pub fn logit_block<S: Simd>(s: S, a: &[f32], b: &[f32]) -> Result<LogitSums, Bad> {
+    let (av, at) = S::as_simd_f32s(a);
+    let (bv, bt) = S::as_simd_f32s(b);
+    let big = s.splat_f32s(1e30);
+    let mut mxa = s.splat_f32s(f32::NEG_INFINITY);
+    let mut mxb = mxa;
+    for (&x, &y) in av.iter().zip(bv) {
+        let ok = s.and_m32s(
+            s.less_than_or_equal_f32s(s.abs_f32s(x), big),
+            s.less_than_or_equal_f32s(s.abs_f32s(y), big),
+        );
+        if !all(s, ok) {
+            // −inf masks, NaN or +inf: the exact path handles and reports them.
+            return scalar::logit_block(a, b);
+        }
+        mxa = s.max_f32s(mxa, x);
+        mxb = s.max_f32s(mxb, y);
+    }
+    let (mut ma, mut mb) = (s.reduce_max_f32s(mxa), s.reduce_max_f32s(mxb));
+    for (&x, &y) in at.iter().zip(bt) {
+        if !(x.abs() <= 1e30 && y.abs() <= 1e30) {
+            return scalar::logit_block(a, b);
+        }
+        ma = ma.max(x);
+        mb = mb.max(y);
+    }
+    let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
+    let zero = s.splat_f32s(0.0);
+    let (mut sa, mut sb, mut ta, mut tb, mut ea) = (zero, zero, zero, zero, zero);
+    for (&x, &y) in av.iter().zip(bv) {
+        let wa = exp_nonpos(s, s.sub_f32s(x, vma));
+        let wb = exp_nonpos(s, s.sub_f32s(y, vmb));
+        let d = s.sub_f32s(x, y);
+        sa = s.add_f32s(sa, wa);
+        sb = s.add_f32s(sb, wb);
+        ta = s.mul_add_f32s(wa, d, ta);
+        tb = s.mul_add_f32s(wb, d, tb);
+        ea = s.mul_add_f32s(wa, x, ea);
+    }
+    let sum = |v: S::f32s| s.reduce_sum_f32s(v) as f64;
+    let mut out = LogitSums {
+        ma: ma as f64,
+        mb: mb as f64,
+        sa: sum(sa),
+        sb: sum(sb),
+        ta: sum(ta),
+        tb: sum(tb),
+        ea: sum(ea),
+        q_zero: 0,
+        p_zero: 0,
+    };
+    for (&x, &y) in at.iter().zip(bt) {
+        scalar::logit_element(x as f64, y as f64, &mut out);
+    }
+    Ok(out)
+}
+
+/// Write the transformed block into scratch: scaled probabilities, or softmax of logits.
+#[inline(always)]
+fn apply_transform<S: Simd>(s: S, t: Transform, a: &mut [f32], b: &mut [f32]) {
+    match t {
+        Transform::None => {}
+        Transform::Scale { p, q } => {
+            for x in a.iter_mut() {
+                *x *= p;
+            }
+            for x in b.iter_mut() {
+                *x *= q;
+            }
+        }
+        Transform::Softmax { lse_a, lse_b } => {
+            for (buf, lse) in [(a, lse_a), (b, lse_b)] {
+                let (v, tail) = S::as_mut_simd_f32s(buf);
+                let l = s.splat_f32s(lse);
+                for x in v.iter_mut() {
+                    *x = exp_nonpos(s, s.sub_f32s(*x, l));
+                }
+                for x in tail.iter_mut() {
+                    *x = ((*x as f64) - lse as f64).exp() as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Sums over one piece of a row: the body every CPU path shares.
+#[inline(always)]
+pub fn segment<S: Simd, T: Element>(
+    s: S,
+    kernel: Kernel,
+    transform: Transform,
+    p: &[T],
+    q: &[T],
+    scratch: &mut Scratch,
+) -> Result<Partial, Bad> {
+    let mut probs = ProbSums::default();
+    let mut logits = LogitSums::default();
+    for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
+        let direct = T::DTYPE == crate::Dtype::F32 && transform == Transform::None;
+        let (x, y): (&[f32], &[f32]) = if direct {
+            (bytemuck::cast_slice(pb), bytemuck::cast_slice(qb))
+        } else {
+            let n = pb.len();
+            T::widen_into(pb, &mut scratch.a);
+            T::widen_into(qb, &mut scratch.b);
+            apply_transform(s, transform, &mut scratch.a[..n], &mut scratch.b[..n]);
+            (&scratch.a[..n], &scratch.b[..n])
+        };
+        let shift = |e: Bad| Bad {
+            col: e.col + bi * BLOCK,
+            ..e
+        };
+        match kernel {
+            Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(shift)?),
+            Kernel::Logits => logits.merge(&logit_block(s, x, y).map_err(shift)?),
+        }
+    }
+    Ok(match kernel {
+        Kernel::Probs(_) => Partial::Probs(probs),
+        Kernel::Logits => Partial::Logits(logits),
+    })
+}

@@ -1,0 +1,472 @@
+//! The CPU engine: SIMD kernels (runtime-dispatched) over rows, spread over threads.
+
+mod kernels;
+pub mod scalar;
+mod simd_math;
+
+use crate::element::{Dtype, Element};
+use crate::error::{BadKind, Error, Result, Side};
+use crate::request::{Divergence, InputForm, NanPolicy, Normalization, Request};
+use crate::sums::{self, LogitSums, Partial, ProbSums};
+use kernels::Scratch;
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+
+/// A bad input value, located by column within the piece being summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bad {
+    pub side: Side,
+    pub kind: BadKind,
+    pub col: usize,
+}
+
+/// Which sums a pass collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    Probs(Divergence),
+    Logits,
+}
+
+/// How a row is rewritten on the fly before the kernel sees it (second passes only).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Transform {
+    None,
+    /// Multiply P and Q by these (1 / row sums).
+    Scale {
+        p: f32,
+        q: f32,
+    },
+    /// Replace logits by probabilities e^(a − lse).
+    Softmax {
+        lse_a: f32,
+        lse_b: f32,
+    },
+}
+
+/// The instruction set the f32 kernels run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    /// The best this CPU has, detected once.
+    Auto,
+    /// The same f32 algorithm, one lane at a time.
+    Scalar,
+    /// x86-64 AVX2 + FMA.
+    Avx2,
+    /// x86-64 AVX-512.
+    Avx512,
+    /// Every element through the exact f64 functions: slow, used as the reference.
+    Reference,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Arch(pulp::Arch),
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    V3(pulp::x86::V3),
+    #[cfg(target_arch = "x86_64")]
+    V4(pulp::x86::V4),
+    Reference,
+}
+
+impl Level {
+    fn run<Op: WithSimd>(self, op: Op) -> Op::Output {
+        match self {
+            Level::Arch(a) => a.dispatch(op),
+            Level::Scalar | Level::Reference => Simd::vectorize(pulp::Scalar::new(), op),
+            #[cfg(target_arch = "x86_64")]
+            Level::V3(v) => Simd::vectorize(v, op),
+            #[cfg(target_arch = "x86_64")]
+            Level::V4(v) => Simd::vectorize(v, op),
+        }
+    }
+}
+
+/// Rows shorter than this many elements are never split across threads.
+const SPLIT_MIN: usize = 1 << 15;
+/// Elements one task handles when rows are grouped (keeps rayon overhead small for W2).
+const TASK_ELEMS: usize = 1 << 16;
+
+/// The CPU back end. Cheap to create and `Copy`; SIMD detection happens in `new`.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuEngine {
+    level: Level,
+}
+
+impl Default for CpuEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuEngine {
+    /// Uses the widest SIMD this CPU supports.
+    pub fn new() -> Self {
+        CpuEngine {
+            level: Level::Arch(pulp::Arch::new()),
+        }
+    }
+
+    /// Forces an instruction set; an error if this CPU lacks it.
+    pub fn with_level(level: SimdLevel) -> Result<Self> {
+        let missing = |what: &str| Error::InvalidRequest(format!("this CPU has no {what}"));
+        let level = match level {
+            SimdLevel::Auto => Level::Arch(pulp::Arch::new()),
+            SimdLevel::Scalar => Level::Scalar,
+            SimdLevel::Reference => Level::Reference,
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => {
+                Level::V3(pulp::x86::V3::try_new().ok_or_else(|| missing("AVX2+FMA"))?)
+            }
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => {
+                Level::V4(pulp::x86::V4::try_new().ok_or_else(|| missing("AVX-512"))?)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            SimdLevel::Avx2 | SimdLevel::Avx512 => return Err(missing("x86-64 SIMD")),
+        };
+        Ok(CpuEngine { level })
+    }
+
+    /// Name of the instruction set in use, e.g. "avx512".
+    pub fn simd_name(&self) -> &'static str {
+        match self.level {
+            Level::Scalar => "scalar",
+            Level::Reference => "reference-f64",
+            #[cfg(target_arch = "x86_64")]
+            Level::V3(_) => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Level::V4(_) => "avx512",
+            Level::Arch(a) => arch_name(a),
+        }
+    }
+
+    /// Threads the engine spreads work over (rayon's global pool; `RAYON_NUM_THREADS`).
+    pub fn threads(&self) -> usize {
+        rayon::current_num_threads()
+    }
+
+    /// Per-row values (before the request's reduction) for row-major `p`, `q` of `rows × cols`.
+    pub fn per_row<T: Element>(
+        &self,
+        req: &Request,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>> {
+        crate::validate_shape(p.len(), q.len(), rows, cols, req)?;
+        let tol = sums::sum_tolerance(req, T::DTYPE);
+        let probs = req.input == InputForm::Probabilities;
+        let nan_row =
+            |bad: &Bad| req.nan == NanPolicy::Propagate && bad.kind == BadKind::NotANumber;
+        let located = |row: usize, bad: Bad| Error::BadValue {
+            side: bad.side,
+            kind: bad.kind,
+            row,
+            col: bad.col,
+        };
+        let two_pass = req.divergence == Divergence::JensenShannon
+            && (!probs || req.normalization == Normalization::Normalize);
+        let kernel = if probs {
+            Kernel::Probs(req.divergence)
+        } else {
+            Kernel::Logits
+        };
+        if !two_pass {
+            return self.map_rows(kernel, &[], p, q, rows, cols, |row, r| match r {
+                Err(bad) if nan_row(&bad) => Ok(f64::NAN),
+                Err(bad) => Err(located(row, bad)),
+                Ok(Partial::Probs(s)) => sums::finish_probs(req, &s, tol, row),
+                Ok(Partial::Logits(s)) => sums::finish_logits(req, &s, tol, row),
+            });
+        }
+        // Jensen–Shannon needs the normalised distributions inside its logarithms: a first
+        // pass finds each row's sum (or log-sum-exp), the second reads the row rescaled.
+        let first = if probs {
+            Kernel::Probs(Divergence::Kl)
+        } else {
+            Kernel::Logits
+        };
+        let check_req = Request {
+            divergence: Divergence::Entropy,
+            ..*req
+        };
+        let transforms = self.map_rows(first, &[], p, q, rows, cols, |row, r| match r {
+            Err(bad) if nan_row(&bad) => Ok(None),
+            Err(bad) => Err(located(row, bad)),
+            Ok(Partial::Probs(s)) => {
+                check_sums(&check_req, row, &s, tol)?;
+                Ok(Some(Transform::Scale {
+                    p: (1.0 / s.sp) as f32,
+                    q: (1.0 / s.sq) as f32,
+                }))
+            }
+            Ok(Partial::Logits(s)) => {
+                check_logit_sums(&check_req, row, &s, tol)?;
+                Ok(Some(Transform::Softmax {
+                    lse_a: s.lse_a() as f32,
+                    lse_b: s.lse_b() as f32,
+                }))
+            }
+        })?;
+        let second = Request {
+            input: InputForm::Probabilities,
+            normalization: Normalization::Normalize,
+            ..*req
+        };
+        self.map_rows(
+            Kernel::Probs(Divergence::JensenShannon),
+            &transforms,
+            p,
+            q,
+            rows,
+            cols,
+            |row, r| match (r, transforms[row]) {
+                (_, None) => Ok(f64::NAN),
+                (Err(bad), _) => Err(located(row, bad)),
+                (Ok(Partial::Probs(s)), _) => sums::finish_probs(&second, &s, None, row),
+                (Ok(Partial::Logits(_)), _) => unreachable!("second pass reads probabilities"),
+            },
+        )
+    }
+
+    /// Run `kernel` over every row and map each row's sums through `finish`, in parallel.
+    /// Errors come back for the lowest failing row.
+    #[allow(clippy::too_many_arguments)]
+    fn map_rows<T: Element, R: Send>(
+        &self,
+        kernel: Kernel,
+        transforms: &[Option<Transform>],
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+        finish: impl Fn(usize, std::result::Result<Partial, Bad>) -> Result<R> + Sync,
+    ) -> Result<Vec<R>> {
+        let transform = |row: usize| {
+            transforms
+                .get(row)
+                .copied()
+                .flatten()
+                .unwrap_or(Transform::None)
+        };
+        let skip = |row: usize| transforms.get(row).is_some_and(|t| t.is_none());
+        let threads = self.threads();
+        let level = self.level;
+        let exact = matches!(level, Level::Reference) || T::DTYPE == Dtype::F64;
+        let run = move |t: Transform, ps: &[T], qs: &[T], scratch: &mut Scratch| {
+            if exact {
+                exact_segment(kernel, t, ps, qs)
+            } else {
+                level.run(SegmentOp {
+                    kernel,
+                    transform: t,
+                    p: ps,
+                    q: qs,
+                    scratch,
+                })
+            }
+        };
+
+        if rows >= 2 * threads || cols < 2 * SPLIT_MIN {
+            let per_task = (TASK_ELEMS / cols).clamp(1, rows.div_ceil(4 * threads).max(1));
+            let chunks: Vec<Result<Vec<R>>> = (0..rows.div_ceil(per_task))
+                .into_par_iter()
+                .map(|c| {
+                    let mut scratch = Scratch::new();
+                    let r0 = c * per_task;
+                    let r1 = (r0 + per_task).min(rows);
+                    let mut out = Vec::with_capacity(r1 - r0);
+                    for row in r0..r1 {
+                        let ps = &p[row * cols..(row + 1) * cols];
+                        let qs = &q[row * cols..(row + 1) * cols];
+                        let r = if skip(row) {
+                            Err(Bad {
+                                side: Side::P,
+                                kind: BadKind::NotANumber,
+                                col: 0,
+                            })
+                        } else {
+                            run(transform(row), ps, qs, &mut scratch)
+                        };
+                        out.push(finish(row, r)?);
+                    }
+                    Ok(out)
+                })
+                .collect();
+            let mut all = Vec::with_capacity(rows);
+            for c in chunks {
+                all.extend(c?);
+            }
+            return Ok(all);
+        }
+
+        // Few long rows: split each row into pieces so every thread has work.
+        let pieces = (4 * threads).div_ceil(rows).min(cols / SPLIT_MIN).max(1);
+        let piece_len = cols.div_ceil(pieces).next_multiple_of(scalar::BLOCK);
+        let pieces = cols.div_ceil(piece_len);
+        let parts: Vec<std::result::Result<Partial, Bad>> = (0..rows * pieces)
+            .into_par_iter()
+            .map(|i| {
+                let (row, k) = (i / pieces, i % pieces);
+                let c0 = k * piece_len;
+                let c1 = (c0 + piece_len).min(cols);
+                let base = row * cols;
+                let mut scratch = Scratch::new();
+                if skip(row) {
+                    return Ok(Partial::Probs(ProbSums::default()));
+                }
+                run(
+                    transform(row),
+                    &p[base + c0..base + c1],
+                    &q[base + c0..base + c1],
+                    &mut scratch,
+                )
+                .map_err(|b| Bad {
+                    col: b.col + c0,
+                    ..b
+                })
+            })
+            .collect();
+        (0..rows)
+            .map(|row| {
+                let mut acc: std::result::Result<Partial, Bad> = parts[row * pieces];
+                for part in &parts[row * pieces + 1..(row + 1) * pieces] {
+                    acc = match (acc, part) {
+                        (Ok(mut a), Ok(b)) => {
+                            a.merge(b);
+                            Ok(a)
+                        }
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Err(e)) => Err(*e),
+                    };
+                }
+                if skip(row) {
+                    acc = Err(Bad {
+                        side: Side::P,
+                        kind: BadKind::NotANumber,
+                        col: 0,
+                    });
+                }
+                finish(row, acc)
+            })
+            .collect()
+    }
+}
+
+fn check_sums(req: &Request, row: usize, s: &ProbSums, tol: Option<f64>) -> Result<()> {
+    // Entropy-shaped request: only the checks matter here; Q is checked separately.
+    sums::finish_probs(req, s, tol, row)?;
+    let q_only = ProbSums {
+        sp: s.sq,
+        ..Default::default()
+    };
+    sums::finish_probs(req, &q_only, tol, row).map_err(|e| match e {
+        Error::NotNormalized {
+            row,
+            sum,
+            tolerance,
+            ..
+        } => Error::NotNormalized {
+            side: Side::Q,
+            row,
+            sum,
+            tolerance,
+        },
+        Error::NoMass { row, .. } => Error::NoMass { side: Side::Q, row },
+        other => other,
+    })?;
+    Ok(())
+}
+
+fn check_logit_sums(req: &Request, row: usize, s: &LogitSums, tol: Option<f64>) -> Result<()> {
+    let swapped = LogitSums {
+        ma: s.mb,
+        sa: s.sb,
+        ..*s
+    };
+    sums::finish_logits(req, s, tol, row)?;
+    sums::finish_logits(req, &swapped, tol, row).map_err(|e| match e {
+        Error::NotNormalized {
+            row,
+            sum,
+            tolerance,
+            ..
+        } => Error::NotNormalized {
+            side: Side::Q,
+            row,
+            sum,
+            tolerance,
+        },
+        Error::NoMass { row, .. } => Error::NoMass { side: Side::Q, row },
+        other => other,
+    })?;
+    Ok(())
+}
+
+/// The f64 path over a piece of a row.
+fn exact_segment<T: Element>(
+    kernel: Kernel,
+    t: Transform,
+    p: &[T],
+    q: &[T],
+) -> std::result::Result<Partial, Bad> {
+    match (kernel, t) {
+        (Kernel::Probs(div), Transform::None) => {
+            scalar::prob_segment(div, p, q).map(Partial::Probs)
+        }
+        (Kernel::Probs(div), t) => {
+            let map = |x: T, y: T| -> (f64, f64) {
+                let (x, y) = (x.to_f64(), y.to_f64());
+                match t {
+                    Transform::Scale { p, q } => (x * p as f64, y * q as f64),
+                    Transform::Softmax { lse_a, lse_b } => {
+                        ((x - lse_a as f64).exp(), (y - lse_b as f64).exp())
+                    }
+                    Transform::None => (x, y),
+                }
+            };
+            let (ps, qs): (Vec<f64>, Vec<f64>) = p.iter().zip(q).map(|(&x, &y)| map(x, y)).unzip();
+            scalar::prob_segment(div, &ps, &qs).map(Partial::Probs)
+        }
+        (Kernel::Logits, _) => scalar::logit_segment(p, q).map(Partial::Logits),
+    }
+}
+
+struct SegmentOp<'a, T> {
+    kernel: Kernel,
+    transform: Transform,
+    p: &'a [T],
+    q: &'a [T],
+    scratch: &'a mut Scratch,
+}
+
+impl<T: Element> WithSimd for SegmentOp<'_, T> {
+    type Output = std::result::Result<Partial, Bad>;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> Self::Output {
+        kernels::segment(s, self.kernel, self.transform, self.p, self.q, self.scratch)
+    }
+}
+
+fn arch_name(a: pulp::Arch) -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match a {
+            pulp::Arch::V4(_) => "avx512",
+            pulp::Arch::V3(_) => "avx2",
+            _ => "scalar",
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let _ = a;
+        "neon"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let _ = a;
+        "scalar"
+    }
+}

@@ -1,0 +1,97 @@
+//! Element types the engines accept: f32, f64, f16 and bf16.
+
+use half::{bf16, f16};
+
+/// Runtime name of an element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F32,
+    F64,
+    F16,
+    BF16,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+            Dtype::F16 => "f16",
+            Dtype::BF16 => "bf16",
+        }
+    }
+    pub fn size_bytes(self) -> usize {
+        match self {
+            Dtype::F64 => 8,
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// An input element. Sealed: the engines know how to read exactly these four.
+pub trait Element: Copy + Send + Sync + bytemuck::Pod + sealed::Sealed + 'static {
+    const DTYPE: Dtype;
+    fn to_f64(self) -> f64;
+    /// Widen `src` into `dst[..src.len()]` as f32 (exact for f16 and bf16; rounding for f64).
+    fn widen_into(src: &[Self], dst: &mut [f32]);
+}
+
+impl Element for f32 {
+    const DTYPE: Dtype = Dtype::F32;
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        dst[..src.len()].copy_from_slice(src);
+    }
+}
+
+impl Element for f64 {
+    const DTYPE: Dtype = Dtype::F64;
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s as f32;
+        }
+    }
+}
+
+impl Element for f16 {
+    const DTYPE: Dtype = Dtype::F16;
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        // half uses F16C / NEON conversions when the CPU has them.
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(&mut dst[..src.len()]);
+    }
+}
+
+impl Element for bf16 {
+    const DTYPE: Dtype = Dtype::BF16;
+    fn to_f64(self) -> f64 {
+        self.to_f64()
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(&mut dst[..src.len()]);
+    }
+}

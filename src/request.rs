@@ -1,0 +1,146 @@
+//! What to compute, as plain data. The CPU and GPU engines both execute a [`Request`].
+
+/// How the input rows represent distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputForm {
+    /// Non-negative values; each row sums to 1 (checked, see [`Normalization`]).
+    Probabilities,
+    /// Natural-log probabilities; `-inf` means probability 0.
+    LogProbabilities,
+    /// Unnormalised logits; each row goes through a fused log-softmax. `-inf` means probability 0.
+    Logits,
+}
+
+/// Which quantity each row yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Divergence {
+    /// KL(P‖Q) = Σ p·ln(p/q).
+    Kl,
+    /// KL(Q‖P).
+    ReverseKl,
+    /// Jeffreys divergence KL(P‖Q) + KL(Q‖P).
+    SymmetricKl,
+    /// Jensen–Shannon divergence ½KL(P‖M) + ½KL(Q‖M), M = (P+Q)/2; at most ln 2.
+    JensenShannon,
+    /// Cross-entropy H(P,Q) = −Σ p·ln q = H(P) + KL(P‖Q).
+    CrossEntropy,
+    /// Entropy H(P) = −Σ p·ln p. Q is not read.
+    Entropy,
+}
+
+/// How per-row values are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// One value per row (the default).
+    PerRow,
+    /// Sum over rows.
+    Sum,
+    /// Mean over rows: the batch-mean divergence. (Not torch's mean over elements.)
+    MeanOverRows,
+}
+
+/// Unit of the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unit {
+    Nats,
+    Bits,
+}
+
+/// What to do with rows whose probabilities (or exp of log-probabilities) do not sum to 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Normalization {
+    /// Error when a row's sum is off from 1 by more than the tolerance (the default).
+    /// `None` takes the tolerance of the element type, see [`default_sum_tolerance`].
+    Check { tolerance: Option<f64> },
+    /// Divide each row by its sum (no second pass over the data, except for Jensen–Shannon).
+    Normalize,
+    /// Use the values as given: Σ p·ln(p/q) literally, with no check and no clamp at zero.
+    AsGiven,
+}
+
+/// What NaN in the input does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NanPolicy {
+    /// An error naming the row and column (the default).
+    Error,
+    /// The row's value becomes NaN; other rows are unaffected.
+    Propagate,
+}
+
+/// A complete description of one computation. Build with [`Request::new`] and the setters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Request {
+    pub divergence: Divergence,
+    pub input: InputForm,
+    pub reduction: Reduction,
+    pub unit: Unit,
+    pub normalization: Normalization,
+    pub nan: NanPolicy,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            divergence: Divergence::Kl,
+            input: InputForm::Probabilities,
+            reduction: Reduction::PerRow,
+            unit: Unit::Nats,
+            normalization: Normalization::Check { tolerance: None },
+            nan: NanPolicy::Error,
+        }
+    }
+}
+
+impl Request {
+    /// KL(P‖Q) per row, in nats, over probabilities whose rows are checked to sum to 1.
+    pub fn new(divergence: Divergence) -> Self {
+        Request {
+            divergence,
+            ..Default::default()
+        }
+    }
+    pub fn input(mut self, input: InputForm) -> Self {
+        self.input = input;
+        self
+    }
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+    pub fn unit(mut self, unit: Unit) -> Self {
+        self.unit = unit;
+        self
+    }
+    pub fn normalization(mut self, normalization: Normalization) -> Self {
+        self.normalization = normalization;
+        self
+    }
+    pub fn nan(mut self, nan: NanPolicy) -> Self {
+        self.nan = nan;
+        self
+    }
+
+    /// Whether Q is read at all.
+    pub fn reads_q(&self) -> bool {
+        self.divergence != Divergence::Entropy
+    }
+}
+
+/// Default tolerance on |row sum − 1|, per element type: it accepts the rounding of genuinely
+/// normalised data stored in that type (a 128k-entry f16 softmax row is not exactly 1), and
+/// rejects rows that are not distributions at all.
+///
+/// | type | unit roundoff u | tolerance |
+/// |---|---|---|
+/// | f64 | 1.1e-16 | 1e-6 |
+/// | f32 | 6.0e-8 | 1e-4 (a naive f32 sum over 128k entries can drift by ~1e-5) |
+/// | f16 | 4.9e-4 | 4e-3 (8u: rows rounded elementwise sum within ±u of 1) |
+/// | bf16 | 3.9e-3 | 3e-2 (8u) |
+pub fn default_sum_tolerance(dtype: crate::Dtype) -> f64 {
+    match dtype {
+        crate::Dtype::F64 => 1e-6,
+        crate::Dtype::F32 => 1e-4,
+        crate::Dtype::F16 => 4e-3,
+        crate::Dtype::BF16 => 3e-2,
+    }
+}
