@@ -37,6 +37,12 @@ impl ProbSums {
 /// piece's maxima: sa = Σ e^(a−ma), sb = Σ e^(b−mb), ta = Σ e^(a−ma)·(a−b),
 /// tb = Σ e^(b−mb)·(a−b), ea = Σ e^(a−ma)·a. `q_zero` counts entries with a finite and
 /// b = −inf (q = 0 < p), `p_zero` the reverse.
+///
+/// For KL without cancellation when P ≈ Q: with x = a − b − c for a per-row shift c (taken
+/// from the row's first block so that x ≈ 0 for shifted but equal logits), psi_a = Σ e^(a−ma)·ψ(x)
+/// and psi_b = Σ e^(b−mb)·ψ(−x), ψ(x) = e^−x − 1 + x ≥ 0. Then
+/// KL(P‖Q) = ln(1+X) − X + psi_a/sa with X = psi_a/sa − (ta/sa − c): both parts keep their
+/// digits, where ta/sa + lse_b − lse_a would lose them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogitSums {
     pub ma: f64,
@@ -46,6 +52,9 @@ pub struct LogitSums {
     pub ta: f64,
     pub tb: f64,
     pub ea: f64,
+    pub psi_a: f64,
+    pub psi_b: f64,
+    pub shift: f64,
     pub q_zero: u64,
     pub p_zero: u64,
 }
@@ -60,6 +69,9 @@ impl Default for LogitSums {
             ta: 0.0,
             tb: 0.0,
             ea: 0.0,
+            psi_a: 0.0,
+            psi_b: 0.0,
+            shift: 0.0,
             q_zero: 0,
             p_zero: 0,
         }
@@ -78,15 +90,20 @@ fn rescale(from: f64, to: f64) -> f64 {
 impl LogitSums {
     /// Online log-sum-exp merge: rescale both sides to the larger maximum.
     pub fn merge(&mut self, o: &LogitSums) {
+        if self.ma == f64::NEG_INFINITY && self.mb == f64::NEG_INFINITY {
+            self.shift = o.shift; // an empty start takes the row's shift from its first piece
+        }
         let ma = self.ma.max(o.ma);
         let mb = self.mb.max(o.mb);
         let (x, y) = (rescale(self.ma, ma), rescale(o.ma, ma));
         self.sa = self.sa * x + o.sa * y;
         self.ta = self.ta * x + o.ta * y;
         self.ea = self.ea * x + o.ea * y;
+        self.psi_a = self.psi_a * x + o.psi_a * y;
         let (x, y) = (rescale(self.mb, mb), rescale(o.mb, mb));
         self.sb = self.sb * x + o.sb * y;
         self.tb = self.tb * x + o.tb * y;
+        self.psi_b = self.psi_b * x + o.psi_b * y;
         self.ma = ma;
         self.mb = mb;
         self.q_zero += o.q_zero;
@@ -224,28 +241,38 @@ pub fn finish_logits(req: &Request, s: &LogitSums, tol: Option<f64>, row: usize)
         }
     }
     let inf = f64::INFINITY;
+    // KL = Y + ln E[e^−x] = ln(1+X) − X + E[ψ(x)], see LogitSums; the plain
+    // log-sum-exp difference is the fallback when ψ overflowed (wildly different rows).
+    let psi_form = |psi: f64, s_w: f64, y: f64, plain: f64| {
+        let e_psi = psi / s_w;
+        let x = e_psi - y;
+        if e_psi.is_finite() && x > -1.0 {
+            ln1p_minus(x) + e_psi
+        } else {
+            plain
+        }
+    };
     let kl_pq = || {
         if s.q_zero > 0 {
             inf
         } else {
-            s.ta / s.sa + (lse_b - lse_a)
+            let y = s.ta / s.sa - s.shift;
+            psi_form(s.psi_a, s.sa, y, s.ta / s.sa + (lse_b - lse_a))
         }
     };
     let kl_qp = || {
         if s.p_zero > 0 {
             inf
         } else {
-            -s.tb / s.sb + (lse_a - lse_b)
+            let y = -s.tb / s.sb + s.shift;
+            psi_form(s.psi_b, s.sb, y, -s.tb / s.sb + (lse_a - lse_b))
         }
     };
     let v = match req.divergence {
         Divergence::Kl => kl_pq(),
         Divergence::ReverseKl => kl_qp(),
-        // The log-sum-exps cancel: E_p[a−b] − E_q[a−b].
-        Divergence::SymmetricKl if s.q_zero + s.p_zero > 0 => inf,
-        Divergence::SymmetricKl => s.ta / s.sa - s.tb / s.sb,
-        Divergence::CrossEntropy if s.q_zero > 0 => inf,
-        Divergence::CrossEntropy => lse_b - (s.ea - s.ta) / s.sa,
+        Divergence::SymmetricKl => kl_pq() + kl_qp(),
+        Divergence::CrossEntropy => (lse_a - s.ea / s.sa) + kl_pq(),
         Divergence::Entropy => lse_a - s.ea / s.sa,
         Divergence::JensenShannon => {
             unreachable!("Jensen–Shannon over logits runs as probabilities in a second pass")

@@ -44,6 +44,16 @@ struct ProbAcc<S: Simd> {
     sp: S::f32s,
     sq: S::f32s,
     diff: S::f32s,
+    /// Rounding error of `diff`, kept by TwoSum: Σ(p − q) decides literal KL when p ≈ q.
+    diff_lo: S::f32s,
+}
+
+/// Horizontal sum of the lanes, in f64.
+#[inline(always)]
+fn lanes_sum<S: Simd>(s: S, v: S::f32s) -> f64 {
+    let mut buf = [0f32; 16];
+    s.partial_store_f32s(&mut buf, v);
+    buf.iter().map(|&x| x as f64).sum()
 }
 
 /// gkl with the zero conventions: t(0, y) = y, t(x, 0) = +inf.
@@ -72,7 +82,13 @@ fn xlogy0<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
 fn prob_step<S: Simd>(s: S, div: Divergence, x: S::f32s, y: S::f32s, acc: &mut ProbAcc<S>) {
     acc.sp = s.add_f32s(acc.sp, x);
     acc.sq = s.add_f32s(acc.sq, y);
-    acc.diff = s.add_f32s(acc.diff, s.sub_f32s(x, y));
+    // x − y is exact when x ≈ y (Sterbenz); TwoSum keeps what the addition drops.
+    let d = s.sub_f32s(x, y);
+    let sum = s.add_f32s(acc.diff, d);
+    let dd = s.sub_f32s(sum, acc.diff);
+    let err = s.add_f32s(s.sub_f32s(acc.diff, s.sub_f32s(sum, dd)), s.sub_f32s(d, dd));
+    acc.diff = sum;
+    acc.diff_lo = s.add_f32s(acc.diff_lo, err);
     match div {
         Divergence::Kl => acc.main = s.add_f32s(acc.main, gkl0(s, x, y)),
         Divergence::ReverseKl => acc.main = s.add_f32s(acc.main, gkl0(s, y, x)),
@@ -120,6 +136,7 @@ pub fn prob_block<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Resul
         sp: zero,
         sq: zero,
         diff: zero,
+        diff_lo: zero,
     };
     let mut extra = ProbSums::default();
     let lanes = S::F32_LANES;
@@ -142,21 +159,61 @@ pub fn prob_block<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Resul
             prob_lanes_exact(div, pt, qt, p.len() - pt.len(), &mut extra)?;
         }
     }
-    let sum = |v: S::f32s| s.reduce_sum_f32s(v) as f64;
+    let sum = |v: S::f32s| lanes_sum(s, v);
     let mut out = ProbSums {
         main: sum(acc.main),
         main2: sum(acc.main2),
         sp: sum(acc.sp),
         sq: sum(acc.sq),
-        diff: sum(acc.diff),
+        diff: sum(acc.diff) + sum(acc.diff_lo),
     };
     out.merge(&extra);
     Ok(out)
 }
 
-/// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima.
+/// ψ(x)/x² = 1/2 − x/6 + x²/24 − … for |x| ≤ 0.5 (truncation < 2e-9 relative).
+const PSI_P: [f32; 8] = [
+    1.0 / 2.0,
+    -1.0 / 6.0,
+    1.0 / 24.0,
+    -1.0 / 120.0,
+    1.0 / 720.0,
+    -1.0 / 5040.0,
+    1.0 / 40320.0,
+    -1.0 / 362_880.0,
+];
+
+/// w·ψ(x) where w·e^−x = `w_shift`: series near 0, direct form elsewhere.
 #[inline(always)]
-pub fn logit_block<S: Simd>(s: S, a: &[f32], b: &[f32]) -> Result<LogitSums, Bad> {
+fn weighted_psi<S: Simd>(s: S, w: S::f32s, w_shift: S::f32s, x: S::f32s, near: S::m32s) -> S::f32s {
+    let series = || s.mul_f32s(w, s.mul_f32s(s.mul_f32s(x, x), horner(s, x, &PSI_P)));
+    let direct = || s.mul_add_f32s(w, x, s.sub_f32s(w_shift, w));
+    if all(s, near) {
+        series()
+    } else {
+        s.select_f32s(near, series(), direct())
+    }
+}
+
+#[inline(always)]
+fn horner<S: Simd>(s: S, x: S::f32s, c: &[f32]) -> S::f32s {
+    let mut acc = s.splat_f32s(c[c.len() - 1]);
+    for &ci in c[..c.len() - 1].iter().rev() {
+        acc = s.mul_add_f32s(acc, x, s.splat_f32s(ci));
+    }
+    acc
+}
+
+/// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima. `shift` is
+/// the row's c ([`LogitSums`]); `None` on the row's first block, which sets it.
+#[inline(always)]
+pub fn logit_block<S: Simd>(
+    s: S,
+    div: Divergence,
+    a: &[f32],
+    b: &[f32],
+    shift: &mut Option<f64>,
+) -> Result<LogitSums, Bad> {
     let (av, at) = S::as_simd_f32s(a);
     let (bv, bt) = S::as_simd_f32s(b);
     let big = s.splat_f32s(1e30);
@@ -169,7 +226,7 @@ pub fn logit_block<S: Simd>(s: S, a: &[f32], b: &[f32]) -> Result<LogitSums, Bad
         );
         if !all(s, ok) {
             // −inf masks, NaN or +inf: the exact path handles and reports them.
-            return scalar::logit_block(a, b);
+            return scalar::logit_block(a, b, shift);
         }
         mxa = s.max_f32s(mxa, x);
         mxb = s.max_f32s(mxb, y);
@@ -177,14 +234,33 @@ pub fn logit_block<S: Simd>(s: S, a: &[f32], b: &[f32]) -> Result<LogitSums, Bad
     let (mut ma, mut mb) = (s.reduce_max_f32s(mxa), s.reduce_max_f32s(mxb));
     for (&x, &y) in at.iter().zip(bt) {
         if !(x.abs() <= 1e30 && y.abs() <= 1e30) {
-            return scalar::logit_block(a, b);
+            return scalar::logit_block(a, b, shift);
         }
         ma = ma.max(x);
         mb = mb.max(y);
     }
+    let mut out = LogitSums {
+        ma: ma as f64,
+        mb: mb as f64,
+        ..LogitSums::default()
+    };
+    out.shift = *shift.get_or_insert(scalar::shift_of(out.ma, out.mb));
+    let g = scalar::gamma(&out);
+    let need_a = matches!(
+        div,
+        Divergence::Kl | Divergence::SymmetricKl | Divergence::CrossEntropy
+    );
+    let need_b = matches!(div, Divergence::ReverseKl | Divergence::SymmetricKl);
     let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
+    let (vc, vg, vg_inv) = (
+        s.splat_f32s(out.shift as f32),
+        s.splat_f32s(g as f32),
+        s.splat_f32s((1.0 / g) as f32),
+    );
+    let half = s.splat_f32s(0.5);
     let zero = s.splat_f32s(0.0);
     let (mut sa, mut sb, mut ta, mut tb, mut ea) = (zero, zero, zero, zero, zero);
+    let (mut pa, mut pb) = (zero, zero);
     for (&x, &y) in av.iter().zip(bv) {
         let wa = exp_nonpos(s, s.sub_f32s(x, vma));
         let wb = exp_nonpos(s, s.sub_f32s(y, vmb));
@@ -194,21 +270,28 @@ pub fn logit_block<S: Simd>(s: S, a: &[f32], b: &[f32]) -> Result<LogitSums, Bad
         ta = s.mul_add_f32s(wa, d, ta);
         tb = s.mul_add_f32s(wb, d, tb);
         ea = s.mul_add_f32s(wa, x, ea);
+        if need_a || need_b {
+            let xs = s.sub_f32s(d, vc);
+            let near = s.less_than_or_equal_f32s(s.abs_f32s(xs), half);
+            if need_a {
+                pa = s.add_f32s(pa, weighted_psi(s, wa, s.mul_f32s(vg, wb), xs, near));
+            }
+            if need_b {
+                let nxs = s.neg_f32s(xs);
+                pb = s.add_f32s(pb, weighted_psi(s, wb, s.mul_f32s(vg_inv, wa), nxs, near));
+            }
+        }
     }
-    let sum = |v: S::f32s| s.reduce_sum_f32s(v) as f64;
-    let mut out = LogitSums {
-        ma: ma as f64,
-        mb: mb as f64,
-        sa: sum(sa),
-        sb: sum(sb),
-        ta: sum(ta),
-        tb: sum(tb),
-        ea: sum(ea),
-        q_zero: 0,
-        p_zero: 0,
-    };
+    let sum = |v: S::f32s| lanes_sum(s, v);
+    out.sa = sum(sa);
+    out.sb = sum(sb);
+    out.ta = sum(ta);
+    out.tb = sum(tb);
+    out.ea = sum(ea);
+    out.psi_a = sum(pa);
+    out.psi_b = sum(pb);
     for (&x, &y) in at.iter().zip(bt) {
-        scalar::logit_element(x as f64, y as f64, &mut out);
+        scalar::logit_element(x as f64, y as f64, &mut out, g);
     }
     Ok(out)
 }
@@ -249,8 +332,10 @@ pub fn segment<S: Simd, T: Element>(
     transform: Transform,
     p: &[T],
     q: &[T],
+    shift: Option<f64>,
     scratch: &mut Scratch,
 ) -> Result<Partial, Bad> {
+    let mut shift = shift;
     let mut probs = ProbSums::default();
     let mut logits = LogitSums::default();
     for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
@@ -264,17 +349,20 @@ pub fn segment<S: Simd, T: Element>(
             apply_transform(s, transform, &mut scratch.a[..n], &mut scratch.b[..n]);
             (&scratch.a[..n], &scratch.b[..n])
         };
-        let shift = |e: Bad| Bad {
+        let relocate = |e: Bad| Bad {
             col: e.col + bi * BLOCK,
             ..e
         };
         match kernel {
-            Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(shift)?),
-            Kernel::Logits => logits.merge(&logit_block(s, x, y).map_err(shift)?),
+            Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(relocate)?),
+            Kernel::Logits(div) => {
+                logits.merge(&logit_block(s, div, x, y, &mut shift).map_err(relocate)?)
+            }
         }
     }
+    logits.shift = shift.unwrap_or(0.0);
     Ok(match kernel {
         Kernel::Probs(_) => Partial::Probs(probs),
-        Kernel::Logits => Partial::Logits(logits),
+        Kernel::Logits(_) => Partial::Logits(logits),
     })
 }

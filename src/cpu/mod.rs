@@ -24,7 +24,7 @@ pub struct Bad {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
     Probs(Divergence),
-    Logits,
+    Logits(Divergence),
 }
 
 /// How a row is rewritten on the fly before the kernel sees it (second passes only).
@@ -171,7 +171,7 @@ impl CpuEngine {
         let kernel = if probs {
             Kernel::Probs(req.divergence)
         } else {
-            Kernel::Logits
+            Kernel::Logits(req.divergence)
         };
         if !two_pass {
             return self.map_rows(kernel, &[], p, q, rows, cols, |row, r| match r {
@@ -186,7 +186,7 @@ impl CpuEngine {
         let first = if probs {
             Kernel::Probs(Divergence::Kl)
         } else {
-            Kernel::Logits
+            Kernel::Logits(Divergence::Entropy)
         };
         let check_req = Request {
             divergence: Divergence::Entropy,
@@ -255,15 +255,16 @@ impl CpuEngine {
         let threads = self.threads();
         let level = self.level;
         let exact = matches!(level, Level::Reference) || T::DTYPE == Dtype::F64;
-        let run = move |t: Transform, ps: &[T], qs: &[T], scratch: &mut Scratch| {
+        let run = move |t: Transform, ps: &[T], qs: &[T], shift, scratch: &mut Scratch| {
             if exact {
-                exact_segment(kernel, t, ps, qs)
+                exact_segment(kernel, t, ps, qs, shift)
             } else {
                 level.run(SegmentOp {
                     kernel,
                     transform: t,
                     p: ps,
                     q: qs,
+                    shift,
                     scratch,
                 })
             }
@@ -288,7 +289,7 @@ impl CpuEngine {
                                 col: 0,
                             })
                         } else {
-                            run(transform(row), ps, qs, &mut scratch)
+                            run(transform(row), ps, qs, None, &mut scratch)
                         };
                         out.push(finish(row, r)?);
                     }
@@ -317,13 +318,11 @@ impl CpuEngine {
                 if skip(row) {
                     return Ok(Partial::Probs(ProbSums::default()));
                 }
-                run(
-                    transform(row),
-                    &p[base + c0..base + c1],
-                    &q[base + c0..base + c1],
-                    &mut scratch,
-                )
-                .map_err(|b| Bad {
+                // Every piece of a logits row needs the row's shift, from its first block.
+                let shift = matches!(kernel, Kernel::Logits(_))
+                    .then(|| scalar::row_shift(&p[base..base + cols], &q[base..base + cols]));
+                let (ps, qs) = (&p[base + c0..base + c1], &q[base + c0..base + c1]);
+                run(transform(row), ps, qs, shift, &mut scratch).map_err(|b| Bad {
                     col: b.col + c0,
                     ..b
                 })
@@ -411,6 +410,7 @@ fn exact_segment<T: Element>(
     t: Transform,
     p: &[T],
     q: &[T],
+    shift: Option<f64>,
 ) -> std::result::Result<Partial, Bad> {
     match (kernel, t) {
         (Kernel::Probs(div), Transform::None) => {
@@ -430,7 +430,7 @@ fn exact_segment<T: Element>(
             let (ps, qs): (Vec<f64>, Vec<f64>) = p.iter().zip(q).map(|(&x, &y)| map(x, y)).unzip();
             scalar::prob_segment(div, &ps, &qs).map(Partial::Probs)
         }
-        (Kernel::Logits, _) => scalar::logit_segment(p, q).map(Partial::Logits),
+        (Kernel::Logits(_), _) => scalar::logit_segment(p, q, shift).map(Partial::Logits),
     }
 }
 
@@ -439,6 +439,7 @@ struct SegmentOp<'a, T> {
     transform: Transform,
     p: &'a [T],
     q: &'a [T],
+    shift: Option<f64>,
     scratch: &'a mut Scratch,
 }
 
@@ -446,7 +447,15 @@ impl<T: Element> WithSimd for SegmentOp<'_, T> {
     type Output = std::result::Result<Partial, Bad>;
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) -> Self::Output {
-        kernels::segment(s, self.kernel, self.transform, self.p, self.q, self.scratch)
+        kernels::segment(
+            s,
+            self.kernel,
+            self.transform,
+            self.p,
+            self.q,
+            self.shift,
+            self.scratch,
+        )
     }
 }
 

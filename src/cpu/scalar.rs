@@ -123,8 +123,49 @@ pub fn prob_segment<T: Element>(div: Divergence, p: &[T], q: &[T]) -> Result<Pro
     Ok(total)
 }
 
-/// Sums over one block of logits relative to the block's own maxima.
-pub fn logit_block<T: Element>(a: &[T], b: &[T]) -> Result<LogitSums, Bad> {
+/// The per-row shift c of [`LogitSums`]: difference of the first block's maxima (0 when
+/// either side has no finite value there). Every path derives it the same way.
+pub fn shift_of(ma: f64, mb: f64) -> f64 {
+    if ma.is_finite() && mb.is_finite() {
+        ma - mb
+    } else {
+        0.0
+    }
+}
+
+/// The shift for a row, from its first block.
+pub fn row_shift<T: Element>(a: &[T], b: &[T]) -> f64 {
+    let n = a.len().min(BLOCK);
+    let max = |v: &[T]| {
+        v[..n]
+            .iter()
+            .map(|x| x.to_f64())
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    shift_of(max(a), max(b))
+}
+
+/// e^(c − (ma − mb)): turns e^(b−mb) into e^(a−ma)·e^(−x) for x = a − b − c.
+pub fn gamma(s: &LogitSums) -> f64 {
+    (s.shift - (s.ma - s.mb)).exp()
+}
+
+/// ψ(x) = e^−x − 1 + x for |x| ≤ 1, without cancellation.
+fn psi_small(x: f64) -> f64 {
+    if x.abs() <= 1e-3 {
+        x * x * (0.5 - x * (1.0 / 6.0 - x * (1.0 / 24.0 - x / 120.0)))
+    } else {
+        (-x).exp_m1() + x
+    }
+}
+
+/// Sums over one block of logits relative to the block's own maxima. `shift` is the row's c;
+/// `None` on a row's first block, which then sets it.
+pub fn logit_block<T: Element>(
+    a: &[T],
+    b: &[T],
+    shift: &mut Option<f64>,
+) -> Result<LogitSums, Bad> {
     let bad = |col, (side, kind)| Bad { side, kind, col };
     let mut s = LogitSums::default();
     for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
@@ -134,15 +175,17 @@ pub fn logit_block<T: Element>(a: &[T], b: &[T]) -> Result<LogitSums, Bad> {
         s.ma = s.ma.max(x);
         s.mb = s.mb.max(y);
     }
+    s.shift = *shift.get_or_insert(shift_of(s.ma, s.mb));
+    let g = gamma(&s);
     for (&x, &y) in a.iter().zip(b) {
-        logit_element(x.to_f64(), y.to_f64(), &mut s);
+        logit_element(x.to_f64(), y.to_f64(), &mut s, g);
     }
     Ok(s)
 }
 
-/// Add one logit pair to sums whose maxima `s.ma`, `s.mb` are already fixed.
+/// Add one logit pair to sums whose maxima and shift are already fixed; `g` = [`gamma`].
 #[inline]
-pub fn logit_element(x: f64, y: f64, s: &mut LogitSums) {
+pub fn logit_element(x: f64, y: f64, s: &mut LogitSums, g: f64) {
     let wa = if x == f64::NEG_INFINITY {
         0.0
     } else {
@@ -161,6 +204,15 @@ pub fn logit_element(x: f64, y: f64, s: &mut LogitSums) {
             s.ta += wa * d;
             s.tb += wb * d;
             s.ea += wa * x;
+            let xs = d - s.shift;
+            if xs.abs() <= 1.0 {
+                s.psi_a += wa * psi_small(xs);
+                s.psi_b += wb * psi_small(-xs);
+            } else {
+                // wa·e^−x = g·wb and wb·e^x = wa/g: no overflow however far apart.
+                s.psi_a += g * wb - wa + wa * xs;
+                s.psi_b += wa / g - wb - wb * xs;
+            }
         }
         (false, true) => {
             s.q_zero += 1;
@@ -172,15 +224,17 @@ pub fn logit_element(x: f64, y: f64, s: &mut LogitSums) {
 }
 
 /// Sums over a piece of a logits row. `b` is ignored for entropy (pass `a` again).
-pub fn logit_segment<T: Element>(a: &[T], b: &[T]) -> Result<LogitSums, Bad> {
+pub fn logit_segment<T: Element>(a: &[T], b: &[T], shift: Option<f64>) -> Result<LogitSums, Bad> {
+    let mut shift = shift;
     let mut total = LogitSums::default();
     for (bi, (ab, bb)) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate() {
-        let s = logit_block(ab, bb).map_err(|e| Bad {
+        let s = logit_block(ab, bb, &mut shift).map_err(|e| Bad {
             col: e.col + bi * BLOCK,
             ..e
         })?;
         total.merge(&s);
     }
+    total.shift = shift.unwrap_or(0.0);
     Ok(total)
 }
 

@@ -1,0 +1,335 @@
+//! Every CPU path (f64 reference, scalar f32, AVX2, AVX-512, auto) against the textbook f64
+//! reference on random data, for every divergence, input form and element type.
+//!
+//! Tolerance: relative 1e-5 per row (the crate's accuracy target for f32 inputs) plus 1e-12
+//! absolute, only so that rows whose value is exactly 0 compare. Inputs are the same values
+//! for the engine and the reference (f16/bf16/f32 data is widened exactly to f64).
+
+mod common;
+use common::*;
+use kldiv::{
+    bf16, f16, CpuEngine, Divergence, Element, InputForm, Normalization, Request, SimdLevel,
+};
+
+const LEVELS: [SimdLevel; 5] = [
+    SimdLevel::Reference,
+    SimdLevel::Scalar,
+    SimdLevel::Avx2,
+    SimdLevel::Avx512,
+    SimdLevel::Auto,
+];
+
+const DIVS: [(Divergence, Div); 6] = [
+    (Divergence::Kl, Div::Kl),
+    (Divergence::ReverseKl, Div::Reverse),
+    (Divergence::SymmetricKl, Div::Symmetric),
+    (Divergence::JensenShannon, Div::Js),
+    (Divergence::CrossEntropy, Div::CrossEntropy),
+    (Divergence::Entropy, Div::Entropy),
+];
+
+fn engines() -> Vec<(SimdLevel, CpuEngine)> {
+    LEVELS
+        .iter()
+        .filter_map(|&l| CpuEngine::with_level(l).ok().map(|e| (l, e)))
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check<T: Element>(
+    what: &str,
+    conv: fn(f64) -> T,
+    form: Form,
+    p64: &[f64],
+    q64: &[f64],
+    rows: usize,
+    cols: usize,
+    normalize: bool,
+) {
+    let p: Vec<T> = p64.iter().map(|&x| conv(x)).collect();
+    let q: Vec<T> = q64.iter().map(|&x| conv(x)).collect();
+    let pe: Vec<f64> = p.iter().map(|x| x.to_f64()).collect();
+    let qe: Vec<f64> = q.iter().map(|x| x.to_f64()).collect();
+    let input = match form {
+        Form::Probs => InputForm::Probabilities,
+        Form::LogProbs => InputForm::LogProbabilities,
+        Form::Logits => InputForm::Logits,
+    };
+    for (div, rdiv) in DIVS {
+        let mut req = Request::new(div).input(input);
+        if normalize {
+            req = req.normalization(Normalization::Normalize);
+        }
+        let want: Vec<f64> = pe
+            .chunks(cols)
+            .zip(qe.chunks(cols))
+            .map(|(a, b)| reference(rdiv, form, a, b, normalize))
+            .collect();
+        // Normalising in one pass corrects Σ t(p,q)/Σp (or Σ p·ln q/Σp) afterwards; when the
+        // rows' sums are far from 1 that correction cancels, leaving the f32 rounding of the
+        // uncorrected value: the bound is 1e-5·|value| + 1e-6·|uncorrected value|.
+        let slack: Vec<f64> = pe
+            .chunks(cols)
+            .zip(qe.chunks(cols))
+            .map(|(a, b)| {
+                let g = |x: &[f64], y: &[f64]| generalized_kl(x, y) / x.iter().sum::<f64>();
+                match rdiv {
+                    _ if !normalize || form != Form::Probs => 0.0,
+                    Div::Kl => 1e-6 * g(a, b),
+                    Div::Reverse => 1e-6 * g(b, a),
+                    Div::Symmetric => 1e-6 * (g(a, b) + g(b, a)),
+                    Div::CrossEntropy => 1e-6 * xlogy_abs(a, b),
+                    Div::Entropy => 1e-6 * xlogy_abs(a, a),
+                    Div::Js => 0.0, // normalised in a second pass: no cancellation
+                }
+            })
+            .collect();
+        for (level, engine) in engines() {
+            let got = engine
+                .per_row(&req, &p, &q, rows, cols)
+                .unwrap_or_else(|e| panic!("{what} {div:?} {level:?}: {e}"));
+            for (r, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    close(*g, *w, 1e-5, 1e-12 + slack[r]),
+                    "{what} {form:?} {div:?} {level:?} {rows}x{cols} norm={normalize} row {r}: \
+                     got {g:e} want {w:e} rel {:e}",
+                    (g - w).abs() / w.abs()
+                );
+            }
+        }
+    }
+}
+
+const SHAPES: [(usize, usize); 6] = [(1, 1), (3, 17), (5, 100), (4, 1000), (3, 4097), (2, 70_001)];
+
+#[test]
+fn probabilities_f32_all_paths() {
+    let mut rng = Rng::new(1);
+    for (rows, cols) in SHAPES {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.1);
+        check("f32", |x| x as f32, Form::Probs, &p, &q, rows, cols, false);
+        // Far-apart rows exercise the direct branch of the t-term.
+        let (p, q) = prob_pair(&mut rng, rows, cols, 2.0);
+        check(
+            "f32 far",
+            |x| x as f32,
+            Form::Probs,
+            &p,
+            &q,
+            rows,
+            cols,
+            false,
+        );
+    }
+}
+
+#[test]
+fn probabilities_normalized_on_request() {
+    let mut rng = Rng::new(2);
+    for (rows, cols) in SHAPES {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.5);
+        // Scale rows far from 1: only Normalization::Normalize accepts them.
+        let p: Vec<f64> = p
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x * (1.0 + (i / cols) as f64))
+            .collect();
+        let q: Vec<f64> = q.iter().map(|x| x * 0.37).collect();
+        check(
+            "f32 normalize",
+            |x| x as f32,
+            Form::Probs,
+            &p,
+            &q,
+            rows,
+            cols,
+            true,
+        );
+    }
+}
+
+#[test]
+fn probabilities_other_dtypes() {
+    let mut rng = Rng::new(3);
+    for (rows, cols) in [(3, 17), (4, 1000), (2, 70_001)] {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.3);
+        check("f64", |x| x, Form::Probs, &p, &q, rows, cols, false);
+        check("f16", f16::from_f64, Form::Probs, &p, &q, rows, cols, false);
+        check(
+            "bf16",
+            bf16::from_f64,
+            Form::Probs,
+            &p,
+            &q,
+            rows,
+            cols,
+            false,
+        );
+    }
+}
+
+#[test]
+fn logits_and_logprobs_all_paths() {
+    let mut rng = Rng::new(4);
+    for (rows, cols) in SHAPES {
+        let (a, b) = logit_pair(&mut rng, rows, cols, 0.5);
+        check("f32", |x| x as f32, Form::Logits, &a, &b, rows, cols, false);
+        check(
+            "bf16",
+            bf16::from_f64,
+            Form::Logits,
+            &a,
+            &b,
+            rows,
+            cols,
+            false,
+        );
+        // Log-probabilities: normalised in f64 first, then rounded (sums stay within 1e-4).
+        let norm = |v: &[f64]| -> Vec<f64> {
+            v.chunks(cols)
+                .flat_map(|r| {
+                    let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let lse = m + r.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+                    r.iter().map(move |x| x - lse).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        check(
+            "f32",
+            |x| x as f32,
+            Form::LogProbs,
+            &norm(&a),
+            &norm(&b),
+            rows,
+            cols,
+            false,
+        );
+        check("f64", |x| x, Form::Logits, &a, &b, rows, cols, false);
+    }
+}
+
+/// Near-identical rows: KL ~ 1e-9, where a naive f32 Σ p·ln(p/q) keeps no correct digit.
+/// The t-term form keeps the 1e-5 relative bound for probabilities.
+#[test]
+fn near_identical_probability_rows_keep_relative_accuracy() {
+    let mut rng = Rng::new(5);
+    for (rows, cols) in [(4, 1000), (2, 32_000), (2, 70_001)] {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 1e-4);
+        let pf = to_f32(&p);
+        let qf = to_f32(&q);
+        let pe: Vec<f64> = pf.iter().map(|&x| x as f64).collect();
+        let qe: Vec<f64> = qf.iter().map(|&x| x as f64).collect();
+        for (level, engine) in engines() {
+            for (div, rdiv) in [
+                (Divergence::Kl, Div::Kl),
+                (Divergence::SymmetricKl, Div::Symmetric),
+                (Divergence::JensenShannon, Div::Js),
+            ] {
+                let req = Request::new(div);
+                let got = engine.per_row(&req, &pf, &qf, rows, cols).unwrap();
+                for r in 0..rows {
+                    let want = reference(
+                        rdiv,
+                        Form::Probs,
+                        &pe[r * cols..(r + 1) * cols],
+                        &qe[r * cols..(r + 1) * cols],
+                        false,
+                    );
+                    assert!(want < 1e-6, "test data is near-identical");
+                    assert!(
+                        close(got[r], want.max(0.0), 1e-5, 1e-15),
+                        "{level:?} {div:?} row {r}: got {:e} want {want:e}",
+                        got[r]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Near-identical logits (b = a + 1e-4·N, KL ~ 5e-9): a log-sum-exp difference would keep
+/// no digit here; the ψ form keeps the 1e-5 relative bound.
+#[test]
+fn near_identical_logits_absolute_bound() {
+    let mut rng = Rng::new(6);
+    let (rows, cols) = (4, 32_000);
+    let (a, b) = logit_pair(&mut rng, rows, cols, 1e-4);
+    let (af, bf) = (to_f32(&a), to_f32(&b));
+    let (ae, be): (Vec<f64>, Vec<f64>) = (
+        af.iter().map(|&x| x as f64).collect(),
+        bf.iter().map(|&x| x as f64).collect(),
+    );
+    let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+    for (level, engine) in engines() {
+        // Reverse KL through the same identity with the roles swapped.
+        let rev = engine
+            .per_row(
+                &Request::new(Divergence::ReverseKl).input(InputForm::Logits),
+                &bf,
+                &af,
+                rows,
+                cols,
+            )
+            .unwrap();
+        let got = engine.per_row(&req, &af, &bf, rows, cols).unwrap();
+        for r in 0..rows {
+            let want =
+                reference_logits_kl(&ae[r * cols..(r + 1) * cols], &be[r * cols..(r + 1) * cols]);
+            assert!(want < 1e-7, "test data is near-identical");
+            assert!(
+                close(got[r], want, 1e-5, 0.0),
+                "{level:?} row {r}: got {:e} want {want:e}",
+                got[r]
+            );
+            assert!(
+                close(rev[r], want, 1e-5, 0.0),
+                "{level:?} reverse row {r}: got {:e} want {want:e}",
+                rev[r]
+            );
+        }
+    }
+}
+
+/// Long rows: blocked sums keep the error flat; a 4M-column row stays within 1e-5.
+#[test]
+fn long_rows_do_not_accumulate_error() {
+    let mut rng = Rng::new(7);
+    let (rows, cols) = (1, 4_000_000);
+    let (p, q) = prob_pair(&mut rng, rows, cols, 0.1);
+    check_one_kl(&p, &q, rows, cols);
+}
+
+fn check_one_kl(p: &[f64], q: &[f64], rows: usize, cols: usize) {
+    let (pf, qf) = (to_f32(p), to_f32(q));
+    let (pe, qe): (Vec<f64>, Vec<f64>) = (
+        pf.iter().map(|&x| x as f64).collect(),
+        qf.iter().map(|&x| x as f64).collect(),
+    );
+    let got = CpuEngine::new()
+        .per_row(&Request::new(Divergence::Kl), &pf, &qf, rows, cols)
+        .unwrap();
+    for r in 0..rows {
+        let want = reference(
+            Div::Kl,
+            Form::Probs,
+            &pe[r * cols..(r + 1) * cols],
+            &qe[r * cols..(r + 1) * cols],
+            false,
+        );
+        assert!(
+            close(got[r], want, 1e-5, 0.0),
+            "row {r}: {} vs {want}",
+            got[r]
+        );
+    }
+}
+
+fn xlogy_abs(p: &[f64], q: &[f64]) -> f64 {
+    let s: f64 = p
+        .iter()
+        .zip(q)
+        .filter(|(a, _)| **a > 0.0)
+        .map(|(a, b)| a * b.ln())
+        .sum();
+    s.abs() / p.iter().sum::<f64>()
+}
