@@ -208,6 +208,34 @@ fn logits_and_logprobs_all_paths() {
     }
 }
 
+/// Masked vocabularies: P is −inf on ~20% of columns, Q on half of those (so KL(P‖Q) is
+/// finite and KL(Q‖P) infinite), mixed with finite logits in long rows.
+#[test]
+fn masked_logits_all_paths() {
+    let mut rng = Rng::new(8);
+    for (rows, cols) in [(3, 17), (4, 1000), (2, 70_001)] {
+        let (mut a, mut b) = logit_pair(&mut rng, rows, cols, 0.5);
+        for i in 0..a.len() {
+            if rng.uniform() < 0.2 {
+                a[i] = f64::NEG_INFINITY;
+                if rng.uniform() < 0.5 {
+                    b[i] = f64::NEG_INFINITY;
+                }
+            }
+        }
+        check(
+            "f32 masked",
+            |x| x as f32,
+            Form::Logits,
+            &a,
+            &b,
+            rows,
+            cols,
+            false,
+        );
+    }
+}
+
 /// Near-identical rows: KL ~ 1e-9, where a naive f32 Σ p·ln(p/q) keeps no correct digit.
 /// The t-term form keeps the 1e-5 relative bound for probabilities.
 #[test]

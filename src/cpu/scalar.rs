@@ -214,11 +214,17 @@ pub fn logit_element(x: f64, y: f64, s: &mut LogitSums, g: f64) {
                 s.psi_b += wa / g - wb - wb * xs;
             }
         }
+        // Mass of one side where the other is zero still enters the other's log-sum-exp:
+        // in ψ-form terms it is the limit w·ψ(x) → w·e^−x as x → ∓inf.
         (false, true) => {
             s.q_zero += 1;
             s.ea += wa * x;
+            s.psi_b += wa / g;
         }
-        (true, false) => s.p_zero += 1,
+        (true, false) => {
+            s.p_zero += 1;
+            s.psi_a += g * wb;
+        }
         (true, true) => {}
     }
 }
