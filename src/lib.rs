@@ -29,6 +29,7 @@ mod element;
 mod error;
 mod request;
 pub mod sums;
+pub mod workloads;
 
 pub use cpu::{CpuEngine, SimdLevel};
 pub use element::{Dtype, Element};

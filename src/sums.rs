@@ -135,6 +135,7 @@ impl Partial {
 }
 
 /// ln(1+x) − x, accurate for small x: the correction that normalising a row adds.
+#[inline]
 fn ln1p_minus(x: f64) -> f64 {
     x.ln_1p() - x
 }
@@ -150,6 +151,7 @@ pub fn sum_tolerance(req: &Request, dtype: crate::Dtype) -> Option<f64> {
 }
 
 /// Clamp to the mathematical range (KL ≥ 0, JS ≤ ln 2) and convert units. NaN stays NaN.
+#[inline]
 fn finalize(req: &Request, v: f64, clamp: bool) -> f64 {
     let mut v = v;
     if clamp && v < 0.0 {
@@ -164,6 +166,7 @@ fn finalize(req: &Request, v: f64, clamp: bool) -> f64 {
     }
 }
 
+#[inline]
 fn check_sum(side: Side, row: usize, sum: f64, tol: Option<f64>) -> Result<()> {
     if sum.is_nan() || sum <= 0.0 {
         return Err(Error::NoMass { side, row });
@@ -183,6 +186,7 @@ fn check_sum(side: Side, row: usize, sum: f64, tol: Option<f64>) -> Result<()> {
 
 /// The value of one probability row from its sums. For Jensen–Shannon with normalisation the
 /// sums come from inputs already divided by their row sums (a second pass, see the engines).
+#[inline]
 pub fn finish_probs(req: &Request, s: &ProbSums, tol: Option<f64>, row: usize) -> Result<f64> {
     check_sum(Side::P, row, s.sp, tol)?;
     if req.reads_q() {

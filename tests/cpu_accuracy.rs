@@ -100,7 +100,17 @@ fn check<T: Element>(
     }
 }
 
-const SHAPES: [(usize, usize); 6] = [(1, 1), (3, 17), (5, 100), (4, 1000), (3, 4097), (2, 70_001)];
+// (40, 16) and (37, 33) reach the lane-per-row path for short rows, with leftover rows.
+const SHAPES: [(usize, usize); 8] = [
+    (1, 1),
+    (3, 17),
+    (40, 16),
+    (37, 33),
+    (5, 100),
+    (4, 1000),
+    (3, 4097),
+    (2, 70_001),
+];
 
 #[test]
 fn probabilities_f32_all_paths() {

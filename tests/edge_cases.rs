@@ -263,6 +263,33 @@ fn nan_is_an_error_naming_row_and_column_or_propagates() {
             );
         }
     }
+    // Short rows, many of them: the lane-per-row path must hand the bad group back.
+    let (rows, cols) = (40, 16);
+    let mut p = vec![1.0 / cols as f32; rows * cols];
+    p[33 * cols + 5] = f32::NAN;
+    for e in run_err(&Request::new(Divergence::Kl), &p, &p.clone(), rows, cols) {
+        assert!(
+            matches!(
+                e,
+                Error::BadValue {
+                    row: 33,
+                    col: 5,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    let q = vec![1.0 / cols as f32; rows * cols];
+    for got in run(
+        &Request::new(Divergence::Kl).nan(NanPolicy::Propagate),
+        &p,
+        &q,
+        rows,
+        cols,
+    ) {
+        assert!(got[33].is_nan() && got.iter().filter(|v| v.is_nan()).count() == 1);
+    }
     let cols = 200_000;
     let mut p = vec![1.0 / cols as f32; cols];
     p[150_001] = f32::NAN;

@@ -6,7 +6,7 @@
 //! are handed lane by lane to the exact f64 element functions, which also report bad input.
 
 use super::scalar::{self, BLOCK};
-use super::simd_math::{all, exp_nonpos, gkl, ln, HUGE, TINY};
+use super::simd_math::{all, exp_nonpos, gkl, horner, ln, HUGE, TINY};
 use super::{Bad, Kernel, Transform};
 use crate::element::Element;
 use crate::request::Divergence;
@@ -21,9 +21,11 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
+        // Large enough for one block, and for 16 transposed rows of SHORT_ROW columns.
+        let n = BLOCK.max(16 * SHORT_ROW);
         Scratch {
-            a: vec![0.0; BLOCK],
-            b: vec![0.0; BLOCK],
+            a: vec![0.0; n],
+            b: vec![0.0; n],
         }
     }
 }
@@ -48,12 +50,30 @@ struct ProbAcc<S: Simd> {
     diff_lo: S::f32s,
 }
 
-/// Horizontal sum of the lanes, in f64.
+/// Horizontal sum of the lanes of a non-negative accumulator: an f32 tree adds at most
+/// 4 ulp (16 lanes), negligible next to the terms' own error.
 #[inline(always)]
 fn lanes_sum<S: Simd>(s: S, v: S::f32s) -> f64 {
+    s.reduce_sum_f32s(v) as f64
+}
+
+/// Horizontal sum in f64, pairwise: for signed accumulators whose total may cancel.
+#[inline(always)]
+fn lanes_sum_f64<S: Simd>(s: S, v: S::f32s) -> f64 {
     let mut buf = [0f32; 16];
     s.partial_store_f32s(&mut buf, v);
-    buf.iter().map(|&x| x as f64).sum()
+    let mut w = [0f64; 16];
+    for i in 0..16 {
+        w[i] = buf[i] as f64;
+    }
+    let mut width = 8;
+    while width > 0 {
+        for i in 0..width {
+            w[i] += w[i + width];
+        }
+        width /= 2;
+    }
+    w[0]
 }
 
 /// gkl with the zero conventions: t(0, y) = y, t(x, 0) = +inf.
@@ -159,13 +179,12 @@ pub fn prob_block<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Resul
             prob_lanes_exact(div, pt, qt, p.len() - pt.len(), &mut extra)?;
         }
     }
-    let sum = |v: S::f32s| lanes_sum(s, v);
     let mut out = ProbSums {
-        main: sum(acc.main),
-        main2: sum(acc.main2),
-        sp: sum(acc.sp),
-        sq: sum(acc.sq),
-        diff: sum(acc.diff) + sum(acc.diff_lo),
+        main: lanes_sum(s, acc.main),
+        main2: lanes_sum(s, acc.main2),
+        sp: lanes_sum(s, acc.sp),
+        sq: lanes_sum(s, acc.sq),
+        diff: lanes_sum_f64(s, acc.diff) + lanes_sum_f64(s, acc.diff_lo),
     };
     out.merge(&extra);
     Ok(out)
@@ -186,22 +205,73 @@ const PSI_P: [f32; 8] = [
 /// w·ψ(x) where w·e^−x = `w_shift`: series near 0, direct form elsewhere.
 #[inline(always)]
 fn weighted_psi<S: Simd>(s: S, w: S::f32s, w_shift: S::f32s, x: S::f32s, near: S::m32s) -> S::f32s {
-    let series = || s.mul_f32s(w, s.mul_f32s(s.mul_f32s(x, x), horner(s, x, &PSI_P)));
-    let direct = || s.mul_add_f32s(w, x, s.sub_f32s(w_shift, w));
+    let series = s.mul_f32s(w, s.mul_f32s(s.mul_f32s(x, x), horner(s, x, &PSI_P)));
     if all(s, near) {
-        series()
+        series
     } else {
-        s.select_f32s(near, series(), direct())
+        let direct = s.mul_add_e_f32s(w, x, s.sub_f32s(w_shift, w));
+        s.select_f32s(near, series, direct)
     }
 }
 
+/// Rows at most this long go through [`short_rows`] when they are f32 probabilities.
+pub const SHORT_ROW: usize = 64;
+
+/// Sums of `S::F32_LANES` consecutive short probability rows at once, one row per lane.
+///
+/// Horizontal reductions would cost more than the arithmetic for 16-column rows (W2), so
+/// the rows are transposed through `scratch` and summed column by column: each lane ends up
+/// holding its row's sums. `None` when some value needs the exact path; the caller then
+/// runs those rows one by one.
 #[inline(always)]
-fn horner<S: Simd>(s: S, x: S::f32s, c: &[f32]) -> S::f32s {
-    let mut acc = s.splat_f32s(c[c.len() - 1]);
-    for &ci in c[..c.len() - 1].iter().rev() {
-        acc = s.mul_add_f32s(acc, x, s.splat_f32s(ci));
+pub fn short_rows<S: Simd>(
+    s: S,
+    div: Divergence,
+    p: &[f32],
+    q: &[f32],
+    cols: usize,
+    scratch: &mut Scratch,
+    out: &mut [ProbSums],
+) -> Option<()> {
+    let lanes = S::F32_LANES;
+    debug_assert!(cols <= SHORT_ROW && p.len() == lanes * cols && out.len() == lanes);
+    for r in 0..lanes {
+        for j in 0..cols {
+            scratch.a[j * lanes + r] = p[r * cols + j];
+            scratch.b[j * lanes + r] = q[r * cols + j];
+        }
     }
-    acc
+    let (xv, _) = S::as_simd_f32s(&scratch.a[..cols * lanes]);
+    let (yv, _) = S::as_simd_f32s(&scratch.b[..cols * lanes]);
+    let zero = s.splat_f32s(0.0);
+    let mut acc = ProbAcc::<S> {
+        main: zero,
+        main2: zero,
+        sp: zero,
+        sq: zero,
+        diff: zero,
+        diff_lo: zero,
+    };
+    for (&x, &y) in xv.iter().zip(yv) {
+        if !all(s, s.and_m32s(in_range(s, x), in_range(s, y))) {
+            return None;
+        }
+        prob_step(s, div, x, y, &mut acc);
+    }
+    let mut lanes_of = |v: S::f32s, set: fn(&mut ProbSums, f64)| {
+        let mut buf = [0f32; 16];
+        s.partial_store_f32s(&mut buf, v);
+        for (o, &x) in out.iter_mut().zip(&buf) {
+            set(o, x as f64);
+        }
+    };
+    lanes_of(acc.main, |o, x| o.main = x);
+    lanes_of(acc.main2, |o, x| o.main2 = x);
+    lanes_of(acc.sp, |o, x| o.sp = x);
+    lanes_of(acc.sq, |o, x| o.sq = x);
+    lanes_of(acc.diff, |o, x| o.diff = x);
+    lanes_of(acc.diff_lo, |o, x| o.diff += x);
+    Some(())
 }
 
 /// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima. `shift` is
@@ -267,9 +337,9 @@ pub fn logit_block<S: Simd>(
         let d = s.sub_f32s(x, y);
         sa = s.add_f32s(sa, wa);
         sb = s.add_f32s(sb, wb);
-        ta = s.mul_add_f32s(wa, d, ta);
-        tb = s.mul_add_f32s(wb, d, tb);
-        ea = s.mul_add_f32s(wa, x, ea);
+        ta = s.mul_add_e_f32s(wa, d, ta);
+        tb = s.mul_add_e_f32s(wb, d, tb);
+        ea = s.mul_add_e_f32s(wa, x, ea);
         if need_a || need_b {
             let xs = s.sub_f32s(d, vc);
             let near = s.less_than_or_equal_f32s(s.abs_f32s(xs), half);
@@ -282,14 +352,13 @@ pub fn logit_block<S: Simd>(
             }
         }
     }
-    let sum = |v: S::f32s| lanes_sum(s, v);
-    out.sa = sum(sa);
-    out.sb = sum(sb);
-    out.ta = sum(ta);
-    out.tb = sum(tb);
-    out.ea = sum(ea);
-    out.psi_a = sum(pa);
-    out.psi_b = sum(pb);
+    out.sa = lanes_sum(s, sa);
+    out.sb = lanes_sum(s, sb);
+    out.ta = lanes_sum_f64(s, ta);
+    out.tb = lanes_sum_f64(s, tb);
+    out.ea = lanes_sum_f64(s, ea);
+    out.psi_a = lanes_sum(s, pa);
+    out.psi_b = lanes_sum(s, pb);
     for (&x, &y) in at.iter().zip(bt) {
         scalar::logit_element(x as f64, y as f64, &mut out, g);
     }

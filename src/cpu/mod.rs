@@ -275,25 +275,19 @@ impl CpuEngine {
             let chunks: Vec<Result<Vec<R>>> = (0..rows.div_ceil(per_task))
                 .into_par_iter()
                 .map(|c| {
-                    let mut scratch = Scratch::new();
                     let r0 = c * per_task;
-                    let r1 = (r0 + per_task).min(rows);
-                    let mut out = Vec::with_capacity(r1 - r0);
-                    for row in r0..r1 {
-                        let ps = &p[row * cols..(row + 1) * cols];
-                        let qs = &q[row * cols..(row + 1) * cols];
-                        let r = if skip(row) {
-                            Err(Bad {
-                                side: Side::P,
-                                kind: BadKind::NotANumber,
-                                col: 0,
-                            })
-                        } else {
-                            run(transform(row), ps, qs, None, &mut scratch)
-                        };
-                        out.push(finish(row, r)?);
-                    }
-                    Ok(out)
+                    // One dispatch per task, not per row: short rows (W2) are dominated by
+                    // per-row overhead otherwise.
+                    level.run(RowsOp {
+                        kernel,
+                        exact,
+                        p,
+                        q,
+                        cols,
+                        rows: r0..(r0 + per_task).min(rows),
+                        transforms,
+                        finish: &finish,
+                    })
                 })
                 .collect();
             let mut all = Vec::with_capacity(rows);
@@ -431,6 +425,93 @@ fn exact_segment<T: Element>(
             scalar::prob_segment(div, &ps, &qs).map(Partial::Probs)
         }
         (Kernel::Logits(_), _) => scalar::logit_segment(p, q, shift).map(Partial::Logits),
+    }
+}
+
+/// A run of whole rows inside one SIMD context.
+struct RowsOp<'a, T, F> {
+    kernel: Kernel,
+    exact: bool,
+    p: &'a [T],
+    q: &'a [T],
+    cols: usize,
+    rows: std::ops::Range<usize>,
+    transforms: &'a [Option<Transform>],
+    finish: &'a F,
+}
+
+impl<T: Element, R, F> WithSimd for RowsOp<'_, T, F>
+where
+    F: Fn(usize, std::result::Result<Partial, Bad>) -> Result<R>,
+{
+    type Output = Result<Vec<R>>;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> Self::Output {
+        let mut scratch = Scratch::new();
+        let mut out = Vec::with_capacity(self.rows.len());
+        let cols = self.cols;
+        let mut row = self.rows.start;
+        let lanes = S::F32_LANES;
+        // Short f32 probability rows go a lane per row, see `kernels::short_rows`.
+        let short = match self.kernel {
+            Kernel::Probs(div) if cols <= kernels::SHORT_ROW && lanes > 1 => Some(div),
+            _ => None,
+        }
+        .filter(|_| self.transforms.is_empty() && !self.exact && T::DTYPE == Dtype::F32);
+        let mut sums = [ProbSums::default(); 16];
+        while row < self.rows.end {
+            if let Some(div) = short.filter(|_| self.rows.end - row >= lanes) {
+                let span = row * cols..(row + lanes) * cols;
+                let p: &[f32] = bytemuck::cast_slice(&self.p[span.clone()]);
+                let q: &[f32] = bytemuck::cast_slice(&self.q[span]);
+                let sums = &mut sums[..lanes];
+                if kernels::short_rows(s, div, p, q, cols, &mut scratch, sums).is_some() {
+                    for (i, s) in sums.iter().enumerate() {
+                        out.push((self.finish)(row + i, Ok(Partial::Probs(*s)))?);
+                    }
+                    row += lanes;
+                    continue;
+                }
+                // Something needs the exact path: these rows go one by one below.
+                for r in row..row + lanes {
+                    out.push((self.finish)(r, one_row(s, &self, r, &mut scratch))?);
+                }
+                row += lanes;
+                continue;
+            }
+            out.push((self.finish)(row, one_row(s, &self, row, &mut scratch))?);
+            row += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// Sums of one whole row.
+#[inline(always)]
+fn one_row<S: Simd, T: Element, F>(
+    s: S,
+    op: &RowsOp<'_, T, F>,
+    row: usize,
+    scratch: &mut Scratch,
+) -> std::result::Result<Partial, Bad> {
+    let cols = op.cols;
+    let ps = &op.p[row * cols..(row + 1) * cols];
+    let qs = &op.q[row * cols..(row + 1) * cols];
+    match op.transforms.get(row) {
+        // The first pass found NaN in this row (NanPolicy::Propagate).
+        Some(None) => Err(Bad {
+            side: Side::P,
+            kind: BadKind::NotANumber,
+            col: 0,
+        }),
+        t => {
+            let t = t.copied().flatten().unwrap_or(Transform::None);
+            if op.exact {
+                exact_segment(op.kernel, t, ps, qs, None)
+            } else {
+                kernels::segment(s, op.kernel, t, ps, qs, None, scratch)
+            }
+        }
     }
 }
 

@@ -39,10 +39,10 @@ pub const HUGE: f32 = 1.152_921_5e18;
 const U_NEAR: f32 = 0.3;
 
 #[inline(always)]
-fn horner<S: Simd>(s: S, x: S::f32s, c: &[f32]) -> S::f32s {
+pub fn horner<S: Simd>(s: S, x: S::f32s, c: &[f32]) -> S::f32s {
     let mut acc = s.splat_f32s(c[c.len() - 1]);
     for &ci in c[..c.len() - 1].iter().rev() {
-        acc = s.mul_add_f32s(acc, x, s.splat_f32s(ci));
+        acc = s.mul_add_e_f32s(acc, x, s.splat_f32s(ci));
     }
     acc
 }
@@ -66,26 +66,26 @@ pub fn ln<S: Simd>(s: S, x: S::f32s) -> S::f32s {
     );
     let f2 = s.mul_f32s(f, f);
     let y = s.mul_f32s(s.mul_f32s(f2, f), horner(s, f, &LN_P));
-    let lo = s.mul_add_f32s(k, s.splat_f32s(LN2_LO), y);
-    let lo = s.mul_add_f32s(f2, s.splat_f32s(-0.5), lo);
-    s.mul_add_f32s(k, s.splat_f32s(LN2_HI), s.add_f32s(f, lo))
+    let lo = s.mul_add_e_f32s(k, s.splat_f32s(LN2_LO), y);
+    let lo = s.mul_add_e_f32s(f2, s.splat_f32s(-0.5), lo);
+    s.mul_add_e_f32s(k, s.splat_f32s(LN2_HI), s.add_f32s(f, lo))
 }
 
 /// e^x for x ≤ ~0 (−inf allowed: gives 0). Results below e^−87 flush to 0.
 #[inline(always)]
 pub fn exp_nonpos<S: Simd>(s: S, x: S::f32s) -> S::f32s {
     const SHIFTER: f32 = 12_582_912.0; // 1.5·2^23: adding it rounds to an integer
-    let t = s.mul_add_f32s(
+    let t = s.mul_add_e_f32s(
         x,
         s.splat_f32s(std::f32::consts::LOG2_E),
         s.splat_f32s(SHIFTER),
     );
     let n = s.sub_f32s(t, s.splat_f32s(SHIFTER));
-    let r = s.mul_add_f32s(n, s.splat_f32s(-LN2_HI), x);
-    let r = s.mul_add_f32s(n, s.splat_f32s(-LN2_LO), r);
+    let r = s.mul_add_e_f32s(n, s.splat_f32s(-LN2_HI), x);
+    let r = s.mul_add_e_f32s(n, s.splat_f32s(-LN2_LO), r);
     let r2 = s.mul_f32s(r, r);
     let e = s.add_f32s(
-        s.mul_add_f32s(r2, horner(s, r, &EXP_Q), r),
+        s.mul_add_e_f32s(r2, horner(s, r, &EXP_Q), r),
         s.splat_f32s(1.0),
     );
     // 2^n: the integer n sits in t's low mantissa bits.
@@ -121,19 +121,27 @@ pub fn gkl<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
     let d = s.sub_f32s(x, y);
     let u = s.div_f32s(d, s.add_f32s(x, y));
     let near = s.less_than_or_equal_f32s(s.abs_f32s(u), s.splat_f32s(U_NEAR));
-    let t_near = || s.mul_f32s(s.mul_f32s(d, u), horner(s, u, &P));
-    let t_far = || {
-        let l = ln(s, s.div_f32s(x, y));
-        s.mul_add_f32s(x, l, s.neg_f32s(d))
-    };
     // Data with p ≈ q (the usual case) skips the log and the second division entirely.
     if all(s, near) {
-        t_near()
+        gkl_near(s, d, u, &P)
     } else if !any(s, near) {
-        t_far()
+        gkl_far(s, x, y, d)
     } else {
-        s.select_f32s(near, t_near(), t_far())
+        s.select_f32s(near, gkl_near(s, d, u, &P), gkl_far(s, x, y, d))
     }
+}
+
+// (Helpers, not closures: only `#[inline(always)]` functions are compiled with the
+// caller's target features.)
+#[inline(always)]
+fn gkl_near<S: Simd>(s: S, d: S::f32s, u: S::f32s, p: &[f32]) -> S::f32s {
+    s.mul_f32s(s.mul_f32s(d, u), horner(s, u, p))
+}
+
+#[inline(always)]
+fn gkl_far<S: Simd>(s: S, x: S::f32s, y: S::f32s, d: S::f32s) -> S::f32s {
+    let l = ln(s, s.div_f32s(x, y));
+    s.mul_add_e_f32s(x, l, s.neg_f32s(d))
 }
 
 #[inline(always)]

@@ -1,0 +1,38 @@
+use kldiv::*;
+use std::time::Instant;
+fn main() {
+    let only = std::env::var("W").ok();
+    for w in workloads::ALL {
+        if only.as_deref().is_some_and(|o| o != w.name) {
+            continue;
+        }
+        let w = w.scaled(4);
+        let (p, q) = workloads::generate(&w, 1);
+        let req = Request::new(Divergence::Kl).input(w.input);
+        let levels = if std::env::var("ONLY_AUTO").is_ok() {
+            vec![SimdLevel::Auto]
+        } else {
+            vec![SimdLevel::Auto, SimdLevel::Avx2, SimdLevel::Scalar]
+        };
+        for level in levels {
+            let e = CpuEngine::with_level(level).unwrap();
+            let mut best = f64::MAX;
+            for _ in 0..std::env::var("REPS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(3)
+            {
+                let t = Instant::now();
+                let r = e.per_row(&req, &p, &q, w.rows, w.cols).unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+                std::hint::black_box(r);
+            }
+            println!(
+                "{} {:?} {:.3} Gelem/s",
+                w.name,
+                level,
+                w.elements() as f64 / best / 1e9
+            );
+        }
+    }
+}
