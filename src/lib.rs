@@ -27,7 +27,9 @@
 pub mod cpu;
 mod element;
 mod error;
+pub mod io;
 mod request;
+pub mod stats;
 pub mod sums;
 pub mod workloads;
 
@@ -96,8 +98,8 @@ pub(crate) fn validate_shape(
     let mismatch = |len: usize| Error::ShapeMismatch {
         p_rows: rows,
         p_cols: cols,
-        q_rows: len / cols.max(1),
-        q_cols: if len % cols.max(1) == 0 { cols } else { len },
+        q_rows: len / cols,
+        q_cols: if len.is_multiple_of(cols) { cols } else { len },
     };
     if p_len != want {
         return Err(Error::InvalidRequest(format!(

@@ -1,1 +1,7 @@
-fn main() {}
+//! The `kldiv` command line: `compare`, `bench`, `info`.
+
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

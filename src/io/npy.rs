@@ -1,0 +1,252 @@
+//! .npy files: read f32/f64/f16 arrays (either byte order, C or Fortran order, any rank:
+//! leading axes are rows) and write 1-D f64 results. Every header field is checked against
+//! the file's real length before anything is allocated.
+
+use super::{Matrix, Shaped};
+use crate::error::{Error, Result};
+use std::path::Path;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+fn bad(path: &Path, message: impl Into<String>) -> Error {
+    Error::File {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// The parsed header: element type, byte order, layout, shape, and where data starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub descr: String,
+    pub fortran_order: bool,
+    pub shape: Vec<usize>,
+    pub data_offset: usize,
+}
+
+/// Parse the header of an .npy file held in `bytes`.
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(bad(path, "not an .npy file (bad magic bytes)"));
+    }
+    let major = bytes[6];
+    let (len, start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err(bad(path, "truncated .npy header"));
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => return Err(bad(path, format!("unsupported .npy version {v}"))),
+    };
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or_else(|| bad(path, "truncated .npy header"))?;
+    let text = std::str::from_utf8(&bytes[start..end])
+        .map_err(|_| bad(path, ".npy header is not text"))?;
+    let field = |key: &str| -> Result<&str> {
+        let k = format!("'{key}'");
+        let at = text
+            .find(&k)
+            .ok_or_else(|| bad(path, format!(".npy header lacks {k}")))?;
+        let rest = text[at + k.len()..].trim_start();
+        rest.strip_prefix(':')
+            .map(str::trim_start)
+            .ok_or_else(|| bad(path, format!(".npy header: no value for {k}")))
+    };
+    let descr = field("descr")?;
+    let descr = descr
+        .strip_prefix('\'')
+        .and_then(|d| d.split('\'').next())
+        .ok_or_else(|| bad(path, ".npy header: descr is not a string"))?
+        .to_string();
+    let fortran = field("fortran_order")?;
+    let fortran_order = if fortran.starts_with("True") {
+        true
+    } else if fortran.starts_with("False") {
+        false
+    } else {
+        return Err(bad(path, ".npy header: fortran_order is not True/False"));
+    };
+    let shape_text = field("shape")?;
+    let inner = shape_text
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad(path, ".npy header: shape is not a tuple"))?;
+    let mut shape = Vec::new();
+    for part in inner.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        shape.push(
+            part.parse::<usize>()
+                .map_err(|_| bad(path, format!(".npy header: bad dimension {part:?}")))?,
+        );
+    }
+    Ok(Header {
+        descr,
+        fortran_order,
+        shape,
+        data_offset: end,
+    })
+}
+
+/// Rows × columns of a shape: the last axis is the distribution, all others are rows.
+pub fn rows_cols(path: &Path, shape: &[usize]) -> Result<(usize, usize)> {
+    match shape {
+        [] => Err(bad(path, "a 0-d array holds no distribution")),
+        [n] => Ok((1, *n)),
+        [lead @ .., cols] => {
+            let rows = lead
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| bad(path, format!("shape {shape:?} overflows")))?;
+            Ok((rows, *cols))
+        }
+    }
+}
+
+/// Read a whole .npy file into a row-major matrix.
+pub fn read(path: &Path) -> Result<Shaped> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_bytes(path, &bytes)
+}
+
+/// Decode .npy bytes (see [`read`]).
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Shaped> {
+    let h = parse_header(path, bytes)?;
+    let (rows, cols) = rows_cols(path, &h.shape)?;
+    let (size, dtype) = match h.descr.get(1..) {
+        Some("f4") => (4, crate::Dtype::F32),
+        Some("f8") => (8, crate::Dtype::F64),
+        Some("f2") => (2, crate::Dtype::F16),
+        _ => {
+            return Err(bad(
+                path,
+                format!("unsupported dtype {:?} (need f4, f8 or f2)", h.descr),
+            ))
+        }
+    };
+    let big_endian = match h.descr.as_bytes()[0] {
+        b'<' | b'|' | b'=' => false,
+        b'>' => true,
+        _ => return Err(bad(path, format!("unknown byte order in {:?}", h.descr))),
+    };
+    let n = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(size))
+        .ok_or_else(|| bad(path, format!("shape {:?} overflows", h.shape)))?;
+    let data = &bytes[h.data_offset..];
+    if data.len() < n {
+        return Err(bad(
+            path,
+            format!(
+                "truncated: header promises {n} bytes of data for shape {:?}, file has {}",
+                h.shape,
+                data.len()
+            ),
+        ));
+    }
+    let data = &data[..n];
+    // Fortran order stores the transpose of the row-major layout.
+    let (r, c) = if h.fortran_order {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
+    let m = match dtype {
+        crate::Dtype::F32 => Matrix::F32(decode(
+            data,
+            big_endian,
+            f32::from_le_bytes,
+            f32::from_be_bytes,
+        )),
+        crate::Dtype::F64 => Matrix::F64(decode(
+            data,
+            big_endian,
+            f64::from_le_bytes,
+            f64::from_be_bytes,
+        )),
+        _ => Matrix::F16(decode(
+            data,
+            big_endian,
+            half::f16::from_le_bytes,
+            half::f16::from_be_bytes,
+        )),
+    };
+    let m = if h.fortran_order {
+        m.transposed(r, c)
+    } else {
+        m
+    };
+    Ok(m.with_shape(rows, cols))
+}
+
+fn decode<T, const N: usize>(
+    data: &[u8],
+    big_endian: bool,
+    le: fn([u8; N]) -> T,
+    be: fn([u8; N]) -> T,
+) -> Vec<T> {
+    data.chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            if big_endian {
+                be(a)
+            } else {
+                le(a)
+            }
+        })
+        .collect()
+}
+
+/// Write `values` as a 1-D little-endian f64 .npy file.
+pub fn write_f64(path: &Path, values: &[f64]) -> Result<()> {
+    let mut header = format!(
+        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
+        values.len()
+    );
+    // Pad so that data starts on a 64-byte boundary, header ends with a newline.
+    let total = MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 8 * values.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, out).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Write a row-major matrix of f32 as .npy (used by tests and the bench harness).
+pub fn write_f32(path: &Path, rows: usize, cols: usize, values: &[f32]) -> Result<()> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let total = MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * values.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, out).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
