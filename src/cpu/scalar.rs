@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn gkl_matches_definition_far_from_one() {
         for &(x, y) in &[
-            (0.3, 0.1),
+            (0.3f64, 0.1f64),
             (0.1, 0.3),
             (1e-30, 1.0),
             (1.0, 1e-30),
