@@ -91,12 +91,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the error is about the caller's input (exit code 2 in the command line).
+    /// True when the error is about the caller's input, files included (exit code 2 in the
+    /// command line); false for engine failures.
     pub fn is_input_error(&self) -> bool {
-        !matches!(
-            self,
-            Error::GpuUnavailable(_) | Error::Gpu(_) | Error::Io { .. }
-        )
+        !matches!(self, Error::GpuUnavailable(_) | Error::Gpu(_))
     }
 }
 
