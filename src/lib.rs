@@ -30,6 +30,8 @@ mod error;
 pub mod io;
 mod request;
 pub mod stats;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod sums;
 pub mod workloads;
 

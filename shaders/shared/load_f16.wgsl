@@ -1,0 +1,31 @@
+// Element loads for f16 inputs, read as packed pairs and widened with bit operations: no
+// SHADER_F16 or f16 capability needed, any alignment, subnormals, inf and NaN kept exact.
+@group(0) @binding(0) var<storage, read> p_in: array<u32>;
+@group(0) @binding(1) var<storage, read> q_in: array<u32>;
+
+fn f16_bits_to_f32(h: u32) -> f32 {
+    let sign = (h & 0x8000u) << 16u;
+    let e = (h >> 10u) & 0x1fu;
+    let m = h & 0x3ffu;
+    if (e == 0u) {
+        // Zero or subnormal: m · 2^-24, exact in f32.
+        let mag = f32(m) * 5.9604644775390625e-8;
+        return bitcast<f32>(sign | bitcast<u32>(mag));
+    }
+    if (e == 31u) {
+        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+    }
+    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+}
+
+fn half_of(word: u32, i: u32) -> f32 {
+    return f16_bits_to_f32(select(word & 0xffffu, word >> 16u, (i & 1u) == 1u));
+}
+
+fn load_p(i: u32) -> f32 {
+    return half_of(p_in[i >> 1u], i);
+}
+
+fn load_q(i: u32) -> f32 {
+    return half_of(q_in[i >> 1u], i);
+}
