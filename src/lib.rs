@@ -27,11 +27,11 @@
 pub mod cpu;
 mod element;
 mod error;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod io;
 mod request;
 pub mod stats;
-#[cfg(feature = "gpu")]
-pub mod gpu;
 pub mod sums;
 pub mod workloads;
 

@@ -348,7 +348,7 @@ impl CpuEngine {
     }
 }
 
-fn check_sums(req: &Request, row: usize, s: &ProbSums, tol: Option<f64>) -> Result<()> {
+pub(crate) fn check_sums(req: &Request, row: usize, s: &ProbSums, tol: Option<f64>) -> Result<()> {
     // Entropy-shaped request: only the checks matter here; Q is checked separately.
     sums::finish_probs(req, s, tol, row)?;
     let q_only = ProbSums {
@@ -373,7 +373,12 @@ fn check_sums(req: &Request, row: usize, s: &ProbSums, tol: Option<f64>) -> Resu
     Ok(())
 }
 
-fn check_logit_sums(req: &Request, row: usize, s: &LogitSums, tol: Option<f64>) -> Result<()> {
+pub(crate) fn check_logit_sums(
+    req: &Request,
+    row: usize,
+    s: &LogitSums,
+    tol: Option<f64>,
+) -> Result<()> {
     let swapped = LogitSums {
         ma: s.mb,
         sa: s.sb,

@@ -1,2 +1,971 @@
-//! placeholder
+//! The GPU engine: the CPU engine's requests and semantics, executed by WGSL compute shaders
+//! through wgpu. Device, queue, pipelines and buffers are created once and reused; inputs of
+//! any size stream through in chunks, two in flight, and only per-row sums come back.
+//!
+//! The GPU reduces each row (or 4096-column segment) to the same partial sums as the CPU
+//! engine (`sums::ProbSums` / `sums::LogitSums`); the host adds segments in f64 and applies
+//! the shared finishing rules. Values the kernels do not handle (NaN, negatives, ±inf
+//! probabilities, magnitudes outside [2^-60, 2^60]) are flagged per row by bit tests, and
+//! those rows are recomputed by the CPU's exact path, which also reports bad input exactly
+//! as the CPU engine does.
+
 mod shaders;
+
+pub use shaders::KernelFile;
+
+use crate::cpu::SimdLevel;
+use crate::element::{Dtype, Element};
+use crate::error::{Error, Result};
+use crate::request::{Divergence, InputForm, Normalization, Request};
+use crate::sums::{self, LogitSums, Partial, ProbSums};
+use crate::CpuEngine;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Elements per workgroup segment (shaders/shared/layout.wgsl SEG).
+const SEG: usize = 4096;
+/// Rows this short use one thread per row (probabilities only).
+const SHORT_ROW: usize = 64;
+/// Workgroups per dispatch dimension.
+const MAX_GROUPS: usize = 65_535;
+/// How long a single wait on the device may take before it is reported as hung.
+const WAIT: Duration = Duration::from_secs(120);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    row_stride: u32,
+    elem_offset: u32,
+    segs: u32,
+    grid_x: u32,
+    row0: u32,
+    col0: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct ProbRec {
+    main: f32,
+    main2: f32,
+    sp: f32,
+    sq: f32,
+    diff: f32,
+    q_zero: u32,
+    p_zero: u32,
+    bad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct LogitRec {
+    ma: f32,
+    mb: f32,
+    sa: f32,
+    sb: f32,
+    ta: f32,
+    tb: f32,
+    ea: f32,
+    psi_a: f32,
+    psi_b: f32,
+    shift: f32,
+    q_zero: u32,
+    p_zero: u32,
+    bad: u32,
+    psi_bad: u32,
+    _pad: [u32; 2],
+}
+
+/// A chunk of the input: (first row, rows, first column, columns).
+type Chunk = (usize, usize, usize, usize);
+
+/// Which adapter the engine runs on.
+#[derive(Debug, Clone)]
+pub struct AdapterDescription {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    /// A software rasteriser (lavapipe, llvmpipe, WARP): correct, but no faster than a CPU.
+    pub is_software: bool,
+    pub max_storage_binding: u64,
+    pub max_buffer: u64,
+    pub timestamps: bool,
+}
+
+/// What the last call moved and ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallStats {
+    pub bytes_uploaded: u64,
+    pub bytes_read_back: u64,
+    pub dispatches: u64,
+    pub chunks: u64,
+    /// Rows recomputed on the CPU because they held values the kernels do not handle.
+    pub rows_on_cpu: u64,
+}
+
+/// Where a pass reads its rows from and what it does with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PipeKey {
+    file: KernelFile,
+    dtype: Dtype,
+    entry: &'static str,
+    div: u32,
+    transform: u32,
+}
+
+#[derive(Default)]
+struct Slot {
+    p: Option<wgpu::Buffer>,
+    q: Option<wgpu::Buffer>,
+    out: Option<wgpu::Buffer>,
+    readback: Option<wgpu::Buffer>,
+    params: Vec<wgpu::Buffer>,
+    row_data: Option<wgpu::Buffer>,
+}
+
+/// The GPU back end. `Send + Sync`; share it across threads (calls are serialised).
+pub struct GpuEngine {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: AdapterDescription,
+    layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    modules: Mutex<HashMap<(KernelFile, Dtype), wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipeKey, wgpu::ComputePipeline>>,
+    slots: Mutex<[Slot; 2]>,
+    lost: Arc<AtomicBool>,
+    chunk_bytes: u64,
+    last: Mutex<CallStats>,
+}
+
+fn gpu_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Gpu(format!("{what}: {e}"))
+}
+
+/// Adapter preference: a real GPU first, software rasterisers last.
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl GpuEngine {
+    /// Open the preferred adapter. Honours `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
+    /// `KLDIV_ADAPTER` (a substring of the adapter name). No adapter is an error, not a panic.
+    pub fn new() -> Result<Self> {
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let instance = wgpu::Instance::new(desc);
+        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let wanted = std::env::var("KLDIV_ADAPTER")
+            .or_else(|_| std::env::var("WGPU_ADAPTER_NAME"))
+            .ok()
+            .map(|s| s.to_lowercase());
+        let mut candidates: Vec<wgpu::Adapter> = adapters
+            .into_iter()
+            .filter(|a| {
+                let info = a.get_info();
+                // GL lacks what the kernels rely on; it is where wgpu falls back silently.
+                info.backend != wgpu::Backend::Gl
+                    && wanted
+                        .as_ref()
+                        .is_none_or(|w| info.name.to_lowercase().contains(w))
+            })
+            .collect();
+        candidates.sort_by_key(|a| rank(a.get_info().device_type));
+        let adapter = candidates.into_iter().next().ok_or_else(|| {
+            Error::GpuUnavailable(match &wanted {
+                Some(w) => format!("no Vulkan/Metal/DX12 adapter named like {w:?}"),
+                None => "no Vulkan, Metal or DX12 adapter found (install a driver, e.g. \
+                         mesa-vulkan-drivers for lavapipe)"
+                    .into(),
+            })
+        })?;
+        Self::from_adapter(&adapter)
+    }
+
+    /// Open a device on a chosen adapter.
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        let alimits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: alimits.max_storage_buffer_binding_size,
+            max_buffer_size: alimits.max_buffer_size,
+            ..wgpu::Limits::downlevel_defaults()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("kldiv"),
+            required_features: features,
+            required_limits: limits,
+            ..Default::default()
+        }))
+        .map_err(|e| Error::GpuUnavailable(format!("request_device failed: {e}")))?;
+        let info = adapter.get_info();
+        let desc = AdapterDescription {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            is_software: info.device_type == wgpu::DeviceType::Cpu,
+            max_storage_binding: alimits.max_storage_buffer_binding_size,
+            max_buffer: alimits.max_buffer_size,
+            timestamps: !features.is_empty(),
+        };
+        Ok(Self::from_device(device, queue, desc))
+    }
+
+    /// Build the engine on a device the caller already has (e.g. shared with a renderer or
+    /// another wgpu-based library).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: AdapterDescription) -> Self {
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |_, _| flag.store(true, Ordering::SeqCst));
+        let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("kldiv"),
+            entries: &[
+                storage(0, true),
+                storage(1, true),
+                storage(2, false),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 3,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                },
+                storage(4, false),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("kldiv"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let chunk_bytes = info.max_storage_binding.min(info.max_buffer).min(1 << 30);
+        GpuEngine {
+            device,
+            queue,
+            info,
+            layout,
+            pipeline_layout,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            slots: Mutex::new([Slot::default(), Slot::default()]),
+            lost,
+            chunk_bytes,
+            last: Mutex::new(CallStats::default()),
+        }
+    }
+
+    pub fn adapter(&self) -> &AdapterDescription {
+        &self.info
+    }
+
+    /// Limit the bytes of each input chunk (rounded to whole segments); tests use this to
+    /// force chunking on small inputs.
+    pub fn set_chunk_bytes(&mut self, bytes: u64) {
+        self.chunk_bytes = bytes.clamp(
+            8 * SEG as u64,
+            self.info.max_storage_binding.min(self.info.max_buffer),
+        );
+    }
+
+    /// What the last completed call moved and ran.
+    pub fn last_call(&self) -> CallStats {
+        self.last.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(Error::Gpu("the GPU device was lost".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn pipeline(&self, key: PipeKey) -> Result<wgpu::ComputePipeline> {
+        let mut pipes = self
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Gpu("poisoned lock".into()))?;
+        if let Some(p) = pipes.get(&key) {
+            return Ok(p.clone());
+        }
+        let mut modules = self
+            .modules
+            .lock()
+            .map_err(|_| Error::Gpu("poisoned lock".into()))?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = modules
+            .entry((key.file, key.dtype))
+            .or_insert_with(|| {
+                let src = shaders::source(key.file, key.dtype);
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some("kldiv"),
+                        source: wgpu::ShaderSource::Wgsl(src.into()),
+                    })
+            })
+            .clone();
+        let constants: Vec<(&str, f64)> = match key.file {
+            KernelFile::Probs => vec![("DIV", key.div as f64), ("TRANSFORM", key.transform as f64)],
+            KernelFile::Logits => vec![],
+        };
+        let pipe = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(key.entry),
+                layout: Some(&self.pipeline_layout),
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(gpu_err("pipeline creation failed", e));
+        }
+        pipes.insert(key, pipe.clone());
+        Ok(pipe)
+    }
+
+    /// Per-row values, the GPU twin of [`CpuEngine::per_row`].
+    pub fn per_row<T: Element>(
+        &self,
+        req: &Request,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>> {
+        crate::validate_shape(p.len(), q.len(), rows, cols, req)?;
+        self.check_alive()?;
+        let q = if req.reads_q() { q } else { p };
+        let mut stats = CallStats::default();
+        let tol = sums::sum_tolerance(req, T::DTYPE);
+        let probs = req.input == InputForm::Probabilities;
+        let two_pass = req.divergence == Divergence::JensenShannon
+            && (!probs || req.normalization == Normalization::Normalize);
+        let exact = |row: usize| -> Result<f64> {
+            // The CPU's exact path: same values, same errors (with this row's index).
+            let r = &(row * cols..(row + 1) * cols);
+            CpuEngine::with_level(SimdLevel::Reference)?
+                .per_row(req, &p[r.clone()], &q[r.clone()], 1, cols)
+                .map(|v| v[0])
+                .map_err(|e| relocate(e, row))
+        };
+        let file = if probs {
+            KernelFile::Probs
+        } else {
+            KernelFile::Logits
+        };
+        let out = if !two_pass {
+            let parts =
+                self.run_pass(file, req.divergence, 0, None, p, q, rows, cols, &mut stats)?;
+            let mut out = Vec::with_capacity(rows);
+            for (row, part) in parts.into_iter().enumerate() {
+                out.push(match part {
+                    None => {
+                        stats.rows_on_cpu += 1;
+                        exact(row)?
+                    }
+                    Some(Partial::Probs(s)) => sums::finish_probs(req, &s, tol, row)?,
+                    Some(Partial::Logits(s)) => sums::finish_logits(req, &s, tol, row)?,
+                });
+            }
+            out
+        } else {
+            // Jensen–Shannon needs normalised rows inside its logarithms: a first pass for the
+            // row sums (or log-sum-exps), a second that reads the rows rescaled.
+            let first = if probs {
+                Divergence::Kl
+            } else {
+                Divergence::Entropy
+            };
+            let parts = self.run_pass(file, first, 0, None, p, q, rows, cols, &mut stats)?;
+            let check = Request {
+                divergence: Divergence::Entropy,
+                ..*req
+            };
+            let mut data = vec![[0f32; 2]; rows];
+            let mut fallback = vec![false; rows];
+            for (row, part) in parts.iter().enumerate() {
+                match part {
+                    None => fallback[row] = true,
+                    Some(Partial::Probs(s)) => {
+                        crate::cpu::check_sums(&check, row, s, tol)?;
+                        data[row] = [(1.0 / s.sp) as f32, (1.0 / s.sq) as f32];
+                    }
+                    Some(Partial::Logits(s)) => {
+                        crate::cpu::check_logit_sums(&check, row, s, tol)?;
+                        data[row] = [s.lse_a() as f32, s.lse_b() as f32];
+                    }
+                }
+            }
+            let transform = if probs { 1 } else { 2 };
+            let parts = self.run_pass(
+                KernelFile::Probs,
+                Divergence::JensenShannon,
+                transform,
+                Some(&data),
+                p,
+                q,
+                rows,
+                cols,
+                &mut stats,
+            )?;
+            let second = Request {
+                input: InputForm::Probabilities,
+                normalization: Normalization::Normalize,
+                ..*req
+            };
+            let mut out = Vec::with_capacity(rows);
+            for (row, part) in parts.into_iter().enumerate() {
+                out.push(match part {
+                    Some(Partial::Probs(s)) if !fallback[row] => {
+                        sums::finish_probs(&second, &s, None, row)?
+                    }
+                    _ => {
+                        stats.rows_on_cpu += 1;
+                        exact(row)?
+                    }
+                });
+            }
+            out
+        };
+        if let Ok(mut last) = self.last.lock() {
+            *last = stats;
+        }
+        Ok(out)
+    }
+
+    /// One pass over all rows: per-row partial sums, `None` for rows to recompute exactly.
+    #[allow(clippy::too_many_arguments)]
+    fn run_pass<T: Element>(
+        &self,
+        file: KernelFile,
+        div: Divergence,
+        transform: u32,
+        row_data: Option<&[[f32; 2]]>,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+        stats: &mut CallStats,
+    ) -> Result<Vec<Option<Partial>>> {
+        let dtype = if T::DTYPE == Dtype::F64 {
+            Dtype::F32
+        } else {
+            T::DTYPE
+        };
+        let esize = dtype.size_bytes() as u64;
+        let div_code = match div {
+            Divergence::Kl => 0,
+            Divergence::ReverseKl => 1,
+            Divergence::SymmetricKl => 2,
+            Divergence::JensenShannon => 3,
+            Divergence::CrossEntropy => 4,
+            Divergence::Entropy => 5,
+        };
+        let short = file == KernelFile::Probs && cols <= SHORT_ROW;
+        let rec_size = match file {
+            KernelFile::Probs => std::mem::size_of::<ProbRec>(),
+            KernelFile::Logits => std::mem::size_of::<LogitRec>(),
+        } as u64;
+        // Chunks: whole rows when a row fits in one binding, else column ranges of one row.
+        let max_elems = (self.chunk_bytes / esize) as usize;
+        let chunks: Vec<Chunk> = if cols <= max_elems {
+            let segs = if short { 1 } else { cols.div_ceil(SEG) };
+            let by_records = (self.chunk_bytes / (rec_size * segs as u64)).max(1) as usize;
+            let per = (max_elems / cols).min(by_records).max(1);
+            (0..rows.div_ceil(per))
+                .map(|c| (c * per, (per).min(rows - c * per), 0, cols))
+                .collect()
+        } else {
+            let span = (max_elems / SEG).max(1) * SEG;
+            (0..rows)
+                .flat_map(|r| {
+                    (0..cols.div_ceil(span))
+                        .map(move |k| (r, 1, k * span, span.min(cols - k * span)))
+                })
+                .collect()
+        };
+        let mut parts: Vec<Option<Partial>> = vec![None; rows];
+        let mut flagged = vec![false; rows];
+        let mut pending: Option<(usize, Chunk, u64)> = None;
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| Error::Gpu("poisoned lock".into()))?;
+        for (k, &chunk) in chunks.iter().enumerate() {
+            let slot = k % 2;
+            let submitted = self.submit_chunk(
+                &mut slots[slot],
+                file,
+                dtype,
+                div_code,
+                transform,
+                short,
+                row_data,
+                p,
+                q,
+                cols,
+                chunk,
+                stats,
+            )?;
+            // Read the previous chunk while this one runs.
+            if let Some((ps, pc, bytes)) = pending.take() {
+                self.collect(
+                    &slots[ps],
+                    file,
+                    div,
+                    pc,
+                    bytes,
+                    short,
+                    cols,
+                    &mut parts,
+                    &mut flagged,
+                )?;
+            }
+            pending = Some((slot, chunk, submitted));
+        }
+        if let Some((ps, pc, bytes)) = pending.take() {
+            self.collect(
+                &slots[ps],
+                file,
+                div,
+                pc,
+                bytes,
+                short,
+                cols,
+                &mut parts,
+                &mut flagged,
+            )?;
+        }
+        for (part, f) in parts.iter_mut().zip(&flagged) {
+            if *f {
+                *part = None;
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Upload one chunk into `slot`, dispatch, copy its records for reading. Returns the
+    /// record bytes to read back.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_chunk<T: Element>(
+        &self,
+        slot: &mut Slot,
+        file: KernelFile,
+        dtype: Dtype,
+        div: u32,
+        transform: u32,
+        short: bool,
+        row_data: Option<&[[f32; 2]]>,
+        p: &[T],
+        q: &[T],
+        cols: usize,
+        (r0, nrows, c0, ncols): Chunk,
+        stats: &mut CallStats,
+    ) -> Result<u64> {
+        self.check_alive()?;
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let valid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let (pb, qb) = (
+            self.bytes_of(p, r0, nrows, c0, ncols, cols),
+            self.bytes_of(q, r0, nrows, c0, ncols, cols),
+        );
+        let input_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+        let pbuf = ensure(&self.device, &mut slot.p, pb.len() as u64, input_usage);
+        self.queue.write_buffer(&pbuf, 0, &pb);
+        let qbuf = ensure(&self.device, &mut slot.q, qb.len() as u64, input_usage);
+        self.queue.write_buffer(&qbuf, 0, &qb);
+        stats.bytes_uploaded += (pb.len() + qb.len()) as u64;
+        stats.chunks += 1;
+
+        let segs = if short { 1 } else { ncols.div_ceil(SEG) };
+        let nrec = (nrows * segs) as u64;
+        let rec_size = match file {
+            KernelFile::Probs => std::mem::size_of::<ProbRec>(),
+            KernelFile::Logits => std::mem::size_of::<LogitRec>(),
+        } as u64;
+        let out_bytes = nrec * rec_size;
+        let out = ensure(
+            &self.device,
+            &mut slot.out,
+            out_bytes,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let readback = ensure(
+            &self.device,
+            &mut slot.readback,
+            out_bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let rd = ensure(
+            &self.device,
+            &mut slot.row_data,
+            (nrows as u64 * 8).max(16),
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        if let Some(data) = row_data {
+            self.queue
+                .write_buffer(&rd, 0, bytemuck::cast_slice(&data[r0..r0 + nrows]));
+            stats.bytes_uploaded += nrows as u64 * 8;
+        }
+        let split_row = ncols != cols;
+        if file == KernelFile::Logits && split_row {
+            // A row split over chunks needs its shift in every chunk: take it on the host
+            // from the row's first block (512 values), as the CPU engine does.
+            let r = &(r0 * cols..(r0 + 1) * cols);
+            let c = crate::cpu::scalar::row_shift(&p[r.clone()], &q[r.clone()]) as f32;
+            self.queue
+                .write_buffer(&rd, 0, bytemuck::cast_slice(&[c, 0.0]));
+        }
+
+        let mut passes: Vec<(PipeKey, usize)> = vec![];
+        let entry = if short { "rows_thread" } else { "rows_wg" };
+        if file == KernelFile::Logits && !split_row {
+            passes.push((
+                PipeKey {
+                    file,
+                    dtype,
+                    entry: "shift",
+                    div: 0,
+                    transform: 0,
+                },
+                nrows.div_ceil(256),
+            ));
+        }
+        let groups = if short {
+            nrows.div_ceil(256)
+        } else {
+            nrows * segs
+        };
+        passes.push((
+            PipeKey {
+                file,
+                dtype,
+                entry,
+                div,
+                transform,
+            },
+            groups,
+        ));
+
+        while slot.params.len() < passes.len() {
+            slot.params
+                .push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kldiv params"),
+                    size: std::mem::size_of::<Params>() as u64,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+        }
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        for (i, (key, groups)) in passes.iter().enumerate() {
+            let pipe = self.pipeline(*key)?;
+            let grid_x = (*groups).clamp(1, MAX_GROUPS);
+            let grid_y = groups.div_ceil(grid_x).max(1);
+            if grid_y > MAX_GROUPS {
+                return Err(Error::Gpu(format!(
+                    "{groups} workgroups exceed one dispatch"
+                )));
+            }
+            let params = Params {
+                rows: nrows as u32,
+                cols: ncols as u32,
+                row_stride: ncols as u32,
+                elem_offset: 0,
+                segs: segs as u32,
+                grid_x: grid_x as u32,
+                row0: 0,
+                col0: c0 as u32,
+            };
+            self.queue
+                .write_buffer(&slot.params[i], 0, bytemuck::bytes_of(&params));
+            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("kldiv"),
+                layout: &self.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: pbuf.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: qbuf.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: out.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: slot.params[i].as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 4,
+                        resource: rd.as_entire_binding(),
+                    },
+                ],
+            });
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipe);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(grid_x as u32, grid_y as u32, 1);
+            stats.dispatches += 1;
+        }
+        encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, Some(out_bytes));
+        self.queue.submit([encoder.finish()]);
+        if let Some(e) = pollster::block_on(valid.pop()) {
+            return Err(gpu_err("validation", e));
+        }
+        if let Some(e) = pollster::block_on(oom.pop()) {
+            return Err(gpu_err("out of GPU memory", e));
+        }
+        Ok(out_bytes)
+    }
+
+    /// The bytes of one chunk as the GPU reads them (f64 narrowed to f32; 4-byte padded).
+    fn bytes_of<'a, T: Element>(
+        &self,
+        v: &'a [T],
+        r0: usize,
+        nrows: usize,
+        c0: usize,
+        ncols: usize,
+        cols: usize,
+    ) -> std::borrow::Cow<'a, [u8]> {
+        let range = if ncols == cols {
+            r0 * cols..(r0 + nrows) * cols
+        } else {
+            r0 * cols + c0..r0 * cols + c0 + ncols
+        };
+        let slice = &v[range];
+        if T::DTYPE == Dtype::F64 {
+            let f: Vec<f32> = slice.iter().map(|x| x.to_f64() as f32).collect();
+            return std::borrow::Cow::Owned(bytemuck::cast_slice(&f).to_vec());
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(slice);
+        if bytes.len().is_multiple_of(4) {
+            std::borrow::Cow::Borrowed(bytes)
+        } else {
+            let mut b = bytes.to_vec();
+            b.resize(bytes.len().next_multiple_of(4), 0);
+            std::borrow::Cow::Owned(b)
+        }
+    }
+
+    /// Wait for a chunk's records and fold them into per-row partial sums.
+    #[allow(clippy::too_many_arguments)]
+    fn collect(
+        &self,
+        slot: &Slot,
+        file: KernelFile,
+        div: Divergence,
+        (r0, nrows, c0, ncols): Chunk,
+        bytes: u64,
+        short: bool,
+        cols: usize,
+        parts: &mut [Option<Partial>],
+        flagged: &mut [bool],
+    ) -> Result<()> {
+        let _ = (c0, cols);
+        let readback = slot
+            .readback
+            .as_ref()
+            .ok_or_else(|| Error::Gpu("readback buffer missing".into()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        readback.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(WAIT),
+            })
+            .map_err(|e| gpu_err("waiting for the GPU", e))?;
+        self.check_alive()?;
+        rx.recv_timeout(WAIT)
+            .map_err(|_| Error::Gpu("the GPU did not return results".into()))?
+            .map_err(|e| gpu_err("reading results", e))?;
+        {
+            let view = readback
+                .get_mapped_range(0..bytes)
+                .map_err(|e| gpu_err("reading results", e))?;
+            let segs = if short { 1 } else { ncols.div_ceil(SEG) };
+            match file {
+                KernelFile::Probs => {
+                    let recs: &[ProbRec] = bytemuck::cast_slice(&view);
+                    for r in 0..nrows {
+                        let row = r0 + r;
+                        for rec in &recs[r * segs..(r + 1) * segs] {
+                            if rec.bad != 0 {
+                                flagged[row] = true;
+                            }
+                            let s = prob_sums(div, rec);
+                            match &mut parts[row] {
+                                Some(Partial::Probs(acc)) => acc.merge(&s),
+                                slot => *slot = Some(Partial::Probs(s)),
+                            }
+                        }
+                    }
+                }
+                KernelFile::Logits => {
+                    let recs: &[LogitRec] = bytemuck::cast_slice(&view);
+                    for r in 0..nrows {
+                        let row = r0 + r;
+                        for rec in &recs[r * segs..(r + 1) * segs] {
+                            if rec.bad != 0 {
+                                flagged[row] = true;
+                            }
+                            let s = logit_sums(rec);
+                            match &mut parts[row] {
+                                Some(Partial::Logits(acc)) => acc.merge(&s),
+                                slot => *slot = Some(Partial::Logits(s)),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        readback.unmap();
+        Ok(())
+    }
+}
+
+/// Grow-only buffer: reuse `slot` if it is big enough.
+fn ensure(
+    device: &wgpu::Device,
+    slot: &mut Option<wgpu::Buffer>,
+    size: u64,
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    let size = size.max(16).next_multiple_of(16);
+    if let Some(b) = slot {
+        if b.size() >= size {
+            return b.clone();
+        }
+    }
+    let b = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("kldiv"),
+        size,
+        usage,
+        mapped_at_creation: false,
+    });
+    *slot = Some(b.clone());
+    b
+}
+
+/// A GPU record as the CPU's sums: counted zeros become the infinities they stand for.
+fn prob_sums(div: Divergence, r: &ProbRec) -> ProbSums {
+    let inf = f64::INFINITY;
+    let mut s = ProbSums {
+        main: r.main as f64,
+        main2: r.main2 as f64,
+        sp: r.sp as f64,
+        sq: r.sq as f64,
+        diff: r.diff as f64,
+    };
+    match div {
+        Divergence::Kl if r.q_zero > 0 => s.main = inf,
+        Divergence::ReverseKl if r.p_zero > 0 => s.main = inf,
+        Divergence::SymmetricKl => {
+            if r.q_zero > 0 {
+                s.main = inf;
+            }
+            if r.p_zero > 0 {
+                s.main2 = inf;
+            }
+        }
+        Divergence::CrossEntropy if r.q_zero > 0 => s.main = -inf,
+        _ => {}
+    }
+    s
+}
+
+fn logit_sums(r: &LogitRec) -> LogitSums {
+    // The kernels mark "no finite value yet" with −3.4e38 rather than −inf.
+    let m = |v: f32, s: f32| {
+        if s == 0.0 && v <= -3.3e38 {
+            f64::NEG_INFINITY
+        } else {
+            v as f64
+        }
+    };
+    LogitSums {
+        ma: m(r.ma, r.sa),
+        mb: m(r.mb, r.sb),
+        sa: r.sa as f64,
+        sb: r.sb as f64,
+        ta: r.ta as f64,
+        tb: r.tb as f64,
+        ea: r.ea as f64,
+        psi_a: if r.psi_bad != 0 {
+            f64::NAN
+        } else {
+            r.psi_a as f64
+        },
+        psi_b: if r.psi_bad != 0 {
+            f64::NAN
+        } else {
+            r.psi_b as f64
+        },
+        shift: r.shift as f64,
+        q_zero: r.q_zero as u64,
+        p_zero: r.p_zero as u64,
+    }
+}
+
+/// An error from a one-row CPU recomputation, moved to the row it came from.
+fn relocate(e: Error, row: usize) -> Error {
+    match e {
+        Error::BadValue {
+            side, kind, col, ..
+        } => Error::BadValue {
+            side,
+            kind,
+            row,
+            col,
+        },
+        Error::NotNormalized {
+            side,
+            sum,
+            tolerance,
+            ..
+        } => Error::NotNormalized {
+            side,
+            row,
+            sum,
+            tolerance,
+        },
+        Error::NoMass { side, .. } => Error::NoMass { side, row },
+        other => other,
+    }
+}

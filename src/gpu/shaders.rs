@@ -19,7 +19,8 @@ const PROBS: &str = include_str!("../../shaders/probs.wgsl");
 const LOGITS: &str = include_str!("../../shaders/logits.wgsl");
 
 /// Element types the GPU reads natively (f64 is narrowed to f32 on the host).
-pub const GPU_DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
+#[cfg(test)]
+const GPU_DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::F16, Dtype::BF16];
 
 /// The full source of one kernel file for one element type.
 pub fn source(file: KernelFile, dtype: Dtype) -> String {
@@ -54,7 +55,11 @@ mod tests {
                 );
                 v.validate(&module)
                     .unwrap_or_else(|e| panic!("{file:?} {dtype}: {}", e.emit_to_string(&src)));
-                let entries: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
+                let entries: Vec<&str> = module
+                    .entry_points
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect();
                 assert!(entries.contains(&"rows_wg"), "{entries:?}");
             }
         }
