@@ -31,6 +31,7 @@ mod error;
 pub mod gpu;
 pub mod io;
 mod request;
+pub mod scheduler;
 pub mod stats;
 pub mod sums;
 pub mod workloads;

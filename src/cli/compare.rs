@@ -15,8 +15,12 @@ pub struct Args {
     input: InputArg,
     #[arg(long, value_enum, default_value = "kl")]
     divergence: DivergenceArg,
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceArg,
+    /// Where to run (default: KLDIV_DEVICE, else auto).
+    #[arg(long, value_enum)]
+    device: Option<DeviceArg>,
+    /// Print where the work ran and why (the scheduler's estimates) to stderr.
+    #[arg(long)]
+    explain: bool,
     /// Divide each probability row by its sum instead of rejecting rows that do not sum to 1.
     #[arg(long)]
     normalize: bool,
@@ -58,13 +62,16 @@ pub fn run(a: Args) -> Result<(), Failure> {
     }
     let p = load(&a.p)?;
     let q = load(&a.q)?;
-    let per_row = io::with_pair(&p, &q, &req, |pair| match a.device {
-        DeviceArg::Gpu => Err(kldiv::Error::GpuUnavailable(
-            "this build has no GPU engine yet".into(),
-        )),
-        DeviceArg::Auto | DeviceArg::Cpu => pair.cpu_per_row(&kldiv::CpuEngine::new(), &req),
-    })
-    .map_err(|e| locate(e, &a.p, &a.q))?;
+    let engine = super::engine(a.device)?;
+    let run = io::with_pair(&p, &q, &req, |pair| pair.run(&engine, &req))
+        .map_err(|e| locate(e, &a.p, &a.q))?;
+    for w in &run.warnings {
+        eprintln!("kldiv: warning: {w}");
+    }
+    if a.explain {
+        eprintln!("kldiv: {:?} mode, {}", engine.mode(), run.plan);
+    }
+    let per_row = run.values;
     if let Some(out) = &a.out {
         io::npy::write_f64(out, &per_row)?;
     }

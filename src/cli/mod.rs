@@ -73,6 +73,37 @@ pub enum DeviceArg {
     Auto,
     Cpu,
     Gpu,
+    Split,
+}
+
+impl From<DeviceArg> for kldiv::scheduler::DeviceMode {
+    fn from(d: DeviceArg) -> Self {
+        use kldiv::scheduler::DeviceMode;
+        match d {
+            DeviceArg::Auto => DeviceMode::Auto,
+            DeviceArg::Cpu => DeviceMode::Cpu,
+            DeviceArg::Gpu => DeviceMode::Gpu,
+            DeviceArg::Split => DeviceMode::Split,
+        }
+    }
+}
+
+/// The engine for `--device`, else `KLDIV_DEVICE`, else auto; in auto it loads (or
+/// measures and caches) the scheduler's calibration.
+pub fn engine(device: Option<DeviceArg>) -> Result<kldiv::scheduler::Engine, Failure> {
+    use kldiv::scheduler::{DeviceMode, Engine};
+    let mode = match device {
+        Some(d) => d.into(),
+        None => DeviceMode::from_env()?,
+    };
+    let e = Engine::with_mode(mode);
+    if matches!(mode, DeviceMode::Auto | DeviceMode::Split) {
+        match Engine::default_cache_path() {
+            Some(path) => e.calibrate_cached(&path),
+            None => e.calibrate(),
+        };
+    }
+    Ok(e)
 }
 
 /// A failure with its exit code.
@@ -91,6 +122,10 @@ impl From<kldiv::Error> for Failure {
 }
 
 pub fn main() -> i32 {
+    // Mesa prints a harmless warning without it; set before any thread exists.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -116,10 +151,46 @@ pub fn main() -> i32 {
 fn info() -> Result<(), Failure> {
     let cpu = kldiv::CpuEngine::new();
     println!("cpu: {} SIMD, {} threads", cpu.simd_name(), cpu.threads());
-    println!("gpu: {}", gpu_line());
+    let e = engine(Some(DeviceArg::Auto))?;
+    match e.gpu() {
+        Ok(g) => {
+            let a = g.adapter();
+            println!(
+                "gpu: {} ({} backend, {} device{})",
+                a.name,
+                a.backend,
+                a.device_type,
+                if a.is_software {
+                    ", software rasteriser"
+                } else {
+                    ""
+                }
+            );
+            println!("     driver {}", a.driver);
+            println!(
+                "     max storage binding {} MiB, max buffer {} MiB, timestamp queries {}",
+                a.max_storage_binding >> 20,
+                a.max_buffer >> 20,
+                a.timestamps
+            );
+        }
+        Err(why) => println!("gpu: none ({why})"),
+    }
+    let c = e.calibrate();
+    println!("scheduler calibration ({}):", c.key);
+    for (i, regime) in ["short rows (≤64)", "medium rows", "long rows (>65536)"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "  {regime:<20} cpu {:>7.3} / {:>7.3} Gelem/s   gpu kernel {:>7.3} / {:>7.3} Gelem/s  (probs / logits)",
+            c.cpu[i][0] / 1e9, c.cpu[i][1] / 1e9, c.gpu[i][0] / 1e9, c.gpu[i][1] / 1e9
+        );
+    }
+    println!(
+        "  gpu upload {:.2} GB/s, fixed latency {:.3} ms",
+        c.upload / 1e9,
+        c.gpu_latency * 1e3
+    );
     Ok(())
-}
-
-fn gpu_line() -> String {
-    "not built into this version".to_string()
 }

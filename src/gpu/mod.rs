@@ -293,6 +293,27 @@ impl GpuEngine {
         );
     }
 
+    /// Host → device bandwidth in bytes/s, from one timed write of `bytes`.
+    pub fn measure_upload(&self, bytes: u64) -> Result<f64> {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kldiv upload probe"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let data = vec![0u8; bytes as usize];
+        let t = std::time::Instant::now();
+        self.queue.write_buffer(&buf, 0, &data);
+        self.queue.submit([]);
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(WAIT),
+            })
+            .map_err(|e| gpu_err("waiting for the GPU", e))?;
+        Ok(bytes as f64 / t.elapsed().as_secs_f64().max(1e-9))
+    }
+
     /// What the last completed call moved and ran.
     pub fn last_call(&self) -> CallStats {
         self.last.lock().map(|s| *s).unwrap_or_default()

@@ -101,8 +101,12 @@ pub trait DynPair {
     fn rows(&self) -> usize;
     fn cols(&self) -> usize;
     fn dtype(&self) -> Dtype;
-    /// Per-row values on the CPU engine.
-    fn cpu_per_row(&self, engine: &crate::CpuEngine, req: &Request) -> Result<Vec<f64>>;
+    /// Per-row values through the scheduler.
+    fn run(
+        &self,
+        engine: &crate::scheduler::Engine,
+        req: &Request,
+    ) -> Result<crate::scheduler::Run>;
 }
 
 struct Pair<'a> {
@@ -124,7 +128,11 @@ impl DynPair for Pair<'_> {
     fn dtype(&self) -> Dtype {
         self.p.data.dtype()
     }
-    fn cpu_per_row(&self, engine: &crate::CpuEngine, req: &Request) -> Result<Vec<f64>> {
+    fn run(
+        &self,
+        engine: &crate::scheduler::Engine,
+        req: &Request,
+    ) -> Result<crate::scheduler::Run> {
         let (r, c) = (self.p.rows, self.p.cols);
         let q = if req.reads_q() { self.q } else { self.p };
         macro_rules! go {
@@ -135,7 +143,7 @@ impl DynPair for Pair<'_> {
                         _ => None,
                     }
                 }
-                engine.per_row(req, typed(self.p, get), typed(q, get), r, c)
+                engine.run(req, typed(self.p, get), typed(q, get), r, c)
             }};
         }
         match self.p.data {
