@@ -179,7 +179,13 @@ impl Calibration {
             },
             DeviceMode::Auto => {
                 let g = gpu_s.unwrap_or(f64::INFINITY);
-                let s = split_s.unwrap_or(f64::INFINITY);
+                // A software adapter runs on these same CPU cores: splitting with it only
+                // takes threads from the CPU engine.
+                let s = if self.gpu_is_software {
+                    f64::INFINITY
+                } else {
+                    split_s.unwrap_or(f64::INFINITY)
+                };
                 if job.on_gpu && has_gpu {
                     (Placement::Gpu, "data already on the GPU stays there".into())
                 } else if !has_gpu {
