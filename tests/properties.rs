@@ -68,7 +68,7 @@ proptest! {
         let h = one(Divergence::Entropy, &p, &p, n);
         let kl = one(Divergence::Kl, &p, &q, n);
         let ce = one(Divergence::CrossEntropy, &p, &q, n);
-        prop_assert!((ce - (h + kl)).abs() <= 1e-5 * ce.abs().max(1e-3), "{} vs {} + {}", ce, h, kl);
+        prop_assert!((ce - (h + kl)).abs() <= 1e-5 * ce.abs() + 1e-6, "{} vs {} + {}", ce, h, kl);
     }
 
     #[test]
@@ -77,7 +77,8 @@ proptest! {
         let p = covering(&q, &p);
         let s = one(Divergence::SymmetricKl, &p, &q, n);
         let f = one(Divergence::Kl, &p, &q, n) + one(Divergence::Kl, &q, &p, n);
-        prop_assert!((s - f).abs() <= 1e-5 * s.max(1e-6), "{} vs {}", s, f);
+        // Normalising in one pass leaves ~1e-7 absolute noise (see cpu_accuracy.rs).
+        prop_assert!((s - f).abs() <= 1e-5 * s + 1e-6, "{} vs {}", s, f);
     }
 
     #[test]
