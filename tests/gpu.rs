@@ -514,3 +514,95 @@ fn near_identical_rows() {
         );
     }
 }
+
+/// Inputs already on the GPU: same values as host inputs, with nothing uploaded, through
+/// chunked bindings at aligned offsets, and bad values still reported by row and column.
+#[test]
+fn resident_inputs_match_host_inputs() {
+    let (Some(gpu), Some(small)) = (engine(), chunked()) else {
+        return;
+    };
+    let mut rng = Rng::new(37);
+    for (rows, cols, form) in [
+        (333, 16, Form::Probs),
+        (7, 3001, Form::Probs),
+        (2, 70_001, Form::Probs),
+        (5, 9000, Form::Logits),
+    ] {
+        let (p, q) = if form == Form::Probs {
+            prob_pair(&mut rng, rows, cols, 0.3)
+        } else {
+            logit_pair(&mut rng, rows, cols, 0.3)
+        };
+        let input = if form == Form::Probs {
+            InputForm::Probabilities
+        } else {
+            InputForm::Logits
+        };
+        let (pf, qf) = (to_f32(&p), to_f32(&q));
+        let (ph, qh): (Vec<bf16>, Vec<bf16>) = (
+            p.iter().map(|&x| bf16::from_f64(x)).collect(),
+            q.iter().map(|&x| bf16::from_f64(x)).collect(),
+        );
+        for e in [gpu, small] {
+            for div in [Divergence::Kl, Divergence::JensenShannon] {
+                let req = Request::new(div).input(input);
+                let host = e.per_row(&req, &pf, &qf, rows, cols).unwrap();
+                let (pb, qb) = (e.upload(&pf), e.upload(&qf));
+                let dev = e
+                    .per_row_resident::<f32>(&req, &pb, &qb, rows, cols)
+                    .unwrap();
+                // Only per-row data for the second Jensen–Shannon pass crosses to the GPU.
+                assert!(
+                    e.last_call().bytes_uploaded <= 8 * rows as u64,
+                    "{:?}",
+                    e.last_call()
+                );
+                for (a, b) in host.iter().zip(&dev) {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * a.abs() + 1e-12,
+                        "{form:?} {div:?} f32: {a} vs {b}"
+                    );
+                }
+                let host = e.per_row(&req, &ph, &qh, rows, cols).unwrap();
+                let (pb, qb) = (e.upload(&ph), e.upload(&qh));
+                let dev = e
+                    .per_row_resident::<bf16>(&req, &pb, &qb, rows, cols)
+                    .unwrap();
+                for (a, b) in host.iter().zip(&dev) {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * a.abs() + 1e-12,
+                        "{form:?} {div:?} bf16: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+    let (rows, cols) = (4, 5000);
+    let mut p = vec![1.0f32 / cols as f32; rows * cols];
+    p[2 * cols + 4321] = f32::NAN;
+    let (pb, qb) = (
+        gpu.upload(&p),
+        gpu.upload(&vec![1.0f32 / cols as f32; rows * cols]),
+    );
+    let e = gpu
+        .per_row_resident::<f32>(&Request::new(Divergence::Kl), &pb, &qb, rows, cols)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BadValue {
+                row: 2,
+                col: 4321,
+                side: Side::P,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A buffer too small for the shape is an error, not an out-of-bounds read.
+    let e = gpu
+        .per_row_resident::<f32>(&Request::new(Divergence::Kl), &pb, &qb, rows + 1, cols)
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidRequest(_)), "{e}");
+}

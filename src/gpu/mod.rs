@@ -79,6 +79,14 @@ struct LogitRec {
     _pad: [u32; 2],
 }
 
+/// Where a call's inputs are: host slices, or GPU buffers the caller already filled
+/// (row-major, `rows × cols` elements of `T`, from byte 0).
+#[derive(Clone, Copy)]
+enum Source<'a, T> {
+    Host(&'a [T], &'a [T]),
+    Device(&'a wgpu::Buffer, &'a wgpu::Buffer),
+}
+
 /// A chunk of the input: (first row, rows, first column, columns).
 type Chunk = (usize, usize, usize, usize);
 
@@ -139,6 +147,8 @@ pub struct GpuEngine {
     slots: Mutex<[Slot; 2]>,
     lost: Arc<AtomicBool>,
     chunk_bytes: u64,
+    /// min_storage_buffer_offset_alignment.
+    align: u64,
     last: Mutex<CallStats>,
 }
 
@@ -265,6 +275,7 @@ impl GpuEngine {
             immediate_size: 0,
         });
         let chunk_bytes = info.max_storage_binding.min(info.max_buffer).min(1 << 30);
+        let align = device.limits().min_storage_buffer_offset_alignment.max(4) as u64;
         GpuEngine {
             device,
             queue,
@@ -276,6 +287,7 @@ impl GpuEngine {
             slots: Mutex::new([Slot::default(), Slot::default()]),
             lost,
             chunk_bytes,
+            align,
             last: Mutex::new(CallStats::default()),
         }
     }
@@ -385,8 +397,144 @@ impl GpuEngine {
         cols: usize,
     ) -> Result<Vec<f64>> {
         crate::validate_shape(p.len(), q.len(), rows, cols, req)?;
-        self.check_alive()?;
         let q = if req.reads_q() { q } else { p };
+        self.run(req, Source::Host(p, q), rows, cols)
+    }
+
+    /// Per-row values for inputs already on this engine's device: `p` and `q` hold
+    /// `rows × cols` row-major elements of `T` (f32, f16 or bf16) from byte 0, with
+    /// STORAGE and COPY_SRC usage (see [`GpuEngine::upload`]). Nothing crosses to the host
+    /// but the per-row sums (and rows holding values only the exact CPU path handles).
+    pub fn per_row_resident<T: Element>(
+        &self,
+        req: &Request,
+        p: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>> {
+        if T::DTYPE == Dtype::F64 {
+            return Err(Error::InvalidRequest(
+                "GPU-resident inputs must be f32, f16 or bf16".into(),
+            ));
+        }
+        if rows == 0 || cols == 0 {
+            return Err(Error::Empty { rows, cols });
+        }
+        let need = (rows as u64)
+            .checked_mul(cols as u64)
+            .and_then(|n| n.checked_mul(T::DTYPE.size_bytes() as u64))
+            .ok_or_else(|| Error::InvalidRequest("shape overflows".into()))?;
+        for (b, side) in [(p, "P"), (q, "Q")] {
+            if b.size() < need {
+                return Err(Error::InvalidRequest(format!(
+                    "{side} buffer holds {} bytes, {rows}×{cols} {} needs {need}",
+                    b.size(),
+                    T::DTYPE
+                )));
+            }
+        }
+        let q = if req.reads_q() { q } else { p };
+        self.run::<T>(req, Source::Device(p, q), rows, cols)
+    }
+
+    /// Copy host data into a new buffer usable by [`GpuEngine::per_row_resident`].
+    pub fn upload<T: Element>(&self, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let size = (bytes.len() as u64).max(4).next_multiple_of(4);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kldiv input"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let whole = bytes.len() / 4 * 4;
+        self.queue.write_buffer(&buf, 0, &bytes[..whole]);
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&buf, whole as u64, &tail);
+        }
+        buf
+    }
+
+    /// Elements `[start, start + n)` of a device buffer, read back to the host.
+    fn read_elems<T: Element>(&self, buf: &wgpu::Buffer, start: usize, n: usize) -> Result<Vec<T>> {
+        let es = T::DTYPE.size_bytes() as u64;
+        let b0 = (start as u64 * es) / 4 * 4;
+        let b1 = ((start + n) as u64 * es)
+            .next_multiple_of(4)
+            .min(buf.size());
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kldiv row readback"),
+            size: (b1 - b0).max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, b0, &staging, 0, Some(b1 - b0));
+        self.queue.submit([enc.finish()]);
+        self.map_and_wait(&staging, b1 - b0)?;
+        let view = staging
+            .get_mapped_range(0..b1 - b0)
+            .map_err(|e| gpu_err("reading a row", e))?;
+        let skip = (start as u64 * es - b0) as usize;
+        let bytes = &view[skip..skip + n * es as usize];
+        let out: Vec<T> = bytes
+            .chunks_exact(es as usize)
+            .map(bytemuck::pod_read_unaligned)
+            .collect();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    fn map_and_wait(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        buf.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(WAIT),
+            })
+            .map_err(|e| gpu_err("waiting for the GPU", e))?;
+        self.check_alive()?;
+        rx.recv_timeout(WAIT)
+            .map_err(|_| Error::Gpu("the GPU did not return results".into()))?
+            .map_err(|e| gpu_err("reading results", e))
+    }
+
+    /// One row of both inputs on the host (for the exact path).
+    fn host_row<'a, T: Element>(
+        &self,
+        src: Source<'a, T>,
+        row: usize,
+        cols: usize,
+        start: usize,
+        n: usize,
+    ) -> Result<(std::borrow::Cow<'a, [T]>, std::borrow::Cow<'a, [T]>)> {
+        let r = row * cols + start..row * cols + start + n;
+        Ok(match src {
+            Source::Host(p, q) => (p[r.clone()].into(), q[r].into()),
+            Source::Device(p, q) => (
+                self.read_elems(p, r.start, n)?.into(),
+                self.read_elems(q, r.start, n)?.into(),
+            ),
+        })
+    }
+
+    fn run<T: Element>(
+        &self,
+        req: &Request,
+        src: Source<'_, T>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>> {
+        self.check_alive()?;
         let mut stats = CallStats::default();
         let tol = sums::sum_tolerance(req, T::DTYPE);
         let probs = req.input == InputForm::Probabilities;
@@ -394,9 +542,9 @@ impl GpuEngine {
             && (!probs || req.normalization == Normalization::Normalize);
         let exact = |row: usize| -> Result<f64> {
             // The CPU's exact path: same values, same errors (with this row's index).
-            let r = &(row * cols..(row + 1) * cols);
+            let (pr, qr) = self.host_row(src, row, cols, 0, cols)?;
             CpuEngine::with_level(SimdLevel::Reference)?
-                .per_row(req, &p[r.clone()], &q[r.clone()], 1, cols)
+                .per_row(req, &pr, &qr, 1, cols)
                 .map(|v| v[0])
                 .map_err(|e| relocate(e, row))
         };
@@ -407,7 +555,7 @@ impl GpuEngine {
         };
         let out = if !two_pass {
             let parts =
-                self.run_pass(file, req.divergence, 0, None, p, q, rows, cols, &mut stats)?;
+                self.run_pass(file, req.divergence, 0, None, src, rows, cols, &mut stats)?;
             let mut out = Vec::with_capacity(rows);
             for (row, part) in parts.into_iter().enumerate() {
                 out.push(match part {
@@ -428,7 +576,7 @@ impl GpuEngine {
             } else {
                 Divergence::Entropy
             };
-            let parts = self.run_pass(file, first, 0, None, p, q, rows, cols, &mut stats)?;
+            let parts = self.run_pass(file, first, 0, None, src, rows, cols, &mut stats)?;
             let check = Request {
                 divergence: Divergence::Entropy,
                 ..*req
@@ -454,8 +602,7 @@ impl GpuEngine {
                 Divergence::JensenShannon,
                 transform,
                 Some(&data),
-                p,
-                q,
+                src,
                 rows,
                 cols,
                 &mut stats,
@@ -493,8 +640,7 @@ impl GpuEngine {
         div: Divergence,
         transform: u32,
         row_data: Option<&[[f32; 2]]>,
-        p: &[T],
-        q: &[T],
+        src: Source<'_, T>,
         rows: usize,
         cols: usize,
         stats: &mut CallStats,
@@ -519,7 +665,8 @@ impl GpuEngine {
             KernelFile::Logits => std::mem::size_of::<LogitRec>(),
         } as u64;
         // Chunks: whole rows when a row fits in one binding, else column ranges of one row.
-        let max_elems = (self.chunk_bytes / esize) as usize;
+        // (Bindings into a caller's buffer start at an aligned offset: leave room for it.)
+        let max_elems = ((self.chunk_bytes - self.align) / esize) as usize;
         let chunks: Vec<Chunk> = if cols <= max_elems {
             let segs = if short { 1 } else { cols.div_ceil(SEG) };
             let by_records = (self.chunk_bytes / (rec_size * segs as u64)).max(1) as usize;
@@ -553,8 +700,7 @@ impl GpuEngine {
                 transform,
                 short,
                 row_data,
-                p,
-                q,
+                src,
                 cols,
                 chunk,
                 stats,
@@ -608,8 +754,7 @@ impl GpuEngine {
         transform: u32,
         short: bool,
         row_data: Option<&[[f32; 2]]>,
-        p: &[T],
-        q: &[T],
+        src: Source<'_, T>,
         cols: usize,
         (r0, nrows, c0, ncols): Chunk,
         stats: &mut CallStats,
@@ -617,16 +762,40 @@ impl GpuEngine {
         self.check_alive()?;
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let valid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let (pb, qb) = (
-            self.bytes_of(p, r0, nrows, c0, ncols, cols),
-            self.bytes_of(q, r0, nrows, c0, ncols, cols),
-        );
-        let input_usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        let pbuf = ensure(&self.device, &mut slot.p, pb.len() as u64, input_usage);
-        self.queue.write_buffer(&pbuf, 0, &pb);
-        let qbuf = ensure(&self.device, &mut slot.q, qb.len() as u64, input_usage);
-        self.queue.write_buffer(&qbuf, 0, &qb);
-        stats.bytes_uploaded += (pb.len() + qb.len()) as u64;
+        // Either upload the chunk into this slot's buffers, or bind the caller's buffers at
+        // the chunk (from an aligned offset, the remainder passed as elem_offset).
+        let esize = if T::DTYPE == Dtype::F64 {
+            4
+        } else {
+            T::DTYPE.size_bytes() as u64
+        };
+        let (pbuf, qbuf, offset, size, elem_offset) = match src {
+            Source::Host(p, q) => {
+                let pb = self.bytes_of(p, r0, nrows, c0, ncols, cols);
+                let qb = self.bytes_of(q, r0, nrows, c0, ncols, cols);
+                let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+                let pbuf = ensure(&self.device, &mut slot.p, pb.len() as u64, usage);
+                self.queue.write_buffer(&pbuf, 0, &pb);
+                let qbuf = ensure(&self.device, &mut slot.q, qb.len() as u64, usage);
+                self.queue.write_buffer(&qbuf, 0, &qb);
+                stats.bytes_uploaded += (pb.len() + qb.len()) as u64;
+                (pbuf, qbuf, 0, pb.len() as u64, 0)
+            }
+            Source::Device(p, q) => {
+                let e0 = (r0 * cols + c0) as u64;
+                let e1 = e0 + ((nrows - 1) * cols + ncols) as u64;
+                let b0 = e0 * esize / self.align * self.align;
+                let end = (e1 * esize).next_multiple_of(4).min(p.size()).min(q.size());
+                (
+                    p.clone(),
+                    q.clone(),
+                    b0,
+                    end - b0,
+                    ((e0 * esize - b0) / esize) as u32,
+                )
+            }
+        };
+        let size = std::num::NonZeroU64::new(size.next_multiple_of(4).max(4));
         stats.chunks += 1;
 
         let segs = if short { 1 } else { ncols.div_ceil(SEG) };
@@ -663,8 +832,9 @@ impl GpuEngine {
         if file == KernelFile::Logits && split_row {
             // A row split over chunks needs its shift in every chunk: take it on the host
             // from the row's first block (512 values), as the CPU engine does.
-            let r = &(r0 * cols..(r0 + 1) * cols);
-            let c = crate::cpu::scalar::row_shift(&p[r.clone()], &q[r.clone()]) as f32;
+            let n = cols.min(crate::cpu::scalar::BLOCK);
+            let (pr, qr) = self.host_row(src, r0, cols, 0, n)?;
+            let c = crate::cpu::scalar::row_shift(&pr, &qr) as f32;
             self.queue
                 .write_buffer(&rd, 0, bytemuck::cast_slice(&[c, 0.0]));
         }
@@ -722,7 +892,7 @@ impl GpuEngine {
                 rows: nrows as u32,
                 cols: ncols as u32,
                 row_stride: ncols as u32,
-                elem_offset: 0,
+                elem_offset,
                 segs: segs as u32,
                 grid_x: grid_x as u32,
                 row0: 0,
@@ -736,11 +906,19 @@ impl GpuEngine {
                 entries: &[
                     wgpu::BindGroupEntry {
                         binding: 0,
-                        resource: pbuf.as_entire_binding(),
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &pbuf,
+                            offset,
+                            size,
+                        }),
                     },
                     wgpu::BindGroupEntry {
                         binding: 1,
-                        resource: qbuf.as_entire_binding(),
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &qbuf,
+                            offset,
+                            size,
+                        }),
                     },
                     wgpu::BindGroupEntry {
                         binding: 2,
@@ -822,20 +1000,7 @@ impl GpuEngine {
             .readback
             .as_ref()
             .ok_or_else(|| Error::Gpu("readback buffer missing".into()))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        readback.map_async(wgpu::MapMode::Read, 0..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: Some(WAIT),
-            })
-            .map_err(|e| gpu_err("waiting for the GPU", e))?;
-        self.check_alive()?;
-        rx.recv_timeout(WAIT)
-            .map_err(|_| Error::Gpu("the GPU did not return results".into()))?
-            .map_err(|e| gpu_err("reading results", e))?;
+        self.map_and_wait(readback, bytes)?;
         {
             let view = readback
                 .get_mapped_range(0..bytes)
