@@ -87,6 +87,9 @@ enum Source<'a, T> {
     Device(&'a wgpu::Buffer, &'a wgpu::Buffer),
 }
 
+/// One row (or part of one) of P and Q on the host.
+type RowPair<'a, T> = (std::borrow::Cow<'a, [T]>, std::borrow::Cow<'a, [T]>);
+
 /// A chunk of the input: (first row, rows, first column, columns).
 type Chunk = (usize, usize, usize, usize);
 
@@ -516,7 +519,7 @@ impl GpuEngine {
         cols: usize,
         start: usize,
         n: usize,
-    ) -> Result<(std::borrow::Cow<'a, [T]>, std::borrow::Cow<'a, [T]>)> {
+    ) -> Result<RowPair<'a, T>> {
         let r = row * cols + start..row * cols + start + n;
         Ok(match src {
             Source::Host(p, q) => (p[r.clone()].into(), q[r].into()),
