@@ -24,6 +24,11 @@
 //! # Ok::<(), kldiv::Error>(())
 //! ```
 
+// The README's Rust examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod cpu;
 mod element;
 mod error;
