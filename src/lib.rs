@@ -88,6 +88,33 @@ impl Output {
     }
 }
 
+/// An error found in a one-row recomputation, moved to the row it belongs to.
+pub(crate) fn relocate_row(e: Error, row: usize) -> Error {
+    match e {
+        Error::BadValue {
+            side, kind, col, ..
+        } => Error::BadValue {
+            side,
+            kind,
+            row,
+            col,
+        },
+        Error::NotNormalized {
+            side,
+            sum,
+            tolerance,
+            ..
+        } => Error::NotNormalized {
+            side,
+            row,
+            sum,
+            tolerance,
+        },
+        Error::NoMass { side, .. } => Error::NoMass { side, row },
+        other => other,
+    }
+}
+
 pub(crate) fn validate_shape(
     p_len: usize,
     q_len: usize,

@@ -184,6 +184,22 @@ fn check_sum(side: Side, row: usize, sum: f64, tol: Option<f64>) -> Result<()> {
     Ok(())
 }
 
+/// Whether a `Normalize` request should reread this row rescaled: when Σq/Σp is off from 1
+/// by more than 0.1%, the one-pass correction Σt/Σp + ln(1+x) − x cancels and would cost
+/// up to |x|/KL of the result's digits. (NaN rows are left to the NaN policy.)
+pub fn needs_rescale(req: &Request, s: &ProbSums) -> bool {
+    req.normalization == Normalization::Normalize
+        && matches!(
+            req.divergence,
+            Divergence::Kl | Divergence::ReverseKl | Divergence::SymmetricKl
+        )
+        && s.sp > 0.0
+        && s.sq > 0.0
+        && (s.diff / s.sp).abs() > 1e-3
+        && s.main.is_finite()
+        && s.main2.is_finite()
+}
+
 /// The value of one probability row from its sums. For Jensen–Shannon with normalisation the
 /// sums come from inputs already divided by their row sums (a second pass, see the engines).
 #[inline]

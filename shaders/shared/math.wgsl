@@ -70,12 +70,8 @@ fn exp_nonpos(x: f32) -> f32 {
 fn gkl(x: f32, y: f32) -> f32 {
     let d = x - y;
     let u = d / (x + y);
-    if (abs(u) <= 0.3) {
-        var p = 1.0 / 13.0;
-        p = fma(p, u, 1.0 / 13.0);
-        p = fma(p, u, 1.0 / 11.0);
-        p = fma(p, u, 1.0 / 11.0);
-        p = fma(p, u, 1.0 / 9.0);
+    if (abs(u) <= 0.15) {
+        var p = 1.0 / 9.0;
         p = fma(p, u, 1.0 / 9.0);
         p = fma(p, u, 1.0 / 7.0);
         p = fma(p, u, 1.0 / 7.0);

@@ -30,14 +30,21 @@ impl Scratch {
     }
 }
 
-/// Lanes where x is 0 or within [TINY, HUGE].
+/// Lanes where the fast path is exact: both values within [TINY, HUGE], or one of them 0
+/// and the other at most HUGE (zeros only reach the exact selects in `gkl0` / `xlogy0`).
+/// On the bit patterns as unsigned integers, negatives, NaN and ±inf all compare above
+/// HUGE, so two min/max and three compares decide it.
 #[inline(always)]
-fn in_range<S: Simd>(s: S, x: S::f32s) -> S::m32s {
-    let inside = s.and_m32s(
-        s.greater_than_or_equal_f32s(x, s.splat_f32s(TINY)),
-        s.less_than_or_equal_f32s(x, s.splat_f32s(HUGE)),
+fn regular<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::m32s {
+    let (bx, by) = (s.transmute_u32s_f32s(x), s.transmute_u32s_f32s(y));
+    let lo = s.min_u32s(bx, by);
+    let hi = s.max_u32s(bx, by);
+    let hi_ok = s.less_than_or_equal_u32s(hi, s.splat_u32s(HUGE.to_bits()));
+    let lo_ok = s.or_m32s(
+        s.greater_than_or_equal_u32s(lo, s.splat_u32s(TINY.to_bits())),
+        s.equal_u32s(lo, s.splat_u32s(0)),
     );
-    s.or_m32s(inside, s.equal_f32s(x, s.splat_f32s(0.0)))
+    s.and_m32s(hi_ok, lo_ok)
 }
 
 struct ProbAcc<S: Simd> {
@@ -165,7 +172,7 @@ pub fn prob_block<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Resul
         // Zero padding is harmless: t(0, 0) = 0 and 0·ln 0 = 0.
         let (x, y) = (s.partial_load_f32s(pt), s.partial_load_f32s(qt));
         let start = p.len() - pt.len();
-        if all(s, s.and_m32s(in_range(s, x), in_range(s, y))) {
+        if all(s, regular(s, x, y)) {
             out.merge(&prob_vectors(s, div, &[x], &[y], p, q, start)?);
         } else {
             prob_lanes_exact(div, pt, qt, start, &mut out)?;
@@ -197,7 +204,7 @@ fn prob_vectors<S: Simd>(
     let mut extra = ProbSums::default();
     let lanes = S::F32_LANES;
     for (i, (&x, &y)) in pv.iter().zip(qv).enumerate() {
-        if all(s, s.and_m32s(in_range(s, x), in_range(s, y))) {
+        if all(s, regular(s, x, y)) {
             prob_step(s, div, x, y, &mut acc);
         } else {
             let r = start + i * lanes..start + (i + 1) * lanes;
@@ -278,7 +285,7 @@ pub fn short_rows<S: Simd>(
         diff_lo: zero,
     };
     for (&x, &y) in xv.iter().zip(yv) {
-        if !all(s, s.and_m32s(in_range(s, x), in_range(s, y))) {
+        if !all(s, regular(s, x, y)) {
             return None;
         }
         prob_step(s, div, x, y, &mut acc);

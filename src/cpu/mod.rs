@@ -174,12 +174,32 @@ impl CpuEngine {
             Kernel::Logits(req.divergence)
         };
         if !two_pass {
-            return self.map_rows(kernel, &[], p, q, rows, cols, |row, r| match r {
+            let mut far = vec![];
+            let mut out = self.map_rows(kernel, &[], p, q, rows, cols, |row, r| match r {
                 Err(bad) if nan_row(&bad) => Ok(f64::NAN),
                 Err(bad) => Err(located(row, bad)),
+                Ok(Partial::Probs(s)) if sums::needs_rescale(req, &s) => Ok(f64::NAN),
                 Ok(Partial::Probs(s)) => sums::finish_probs(req, &s, tol, row),
                 Ok(Partial::Logits(s)) => sums::finish_logits(req, &s, tol, row),
-            });
+            })?;
+            if req.normalization == Normalization::Normalize && probs {
+                // Rows whose sums differ by more than 0.1% would lose digits to the one-pass
+                // correction: read them again, rescaled (see `sums::needs_rescale`).
+                for (row, v) in out.iter().enumerate() {
+                    if v.is_nan() {
+                        far.push(row);
+                    }
+                }
+                for row in far {
+                    out[row] = self.rescaled_row(
+                        req,
+                        &p[row * cols..(row + 1) * cols],
+                        &q[row * cols..(row + 1) * cols],
+                        row,
+                    )?;
+                }
+            }
+            return Ok(out);
         }
         // Jensen–Shannon needs the normalised distributions inside its logarithms: a first
         // pass finds each row's sum (or log-sum-exp), the second reads the row rescaled.
@@ -229,6 +249,32 @@ impl CpuEngine {
                 (Ok(Partial::Logits(_)), _) => unreachable!("second pass reads probabilities"),
             },
         )
+    }
+
+    /// One probability row divided by its sums before the divergence is taken: for rows whose
+    /// sums are far apart. NaN rows (NanPolicy::Propagate) stay NaN.
+    fn rescaled_row<T: Element>(&self, req: &Request, p: &[T], q: &[T], row: usize) -> Result<f64> {
+        let cols = p.len();
+        let exact = |x: T| x.to_f64();
+        let (sp, sq): (f64, f64) = (
+            p.iter().copied().map(exact).sum(),
+            q.iter().copied().map(exact).sum(),
+        );
+        if !(sp > 0.0 && sq > 0.0 && sp.is_finite() && sq.is_finite()) {
+            return Ok(f64::NAN);
+        }
+        let ps: Vec<f64> = p.iter().map(|&x| x.to_f64() / sp).collect();
+        let qs: Vec<f64> = q.iter().map(|&x| x.to_f64() / sq).collect();
+        let v = if T::DTYPE == Dtype::F64 {
+            self.per_row(req, &ps, &qs, 1, cols)
+        } else {
+            let (pf, qf): (Vec<f32>, Vec<f32>) = (
+                ps.iter().map(|&x| x as f32).collect(),
+                qs.iter().map(|&x| x as f32).collect(),
+            );
+            self.per_row(req, &pf, &qf, 1, cols)
+        };
+        v.map(|v| v[0]).map_err(|e| crate::relocate_row(e, row))
     }
 
     /// Run `kernel` over every row and map each row's sums through `finish`, in parallel.

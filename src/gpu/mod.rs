@@ -549,7 +549,7 @@ impl GpuEngine {
             CpuEngine::with_level(SimdLevel::Reference)?
                 .per_row(req, &pr, &qr, 1, cols)
                 .map(|v| v[0])
-                .map_err(|e| relocate(e, row))
+                .map_err(|e| crate::relocate_row(e, row))
         };
         let file = if probs {
             KernelFile::Probs
@@ -563,6 +563,11 @@ impl GpuEngine {
             for (row, part) in parts.into_iter().enumerate() {
                 out.push(match part {
                     None => {
+                        stats.rows_on_cpu += 1;
+                        exact(row)?
+                    }
+                    // Far-apart row sums under Normalize: the CPU rereads the row rescaled.
+                    Some(Partial::Probs(s)) if sums::needs_rescale(req, &s) => {
                         stats.rows_on_cpu += 1;
                         exact(row)?
                     }
@@ -1129,32 +1134,5 @@ fn logit_sums(r: &LogitRec) -> LogitSums {
         shift: r.shift as f64,
         q_zero: r.q_zero as u64,
         p_zero: r.p_zero as u64,
-    }
-}
-
-/// An error from a one-row CPU recomputation, moved to the row it came from.
-fn relocate(e: Error, row: usize) -> Error {
-    match e {
-        Error::BadValue {
-            side, kind, col, ..
-        } => Error::BadValue {
-            side,
-            kind,
-            row,
-            col,
-        },
-        Error::NotNormalized {
-            side,
-            sum,
-            tolerance,
-            ..
-        } => Error::NotNormalized {
-            side,
-            row,
-            sum,
-            tolerance,
-        },
-        Error::NoMass { side, .. } => Error::NoMass { side, row },
-        other => other,
     }
 }
