@@ -90,27 +90,39 @@ impl Output {
 
 /// An error found in a one-row recomputation, moved to the row it belongs to.
 pub(crate) fn relocate_row(e: Error, row: usize) -> Error {
+    map_row(e, |_| row)
+}
+
+/// An error from a block of rows starting at `first`, moved to whole-input row numbers.
+pub fn relocate_row_by(e: Error, first: usize) -> Error {
+    map_row(e, |r| r + first)
+}
+
+fn map_row(e: Error, f: impl Fn(usize) -> usize) -> Error {
     match e {
         Error::BadValue {
-            side, kind, col, ..
-        } => Error::BadValue {
             side,
             kind,
             row,
             col,
+        } => Error::BadValue {
+            side,
+            kind,
+            row: f(row),
+            col,
         },
         Error::NotNormalized {
-            side,
-            sum,
-            tolerance,
-            ..
-        } => Error::NotNormalized {
             side,
             row,
             sum,
             tolerance,
+        } => Error::NotNormalized {
+            side,
+            row: f(row),
+            sum,
+            tolerance,
         },
-        Error::NoMass { side, .. } => Error::NoMass { side, row },
+        Error::NoMass { side, row } => Error::NoMass { side, row: f(row) },
         other => other,
     }
 }

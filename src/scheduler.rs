@@ -551,7 +551,7 @@ impl Engine {
                     let c = self.cpu.per_row(req, pc, qc, rows - gpu_rows, cols);
                     (g.join(), c)
                 });
-                let mut c = c.map_err(|e| shift_row(e, gpu_rows))?;
+                let mut c = c.map_err(|e| crate::relocate_row_by(e, gpu_rows))?;
                 let g = match g {
                     Ok(Ok(v)) => v,
                     Ok(Err(e)) if e.is_input_error() => return Err(e),
@@ -613,39 +613,6 @@ fn probe(logits: bool) -> Request {
         } else {
             InputForm::Probabilities
         })
-}
-
-/// Errors from the CPU half of a split name rows of the whole input.
-fn shift_row(e: Error, by: usize) -> Error {
-    match e {
-        Error::BadValue {
-            side,
-            kind,
-            row,
-            col,
-        } => Error::BadValue {
-            side,
-            kind,
-            row: row + by,
-            col,
-        },
-        Error::NotNormalized {
-            side,
-            row,
-            sum,
-            tolerance,
-        } => Error::NotNormalized {
-            side,
-            row: row + by,
-            sum,
-            tolerance,
-        },
-        Error::NoMass { side, row } => Error::NoMass {
-            side,
-            row: row + by,
-        },
-        other => other,
-    }
 }
 
 #[cfg(test)]

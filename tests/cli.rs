@@ -376,3 +376,220 @@ fn bench_quick_runs_one_workload() {
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.lines().count() >= 3 && text.contains("W2"), "{text}");
 }
+
+/// A .safetensors file from (name, dtype, shape, raw bytes).
+fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = vec![];
+    for (name, dtype, shape, bytes) in tensors {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(name.to_string(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}));
+    }
+    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn safetensors_every_dtype_named_tensors_and_higher_rank() {
+    let mut rng = Rng::new(22);
+    // [batch 2, seq 3, vocab 50] logits: 6 rows.
+    let (a, b) = logit_pair(&mut rng, 6, 50, 0.4);
+    let want: f64 = (0..6)
+        .map(|r| {
+            reference_logits_kl(
+                &a[r * 50..(r + 1) * 50]
+                    .iter()
+                    .map(|&x| x as f32 as f64)
+                    .collect::<Vec<_>>(),
+                &b[r * 50..(r + 1) * 50]
+                    .iter()
+                    .map(|&x| x as f32 as f64)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .sum::<f64>()
+        / 6.0;
+    let f32b = |v: &[f64]| {
+        v.iter()
+            .flat_map(|&x| (x as f32).to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let both = tmp("evals.safetensors");
+    write_safetensors(
+        &both,
+        &[
+            ("base", "F32", vec![2, 3, 50], f32b(&a)),
+            ("quant", "F32", vec![2, 3, 50], f32b(&b)),
+        ],
+    );
+    let spec = |n: &str| format!("{}:{n}", both.display());
+    let out = bin()
+        .args([
+            "compare",
+            &spec("base"),
+            &spec("quant"),
+            "--input",
+            "logits",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let j = json(&out);
+    assert_eq!(j["rows"], 6);
+    assert_eq!(j["cols"], 50);
+    assert!((j["mean"].as_f64().unwrap() - want).abs() <= 1e-5 * want);
+    let same_top = j["same_top"].as_f64().unwrap();
+    let agree = (0..6)
+        .filter(|&r| {
+            let am = |v: &[f64]| {
+                v.iter()
+                    .enumerate()
+                    .fold((0, f64::NEG_INFINITY), |m, (i, &x)| {
+                        if (x as f32 as f64) > m.1 {
+                            (i, x as f32 as f64)
+                        } else {
+                            m
+                        }
+                    })
+                    .0
+            };
+            am(&a[r * 50..(r + 1) * 50]) == am(&b[r * 50..(r + 1) * 50])
+        })
+        .count();
+    assert!((same_top - agree as f64 / 6.0).abs() < 1e-12);
+    assert!(j["same_top_sem"].as_f64().is_some());
+    // One tensor per file: no name needed; f16 and bf16.
+    for (dt, enc) in [
+        (
+            "F16",
+            (|x: f64| kldiv::f16::from_f64(x).to_le_bytes()) as fn(f64) -> [u8; 2],
+        ),
+        ("BF16", |x: f64| kldiv::bf16::from_f64(x).to_le_bytes()),
+    ] {
+        let (pa, pb) = (
+            tmp(&format!("a_{dt}.safetensors")),
+            tmp(&format!("b_{dt}.safetensors")),
+        );
+        write_safetensors(
+            &pa,
+            &[(
+                "x",
+                dt,
+                vec![6, 50],
+                a.iter().flat_map(|&x| enc(x)).collect(),
+            )],
+        );
+        write_safetensors(
+            &pb,
+            &[(
+                "x",
+                dt,
+                vec![6, 50],
+                b.iter().flat_map(|&x| enc(x)).collect(),
+            )],
+        );
+        let out = bin()
+            .args([
+                "compare",
+                pa.to_str().unwrap(),
+                pb.to_str().unwrap(),
+                "--input",
+                "logits",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let got = json(&out)["mean"].as_f64().unwrap();
+        assert!((got - want).abs() <= 0.05 * want, "{dt}: {got} vs {want}");
+    }
+    // Errors: two tensors and no name; unknown name; integer dtype; garbage.
+    expect_fail(
+        &["compare", both.to_str().unwrap(), &spec("quant")],
+        2,
+        &["evals.safetensors", "name one", "base, quant"],
+    );
+    expect_fail(
+        &["compare", &spec("nope"), &spec("quant")],
+        2,
+        &["no tensor named \"nope\""],
+    );
+    let ints = tmp("ints.safetensors");
+    write_safetensors(&ints, &[("x", "I32", vec![1, 2], vec![0; 8])]);
+    expect_fail(
+        &["compare", ints.to_str().unwrap(), ints.to_str().unwrap()],
+        2,
+        &["ints.safetensors", "dtype"],
+    );
+    let junk = tmp("junk.safetensors");
+    std::fs::write(&junk, [255u8; 64]).unwrap();
+    expect_fail(
+        &["compare", junk.to_str().unwrap(), junk.to_str().unwrap()],
+        2,
+        &["junk.safetensors"],
+    );
+    let lying = tmp("lying.safetensors");
+    write_safetensors(&lying, &[("x", "F32", vec![1000, 1000], vec![0; 16])]);
+    expect_fail(
+        &["compare", lying.to_str().unwrap(), lying.to_str().unwrap()],
+        2,
+        &["lying.safetensors"],
+    );
+}
+
+/// Inputs larger than one block stream through in pieces and still give every row.
+#[test]
+fn large_inputs_stream_in_blocks() {
+    // 70 rows × 262,144 f32 columns = 70 MiB per input: two blocks of 64 MiB.
+    let (rows, cols) = (70, 262_144);
+    let p: Vec<f32> = (0..rows * cols).map(|i| 1.0 + (i % 7) as f32).collect();
+    let q: Vec<f32> = (0..rows * cols).map(|i| 1.0 + (i % 5) as f32).collect();
+    let (pp, qp, op) = (tmp("big_p.npy"), tmp("big_q.npy"), tmp("big_out.npy"));
+    f32_npy(&pp, rows, cols, &p);
+    f32_npy(&qp, rows, cols, &q);
+    let out = bin()
+        .args([
+            "compare",
+            pp.to_str().unwrap(),
+            qp.to_str().unwrap(),
+            "--normalize",
+            "--quiet",
+            "--out",
+            op.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = read_f64_npy(&op);
+    assert_eq!(v.len(), rows);
+    for r in [0, 35, 63, 64, 69] {
+        let a: Vec<f64> = p[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let b: Vec<f64> = q[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let want = reference(Div::Kl, Form::Probs, &a, &b, true);
+        assert!(
+            (v[r] - want).abs() <= 1e-5 * want,
+            "row {r}: {} vs {want}",
+            v[r]
+        );
+    }
+    std::fs::remove_file(&pp).ok();
+    std::fs::remove_file(&qp).ok();
+}

@@ -1,8 +1,7 @@
-//! .npy files: read f32/f64/f16 arrays (either byte order, C or Fortran order, any rank:
+//! .npy files: parse headers of f32/f64/f16 arrays (either byte order, C or Fortran order, any rank:
 //! leading axes are rows) and write 1-D f64 results. Every header field is checked against
 //! the file's real length before anything is allocated.
 
-use super::{Matrix, Shaped};
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -106,104 +105,6 @@ pub fn rows_cols(path: &Path, shape: &[usize]) -> Result<(usize, usize)> {
             Ok((rows, *cols))
         }
     }
-}
-
-/// Read a whole .npy file into a row-major matrix.
-pub fn read(path: &Path) -> Result<Shaped> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    from_bytes(path, &bytes)
-}
-
-/// Decode .npy bytes (see [`read`]).
-pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Shaped> {
-    let h = parse_header(path, bytes)?;
-    let (rows, cols) = rows_cols(path, &h.shape)?;
-    let (size, dtype) = match h.descr.get(1..) {
-        Some("f4") => (4, crate::Dtype::F32),
-        Some("f8") => (8, crate::Dtype::F64),
-        Some("f2") => (2, crate::Dtype::F16),
-        _ => {
-            return Err(bad(
-                path,
-                format!("unsupported dtype {:?} (need f4, f8 or f2)", h.descr),
-            ))
-        }
-    };
-    let big_endian = match h.descr.as_bytes()[0] {
-        b'<' | b'|' | b'=' => false,
-        b'>' => true,
-        _ => return Err(bad(path, format!("unknown byte order in {:?}", h.descr))),
-    };
-    let n = rows
-        .checked_mul(cols)
-        .and_then(|n| n.checked_mul(size))
-        .ok_or_else(|| bad(path, format!("shape {:?} overflows", h.shape)))?;
-    let data = &bytes[h.data_offset..];
-    if data.len() < n {
-        return Err(bad(
-            path,
-            format!(
-                "truncated: header promises {n} bytes of data for shape {:?}, file has {}",
-                h.shape,
-                data.len()
-            ),
-        ));
-    }
-    let data = &data[..n];
-    // Fortran order stores the transpose of the row-major layout.
-    let (r, c) = if h.fortran_order {
-        (cols, rows)
-    } else {
-        (rows, cols)
-    };
-    let m = match dtype {
-        crate::Dtype::F32 => Matrix::F32(decode(
-            data,
-            big_endian,
-            f32::from_le_bytes,
-            f32::from_be_bytes,
-        )),
-        crate::Dtype::F64 => Matrix::F64(decode(
-            data,
-            big_endian,
-            f64::from_le_bytes,
-            f64::from_be_bytes,
-        )),
-        _ => Matrix::F16(decode(
-            data,
-            big_endian,
-            half::f16::from_le_bytes,
-            half::f16::from_be_bytes,
-        )),
-    };
-    let m = if h.fortran_order {
-        m.transposed(r, c)
-    } else {
-        m
-    };
-    Ok(m.with_shape(rows, cols))
-}
-
-fn decode<T, const N: usize>(
-    data: &[u8],
-    big_endian: bool,
-    le: fn([u8; N]) -> T,
-    be: fn([u8; N]) -> T,
-) -> Vec<T> {
-    data.chunks_exact(N)
-        .map(|c| {
-            let mut a = [0u8; N];
-            a.copy_from_slice(c);
-            if big_endian {
-                be(a)
-            } else {
-                le(a)
-            }
-        })
-        .collect()
 }
 
 /// Write `values` as a 1-D little-endian f64 .npy file.
