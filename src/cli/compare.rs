@@ -114,6 +114,7 @@ struct Totals {
     same_top: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_block<T: Element>(
     engine: &Engine,
     req: &Request,
