@@ -160,12 +160,14 @@ impl TensorFile {
             safetensors::Dtype::F16 => Dtype::F16,
             safetensors::Dtype::BF16 => Dtype::BF16,
             safetensors::Dtype::F64 => Dtype::F64,
-            other => return Err(bad(
-                &path,
-                format!(
+            other => {
+                return Err(bad(
+                    &path,
+                    format!(
                     "tensor {name:?} has unsupported dtype {other:?} (need F32, F16, BF16, F64)"
                 ),
-            )),
+                ))
+            }
         };
         let shape = view.shape().to_vec();
         let (rows, cols) = npy::rows_cols(&path, &shape)?;
