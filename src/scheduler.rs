@@ -403,6 +403,7 @@ impl Engine {
     }
 
     fn measure(&self) -> Calibration {
+        #[cfg(feature = "gpu")]
         let budget = Instant::now();
         let shapes = [(4096, 16), (16, 4096), (1, 131_072)];
         let mut cpu = [[0.0; 2]; 3];
@@ -527,6 +528,13 @@ impl Engine {
             on_gpu: false,
         };
         let plan = self.plan(req, &job);
+        if debug_log() {
+            eprintln!(
+                "kldiv: {:?} mode, {rows}×{cols} {}: {plan}",
+                self.mode,
+                T::DTYPE
+            );
+        }
         let mut warnings = vec![];
         let values = match plan.placement {
             Placement::Cpu => self.cpu.per_row(req, p, q, rows, cols)?,
@@ -602,6 +610,12 @@ impl Engine {
             "built without the `gpu` feature".into(),
         ))
     }
+}
+
+/// `KLDIV_LOG=debug` prints every plan to stderr.
+fn debug_log() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KLDIV_LOG").is_ok_and(|v| v.eq_ignore_ascii_case("debug")))
 }
 
 /// The request calibration times (synthetic rows, so no sum check).

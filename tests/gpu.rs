@@ -606,3 +606,42 @@ fn resident_inputs_match_host_inputs() {
         .unwrap_err();
     assert!(matches!(e, Error::InvalidRequest(_)), "{e}");
 }
+
+/// The engine can be shared by threads.
+#[test]
+fn engine_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<GpuEngine>();
+    let Some(gpu) = engine() else { return };
+    let p = vec![1.0f32 / 64.0; 4 * 64];
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    gpu.per_row(&Request::new(Divergence::Kl), &p, &p, 4, 64)
+                        .unwrap()
+                })
+            })
+            .collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), vec![0.0; 4]);
+        }
+    });
+}
+
+/// More workgroups than one grid dimension holds (70,000 rows of 65 columns: one workgroup
+/// per row): the 2-D dispatch must still reach every row.
+#[test]
+fn more_rows_than_one_dispatch_dimension() {
+    let Some(gpu) = engine() else { return };
+    let (rows, cols) = (70_000, 65);
+    let mut rng = Rng::new(38);
+    let (p, q) = prob_pair(&mut rng, rows, cols, 0.3);
+    let (p, q) = (to_f32(&p), to_f32(&q));
+    let req = Request::new(Divergence::Kl);
+    let g = gpu.per_row(&req, &p, &q, rows, cols).unwrap();
+    let c = CpuEngine::new().per_row(&req, &p, &q, rows, cols).unwrap();
+    for (r, (a, b)) in g.iter().zip(&c).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * b, "row {r}: {a} vs {b}");
+    }
+}
