@@ -8,6 +8,24 @@ fn main() {
         }
         let w = w.scaled(4);
         let (p, q) = workloads::generate(&w, 1);
+        if std::env::var("BF16").is_ok() {
+            let pb: Vec<bf16> = p.iter().map(|&x| bf16::from_f32(x)).collect();
+            let qb: Vec<bf16> = q.iter().map(|&x| bf16::from_f32(x)).collect();
+            let req = Request::new(Divergence::Kl).input(w.input);
+            let e = CpuEngine::new();
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = Instant::now();
+                std::hint::black_box(e.per_row(&req, &pb, &qb, w.rows, w.cols).unwrap());
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "{} bf16 {:.3} Gelem/s",
+                w.name,
+                w.elements() as f64 / best / 1e9
+            );
+            continue;
+        }
         let req = Request::new(Divergence::Kl).input(w.input);
         let levels = if std::env::var("ONLY_AUTO").is_ok() {
             vec![SimdLevel::Auto]
