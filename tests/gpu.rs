@@ -328,7 +328,15 @@ fn chunked_inputs_agree_with_whole_inputs() {
             let req = Request::new(div).input(input);
             let a = gpu.per_row(&req, &p, &q, rows, cols).unwrap();
             let b = small.per_row(&req, &p, &q, rows, cols).unwrap();
-            assert!(small.last_call().chunks > 2, "chunking was not exercised");
+            let st = small.last_call();
+            assert!(st.chunks > 2, "chunking was not exercised");
+            assert!(
+                st.bytes_uploaded >= (p.len() * 8) as u64 && st.bytes_read_back > 0,
+                "{st:?}"
+            );
+            if small.adapter().timestamps {
+                assert!(st.kernel_ns.is_some_and(|ns| ns > 0), "{st:?}");
+            }
             for (x, y) in a.iter().zip(&b) {
                 assert!(
                     (x - y).abs() <= 1e-6 * x.abs() + 1e-12,

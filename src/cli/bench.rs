@@ -377,7 +377,28 @@ fn suite(
             for way in ways(a.device, ctx.has_gpu) {
                 let r = measure(ctx, data, w.name, w, w.input, dtype, way, repeat, limit)?;
                 print_row(&r);
+                let kernel_ns = match (way, ctx.auto.gpu()) {
+                    (Way::Gpu, Ok(g)) => g.last_call().kernel_ns,
+                    _ => None,
+                };
+                let gpu_row = r.clone();
                 rows.push(r);
+                // Kernel time alone, from timestamp queries (last repetition).
+                if let Some(ns) = kernel_ns.filter(|&ns| ns > 0) {
+                    let m = ns as f64 / 1e9;
+                    let gelem = w.elements() as f64 / m / 1e9;
+                    let gbs = gelem * 2.0 * dtype.size_bytes() as f64;
+                    let k = Row {
+                        placement: "gpu kernels only".into(),
+                        median_s: m,
+                        gelem,
+                        gbs,
+                        frac: gbs / limit,
+                        ..gpu_row
+                    };
+                    print_row(&k);
+                    rows.push(k);
+                }
             }
             Ok(())
         })?;

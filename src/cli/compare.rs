@@ -220,6 +220,22 @@ pub fn run(a: Args) -> Result<(), Failure> {
             engine.mode(),
             explain.unwrap_or_default()
         );
+        if let Ok(g) = engine.gpu() {
+            let st = g.last_call();
+            if st.chunks > 0 {
+                let kernels = st.kernel_ns.map_or("not timed".into(), |ns| {
+                    format!("{:.3} ms", ns as f64 / 1e6)
+                });
+                eprintln!(
+                    "kldiv: gpu {} (last block): {:.1} MB up, {:.1} KB back, {} dispatches in {} chunks, kernels {kernels}",
+                    g.adapter().name,
+                    st.bytes_uploaded as f64 / 1e6,
+                    st.bytes_read_back as f64 / 1e3,
+                    st.dispatches,
+                    st.chunks,
+                );
+            }
+        }
     }
     let per_row = totals.values;
     if let Some(out) = &a.out {

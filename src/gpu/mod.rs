@@ -116,6 +116,9 @@ pub struct CallStats {
     pub chunks: u64,
     /// Rows recomputed on the CPU because they held values the kernels do not handle.
     pub rows_on_cpu: u64,
+    /// Time the kernels ran on the GPU, from timestamp queries (None without
+    /// TIMESTAMP_QUERY).
+    pub kernel_ns: Option<u64>,
 }
 
 /// Where a pass reads its rows from and what it does with them.
@@ -136,6 +139,9 @@ struct Slot {
     readback: Option<wgpu::Buffer>,
     params: Vec<wgpu::Buffer>,
     row_data: Option<wgpu::Buffer>,
+    /// Timestamp queries (begin, end per pass), their resolve buffer and readback buffer.
+    timing: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
+    timed_passes: u32,
 }
 
 /// The GPU back end. `Send + Sync`; share it across threads (calls are serialised).
@@ -725,7 +731,8 @@ impl GpuEngine {
                     cols,
                     &mut parts,
                     &mut flagged,
-                )?;
+                )
+                .map(|ns| add_ns(stats, ns))?;
             }
             pending = Some((slot, chunk, submitted));
         }
@@ -740,7 +747,8 @@ impl GpuEngine {
                 cols,
                 &mut parts,
                 &mut flagged,
-            )?;
+            )
+            .map(|ns| add_ns(stats, ns))?;
         }
         for (part, f) in parts.iter_mut().zip(&flagged) {
             if *f {
@@ -886,6 +894,24 @@ impl GpuEngine {
                     mapped_at_creation: false,
                 }));
         }
+        if self.info.timestamps && slot.timing.is_none() {
+            let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kldiv timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 4,
+            });
+            let buf = |usage| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kldiv timestamps"),
+                    size: 32,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            };
+            let resolve = buf(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC);
+            let read = buf(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+            slot.timing = Some((qs, resolve, read));
+        }
         let mut encoder = self.device.create_command_encoder(&Default::default());
         for (i, (key, groups)) in passes.iter().enumerate() {
             let pipe = self.pipeline(*key)?;
@@ -942,13 +968,32 @@ impl GpuEngine {
                     },
                 ],
             });
-            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let timestamp_writes = slot
+                .timing
+                .as_ref()
+                .map(|t| wgpu::ComputePassTimestampWrites {
+                    query_set: &t.0,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(key.entry),
+                timestamp_writes,
+            });
             pass.set_pipeline(&pipe);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(grid_x as u32, grid_y as u32, 1);
             stats.dispatches += 1;
         }
         encoder.copy_buffer_to_buffer(&out, 0, &readback, 0, Some(out_bytes));
+        stats.bytes_read_back += out_bytes;
+        slot.timed_passes = 0;
+        if let Some((qs, resolve, read)) = &slot.timing {
+            let n = passes.len() as u32;
+            encoder.resolve_query_set(qs, 0..2 * n, resolve, 0);
+            encoder.copy_buffer_to_buffer(resolve, 0, read, 0, Some(16 * n as u64));
+            slot.timed_passes = n;
+        }
         self.queue.submit([encoder.finish()]);
         if let Some(e) = pollster::block_on(valid.pop()) {
             return Err(gpu_err("validation", e));
@@ -1002,7 +1047,7 @@ impl GpuEngine {
         cols: usize,
         parts: &mut [Option<Partial>],
         flagged: &mut [bool],
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let _ = (c0, cols);
         let readback = slot
             .readback
@@ -1050,7 +1095,29 @@ impl GpuEngine {
             }
         }
         readback.unmap();
-        Ok(())
+        // Kernel time of this chunk's passes, from the timestamp queries.
+        let Some((_, _, read)) = slot.timing.as_ref().filter(|_| slot.timed_passes > 0) else {
+            return Ok(None);
+        };
+        let n = slot.timed_passes as u64;
+        self.map_and_wait(read, 16 * n)?;
+        let ticks: u64 = {
+            let view = read
+                .get_mapped_range(0..16 * n)
+                .map_err(|e| gpu_err("reading timestamps", e))?;
+            let t: &[u64] = bytemuck::cast_slice(&view);
+            t.chunks_exact(2).map(|p| p[1].saturating_sub(p[0])).sum()
+        };
+        read.unmap();
+        Ok(Some(
+            (ticks as f64 * self.queue.get_timestamp_period() as f64) as u64,
+        ))
+    }
+}
+
+fn add_ns(stats: &mut CallStats, ns: Option<u64>) {
+    if let Some(ns) = ns {
+        *stats.kernel_ns.get_or_insert(0) += ns;
     }
 }
 
