@@ -388,7 +388,11 @@ impl Engine {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let _ = std::fs::write(path, c.to_text());
+        // Write then rename, so a concurrent reader never sees half a file.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, c.to_text()).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
         c
     }
 

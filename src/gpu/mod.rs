@@ -704,24 +704,29 @@ impl GpuEngine {
             .slots
             .lock()
             .map_err(|_| Error::Gpu("poisoned lock".into()))?;
-        for (k, &chunk) in chunks.iter().enumerate() {
-            let slot = k % 2;
-            let submitted = self.submit_chunk(
-                &mut slots[slot],
-                file,
-                dtype,
-                div_code,
-                transform,
-                short,
-                row_data,
-                src,
-                cols,
-                chunk,
-                stats,
-            )?;
+        // One step past the end: the last chunk is read after the loop's final submit.
+        for k in 0..=chunks.len() {
+            let mut next = None;
+            if let Some(&chunk) = chunks.get(k) {
+                let slot = k % 2;
+                let bytes = self.submit_chunk(
+                    &mut slots[slot],
+                    file,
+                    dtype,
+                    div_code,
+                    transform,
+                    short,
+                    row_data,
+                    src,
+                    cols,
+                    chunk,
+                    stats,
+                )?;
+                next = Some((slot, chunk, bytes));
+            }
             // Read the previous chunk while this one runs.
             if let Some((ps, pc, bytes)) = pending.take() {
-                self.collect(
+                let ns = self.collect(
                     &slots[ps],
                     file,
                     div,
@@ -731,24 +736,10 @@ impl GpuEngine {
                     cols,
                     &mut parts,
                     &mut flagged,
-                )
-                .map(|ns| add_ns(stats, ns))?;
+                )?;
+                add_ns(stats, ns);
             }
-            pending = Some((slot, chunk, submitted));
-        }
-        if let Some((ps, pc, bytes)) = pending.take() {
-            self.collect(
-                &slots[ps],
-                file,
-                div,
-                pc,
-                bytes,
-                short,
-                cols,
-                &mut parts,
-                &mut flagged,
-            )
-            .map(|ns| add_ns(stats, ns))?;
+            pending = next;
         }
         for (part, f) in parts.iter_mut().zip(&flagged) {
             if *f {

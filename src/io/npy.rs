@@ -109,43 +109,37 @@ pub fn rows_cols(path: &Path, shape: &[usize]) -> Result<(usize, usize)> {
 
 /// Write `values` as a 1-D little-endian f64 .npy file.
 pub fn write_f64(path: &Path, values: &[f64]) -> Result<()> {
-    let mut header = format!(
-        "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
-        values.len()
-    );
-    // Pad so that data starts on a 64-byte boundary, header ends with a newline.
-    let total = MAGIC.len() + 4 + header.len() + 1;
-    header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 8 * values.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[1, 0]);
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, out).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    write(
+        path,
+        "<f8",
+        &format!("({},)", values.len()),
+        bytemuck::cast_slice(values),
+    )
 }
 
-/// Write a row-major matrix of f32 as .npy (used by tests and the bench harness).
+/// Write a row-major `rows × cols` f32 matrix as .npy.
 pub fn write_f32(path: &Path, rows: usize, cols: usize, values: &[f32]) -> Result<()> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    write(
+        path,
+        "<f4",
+        &format!("({rows}, {cols})"),
+        bytemuck::cast_slice(values),
+    )
+}
+
+/// A version 1.0 .npy file: header padded so data starts on a 64-byte boundary.
+/// (`data` is little-endian: every target kldiv builds for is.)
+fn write(path: &Path, descr: &str, shape: &str, data: &[u8]) -> Result<()> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     let total = MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 4 * values.len());
+    let mut out = Vec::with_capacity(10 + header.len() + data.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(data);
     std::fs::write(path, out).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
