@@ -7,9 +7,7 @@
 
 mod common;
 use common::*;
-use kldiv::{
-    bf16, f16, CpuEngine, Divergence, Element, InputForm, Normalization, Request, SimdLevel,
-};
+use kldiv::{bf16, f16, CpuEngine, Divergence, Element, InputForm, Request, SimdLevel};
 
 const LEVELS: [SimdLevel; 5] = [
     SimdLevel::Reference,
@@ -17,15 +15,6 @@ const LEVELS: [SimdLevel; 5] = [
     SimdLevel::Avx2,
     SimdLevel::Avx512,
     SimdLevel::Auto,
-];
-
-const DIVS: [(Divergence, Div); 6] = [
-    (Divergence::Kl, Div::Kl),
-    (Divergence::ReverseKl, Div::Reverse),
-    (Divergence::SymmetricKl, Div::Symmetric),
-    (Divergence::JensenShannon, Div::Js),
-    (Divergence::CrossEntropy, Div::CrossEntropy),
-    (Divergence::Entropy, Div::Entropy),
 ];
 
 fn engines() -> Vec<(SimdLevel, CpuEngine)> {
@@ -50,51 +39,11 @@ fn check<T: Element>(
     let q: Vec<T> = q64.iter().map(|&x| conv(x)).collect();
     let pe: Vec<f64> = p.iter().map(|x| x.to_f64()).collect();
     let qe: Vec<f64> = q.iter().map(|x| x.to_f64()).collect();
-    let input = match form {
-        Form::Probs => InputForm::Probabilities,
-        Form::LogProbs => InputForm::LogProbabilities,
-        Form::Logits => InputForm::Logits,
-    };
-    for (div, rdiv) in DIVS {
-        let mut req = Request::new(div).input(input);
-        if normalize {
-            req = req.normalization(Normalization::Normalize);
-        }
-        let want: Vec<f64> = pe
-            .chunks(cols)
-            .zip(qe.chunks(cols))
-            .map(|(a, b)| reference(rdiv, form, a, b, normalize))
-            .collect();
-        // Cross-entropy and entropy are normalised in one pass as −Σp·ln q/Σp + ln Σq: the
-        // bound is 1e-5·|value| + 5e-6·|uncorrected value| (5e-6: the per-term bound of the
-        // f32 kernel, 4e-6, with margin).
-        let slack: Vec<f64> = pe
-            .chunks(cols)
-            .zip(qe.chunks(cols))
-            .map(|(a, b)| {
-                match rdiv {
-                    _ if !normalize || form != Form::Probs => 0.0,
-                    // Rows whose sums differ by > 0.1% are reread rescaled: no cancellation.
-                    Div::Kl | Div::Reverse | Div::Symmetric => 0.0,
-                    Div::CrossEntropy => 5e-6 * xlogy_abs(a, b),
-                    Div::Entropy => 5e-6 * xlogy_abs(a, a),
-                    Div::Js => 0.0, // normalised in a second pass: no cancellation
-                }
-            })
-            .collect();
-        for (level, engine) in engines() {
-            let got = engine
-                .per_row(&req, &p, &q, rows, cols)
-                .unwrap_or_else(|e| panic!("{what} {div:?} {level:?}: {e}"));
-            for (r, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    close(*g, *w, 1e-5, 1e-12 + slack[r]),
-                    "{what} {form:?} {div:?} {level:?} {rows}x{cols} norm={normalize} row {r}: \
-                     got {g:e} want {w:e} rel {:e}",
-                    (g - w).abs() / w.abs()
-                );
-            }
-        }
+    for (level, engine) in engines() {
+        let what = format!("{what} {level:?}");
+        check_all_divergences(&what, form, &pe, &qe, cols, normalize, &mut |req| {
+            engine.per_row(req, &p, &q, rows, cols)
+        });
     }
 }
 
@@ -358,14 +307,4 @@ fn check_one_kl(p: &[f64], q: &[f64], rows: usize, cols: usize) {
             got[r]
         );
     }
-}
-
-fn xlogy_abs(p: &[f64], q: &[f64]) -> f64 {
-    let s: f64 = p
-        .iter()
-        .zip(q)
-        .filter(|(a, _)| **a > 0.0)
-        .map(|(a, b)| a * b.ln())
-        .sum();
-    s.abs() / p.iter().sum::<f64>()
 }

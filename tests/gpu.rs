@@ -7,8 +7,7 @@ mod common;
 use common::*;
 use kldiv::gpu::GpuEngine;
 use kldiv::{
-    bf16, f16, BadKind, CpuEngine, Divergence, Element, Error, InputForm, NanPolicy, Normalization,
-    Request, Side,
+    bf16, f16, BadKind, CpuEngine, Divergence, Element, Error, InputForm, NanPolicy, Request, Side,
 };
 use std::sync::OnceLock;
 
@@ -55,15 +54,6 @@ fn chunked() -> Option<&'static GpuEngine> {
         .as_ref()
 }
 
-const DIVS: [(Divergence, Div); 6] = [
-    (Divergence::Kl, Div::Kl),
-    (Divergence::ReverseKl, Div::Reverse),
-    (Divergence::SymmetricKl, Div::Symmetric),
-    (Divergence::JensenShannon, Div::Js),
-    (Divergence::CrossEntropy, Div::CrossEntropy),
-    (Divergence::Entropy, Div::Entropy),
-];
-
 /// GPU vs reference for every divergence, 1e-5 relative (the same bound as the CPU).
 #[allow(clippy::too_many_arguments)]
 fn check<T: Element>(
@@ -92,40 +82,9 @@ fn check<T: Element>(
             .collect()
     };
     let (pe, qe) = (widen(&p), widen(&q));
-    let input = match form {
-        Form::Probs => InputForm::Probabilities,
-        Form::LogProbs => InputForm::LogProbabilities,
-        Form::Logits => InputForm::Logits,
-    };
-    for (div, rdiv) in DIVS {
-        let mut req = Request::new(div).input(input);
-        if normalize {
-            req = req.normalization(Normalization::Normalize);
-        }
-        let got = gpu
-            .per_row(&req, &p, &q, rows, cols)
-            .unwrap_or_else(|e| panic!("{what} {div:?}: {e}"));
-        for (r, (a, b)) in pe.chunks(cols).zip(qe.chunks(cols)).enumerate() {
-            let want = reference(rdiv, form, a, b, normalize);
-            // Normalising in one pass: as on the CPU, 5e-6 of the uncorrected value.
-            let slack = if normalize
-                && form == Form::Probs
-                && matches!(
-                    rdiv,
-                    Div::Kl | Div::Reverse | Div::Symmetric | Div::CrossEntropy | Div::Entropy
-                ) {
-                let g = |x: &[f64], y: &[f64]| generalized_kl(x, y) / x.iter().sum::<f64>();
-                5e-6 * (g(a, b) + g(b, a) + 20.0)
-            } else {
-                0.0
-            };
-            assert!(
-                close(got[r], want, 1e-5, 1e-12 + slack),
-                "{what} {form:?} {div:?} {rows}x{cols} norm={normalize} row {r}: got {:e} want {want:e}",
-                got[r]
-            );
-        }
-    }
+    check_all_divergences(what, form, &pe, &qe, cols, normalize, &mut |req| {
+        gpu.per_row(req, &p, &q, rows, cols)
+    });
 }
 
 const SHAPES: [(usize, usize); 6] = [
