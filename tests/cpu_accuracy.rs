@@ -142,15 +142,7 @@ fn logits_and_logprobs_all_paths() {
             false,
         );
         // Log-probabilities: normalised in f64 first, then rounded (sums stay within 1e-4).
-        let norm = |v: &[f64]| -> Vec<f64> {
-            v.chunks(cols)
-                .flat_map(|r| {
-                    let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let lse = m + r.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
-                    r.iter().map(move |x| x - lse).collect::<Vec<_>>()
-                })
-                .collect()
-        };
+        let norm = |v: &[f64]| log_softmax_rows(v, cols);
         check(
             "f32",
             |x| x as f32,

@@ -190,15 +190,7 @@ fn logits_and_logprobs_match_the_reference() {
             cols,
             false,
         );
-        let norm = |v: &[f64]| -> Vec<f64> {
-            v.chunks(cols)
-                .flat_map(|r| {
-                    let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    let lse = m + r.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
-                    r.iter().map(move |x| x - lse).collect::<Vec<_>>()
-                })
-                .collect()
-        };
+        let norm = |v: &[f64]| log_softmax_rows(v, cols);
         check(
             gpu,
             "f32",

@@ -78,6 +78,11 @@ pub enum Div {
     Entropy,
 }
 
+/// Each row of `v` (rows of `cols`) as log-probabilities: log-softmax in f64.
+pub fn log_softmax_rows(v: &[f64], cols: usize) -> Vec<f64> {
+    v.chunks(cols).flat_map(log_softmax).collect()
+}
+
 fn log_softmax(x: &[f64]) -> Vec<f64> {
     let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let lse = m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
