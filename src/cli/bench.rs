@@ -160,8 +160,11 @@ impl Ctx {
             Ok(())
         };
         once()?; // warm-up: pipelines, caches, page faults
+                 // At least `reps` runs, and for sub-millisecond jobs enough more (up to 200) to
+                 // fill 20 ms, so that the median is not one scheduler hiccup.
         let mut times = vec![];
-        for _ in 0..reps {
+        let start = Instant::now();
+        while times.len() < reps || (start.elapsed().as_secs_f64() < 0.02 && times.len() < 200) {
             let t = Instant::now();
             once()?;
             times.push(t.elapsed().as_secs_f64());
