@@ -6,8 +6,19 @@ fn main() {
         if only.as_deref().is_some_and(|o| o != w.name) {
             continue;
         }
-        let w = w.scaled(4);
-        let (p, q) = workloads::generate(&w, 1);
+        let w = w.scaled(
+            std::env::var("SCALE")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(4),
+        );
+        let (p, q) = workloads::generate(
+            &w,
+            std::env::var("SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1),
+        );
         if std::env::var("BF16").is_ok() {
             let pb: Vec<bf16> = p.iter().map(|&x| bf16::from_f32(x)).collect();
             let qb: Vec<bf16> = q.iter().map(|&x| bf16::from_f32(x)).collect();
@@ -43,6 +54,9 @@ fn main() {
                 let t = Instant::now();
                 let r = e.per_row(&req, &p, &q, w.rows, w.cols).unwrap();
                 best = best.min(t.elapsed().as_secs_f64());
+                if std::env::var("ALL").is_ok() {
+                    print!("{:.2} ", t.elapsed().as_secs_f64() * 1e3);
+                }
                 std::hint::black_box(r);
             }
             println!(
