@@ -204,10 +204,7 @@ pub fn needs_rescale(req: &Request, s: &ProbSums) -> bool {
 /// sums come from inputs already divided by their row sums (a second pass, see the engines).
 #[inline]
 pub fn finish_probs(req: &Request, s: &ProbSums, tol: Option<f64>, row: usize) -> Result<f64> {
-    check_sum(Side::P, row, s.sp, tol)?;
-    if req.reads_q() {
-        check_sum(Side::Q, row, s.sq, tol)?;
-    }
+    check_probs(req, s, tol, row)?;
     let norm = req.normalization == Normalization::Normalize;
     let v = match req.divergence {
         Divergence::Kl if norm => s.main / s.sp + ln1p_minus(-s.diff / s.sp),
@@ -231,21 +228,29 @@ pub fn finish_probs(req: &Request, s: &ProbSums, tol: Option<f64>, row: usize) -
     ))
 }
 
-/// The value of one logits / log-probabilities row from its sums.
-pub fn finish_logits(req: &Request, s: &LogitSums, tol: Option<f64>, row: usize) -> Result<f64> {
+/// The row checks of a probability row: some mass, and a sum within `tol` of 1.
+pub fn check_probs(req: &Request, s: &ProbSums, tol: Option<f64>, row: usize) -> Result<()> {
+    check_sum(Side::P, row, s.sp, tol)?;
+    if req.reads_q() {
+        check_sum(Side::Q, row, s.sq, tol)?;
+    }
+    Ok(())
+}
+
+/// The row checks of a logits row: some mass; for log-probabilities, Σ e^lp within `tol`
+/// of 1 (compared as e^lse − 1, without losing digits).
+pub fn check_logits(req: &Request, s: &LogitSums, tol: Option<f64>, row: usize) -> Result<()> {
     if s.sa.is_nan() || s.sa <= 0.0 {
         return Err(Error::NoMass { side: Side::P, row });
     }
     if req.reads_q() && (s.sb.is_nan() || s.sb <= 0.0) {
         return Err(Error::NoMass { side: Side::Q, row });
     }
-    let (lse_a, lse_b) = (s.lse_a(), s.lse_b());
     if req.input == InputForm::LogProbabilities {
-        // Σ e^lp = e^lse; compare it to 1 without losing digits.
         let sides: &[(Side, f64)] = if req.reads_q() {
-            &[(Side::P, lse_a), (Side::Q, lse_b)]
+            &[(Side::P, s.lse_a()), (Side::Q, s.lse_b())]
         } else {
-            &[(Side::P, lse_a)]
+            &[(Side::P, s.lse_a())]
         };
         for &(side, lse) in sides {
             if let Some(tolerance) = tol {
@@ -260,6 +265,13 @@ pub fn finish_logits(req: &Request, s: &LogitSums, tol: Option<f64>, row: usize)
             }
         }
     }
+    Ok(())
+}
+
+/// The value of one logits / log-probabilities row from its sums.
+pub fn finish_logits(req: &Request, s: &LogitSums, tol: Option<f64>, row: usize) -> Result<f64> {
+    check_logits(req, s, tol, row)?;
+    let (lse_a, lse_b) = (s.lse_a(), s.lse_b());
     let inf = f64::INFINITY;
     // KL = Y + ln E[e^−x] = ln(1+X) − X + E[ψ(x)], see LogitSums; the plain
     // log-sum-exp difference is the fallback when ψ overflowed (wildly different rows).

@@ -7,7 +7,7 @@ mod simd_math;
 use crate::element::{Dtype, Element};
 use crate::error::{BadKind, Error, Result, Side};
 use crate::request::{Divergence, InputForm, NanPolicy, Normalization, Request};
-use crate::sums::{self, LogitSums, Partial, ProbSums};
+use crate::sums::{self, Partial, ProbSums};
 use kernels::Scratch;
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -208,22 +208,18 @@ impl CpuEngine {
         } else {
             Kernel::Logits(Divergence::Entropy)
         };
-        let check_req = Request {
-            divergence: Divergence::Entropy,
-            ..*req
-        };
         let transforms = self.map_rows(first, &[], p, q, rows, cols, |row, r| match r {
             Err(bad) if nan_row(&bad) => Ok(None),
             Err(bad) => Err(located(row, bad)),
             Ok(Partial::Probs(s)) => {
-                check_sums(&check_req, row, &s, tol)?;
+                sums::check_probs(req, &s, tol, row)?;
                 Ok(Some(Transform::Scale {
                     p: (1.0 / s.sp) as f32,
                     q: (1.0 / s.sq) as f32,
                 }))
             }
             Ok(Partial::Logits(s)) => {
-                check_logit_sums(&check_req, row, &s, tol)?;
+                sums::check_logits(req, &s, tol, row)?;
                 Ok(Some(Transform::Softmax {
                     lse_a: s.lse_a() as f32,
                     lse_b: s.lse_b() as f32,
@@ -392,61 +388,6 @@ impl CpuEngine {
             })
             .collect()
     }
-}
-
-pub(crate) fn check_sums(req: &Request, row: usize, s: &ProbSums, tol: Option<f64>) -> Result<()> {
-    // Entropy-shaped request: only the checks matter here; Q is checked separately.
-    sums::finish_probs(req, s, tol, row)?;
-    let q_only = ProbSums {
-        sp: s.sq,
-        ..Default::default()
-    };
-    sums::finish_probs(req, &q_only, tol, row).map_err(|e| match e {
-        Error::NotNormalized {
-            row,
-            sum,
-            tolerance,
-            ..
-        } => Error::NotNormalized {
-            side: Side::Q,
-            row,
-            sum,
-            tolerance,
-        },
-        Error::NoMass { row, .. } => Error::NoMass { side: Side::Q, row },
-        other => other,
-    })?;
-    Ok(())
-}
-
-pub(crate) fn check_logit_sums(
-    req: &Request,
-    row: usize,
-    s: &LogitSums,
-    tol: Option<f64>,
-) -> Result<()> {
-    let swapped = LogitSums {
-        ma: s.mb,
-        sa: s.sb,
-        ..*s
-    };
-    sums::finish_logits(req, s, tol, row)?;
-    sums::finish_logits(req, &swapped, tol, row).map_err(|e| match e {
-        Error::NotNormalized {
-            row,
-            sum,
-            tolerance,
-            ..
-        } => Error::NotNormalized {
-            side: Side::Q,
-            row,
-            sum,
-            tolerance,
-        },
-        Error::NoMass { row, .. } => Error::NoMass { side: Side::Q, row },
-        other => other,
-    })?;
-    Ok(())
 }
 
 /// The f64 path over a piece of a row.

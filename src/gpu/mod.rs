@@ -591,21 +591,17 @@ impl GpuEngine {
                 Divergence::Entropy
             };
             let parts = self.run_pass(file, first, 0, None, src, rows, cols, &mut stats)?;
-            let check = Request {
-                divergence: Divergence::Entropy,
-                ..*req
-            };
             let mut data = vec![[0f32; 2]; rows];
             let mut fallback = vec![false; rows];
             for (row, part) in parts.iter().enumerate() {
                 match part {
                     None => fallback[row] = true,
                     Some(Partial::Probs(s)) => {
-                        crate::cpu::check_sums(&check, row, s, tol)?;
+                        sums::check_probs(req, s, tol, row)?;
                         data[row] = [(1.0 / s.sp) as f32, (1.0 / s.sq) as f32];
                     }
                     Some(Partial::Logits(s)) => {
-                        crate::cpu::check_logit_sums(&check, row, s, tol)?;
+                        sums::check_logits(req, s, tol, row)?;
                         data[row] = [s.lse_a() as f32, s.lse_b() as f32];
                     }
                 }
@@ -733,7 +729,6 @@ impl GpuEngine {
                     pc,
                     bytes,
                     short,
-                    cols,
                     &mut parts,
                     &mut flagged,
                 )?;
@@ -1032,14 +1027,12 @@ impl GpuEngine {
         slot: &Slot,
         file: KernelFile,
         div: Divergence,
-        (r0, nrows, c0, ncols): Chunk,
+        (r0, nrows, _, ncols): Chunk,
         bytes: u64,
         short: bool,
-        cols: usize,
         parts: &mut [Option<Partial>],
         flagged: &mut [bool],
     ) -> Result<Option<u64>> {
-        let _ = (c0, cols);
         let readback = slot
             .readback
             .as_ref()
