@@ -37,6 +37,14 @@ fn f32_npy(path: &Path, rows: usize, cols: usize, v: &[f32]) {
     );
 }
 
+/// `kldiv compare P Q --input logits --json`.
+fn compare_logits(p: &str, q: &str) -> std::process::Output {
+    bin()
+        .args(["compare", p, q, "--input", "logits", "--json"])
+        .output()
+        .unwrap()
+}
+
 fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -117,17 +125,7 @@ fn dtypes_layouts_and_byte_orders() {
     let a = [1.0f32, 2.0, 3.0, 0.5, -1.0, 2.0];
     let b = [1.5f32, 2.0, 2.0, 0.0, -1.0, 2.5];
     let run = |pa: &Path, pb: &Path| -> f64 {
-        let out = bin()
-            .args([
-                "compare",
-                pa.to_str().unwrap(),
-                pb.to_str().unwrap(),
-                "--input",
-                "logits",
-                "--json",
-            ])
-            .output()
-            .unwrap();
+        let out = compare_logits(pa.to_str().unwrap(), pb.to_str().unwrap());
         json(&out)["mean"].as_f64().unwrap()
     };
     let (p1, q1) = (tmp("a32.npy"), tmp("b32.npy"));
@@ -218,17 +216,7 @@ fn dtypes_layouts_and_byte_orders() {
         "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }",
         &d(&b[..3]),
     );
-    let out = bin()
-        .args([
-            "compare",
-            p.to_str().unwrap(),
-            q.to_str().unwrap(),
-            "--input",
-            "logits",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = compare_logits(p.to_str().unwrap(), q.to_str().unwrap());
     assert_eq!(json(&out)["rows"], 1);
 }
 
@@ -430,17 +418,7 @@ fn safetensors_every_dtype_named_tensors_and_higher_rank() {
         ],
     );
     let spec = |n: &str| format!("{}:{n}", both.display());
-    let out = bin()
-        .args([
-            "compare",
-            &spec("base"),
-            &spec("quant"),
-            "--input",
-            "logits",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = compare_logits(&spec("base"), &spec("quant"));
     let j = json(&out);
     assert_eq!(j["rows"], 6);
     assert_eq!(j["cols"], 50);
@@ -495,17 +473,7 @@ fn safetensors_every_dtype_named_tensors_and_higher_rank() {
                 b.iter().flat_map(|&x| enc(x)).collect(),
             )],
         );
-        let out = bin()
-            .args([
-                "compare",
-                pa.to_str().unwrap(),
-                pb.to_str().unwrap(),
-                "--input",
-                "logits",
-                "--json",
-            ])
-            .output()
-            .unwrap();
+        let out = compare_logits(pa.to_str().unwrap(), pb.to_str().unwrap());
         let got = json(&out)["mean"].as_f64().unwrap();
         assert!((got - want).abs() <= 0.05 * want, "{dt}: {got} vs {want}");
     }
