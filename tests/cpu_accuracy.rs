@@ -47,7 +47,8 @@ fn check<T: Element>(
     }
 }
 
-// (40, 16) and (37, 33) reach the lane-per-row path for short rows, with leftover rows.
+// (40, 16) and (37, 33) reach the lane-per-row path for short rows (tasks hold whole
+// groups of 16 rows), with leftover rows.
 const SHAPES: [(usize, usize); 8] = [
     (1, 1),
     (3, 17),
@@ -298,5 +299,149 @@ fn check_one_kl(p: &[f64], q: &[f64], rows: usize, cols: usize) {
             "row {r}: {} vs {want}",
             got[r]
         );
+    }
+}
+
+/// Groups of short rows are finished in their SIMD lanes (one row per lane): units,
+/// `AsGiven`, the sum check and the JS bound must come out as they do row by row.
+#[test]
+fn short_row_groups_finish_like_single_rows() {
+    use kldiv::{Error, Normalization, Side, Unit};
+    let mut rng = Rng::new(8);
+    let rows = 48;
+    for cols in [1, 5, 8, 16, 17, 64] {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.3);
+        // Rows scaled by 0.9…1.1: literal sums, negative values allowed.
+        let scale = |v: &[f64], k: f64| -> Vec<f64> {
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| x * (1.0 + k * ((i / cols) as f64 / rows as f64 - 0.5)))
+                .collect()
+        };
+        let (ps, qs) = (scale(&p, 0.2), scale(&q, -0.2));
+        let (pf, qf, psf, qsf) = (to_f32(&p), to_f32(&q), to_f32(&ps), to_f32(&qs));
+        let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+        for (level, engine) in engines() {
+            let what = format!("{level:?} {rows}x{cols}");
+            let bits = engine
+                .per_row(
+                    &Request::new(Divergence::Kl).unit(Unit::Bits),
+                    &pf,
+                    &qf,
+                    rows,
+                    cols,
+                )
+                .unwrap();
+            let literal = engine
+                .per_row(
+                    &Request::new(Divergence::Kl).normalization(Normalization::AsGiven),
+                    &psf,
+                    &qsf,
+                    rows,
+                    cols,
+                )
+                .unwrap();
+            for r in 0..rows {
+                let span = r * cols..(r + 1) * cols;
+                let (a, b) = (&wide(&pf)[span.clone()], &wide(&qf)[span.clone()]);
+                let want = reference(Div::Kl, Form::Probs, a, b, false) / std::f64::consts::LN_2;
+                assert!(close(bits[r], want, 1e-5, 1e-12), "{what} bits row {r}");
+                let (a, b) = (&wide(&psf)[span.clone()], &wide(&qsf)[span]);
+                let want: f64 = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| if *x > 0.0 { x * (x / y).ln() } else { 0.0 })
+                    .sum();
+                let size: f64 = a.iter().zip(b).map(|(x, y)| (x * (x / y).ln()).abs()).sum();
+                assert!(
+                    close(literal[r], want, 1e-5, 1e-6 * size),
+                    "{what} as given row {r}: {} vs {want}",
+                    literal[r]
+                );
+            }
+
+            // Rows 21 and 37 are off from 1 by 3e-4 (beyond the f32 default 1e-4), row 30
+            // by 5e-5 (within): the error names row 21, P side.
+            let mut off = pf.clone();
+            for (row, k) in [(21, 1.0 + 3e-4), (30, 1.0 + 5e-5), (37, 1.0 + 3e-4)] {
+                for x in &mut off[row * cols..(row + 1) * cols] {
+                    *x = (*x as f64 * k) as f32;
+                }
+            }
+            match engine.per_row(&Request::new(Divergence::Kl), &off, &qf, rows, cols) {
+                Err(Error::NotNormalized {
+                    side: Side::P,
+                    row: 21,
+                    ..
+                }) => {}
+                other => panic!("{what}: {other:?}"),
+            }
+            let mut fixed = off.clone();
+            for x in &mut fixed[21 * cols..22 * cols] {
+                *x /= 1.0 + 3e-4;
+            }
+            for x in &mut fixed[37 * cols..38 * cols] {
+                *x /= 1.0 + 3e-4;
+            }
+            assert!(
+                engine
+                    .per_row(&Request::new(Divergence::Kl), &fixed, &qf, rows, cols)
+                    .is_ok(),
+                "{what}: row 30 is within the tolerance"
+            );
+
+            let mut q_off = qf.clone();
+            for x in &mut q_off[25 * cols..26 * cols] {
+                *x = (*x as f64 * (1.0 - 3e-4)) as f32;
+            }
+            assert!(
+                matches!(
+                    engine.per_row(&Request::new(Divergence::Kl), &pf, &q_off, rows, cols),
+                    Err(Error::NotNormalized {
+                        side: Side::Q,
+                        row: 25,
+                        ..
+                    })
+                ),
+                "{what}"
+            );
+
+            // A row without mass is an error even when sums are taken as given.
+            let mut empty = psf.clone();
+            empty[33 * cols..34 * cols].fill(0.0);
+            let as_given = Request::new(Divergence::Kl).normalization(Normalization::AsGiven);
+            assert!(
+                matches!(
+                    engine.per_row(&as_given, &empty, &qsf, rows, cols),
+                    Err(Error::NoMass {
+                        side: Side::P,
+                        row: 33
+                    })
+                ),
+                "{what}"
+            );
+        }
+    }
+
+    // Disjoint supports: JS is exactly ln 2 (1 bit) and must not exceed it after rounding.
+    for cols in [2, 4, 16, 64] {
+        let p: Vec<f32> = (0..rows * cols)
+            .map(|i| if i % 2 == 0 { 2.0 / cols as f32 } else { 0.0 })
+            .collect();
+        let q: Vec<f32> = (0..rows * cols)
+            .map(|i| if i % 2 == 1 { 2.0 / cols as f32 } else { 0.0 })
+            .collect();
+        for (level, engine) in engines() {
+            for (unit, max) in [(Unit::Nats, std::f64::consts::LN_2), (Unit::Bits, 1.0)] {
+                let req = Request::new(Divergence::JensenShannon).unit(unit);
+                let got = engine.per_row(&req, &p, &q, rows, cols).unwrap();
+                for v in got {
+                    assert!(
+                        v <= max && v >= max * (1.0 - 1e-6),
+                        "{level:?} {unit:?} {cols} columns: {v:e}"
+                    );
+                }
+            }
+        }
     }
 }

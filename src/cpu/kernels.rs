@@ -7,7 +7,7 @@
 
 use super::scalar::{self, BLOCK};
 use super::simd_math::{all, exp_nonpos, gkl, horner, ln, HUGE, TINY};
-use super::{Bad, Kernel, Transform};
+use super::{transpose, Bad, Kernel, Transform};
 use crate::element::Element;
 use crate::request::Divergence;
 use crate::sums::{LogitSums, Partial, ProbSums};
@@ -249,6 +249,34 @@ fn weighted_psi<S: Simd>(s: S, w: S::f32s, w_shift: S::f32s, x: S::f32s, near: S
 /// Rows at most this long go through [`short_rows`] when they are f32 probabilities.
 pub const SHORT_ROW: usize = 64;
 
+/// The sums of `S::F32_LANES` short rows, lane r holding row r's (from [`short_rows`]).
+pub struct RowLanes<S: Simd>(ProbAcc<S>);
+
+impl<S: Simd> RowLanes<S> {
+    /// Each row's sums in f64, as the row-by-row path hands them on.
+    #[inline(always)]
+    pub fn to_sums(&self, s: S, out: &mut [ProbSums]) {
+        let acc = &self.0;
+        let lanes = |v: S::f32s| {
+            let mut buf = [0f32; 16];
+            s.partial_store_f32s(&mut buf, v);
+            buf
+        };
+        let (main, main2) = (lanes(acc.main), lanes(acc.main2));
+        let (sp, sq) = (lanes(acc.sp), lanes(acc.sq));
+        let (diff, diff_lo) = (lanes(acc.diff), lanes(acc.diff_lo));
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = ProbSums {
+                main: main[r] as f64,
+                main2: main2[r] as f64,
+                sp: sp[r] as f64,
+                sq: sq[r] as f64,
+                diff: diff[r] as f64 + diff_lo[r] as f64,
+            };
+        }
+    }
+}
+
 /// Sums of `S::F32_LANES` consecutive short probability rows at once, one row per lane.
 ///
 /// Horizontal reductions would cost more than the arithmetic for 16-column rows (W2), so
@@ -263,16 +291,11 @@ pub fn short_rows<S: Simd>(
     q: &[f32],
     cols: usize,
     scratch: &mut Scratch,
-    out: &mut [ProbSums],
-) -> Option<()> {
+) -> Option<RowLanes<S>> {
     let lanes = S::F32_LANES;
-    debug_assert!(cols <= SHORT_ROW && p.len() == lanes * cols && out.len() == lanes);
-    for r in 0..lanes {
-        for j in 0..cols {
-            scratch.a[j * lanes + r] = p[r * cols + j];
-            scratch.b[j * lanes + r] = q[r * cols + j];
-        }
-    }
+    debug_assert!(cols <= SHORT_ROW && p.len() == lanes * cols);
+    transpose::rows_to_columns(s, p, cols, &mut scratch.a);
+    transpose::rows_to_columns(s, q, cols, &mut scratch.b);
     let (xv, _) = S::as_simd_f32s(&scratch.a[..cols * lanes]);
     let (yv, _) = S::as_simd_f32s(&scratch.b[..cols * lanes]);
     let zero = s.splat_f32s(0.0);
@@ -290,20 +313,74 @@ pub fn short_rows<S: Simd>(
         }
         prob_step(s, div, x, y, &mut acc);
     }
-    let mut lanes_of = |v: S::f32s, set: fn(&mut ProbSums, f64)| {
-        let mut buf = [0f32; 16];
-        s.partial_store_f32s(&mut buf, v);
-        for (o, &x) in out.iter_mut().zip(&buf) {
-            set(o, x as f64);
+    Some(RowLanes(acc))
+}
+
+/// Results of short rows computed in their lanes, for requests that take each row's sums
+/// as they are (`Check` or `AsGiven`): the row checks and the values of
+/// [`crate::sums::finish_probs`] in f32, before clamping and units (done in f64 by
+/// [`crate::sums::finalize`], like every other row). The checks are conservative (the tolerance is
+/// rounded down to f32): a group with any doubtful row goes to the row-by-row path, which
+/// decides exactly and builds the error.
+#[derive(Debug, Clone, Copy)]
+pub struct LaneFinish {
+    div: Divergence,
+    /// |Σ − 1| ≤ this passes; +inf when sums are not checked (only Σ > 0 is).
+    tol: f32,
+    reads_q: bool,
+}
+
+impl LaneFinish {
+    pub fn new(req: &crate::Request, tol: Option<f64>) -> Option<LaneFinish> {
+        use crate::request::Normalization;
+        let tol = match (req.normalization, tol) {
+            (Normalization::Normalize, _) => return None,
+            (_, None) => f32::INFINITY,
+            (_, Some(t)) => {
+                let t32 = t as f32;
+                if t32 as f64 > t {
+                    t32.next_down()
+                } else {
+                    t32
+                }
+            }
+        };
+        Some(LaneFinish {
+            div: req.divergence,
+            tol,
+            reads_q: req.reads_q(),
+        })
+    }
+
+    /// The rows' values in nats, unclamped, or `None` when some row must be finished alone.
+    #[inline(always)]
+    pub fn values<S: Simd>(&self, s: S, lanes: &RowLanes<S>) -> Option<S::f32s> {
+        let acc = &lanes.0;
+        let one = s.splat_f32s(1.0);
+        let tol = s.splat_f32s(self.tol);
+        let ok = |sum: S::f32s| {
+            s.and_m32s(
+                s.greater_than_f32s(sum, s.splat_f32s(0.0)),
+                s.less_than_or_equal_f32s(s.abs_f32s(s.sub_f32s(sum, one)), tol),
+            )
+        };
+        let mut pass = ok(acc.sp);
+        if self.reads_q {
+            pass = s.and_m32s(pass, ok(acc.sq));
         }
-    };
-    lanes_of(acc.main, |o, x| o.main = x);
-    lanes_of(acc.main2, |o, x| o.main2 = x);
-    lanes_of(acc.sp, |o, x| o.sp = x);
-    lanes_of(acc.sq, |o, x| o.sq = x);
-    lanes_of(acc.diff, |o, x| o.diff = x);
-    lanes_of(acc.diff_lo, |o, x| o.diff += x);
-    Some(())
+        if !all(s, pass) {
+            return None;
+        }
+        let diff = s.add_f32s(acc.diff, acc.diff_lo);
+        let v = match self.div {
+            Divergence::Kl => s.add_f32s(acc.main, diff),
+            Divergence::ReverseKl => s.sub_f32s(acc.main, diff),
+            Divergence::SymmetricKl => s.add_f32s(acc.main, acc.main2),
+            Divergence::JensenShannon => s.mul_f32s(acc.main, s.splat_f32s(0.5)),
+            Divergence::CrossEntropy | Divergence::Entropy => s.neg_f32s(acc.main),
+        };
+        Some(v)
+    }
 }
 
 /// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima. `shift` is

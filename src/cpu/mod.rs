@@ -3,6 +3,7 @@
 mod kernels;
 pub mod scalar;
 mod simd_math;
+mod transpose;
 
 use crate::element::{Dtype, Element};
 use crate::error::{BadKind, Error, Result, Side};
@@ -158,14 +159,6 @@ impl CpuEngine {
         crate::validate_shape(p.len(), q.len(), rows, cols, req)?;
         let tol = sums::sum_tolerance(req, T::DTYPE);
         let probs = req.input == InputForm::Probabilities;
-        let nan_row =
-            |bad: &Bad| req.nan == NanPolicy::Propagate && bad.kind == BadKind::NotANumber;
-        let located = |row: usize, bad: Bad| Error::BadValue {
-            side: bad.side,
-            kind: bad.kind,
-            row,
-            col: bad.col,
-        };
         let two_pass = req.divergence == Divergence::JensenShannon
             && (!probs || req.normalization == Normalization::Normalize);
         let kernel = if probs {
@@ -175,13 +168,12 @@ impl CpuEngine {
         };
         if !two_pass {
             let mut far = vec![];
-            let mut out = self.map_rows(kernel, &[], p, q, rows, cols, |row, r| match r {
-                Err(bad) if nan_row(&bad) => Ok(f64::NAN),
-                Err(bad) => Err(located(row, bad)),
-                Ok(Partial::Probs(s)) if sums::needs_rescale(req, &s) => Ok(f64::NAN),
-                Ok(Partial::Probs(s)) => sums::finish_probs(req, &s, tol, row),
-                Ok(Partial::Logits(s)) => sums::finish_logits(req, &s, tol, row),
-            })?;
+            let finish = RowValues {
+                req,
+                tol,
+                lanes: kernels::LaneFinish::new(req, tol),
+            };
+            let mut out = self.map_rows(kernel, &[], p, q, rows, cols, finish)?;
             if req.normalization == Normalization::Normalize && probs {
                 // Rows whose sums differ by more than 0.1% would lose digits to the one-pass
                 // correction: read them again, rescaled (see `sums::needs_rescale`).
@@ -209,7 +201,7 @@ impl CpuEngine {
             Kernel::Logits(Divergence::Entropy)
         };
         let transforms = self.map_rows(first, &[], p, q, rows, cols, |row, r| match r {
-            Err(bad) if nan_row(&bad) => Ok(None),
+            Err(bad) if nan_row(req, &bad) => Ok(None),
             Err(bad) => Err(located(row, bad)),
             Ok(Partial::Probs(s)) => {
                 sums::check_probs(req, &s, tol, row)?;
@@ -284,7 +276,7 @@ impl CpuEngine {
         q: &[T],
         rows: usize,
         cols: usize,
-        finish: impl Fn(usize, std::result::Result<Partial, Bad>) -> Result<R> + Sync,
+        finish: impl Finish<Out = R>,
     ) -> Result<Vec<R>> {
         let transform = |row: usize| {
             transforms
@@ -313,7 +305,11 @@ impl CpuEngine {
         };
 
         if rows >= 2 * threads || cols < 2 * SPLIT_MIN {
-            let per_task = (TASK_ELEMS / cols).clamp(1, rows.div_ceil(4 * threads).max(1));
+            let mut per_task = (TASK_ELEMS / cols).clamp(1, rows.div_ceil(4 * threads).max(1));
+            if cols <= kernels::SHORT_ROW {
+                // Whole groups of 16 rows, so that the lane-per-row path sees them.
+                per_task = per_task.next_multiple_of(16);
+            }
             let chunks: Vec<Result<Vec<R>>> = (0..rows.div_ceil(per_task))
                 .into_par_iter()
                 .map(|c| {
@@ -384,7 +380,7 @@ impl CpuEngine {
                         col: 0,
                     });
                 }
-                finish(row, acc)
+                finish.row(row, acc)
             })
             .collect()
     }
@@ -420,6 +416,84 @@ fn exact_segment<T: Element>(
     }
 }
 
+/// What becomes of each row's sums: its result, or the error that stops the job.
+trait Finish: Sync {
+    type Out;
+    fn row(&self, row: usize, sums: std::result::Result<Partial, Bad>) -> Result<Self::Out>;
+
+    /// Results of a group of short rows straight from their lane sums, appended to `out`;
+    /// `false` (the default) sends the group through [`Finish::row`] one row at a time.
+    #[inline(always)]
+    fn lanes<S: Simd>(&self, s: S, group: &kernels::RowLanes<S>, out: &mut Vec<Self::Out>) -> bool {
+        let _ = (s, group, out);
+        false
+    }
+}
+
+impl<R, F> Finish for F
+where
+    F: Fn(usize, std::result::Result<Partial, Bad>) -> Result<R> + Sync,
+{
+    type Out = R;
+    #[inline(always)]
+    fn row(&self, row: usize, sums: std::result::Result<Partial, Bad>) -> Result<R> {
+        self(row, sums)
+    }
+}
+
+/// The finishing step of a one-pass request: each row's value in the request's unit.
+struct RowValues<'a> {
+    req: &'a Request,
+    tol: Option<f64>,
+    /// Short rows whose sums can be finished in their lanes (not for `Normalize`).
+    lanes: Option<kernels::LaneFinish>,
+}
+
+impl Finish for RowValues<'_> {
+    type Out = f64;
+    fn row(&self, row: usize, sums: std::result::Result<Partial, Bad>) -> Result<f64> {
+        let req = self.req;
+        match sums {
+            Err(bad) if nan_row(req, &bad) => Ok(f64::NAN),
+            Err(bad) => Err(located(row, bad)),
+            Ok(Partial::Probs(s)) if sums::needs_rescale(req, &s) => Ok(f64::NAN),
+            Ok(Partial::Probs(s)) => sums::finish_probs(req, &s, self.tol, row),
+            Ok(Partial::Logits(s)) => sums::finish_logits(req, &s, self.tol, row),
+        }
+    }
+
+    #[inline(always)]
+    fn lanes<S: Simd>(&self, s: S, group: &kernels::RowLanes<S>, out: &mut Vec<f64>) -> bool {
+        let Some(v) = self.lanes.and_then(|l| l.values(s, group)) else {
+            return false;
+        };
+        let mut nats = [0f32; 16];
+        s.partial_store_f32s(&mut nats, v);
+        let clamp = self.req.normalization != Normalization::AsGiven;
+        out.extend(
+            nats[..S::F32_LANES]
+                .iter()
+                .map(|&v| sums::finalize(self.req, v as f64, clamp)),
+        );
+        true
+    }
+}
+
+/// Whether a bad value makes a NaN row rather than an error (NanPolicy::Propagate).
+fn nan_row(req: &Request, bad: &Bad) -> bool {
+    req.nan == NanPolicy::Propagate && bad.kind == BadKind::NotANumber
+}
+
+/// A bad value located in the whole input.
+fn located(row: usize, bad: Bad) -> Error {
+    Error::BadValue {
+        side: bad.side,
+        kind: bad.kind,
+        row,
+        col: bad.col,
+    }
+}
+
 /// A run of whole rows inside one SIMD context.
 struct RowsOp<'a, T, F> {
     kernel: Kernel,
@@ -432,11 +506,8 @@ struct RowsOp<'a, T, F> {
     finish: &'a F,
 }
 
-impl<T: Element, R, F> WithSimd for RowsOp<'_, T, F>
-where
-    F: Fn(usize, std::result::Result<Partial, Bad>) -> Result<R>,
-{
-    type Output = Result<Vec<R>>;
+impl<T: Element, F: Finish> WithSimd for RowsOp<'_, T, F> {
+    type Output = Result<Vec<F::Out>>;
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) -> Self::Output {
         let mut scratch = Scratch::new();
@@ -456,22 +527,25 @@ where
                 let span = row * cols..(row + lanes) * cols;
                 let p: &[f32] = bytemuck::cast_slice(&self.p[span.clone()]);
                 let q: &[f32] = bytemuck::cast_slice(&self.q[span]);
-                let sums = &mut sums[..lanes];
-                if kernels::short_rows(s, div, p, q, cols, &mut scratch, sums).is_some() {
-                    for (i, s) in sums.iter().enumerate() {
-                        out.push((self.finish)(row + i, Ok(Partial::Probs(*s)))?);
+                if let Some(group) = kernels::short_rows(s, div, p, q, cols, &mut scratch) {
+                    if !self.finish.lanes(s, &group, &mut out) {
+                        let sums = &mut sums[..lanes];
+                        group.to_sums(s, sums);
+                        for (i, s) in sums.iter().enumerate() {
+                            out.push(self.finish.row(row + i, Ok(Partial::Probs(*s)))?);
+                        }
                     }
                     row += lanes;
                     continue;
                 }
                 // Something needs the exact path: these rows go one by one below.
                 for r in row..row + lanes {
-                    out.push((self.finish)(r, one_row(s, &self, r, &mut scratch))?);
+                    out.push(self.finish.row(r, one_row(s, &self, r, &mut scratch))?);
                 }
                 row += lanes;
                 continue;
             }
-            out.push((self.finish)(row, one_row(s, &self, row, &mut scratch))?);
+            out.push(self.finish.row(row, one_row(s, &self, row, &mut scratch))?);
             row += 1;
         }
         Ok(out)
