@@ -19,8 +19,7 @@ fn engines() -> Vec<CpuEngine> {
     .collect()
 }
 
-/// Pads a short row with a long, uniform-ish body so the SIMD body and tail both see it,
-/// placing `extra` values at the given columns of the second half.
+/// Every CPU engine's per-row results.
 fn run(req: &Request, p: &[f32], q: &[f32], rows: usize, cols: usize) -> Vec<Vec<f64>> {
     engines()
         .iter()
@@ -262,6 +261,25 @@ fn nan_is_an_error_naming_row_and_column_or_propagates() {
                 "{e}"
             );
         }
+    }
+    // Two bad values in one block (a NaN, then a negative 77 columns earlier): the error
+    // names the first in column order.
+    let mut two = q.clone();
+    two[cols + 200] = f32::NAN;
+    two[cols + 123] = -0.5;
+    for e in run_err(&Request::new(Divergence::Kl), &two, &q, rows, cols) {
+        assert!(
+            matches!(
+                e,
+                Error::BadValue {
+                    side: Side::P,
+                    kind: BadKind::Negative,
+                    row: 1,
+                    col: 123
+                }
+            ),
+            "{e}"
+        );
     }
     // Short rows, many of them: the lane-per-row path must hand the bad group back.
     let (rows, cols) = (40, 16);

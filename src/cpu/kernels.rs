@@ -158,9 +158,49 @@ fn prob_lanes_exact(
 /// one-lane scalar level included.
 const FLUSH: usize = 32;
 
+/// `$f(div)` with `div` a constant in each arm: kernels inlined into `$f` lose the
+/// `match div` of every vector step (their code is generated once per divergence). A macro,
+/// not a closure: a closure that is not inlined would leave the SIMD context (target
+/// features), and every vector operation would become a call.
+macro_rules! specialize {
+    ($div:expr, |$d:ident| $body:expr) => {
+        match $div {
+            Divergence::Kl => {
+                let $d = Divergence::Kl;
+                $body
+            }
+            Divergence::ReverseKl => {
+                let $d = Divergence::ReverseKl;
+                $body
+            }
+            Divergence::SymmetricKl => {
+                let $d = Divergence::SymmetricKl;
+                $body
+            }
+            Divergence::JensenShannon => {
+                let $d = Divergence::JensenShannon;
+                $body
+            }
+            Divergence::CrossEntropy => {
+                let $d = Divergence::CrossEntropy;
+                $body
+            }
+            Divergence::Entropy => {
+                let $d = Divergence::Entropy;
+                $body
+            }
+        }
+    };
+}
+
 /// Sums over one block of probabilities (len ≤ BLOCK).
 #[inline(always)]
 pub fn prob_block<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Result<ProbSums, Bad> {
+    specialize!(div, |div| prob_block_for(s, div, p, q))
+}
+
+#[inline(always)]
+fn prob_block_for<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Result<ProbSums, Bad> {
     let lanes = S::F32_LANES;
     let (pv, pt) = S::as_simd_f32s(p);
     let (qv, qt) = S::as_simd_f32s(q);
@@ -203,13 +243,22 @@ fn prob_vectors<S: Simd>(
     };
     let mut extra = ProbSums::default();
     let lanes = S::F32_LANES;
+    debug_assert!(pv.len() <= 32);
+    // Vectors for the exact path are only marked here: a call inside the loop would make
+    // the compiler keep the accumulators in memory.
+    let mut irregular = 0u32;
     for (i, (&x, &y)) in pv.iter().zip(qv).enumerate() {
         if all(s, regular(s, x, y)) {
             prob_step(s, div, x, y, &mut acc);
         } else {
-            let r = start + i * lanes..start + (i + 1) * lanes;
-            prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
+            irregular |= 1 << i;
         }
+    }
+    while irregular != 0 {
+        let i = irregular.trailing_zeros() as usize;
+        irregular &= irregular - 1;
+        let r = start + i * lanes..start + (i + 1) * lanes;
+        prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
     }
     let mut out = ProbSums {
         main: lanes_sum(s, acc.main),
@@ -298,6 +347,12 @@ pub fn short_rows<S: Simd>(
     transpose::rows_to_columns(s, q, cols, &mut scratch.b);
     let (xv, _) = S::as_simd_f32s(&scratch.a[..cols * lanes]);
     let (yv, _) = S::as_simd_f32s(&scratch.b[..cols * lanes]);
+    specialize!(div, |div| columns(s, div, xv, yv))
+}
+
+/// Sums of columns of short rows (see [`short_rows`]).
+#[inline(always)]
+fn columns<S: Simd>(s: S, div: Divergence, xv: &[S::f32s], yv: &[S::f32s]) -> Option<RowLanes<S>> {
     let zero = s.splat_f32s(0.0);
     let mut acc = ProbAcc::<S> {
         main: zero,
