@@ -6,7 +6,7 @@
 //! are handed lane by lane to the exact f64 element functions, which also report bad input.
 
 use super::scalar::{self, BLOCK};
-use super::simd_math::{all, exp_nonpos, gkl, horner, ln, HUGE, TINY};
+use super::simd_math::{abs, all, exp_nonpos, gkl, horner, ln, neg, HUGE, TINY};
 use super::{transpose, Bad, Kernel, Transform};
 use crate::element::Element;
 use crate::request::Divergence;
@@ -416,7 +416,7 @@ impl LaneFinish {
         let ok = |sum: S::f32s| {
             s.and_m32s(
                 s.greater_than_f32s(sum, s.splat_f32s(0.0)),
-                s.less_than_or_equal_f32s(s.abs_f32s(s.sub_f32s(sum, one)), tol),
+                s.less_than_or_equal_f32s(abs(s, s.sub_f32s(sum, one)), tol),
             )
         };
         let mut pass = ok(acc.sp);
@@ -432,7 +432,7 @@ impl LaneFinish {
             Divergence::ReverseKl => s.sub_f32s(acc.main, diff),
             Divergence::SymmetricKl => s.add_f32s(acc.main, acc.main2),
             Divergence::JensenShannon => s.mul_f32s(acc.main, s.splat_f32s(0.5)),
-            Divergence::CrossEntropy | Divergence::Entropy => s.neg_f32s(acc.main),
+            Divergence::CrossEntropy | Divergence::Entropy => neg(s, acc.main),
         };
         Some(v)
     }
@@ -455,8 +455,8 @@ pub fn logit_block<S: Simd>(
     let mut mxb = mxa;
     for (&x, &y) in av.iter().zip(bv) {
         let ok = s.and_m32s(
-            s.less_than_or_equal_f32s(s.abs_f32s(x), big),
-            s.less_than_or_equal_f32s(s.abs_f32s(y), big),
+            s.less_than_or_equal_f32s(abs(s, x), big),
+            s.less_than_or_equal_f32s(abs(s, y), big),
         );
         if !all(s, ok) {
             // −inf masks, NaN or +inf: the exact path handles and reports them.
@@ -507,12 +507,12 @@ pub fn logit_block<S: Simd>(
             ea = s.mul_add_e_f32s(wa, x, ea);
             if need_a || need_b {
                 let xs = s.sub_f32s(d, vc);
-                let near = s.less_than_or_equal_f32s(s.abs_f32s(xs), half);
+                let near = s.less_than_or_equal_f32s(abs(s, xs), half);
                 if need_a {
                     pa = s.add_f32s(pa, weighted_psi(s, wa, s.mul_f32s(vg, wb), xs, near));
                 }
                 if need_b {
-                    let nxs = s.neg_f32s(xs);
+                    let nxs = neg(s, xs);
                     pb = s.add_f32s(pb, weighted_psi(s, wb, s.mul_f32s(vg_inv, wa), nxs, near));
                 }
             }

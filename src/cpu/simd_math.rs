@@ -117,7 +117,7 @@ pub fn gkl<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
     ];
     let d = s.sub_f32s(x, y);
     let u = s.div_f32s(d, s.add_f32s(x, y));
-    let near = s.less_than_or_equal_f32s(s.abs_f32s(u), s.splat_f32s(U_NEAR));
+    let near = s.less_than_or_equal_f32s(abs(s, u), s.splat_f32s(U_NEAR));
     // Data with p ≈ q (the usual case) skips the log and the second division entirely.
     if all(s, near) {
         gkl_near(s, d, u, &P)
@@ -138,7 +138,20 @@ fn gkl_near<S: Simd>(s: S, d: S::f32s, u: S::f32s, p: &[f32]) -> S::f32s {
 #[inline(always)]
 fn gkl_far<S: Simd>(s: S, x: S::f32s, y: S::f32s, d: S::f32s) -> S::f32s {
     let l = ln(s, s.div_f32s(x, y));
-    s.mul_add_e_f32s(x, l, s.neg_f32s(d))
+    s.mul_add_e_f32s(x, l, neg(s, d))
+}
+
+/// |x|. pulp's provided `abs_f32s` / `neg_f32s` are only `#[inline]`: where the compiler
+/// declines, they run outside the SIMD context as calls (seen in profiles).
+#[inline(always)]
+pub fn abs<S: Simd>(s: S, x: S::f32s) -> S::f32s {
+    s.transmute_f32s_u32s(s.and_u32s(s.transmute_u32s_f32s(x), s.splat_u32s(0x7fff_ffff)))
+}
+
+/// −x (as 0 − x: the sign of a zero result does not matter to any caller).
+#[inline(always)]
+pub fn neg<S: Simd>(s: S, x: S::f32s) -> S::f32s {
+    s.sub_f32s(s.splat_f32s(0.0), x)
 }
 
 #[inline(always)]
