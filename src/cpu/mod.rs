@@ -268,7 +268,7 @@ impl CpuEngine {
     /// Run `kernel` over every row and map each row's sums through `finish`, in parallel.
     /// Errors come back for the lowest failing row.
     #[allow(clippy::too_many_arguments)]
-    fn map_rows<T: Element, R: Send>(
+    fn map_rows<T: Element, R: Copy + Default + Send + Sync>(
         &self,
         kernel: Kernel,
         transforms: &[Option<Transform>],
@@ -310,9 +310,12 @@ impl CpuEngine {
                 // Whole groups of 16 rows, so that the lane-per-row path sees them.
                 per_task = per_task.next_multiple_of(16);
             }
-            let chunks: Vec<Result<Vec<R>>> = (0..rows.div_ceil(per_task))
-                .into_par_iter()
-                .map(|c| {
+            // Tasks write their rows' results in place (no per-task vectors to copy).
+            let mut all = vec![R::default(); rows];
+            let done: Vec<Result<()>> = all
+                .par_chunks_mut(per_task)
+                .enumerate()
+                .map(|(c, out)| {
                     let r0 = c * per_task;
                     // One dispatch per task, not per row: short rows (W2) are dominated by
                     // per-row overhead otherwise.
@@ -322,16 +325,15 @@ impl CpuEngine {
                         p,
                         q,
                         cols,
-                        rows: r0..(r0 + per_task).min(rows),
+                        rows: r0..r0 + out.len(),
                         transforms,
                         finish: &finish,
+                        out,
                     })
                 })
                 .collect();
-            let mut all = Vec::with_capacity(rows);
-            for c in chunks {
-                all.extend(c?);
-            }
+            // The lowest failing row's error: tasks are in row order.
+            done.into_iter().collect::<Result<()>>()?;
             return Ok(all);
         }
 
@@ -421,10 +423,10 @@ trait Finish: Sync {
     type Out;
     fn row(&self, row: usize, sums: std::result::Result<Partial, Bad>) -> Result<Self::Out>;
 
-    /// Results of a group of short rows straight from their lane sums, appended to `out`;
-    /// `false` (the default) sends the group through [`Finish::row`] one row at a time.
+    /// Results of a group of short rows straight from their lane sums, one per slot of
+    /// `out`; `false` (the default) sends the group through [`Finish::row`] row by row.
     #[inline(always)]
-    fn lanes<S: Simd>(&self, s: S, group: &kernels::RowLanes<S>, out: &mut Vec<Self::Out>) -> bool {
+    fn lanes<S: Simd>(&self, s: S, group: &kernels::RowLanes<S>, out: &mut [Self::Out]) -> bool {
         let _ = (s, group, out);
         false
     }
@@ -463,18 +465,16 @@ impl Finish for RowValues<'_> {
     }
 
     #[inline(always)]
-    fn lanes<S: Simd>(&self, s: S, group: &kernels::RowLanes<S>, out: &mut Vec<f64>) -> bool {
+    fn lanes<S: Simd>(&self, s: S, group: &kernels::RowLanes<S>, out: &mut [f64]) -> bool {
         let Some(v) = self.lanes.and_then(|l| l.values(s, group)) else {
             return false;
         };
         let mut nats = [0f32; 16];
         s.partial_store_f32s(&mut nats, v);
         let clamp = self.req.normalization != Normalization::AsGiven;
-        out.extend(
-            nats[..S::F32_LANES]
-                .iter()
-                .map(|&v| sums::finalize(self.req, v as f64, clamp)),
-        );
+        for (slot, &v) in out.iter_mut().zip(&nats) {
+            *slot = sums::finalize(self.req, v as f64, clamp);
+        }
         true
     }
 }
@@ -495,7 +495,7 @@ fn located(row: usize, bad: Bad) -> Error {
 }
 
 /// A run of whole rows inside one SIMD context.
-struct RowsOp<'a, T, F> {
+struct RowsOp<'a, T, F: Finish> {
     kernel: Kernel,
     exact: bool,
     p: &'a [T],
@@ -504,14 +504,17 @@ struct RowsOp<'a, T, F> {
     rows: std::ops::Range<usize>,
     transforms: &'a [Option<Transform>],
     finish: &'a F,
+    /// One result per row of `rows`.
+    out: &'a mut [F::Out],
 }
 
 impl<T: Element, F: Finish> WithSimd for RowsOp<'_, T, F> {
-    type Output = Result<Vec<F::Out>>;
+    type Output = Result<()>;
     #[inline(always)]
-    fn with_simd<S: Simd>(self, s: S) -> Self::Output {
+    fn with_simd<S: Simd>(mut self, s: S) -> Self::Output {
         let mut scratch = Scratch::new();
-        let mut out = Vec::with_capacity(self.rows.len());
+        let out = std::mem::take(&mut self.out);
+        let first = self.rows.start;
         let cols = self.cols;
         let mut row = self.rows.start;
         let lanes = S::F32_LANES;
@@ -528,11 +531,12 @@ impl<T: Element, F: Finish> WithSimd for RowsOp<'_, T, F> {
                 let p: &[f32] = bytemuck::cast_slice(&self.p[span.clone()]);
                 let q: &[f32] = bytemuck::cast_slice(&self.q[span]);
                 if let Some(group) = kernels::short_rows(s, div, p, q, cols, &mut scratch) {
-                    if !self.finish.lanes(s, &group, &mut out) {
+                    let slots = &mut out[row - first..row - first + lanes];
+                    if !self.finish.lanes(s, &group, slots) {
                         let sums = &mut sums[..lanes];
                         group.to_sums(s, sums);
-                        for (i, s) in sums.iter().enumerate() {
-                            out.push(self.finish.row(row + i, Ok(Partial::Probs(*s)))?);
+                        for (i, (s, slot)) in sums.iter().zip(slots).enumerate() {
+                            *slot = self.finish.row(row + i, Ok(Partial::Probs(*s)))?;
                         }
                     }
                     row += lanes;
@@ -540,21 +544,21 @@ impl<T: Element, F: Finish> WithSimd for RowsOp<'_, T, F> {
                 }
                 // Something needs the exact path: these rows go one by one below.
                 for r in row..row + lanes {
-                    out.push(self.finish.row(r, one_row(s, &self, r, &mut scratch))?);
+                    out[r - first] = self.finish.row(r, one_row(s, &self, r, &mut scratch))?;
                 }
                 row += lanes;
                 continue;
             }
-            out.push(self.finish.row(row, one_row(s, &self, row, &mut scratch))?);
+            out[row - first] = self.finish.row(row, one_row(s, &self, row, &mut scratch))?;
             row += 1;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
 /// Sums of one whole row.
 #[inline(always)]
-fn one_row<S: Simd, T: Element, F>(
+fn one_row<S: Simd, T: Element, F: Finish>(
     s: S,
     op: &RowsOp<'_, T, F>,
     row: usize,

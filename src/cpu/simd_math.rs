@@ -38,6 +38,25 @@ pub const HUGE: f32 = 1.152_921_5e18;
 /// Near-one branch bound on |u| = |x−y|/(x+y) (ratios in [0.74, 1.35]); see [`gkl`].
 const U_NEAR: f32 = 0.15;
 
+/// c[0] + c[1]·x + … + c[8]·x⁸ by Estrin's scheme: 4 dependent steps instead of Horner's 8,
+/// so that successive vectors overlap in the pipeline (Horner's chain was the critical path
+/// of the probability kernels).
+#[inline(always)]
+pub fn poly9<S: Simd>(s: S, x: S::f32s, c: &[f32; 9]) -> S::f32s {
+    let k = |i: usize| s.splat_f32s(c[i]);
+    let x2 = s.mul_f32s(x, x);
+    let x4 = s.mul_f32s(x2, x2);
+    let a0 = s.mul_add_e_f32s(k(1), x, k(0));
+    let a1 = s.mul_add_e_f32s(k(3), x, k(2));
+    let a2 = s.mul_add_e_f32s(k(5), x, k(4));
+    let a3 = s.mul_add_e_f32s(k(7), x, k(6));
+    let b0 = s.mul_add_e_f32s(a1, x2, a0);
+    let b1 = s.mul_add_e_f32s(a3, x2, a2);
+    // x⁴·(b1 + c8·x⁴) holds the terms from x⁴ up.
+    let b1 = s.mul_add_e_f32s(k(8), x4, b1);
+    s.mul_add_e_f32s(b1, x4, b0)
+}
+
 #[inline(always)]
 pub fn horner<S: Simd>(s: S, x: S::f32s, c: &[f32]) -> S::f32s {
     let mut acc = s.splat_f32s(c[c.len() - 1]);
@@ -65,7 +84,7 @@ pub fn ln<S: Simd>(s: S, x: S::f32s) -> S::f32s {
         s.splat_f32s(8_388_735.0),
     );
     let f2 = s.mul_f32s(f, f);
-    let y = s.mul_f32s(s.mul_f32s(f2, f), horner(s, f, &LN_P));
+    let y = s.mul_f32s(s.mul_f32s(f2, f), poly9(s, f, &LN_P));
     let lo = s.mul_add_e_f32s(k, s.splat_f32s(LN2_LO), y);
     let lo = s.mul_add_e_f32s(f2, s.splat_f32s(-0.5), lo);
     s.mul_add_e_f32s(k, s.splat_f32s(LN2_HI), s.add_f32s(f, lo))
@@ -131,8 +150,8 @@ pub fn gkl<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
 // (Helpers, not closures: only `#[inline(always)]` functions are compiled with the
 // caller's target features.)
 #[inline(always)]
-fn gkl_near<S: Simd>(s: S, d: S::f32s, u: S::f32s, p: &[f32]) -> S::f32s {
-    s.mul_f32s(s.mul_f32s(d, u), horner(s, u, p))
+fn gkl_near<S: Simd>(s: S, d: S::f32s, u: S::f32s, p: &[f32; 9]) -> S::f32s {
+    s.mul_f32s(s.mul_f32s(d, u), poly9(s, u, p))
 }
 
 #[inline(always)]
