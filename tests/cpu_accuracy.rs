@@ -109,7 +109,8 @@ fn probabilities_normalized_on_request() {
 #[test]
 fn probabilities_other_dtypes() {
     let mut rng = Rng::new(3);
-    for (rows, cols) in [(3, 17), (4, 1000), (2, 70_001)] {
+    // (40, 16) and (37, 33): f16 / bf16 short rows are widened, then go a lane per row.
+    for (rows, cols) in [(3, 17), (40, 16), (37, 33), (4, 1000), (2, 70_001)] {
         let (p, q) = prob_pair(&mut rng, rows, cols, 0.3);
         check("f64", |x| x, Form::Probs, &p, &q, rows, cols, false);
         check("f16", f16::from_f64, Form::Probs, &p, &q, rows, cols, false);
@@ -163,7 +164,7 @@ fn logits_and_logprobs_all_paths() {
 #[test]
 fn masked_logits_all_paths() {
     let mut rng = Rng::new(8);
-    for (rows, cols) in [(3, 17), (4, 1000), (2, 70_001)] {
+    for (rows, cols) in [(3, 17), (40, 16), (37, 33), (4, 1000), (2, 70_001)] {
         let (mut a, mut b) = logit_pair(&mut rng, rows, cols, 0.5);
         for i in 0..a.len() {
             if rng.uniform() < 0.2 {

@@ -17,6 +17,9 @@ use pulp::Simd;
 pub struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
+    /// A group of short f16/bf16 rows widened to f32, before [`short_rows`] transposes it.
+    wide_p: Vec<f32>,
+    wide_q: Vec<f32>,
 }
 
 impl Scratch {
@@ -26,6 +29,8 @@ impl Scratch {
         Scratch {
             a: vec![0.0; n],
             b: vec![0.0; n],
+            wide_p: vec![0.0; 16 * SHORT_ROW],
+            wide_q: vec![0.0; 16 * SHORT_ROW],
         }
     }
 }
@@ -333,20 +338,34 @@ impl<S: Simd> RowLanes<S> {
 /// holding its row's sums. `None` when some value needs the exact path; the caller then
 /// runs those rows one by one.
 #[inline(always)]
-pub fn short_rows<S: Simd>(
+pub fn short_rows<S: Simd, T: Element>(
     s: S,
     div: Divergence,
-    p: &[f32],
-    q: &[f32],
+    p: &[T],
+    q: &[T],
     cols: usize,
     scratch: &mut Scratch,
 ) -> Option<RowLanes<S>> {
     let lanes = S::F32_LANES;
     debug_assert!(cols <= SHORT_ROW && p.len() == lanes * cols);
-    transpose::rows_to_columns(s, p, cols, &mut scratch.a);
-    transpose::rows_to_columns(s, q, cols, &mut scratch.b);
-    let (xv, _) = S::as_simd_f32s(&scratch.a[..cols * lanes]);
-    let (yv, _) = S::as_simd_f32s(&scratch.b[..cols * lanes]);
+    let Scratch {
+        a,
+        b,
+        wide_p,
+        wide_q,
+    } = scratch;
+    // f16 / bf16 groups are widened to f32 first; f32 is read in place.
+    let (p, q): (&[f32], &[f32]) = if T::DTYPE == crate::Dtype::F32 {
+        (bytemuck::cast_slice(p), bytemuck::cast_slice(q))
+    } else {
+        T::widen_into(p, wide_p);
+        T::widen_into(q, wide_q);
+        (&wide_p[..p.len()], &wide_q[..q.len()])
+    };
+    transpose::rows_to_columns(s, p, cols, a);
+    transpose::rows_to_columns(s, q, cols, b);
+    let (xv, _) = S::as_simd_f32s(&a[..cols * lanes]);
+    let (yv, _) = S::as_simd_f32s(&b[..cols * lanes]);
     specialize!(div, |div| columns(s, div, xv, yv))
 }
 

@@ -523,14 +523,14 @@ impl<T: Element, F: Finish> WithSimd for RowsOp<'_, T, F> {
             Kernel::Probs(div) if cols <= kernels::SHORT_ROW && lanes > 1 => Some(div),
             _ => None,
         }
-        .filter(|_| self.transforms.is_empty() && !self.exact && T::DTYPE == Dtype::F32);
+        .filter(|_| self.transforms.is_empty() && !self.exact);
         let mut sums = [ProbSums::default(); 16];
         while row < self.rows.end {
             if let Some(div) = short.filter(|_| self.rows.end - row >= lanes) {
                 let span = row * cols..(row + lanes) * cols;
-                let p: &[f32] = bytemuck::cast_slice(&self.p[span.clone()]);
-                let q: &[f32] = bytemuck::cast_slice(&self.q[span]);
-                if let Some(group) = kernels::short_rows(s, div, p, q, cols, &mut scratch) {
+                let (p, q) = (&self.p[span.clone()], &self.q[span]);
+                let group = kernels::short_rows(s, div, p, q, cols, &mut scratch);
+                if let Some(group) = group {
                     let slots = &mut out[row - first..row - first + lanes];
                     if !self.finish.lanes(s, &group, slots) {
                         let sums = &mut sums[..lanes];
