@@ -45,12 +45,23 @@ fn compare_logits(p: &str, q: &str) -> std::process::Output {
         .unwrap()
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
+fn assert_success(out: &std::process::Output) {
     assert!(
         out.status.success(),
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `kldiv ARGS…`, which must succeed.
+fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = bin().args(args).output().unwrap();
+    assert_success(&out);
+    out
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert_success(out);
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
@@ -87,11 +98,7 @@ fn compare_summarises_and_writes_per_row_values() {
     let want: Vec<f64> = pf
         .chunks(cols)
         .zip(qf.chunks(cols))
-        .map(|(a, b)| {
-            let a: Vec<f64> = a.iter().map(|&x| x as f64).collect();
-            let b: Vec<f64> = b.iter().map(|&x| x as f64).collect();
-            reference(Div::Kl, Form::Probs, &a, &b, false)
-        })
+        .map(|(a, b)| reference(Div::Kl, Form::Probs, &to_f64(a), &to_f64(b), false))
         .collect();
     let mean = want.iter().sum::<f64>() / rows as f64;
     assert_eq!(j["rows"], rows);
@@ -343,24 +350,16 @@ fn malformed_files_and_usage_errors() {
 #[test]
 fn bench_quick_runs_one_workload() {
     let csv = tmp("bench.csv");
-    let out = bin()
-        .args([
-            "bench",
-            "--quick",
-            "--shapes",
-            "W2",
-            "--repeat",
-            "1",
-            "--csv",
-            csv.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "bench",
+        "--quick",
+        "--shapes",
+        "W2",
+        "--repeat",
+        "1",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.lines().count() >= 3 && text.contains("W2"), "{text}");
 }
@@ -521,37 +520,22 @@ fn large_inputs_stream_in_blocks() {
     let (pp, qp, op) = (tmp("big_p.npy"), tmp("big_q.npy"), tmp("big_out.npy"));
     f32_npy(&pp, rows, cols, &p);
     f32_npy(&qp, rows, cols, &q);
-    let out = bin()
-        .args([
-            "compare",
-            pp.to_str().unwrap(),
-            qp.to_str().unwrap(),
-            "--normalize",
-            "--quiet",
-            "--out",
-            op.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&[
+        "compare",
+        pp.to_str().unwrap(),
+        qp.to_str().unwrap(),
+        "--normalize",
+        "--quiet",
+        "--out",
+        op.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     let v = read_f64_npy(&op);
     assert_eq!(v.len(), rows);
     for r in [0, 35, 63, 64, 69] {
-        let a: Vec<f64> = p[r * cols..(r + 1) * cols]
-            .iter()
-            .map(|&x| x as f64)
-            .collect();
-        let b: Vec<f64> = q[r * cols..(r + 1) * cols]
-            .iter()
-            .map(|&x| x as f64)
-            .collect();
-        let want = reference(Div::Kl, Form::Probs, &a, &b, true);
+        let (a, b) = (&p[r * cols..(r + 1) * cols], &q[r * cols..(r + 1) * cols]);
+        let want = reference(Div::Kl, Form::Probs, &to_f64(a), &to_f64(b), true);
         assert!(
             (v[r] - want).abs() <= 1e-5 * want,
             "row {r}: {} vs {want}",

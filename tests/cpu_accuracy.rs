@@ -196,8 +196,7 @@ fn near_identical_probability_rows_keep_relative_accuracy() {
         let (p, q) = prob_pair(&mut rng, rows, cols, 1e-4);
         let pf = to_f32(&p);
         let qf = to_f32(&q);
-        let pe: Vec<f64> = pf.iter().map(|&x| x as f64).collect();
-        let qe: Vec<f64> = qf.iter().map(|&x| x as f64).collect();
+        let (pe, qe) = (to_f64(&pf), to_f64(&qf));
         for (level, engine) in engines() {
             for (div, rdiv) in [
                 (Divergence::Kl, Div::Kl),
@@ -234,10 +233,7 @@ fn near_identical_logits_absolute_bound() {
     let (rows, cols) = (4, 32_000);
     let (a, b) = logit_pair(&mut rng, rows, cols, 1e-4);
     let (af, bf) = (to_f32(&a), to_f32(&b));
-    let (ae, be): (Vec<f64>, Vec<f64>) = (
-        af.iter().map(|&x| x as f64).collect(),
-        bf.iter().map(|&x| x as f64).collect(),
-    );
+    let (ae, be) = (to_f64(&af), to_f64(&bf));
     let req = Request::new(Divergence::Kl).input(InputForm::Logits);
     for (level, engine) in engines() {
         // Reverse KL through the same identity with the roles swapped.
@@ -280,10 +276,7 @@ fn long_rows_do_not_accumulate_error() {
 
 fn check_one_kl(p: &[f64], q: &[f64], rows: usize, cols: usize) {
     let (pf, qf) = (to_f32(p), to_f32(q));
-    let (pe, qe): (Vec<f64>, Vec<f64>) = (
-        pf.iter().map(|&x| x as f64).collect(),
-        qf.iter().map(|&x| x as f64).collect(),
-    );
+    let (pe, qe) = (to_f64(&pf), to_f64(&qf));
     let got = CpuEngine::new()
         .per_row(&Request::new(Divergence::Kl), &pf, &qf, rows, cols)
         .unwrap();
@@ -321,7 +314,7 @@ fn short_row_groups_finish_like_single_rows() {
         };
         let (ps, qs) = (scale(&p, 0.2), scale(&q, -0.2));
         let (pf, qf, psf, qsf) = (to_f32(&p), to_f32(&q), to_f32(&ps), to_f32(&qs));
-        let wide = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+        let (pe, qe, pse, qse) = (to_f64(&pf), to_f64(&qf), to_f64(&psf), to_f64(&qsf));
         for (level, engine) in engines() {
             let what = format!("{level:?} {rows}x{cols}");
             let bits = engine
@@ -344,10 +337,10 @@ fn short_row_groups_finish_like_single_rows() {
                 .unwrap();
             for r in 0..rows {
                 let span = r * cols..(r + 1) * cols;
-                let (a, b) = (&wide(&pf)[span.clone()], &wide(&qf)[span.clone()]);
+                let (a, b) = (&pe[span.clone()], &qe[span.clone()]);
                 let want = reference(Div::Kl, Form::Probs, a, b, false) / std::f64::consts::LN_2;
                 assert!(close(bits[r], want, 1e-5, 1e-12), "{what} bits row {r}");
-                let (a, b) = (&wide(&psf)[span.clone()], &wide(&qsf)[span]);
+                let (a, b) = (&pse[span.clone()], &qse[span]);
                 let want: f64 = a
                     .iter()
                     .zip(b)

@@ -55,10 +55,14 @@ pub fn logit_pair(rng: &mut Rng, rows: usize, cols: usize, sigma: f64) -> (Vec<f
     (a, b)
 }
 
-/// Round f64 data to f32 and renormalise in f32 the way a producer would (rows sum to 1
-/// within f32 rounding), returning both the f32 data and its exact f64 image.
+/// f64 data rounded to f32.
 pub fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
+}
+
+/// The exact f64 image of f32 data (what the reference must see).
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
