@@ -1,41 +1,57 @@
-// Logits and log-probabilities: per-segment log-sum-exp sums and the ψ terms of
-// src/sums.rs (LogitSums), the twin of the CPU's logit kernel. −inf means probability 0
-// and is handled by bit tests; NaN, +inf and |x| > 1e30 set `bad`.
+// Logits and log-probabilities: per-segment sums of src/sums.rs (LogitSums), the twin of
+// the CPU's logit kernel. −inf means probability 0 and is handled by bit tests; NaN, +inf
+// and |x| > 1e30 set `bad`.
+//
+// x = a − b − c is formed in plain f32 (compensated sums are not reliable in WGSL); instead
+// each element's rounding is bounded from the exponents (`sub_err`) and summed into xerr_*,
+// and the host re-reads rows whose bound is too large for the accuracy target.
 
 struct LogitRec {
     ma: f32,
     mb: f32,
     sa: f32,
     sb: f32,
-    ta: f32,
-    tb: f32,
     ea: f32,
+    eb: f32,
+    xa: f32,
+    xb: f32,
+    ax_a: f32,
+    ax_b: f32,
     psi_a: f32,
     psi_b: f32,
-    shift: f32,
+    xerr_a: f32,
+    xerr_b: f32,
+    ra: f32,
+    rb: f32,
+    c: f32,
     q_zero: u32,
     p_zero: u32,
     bad: u32,
-    psi_bad: u32, // the ψ terms overflowed somewhere in this segment
+    psi_bad: u32, // the ψ terms could not be formed somewhere in this segment
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(2) var<storage, read_write> out: array<LogitRec>;
 
-// Columns of a row's first block, over which the shift c is taken (src/cpu/scalar.rs BLOCK).
+// Columns of a row's first block, over which the reference pair is taken (src/cpu/scalar.rs
+// BLOCK).
 const SHIFT_COLS: u32 = 512u;
+// "No finite value yet" (a finite stand-in for −inf, which drivers need not honour).
+const NO_MAX: f32 = -3.4e38;
 
-// The per-row shift c = (max of the first block's a) − (max of its b), or 0 when either
-// has no finite value: one thread per row, run on the dispatch holding column 0.
+// The row's reference pair (ra, rb): the maxima of its first block (0 for a side with no
+// finite value there), and c = ra − rb as this kernel rounds it. One thread per row, run on
+// the dispatch holding column 0.
 @compute @workgroup_size(256)
 fn shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let row = group_index(wid) * WG + lid;
     if (row >= params.rows) {
         return;
     }
-    var ma = -3.4e38;
-    var mb = -3.4e38;
+    var ma = NO_MAX;
+    var mb = NO_MAX;
     var fa = false;
     var fb = false;
     let n = min(params.cols, SHIFT_COLS);
@@ -51,15 +67,14 @@ fn shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
             fb = true;
         }
     }
-    var c = 0.0;
-    if (fa && fb) {
-        c = ma - mb;
-    }
-    row_data[params.row0 + row] = vec2<f32>(c, 0.0);
+    let ra = select(0.0, ma, fa);
+    let rb = select(0.0, mb, fb);
+    row_data[params.row0 + row] = vec4<f32>(ra, rb, ra - rb, 0.0);
 }
 
-fn rec_empty(c: f32) -> LogitRec {
-    return LogitRec(-3.4e38, -3.4e38, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, c, 0u, 0u, 0u, 0u, 0u, 0u);
+fn rec_empty(r: vec4<f32>) -> LogitRec {
+    return LogitRec(NO_MAX, NO_MAX, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                    r.x, r.y, r.z, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
 }
 
 // Scale of a sum taken relative to max m onto max m_new (m ≤ m_new); 0 for an empty side.
@@ -70,6 +85,14 @@ fn rescale(s: f32, m: f32, m_new: f32) -> f32 {
     return exp_nonpos(m - m_new);
 }
 
+// Σ w·(v − m) moved onto max m_new: Σ w(v − m_new) = Σ w(v − m) + (m − m_new)·Σ w.
+fn moved(e: f32, m: f32, m_new: f32, s: f32) -> f32 {
+    if (s == 0.0) {
+        return e;
+    }
+    return e + (m - m_new) * s;
+}
+
 fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     var r = a;
     r.ma = max(a.ma, b.ma);
@@ -78,13 +101,18 @@ fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     let ya = rescale(b.sa, b.ma, r.ma);
     let xb = rescale(a.sb, a.mb, r.mb);
     let yb = rescale(b.sb, b.mb, r.mb);
+    r.ea = moved(a.ea, a.ma, r.ma, a.sa) * xa + moved(b.ea, b.ma, r.ma, b.sa) * ya;
+    r.eb = moved(a.eb, a.mb, r.mb, a.sa) * xa + moved(b.eb, b.mb, r.mb, b.sa) * ya;
     r.sa = a.sa * xa + b.sa * ya;
-    r.ta = a.ta * xa + b.ta * ya;
-    r.ea = a.ea * xa + b.ea * ya;
+    r.xa = a.xa * xa + b.xa * ya;
+    r.ax_a = a.ax_a * xa + b.ax_a * ya;
     r.psi_a = a.psi_a * xa + b.psi_a * ya;
+    r.xerr_a = a.xerr_a * xa + b.xerr_a * ya;
     r.sb = a.sb * xb + b.sb * yb;
-    r.tb = a.tb * xb + b.tb * yb;
+    r.xb = a.xb * xb + b.xb * yb;
+    r.ax_b = a.ax_b * xb + b.ax_b * yb;
     r.psi_b = a.psi_b * xb + b.psi_b * yb;
+    r.xerr_b = a.xerr_b * xb + b.xerr_b * yb;
     r.q_zero = a.q_zero + b.q_zero;
     r.p_zero = a.p_zero + b.p_zero;
     r.psi_bad = a.psi_bad | b.psi_bad;
@@ -108,12 +136,13 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     if (row >= params.rows) {
         return;
     }
-    let c_shift = row_data[params.row0 + row].x;
+    let refs = row_data[params.row0 + row];
+    let c_shift = refs.z;
     var xa: array<f32, 16>;
     var xb: array<f32, 16>;
-    var acc = rec_empty(c_shift);
-    var ma = -3.4e38;
-    var mb = -3.4e38;
+    var acc = rec_empty(refs);
+    var ma = NO_MAX;
+    var mb = NO_MAX;
     var any_elem = false;
     let base = seg * SEG;
     for (var k = 0u; k < EPT; k++) {
@@ -148,7 +177,7 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     acc.mb = mb;
     // wa·e^−x = e^(b − ma + c) = g·wb and wb·e^x = wa/g (src/cpu/scalar.rs `gamma`).
     // Beyond e^±80 (wildly different rows, or a side with no mass here) the ψ form is
-    // flagged and the host uses the plain log-sum-exp difference for the row instead.
+    // flagged and the host uses the plain form for the row instead.
     let arg = c_shift - (ma - mb);
     var gam = 1.0;
     if (abs(arg) <= 80.0) {
@@ -173,15 +202,22 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         acc.sb += wb;
         if (!na && !nb) {
             let d = x - y;
-            acc.ta = fma(wa, d, acc.ta);
-            acc.tb = fma(wb, d, acc.tb);
-            acc.ea = fma(wa, x, acc.ea);
             let xs = d - c_shift;
+            let err = sub_err(x, y, d) + sub_err(d, c_shift, xs);
+            let axs = abs(xs);
+            acc.ea = fma(wa, x - ma, acc.ea);
+            acc.eb = fma(wa, y - mb, acc.eb);
+            acc.xa = fma(wa, xs, acc.xa);
+            acc.xb = fma(wb, xs, acc.xb);
+            acc.ax_a = fma(wa, axs, acc.ax_a);
+            acc.ax_b = fma(wb, axs, acc.ax_b);
+            acc.xerr_a = fma(wa, err, acc.xerr_a);
+            acc.xerr_b = fma(wb, err, acc.xerr_b);
             acc.psi_a += weighted_psi(wa, gam * wb, xs);
             acc.psi_b += weighted_psi(wb, wa / gam, -xs);
         } else if (!na) {
             acc.q_zero += 1u;
-            acc.ea = fma(wa, x, acc.ea);
+            acc.ea = fma(wa, x - ma, acc.ea);
             acc.psi_b += wa / gam;
         } else if (!nb) {
             acc.p_zero += 1u;
@@ -198,7 +234,9 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     }
     if (lid == 0u) {
         var r = part[0];
-        r.shift = c_shift;
+        r.ra = refs.x;
+        r.rb = refs.y;
+        r.c = c_shift;
         out[g] = r;
     }
 }

@@ -20,7 +20,8 @@ struct ProbRec {
 
 // 0 KL, 1 reverse KL, 2 symmetric KL, 3 Jensen–Shannon, 4 cross-entropy, 5 entropy.
 override DIV: u32 = 0u;
-// 0 none, 1 multiply by row_data (1/Σp, 1/Σq), 2 softmax of logits with row_data (lse_a, lse_b).
+// 0 none, 1 multiply by row_data (1/Σp, 1/Σq), 2 softmax of logits with row_data
+// (ma, ln sa, mb, ln sb).
 override TRANSFORM: u32 = 0u;
 
 fn rec_zero() -> ProbRec {
@@ -31,10 +32,11 @@ fn load_pair(row: u32, col: u32) -> vec2<f32> {
     let i = elem(row, col);
     var v = vec2<f32>(load_p(i), load_q(i));
     if (TRANSFORM == 1u) {
-        v = v * row_data[params.row0 + row];
+        v = v * row_data[params.row0 + row].xy;
     } else if (TRANSFORM == 2u) {
-        let lse = row_data[params.row0 + row];
-        v = vec2<f32>(exp_nonpos(v.x - lse.x), exp_nonpos(v.y - lse.y));
+        // e^((a − ma) − ln sa): a − ma is exact where the probability matters.
+        let r = row_data[params.row0 + row];
+        v = vec2<f32>(exp_nonpos((v.x - r.x) - r.y), exp_nonpos((v.y - r.z) - r.w));
         // Below 2^-60 a probability changes no sum here; keep it off the exact path.
         v = select(v, vec2<f32>(0.0), bitcast<vec2<u32>>(v) < vec2<u32>(TINY_BITS));
     }

@@ -47,6 +47,9 @@ mod sealed {
 pub trait Element: Copy + Send + Sync + bytemuck::Pod + sealed::Sealed + 'static {
     const DTYPE: Dtype;
     fn to_f64(self) -> f64;
+    /// The nearest value of this type (exact for every narrower type's values).
+    fn from_f64(v: f64) -> Self;
+    fn from_f32(v: f32) -> Self;
     /// Widen `src` into `dst[..src.len()]` as f32 (exact for f16 and bf16; rounding for f64).
     fn widen_into(src: &[Self], dst: &mut [f32]);
 }
@@ -55,6 +58,12 @@ impl Element for f32 {
     const DTYPE: Dtype = Dtype::F32;
     fn to_f64(self) -> f64 {
         self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn from_f32(v: f32) -> Self {
+        v
     }
     #[inline(always)]
     fn widen_into(src: &[Self], dst: &mut [f32]) {
@@ -66,6 +75,12 @@ impl Element for f64 {
     const DTYPE: Dtype = Dtype::F64;
     fn to_f64(self) -> f64 {
         self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn from_f32(v: f32) -> Self {
+        v as f64
     }
     fn widen_into(src: &[Self], dst: &mut [f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
@@ -79,6 +94,12 @@ impl Element for f16 {
     fn to_f64(self) -> f64 {
         self.to_f64()
     }
+    fn from_f64(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
     fn widen_into(src: &[Self], dst: &mut [f32]) {
         // half uses F16C / NEON conversions when the CPU has them.
         use half::slice::HalfFloatSliceExt;
@@ -90,6 +111,12 @@ impl Element for bf16 {
     const DTYPE: Dtype = Dtype::BF16;
     fn to_f64(self) -> f64 {
         self.to_f64()
+    }
+    fn from_f64(v: f64) -> Self {
+        bf16::from_f64(v)
+    }
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
     }
     // bf16 is the top half of an f32: a shift, which the compiler vectorises with the
     // caller's SIMD level when inlined into a kernel.

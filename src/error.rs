@@ -60,10 +60,7 @@ pub enum Error {
         row: usize,
         col: usize,
     },
-    #[error(
-        "{side} row {row} sums to {sum} (tolerance {tolerance:e} around 1); \
-         pass --normalize (Normalization::Normalize) to rescale rows"
-    )]
+    #[error("{side} row {row} sums to {sum} (tolerance {tolerance:e} around 1)")]
     NotNormalized {
         side: Side,
         row: usize,
@@ -88,13 +85,23 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a result failed (a full disk, a closed output): not the input's fault.
+    #[error("cannot write {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// True when the error is about the caller's input, files included (exit code 2 in the
     /// command line); false for engine failures.
     pub fn is_input_error(&self) -> bool {
-        !matches!(self, Error::GpuUnavailable(_) | Error::Gpu(_))
+        !matches!(
+            self,
+            Error::GpuUnavailable(_) | Error::Gpu(_) | Error::Output { .. }
+        )
     }
 }
 

@@ -33,28 +33,51 @@ impl ProbSums {
     }
 }
 
-/// Partial sums over (a piece of) a row of logits a (for P) and b (for Q), relative to the
-/// piece's maxima: sa = Σ e^(a−ma), sb = Σ e^(b−mb), ta = Σ e^(a−ma)·(a−b),
-/// tb = Σ e^(b−mb)·(a−b), ea = Σ e^(a−ma)·a. `q_zero` counts entries with a finite and
-/// b = −inf (q = 0 < p), `p_zero` the reverse.
+/// Partial sums over (a piece of) a row of logits a (for P) and b (for Q).
 ///
-/// For KL without cancellation when P ≈ Q: with x = a − b − c for a per-row shift c (taken
-/// from the row's first block so that x ≈ 0 for shifted but equal logits), psi_a = Σ e^(a−ma)·ψ(x)
-/// and psi_b = Σ e^(b−mb)·ψ(−x), ψ(x) = e^−x − 1 + x ≥ 0. Then
-/// KL(P‖Q) = ln(1+X) − X + psi_a/sa with X = psi_a/sa − (ta/sa − c): both parts keep their
-/// digits, where ta/sa + lse_b − lse_a would lose them.
+/// Weights are taken relative to the piece's maxima: wa = e^(a−ma), wb = e^(b−mb), so
+/// sa = Σ wa and sb = Σ wb never overflow. The row has one reference pair (ra, rb) of input
+/// values, the shift c = ra − rb, kept exactly as `shift_hi + shift_lo`; with it
+/// x = a − b − c, and for P ≈ Q (up to a constant per row) x ≈ 0 where it matters:
+///
+/// KL(P‖Q) = E_p[x] + L with L = ln E_p[e^−x] = (c − (ma − mb)) + ln(sb/sa)   (plain form)
+///         = ln(1+X) − X + E_p[ψ(x)] with X = E_p[ψ(x)] − E_p[x]               (ψ form)
+///
+/// where ψ(x) = e^−x − 1 + x ≥ 0. The ψ form keeps every digit when P ≈ Q (X ≈ 0), the
+/// plain form when they differ a lot; [`finish_logits`] takes the form with the smaller error
+/// estimate, from `ax_*` (Σ w·|x|) and `xerr_*` (a bound on the rounding of x itself, which
+/// only the GPU has: the CPU forms x exactly by TwoSum). Cross-entropy and entropy need no
+/// shift: H(P,Q) = ln sb − E_p[b − mb] and H(P) = ln sa − E_p[a − ma] add two non-negative
+/// terms. `q_zero` counts entries with a finite and b = −inf (q = 0 < p), `p_zero` the
+/// reverse.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogitSums {
     pub ma: f64,
     pub mb: f64,
     pub sa: f64,
     pub sb: f64,
-    pub ta: f64,
-    pub tb: f64,
+    /// Σ wa·(a − ma) ≤ 0.
     pub ea: f64,
+    /// Σ wa·(b − mb) ≤ 0 over entries where both are finite.
+    pub eb: f64,
+    /// Σ wa·x and Σ wb·x.
+    pub xa: f64,
+    pub xb: f64,
+    /// Σ wa·|x| and Σ wb·|x|.
+    pub ax_a: f64,
+    pub ax_b: f64,
+    /// Σ wa·ψ(x) and Σ wb·ψ(−x); NaN when they could not be formed (the ψ form is then
+    /// unavailable for the row).
     pub psi_a: f64,
     pub psi_b: f64,
-    pub shift: f64,
+    /// Σ wa·δ and Σ wb·δ, δ a bound on the rounding error of x (0 where x is exact).
+    pub xerr_a: f64,
+    pub xerr_b: f64,
+    /// The row's reference pair and its exact difference c = shift_hi + shift_lo.
+    pub ra: f64,
+    pub rb: f64,
+    pub shift_hi: f64,
+    pub shift_lo: f64,
     pub q_zero: u64,
     pub p_zero: u64,
 }
@@ -66,12 +89,20 @@ impl Default for LogitSums {
             mb: f64::NEG_INFINITY,
             sa: 0.0,
             sb: 0.0,
-            ta: 0.0,
-            tb: 0.0,
             ea: 0.0,
+            eb: 0.0,
+            xa: 0.0,
+            xb: 0.0,
+            ax_a: 0.0,
+            ax_b: 0.0,
             psi_a: 0.0,
             psi_b: 0.0,
-            shift: 0.0,
+            xerr_a: 0.0,
+            xerr_b: 0.0,
+            ra: 0.0,
+            rb: 0.0,
+            shift_hi: 0.0,
+            shift_lo: 0.0,
             q_zero: 0,
             p_zero: 0,
         }
@@ -87,33 +118,91 @@ fn rescale(from: f64, to: f64) -> f64 {
     }
 }
 
+/// a + b as an unevaluated pair (hi, lo) with hi + lo exact (Knuth's TwoSum).
+#[inline]
+pub fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let s = a + b;
+    let bb = s - a;
+    (s, (a - (s - bb)) + (b - bb))
+}
+
+/// The row's reference pair as a shift: c = ra − rb exactly, as (hi, lo).
+pub fn shift_pair(ra: f64, rb: f64) -> (f64, f64) {
+    if ra.is_finite() && rb.is_finite() {
+        two_sum(ra, -rb)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 impl LogitSums {
-    /// Online log-sum-exp merge: rescale both sides to the larger maximum.
+    /// Empty sums of a row whose reference pair is (ra, rb).
+    pub fn with_reference(ra: f64, rb: f64) -> Self {
+        let (shift_hi, shift_lo) = shift_pair(ra, rb);
+        LogitSums {
+            ra,
+            rb,
+            shift_hi,
+            shift_lo,
+            ..LogitSums::default()
+        }
+    }
+
+    /// Online log-sum-exp merge: rescale both sides to the larger maximum. Both pieces
+    /// belong to one row (same reference pair).
     pub fn merge(&mut self, o: &LogitSums) {
-        if self.ma == f64::NEG_INFINITY && self.mb == f64::NEG_INFINITY {
-            self.shift = o.shift; // an empty start takes the row's shift from its first piece
+        if self.ma == f64::NEG_INFINITY && self.mb == f64::NEG_INFINITY && self.sa == 0.0 {
+            // An empty start takes the row's reference from its first piece.
+            self.ra = o.ra;
+            self.rb = o.rb;
+            self.shift_hi = o.shift_hi;
+            self.shift_lo = o.shift_lo;
         }
         let ma = self.ma.max(o.ma);
         let mb = self.mb.max(o.mb);
         let (x, y) = (rescale(self.ma, ma), rescale(o.ma, ma));
+        // Sums of w·(v − m) move with the maximum: Σ w'(v − m') = k·(Σ w(v − m) + (m − m')·Σ w).
+        let shift = |e: f64, m: f64, m_new: f64, s: f64| {
+            if m == f64::NEG_INFINITY || s == 0.0 {
+                e
+            } else {
+                e + (m - m_new) * s
+            }
+        };
+        self.ea = shift(self.ea, self.ma, ma, self.sa) * x + shift(o.ea, o.ma, ma, o.sa) * y;
+        self.eb = shift(self.eb, self.mb, mb, self.sa) * x + shift(o.eb, o.mb, mb, o.sa) * y;
         self.sa = self.sa * x + o.sa * y;
-        self.ta = self.ta * x + o.ta * y;
-        self.ea = self.ea * x + o.ea * y;
+        self.xa = self.xa * x + o.xa * y;
+        self.ax_a = self.ax_a * x + o.ax_a * y;
         self.psi_a = self.psi_a * x + o.psi_a * y;
+        self.xerr_a = self.xerr_a * x + o.xerr_a * y;
         let (x, y) = (rescale(self.mb, mb), rescale(o.mb, mb));
         self.sb = self.sb * x + o.sb * y;
-        self.tb = self.tb * x + o.tb * y;
+        self.xb = self.xb * x + o.xb * y;
+        self.ax_b = self.ax_b * x + o.ax_b * y;
         self.psi_b = self.psi_b * x + o.psi_b * y;
+        self.xerr_b = self.xerr_b * x + o.xerr_b * y;
         self.ma = ma;
         self.mb = mb;
         self.q_zero += o.q_zero;
         self.p_zero += o.p_zero;
     }
+    /// ln Σ e^a (the log-sum-exp of P's row).
     pub fn lse_a(&self) -> f64 {
         self.ma + self.sa.ln()
     }
     pub fn lse_b(&self) -> f64 {
         self.mb + self.sb.ln()
+    }
+    /// c − (ma − mb), the log of the factor that turns e^(b−mb) into e^(a−ma)·e^(−x).
+    pub fn shift_gap(&self) -> f64 {
+        let (h1, l1) = two_sum(self.shift_hi, -self.ma);
+        let (h2, l2) = two_sum(h1, self.mb);
+        h2 + (l2 + l1 + self.shift_lo)
+    }
+    /// Whether the reference pair is the row's maxima (nothing better to re-read with).
+    pub fn referenced_to_maxima(&self) -> bool {
+        self.ra == self.ma && self.rb == self.mb
     }
 }
 
@@ -277,49 +366,100 @@ pub fn check_logits(req: &Request, s: &LogitSums, tol: Option<f64>, row: usize) 
     Ok(())
 }
 
-/// The value of one logits / log-probabilities row from its sums.
-pub fn finish_logits(req: &Request, s: &LogitSums, tol: Option<f64>, row: usize) -> Result<f64> {
-    check_logits(req, s, tol, row)?;
-    let (lse_a, lse_b) = (s.lse_a(), s.lse_b());
-    let inf = f64::INFINITY;
-    // KL = Y + ln E[e^−x] = ln(1+X) − X + E[ψ(x)], see LogitSums; the plain
-    // log-sum-exp difference is the fallback when ψ overflowed (wildly different rows).
-    let psi_form = |psi: f64, s_w: f64, y: f64, plain: f64| {
-        let e_psi = psi / s_w;
-        let x = e_psi - y;
-        if e_psi.is_finite() && x > -1.0 {
-            ln1p_minus(x) + e_psi
-        } else {
-            plain
+/// What a logits row's sums give: its value, or how to get it to the accuracy bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LogitOutcome {
+    /// The row's value (units applied, clamped).
+    Value(f64),
+    /// The error estimate is above the bound and the row was not referenced to its maxima:
+    /// read it again with (ra, rb) = its maxima as the reference pair.
+    Reshift { ra: f64, rb: f64 },
+    /// Compute the row on the exact f64 path.
+    Exact,
+}
+
+/// A logits row's error estimate may reach this fraction of its value before the row is
+/// re-read (the documented bound is 1e-5: the margin covers the estimate's own looseness).
+pub const LOGIT_TARGET: f64 = 4e-6;
+
+/// Relative error of the sums each kind of pass produces (per accumulated quantity), as the
+/// error estimates of [`finish_logits`] assume it: f32 lanes of at most 32 terms (CPU) or a
+/// 16-term thread sum and a 256-way tree (GPU), then f64; or the f64 path.
+pub const SUMS_EPS_F32: f64 = 6e-7;
+pub const SUMS_EPS_F64: f64 = 1e-13;
+
+/// One direction of KL from E_w[x], E_w|x|, E_w[ψ], L = ln E_w[e^−x] and the bound `dx` on
+/// what the rounding of x costs: (value, error estimate) of the better of the two forms.
+fn kl_forms(ex: f64, eax: f64, epsi: f64, l: f64, dx: f64, eps: f64) -> (f64, f64) {
+    let plain = ex + l;
+    let err_plain = eps * (eax + 2.0) + 1.2e-16 * (ex.abs() + l.abs()) + dx;
+    let x = epsi - ex;
+    if epsi.is_finite() && x > -1.0 {
+        let v = ln1p_minus(x) + epsi;
+        // ∂v/∂E[ψ] = 1/(1+X), ∂v/∂E[x] = X/(1+X).
+        let err = eps * (epsi + x.abs() * eax) / (1.0 + x) + dx;
+        if err <= err_plain || !plain.is_finite() {
+            return (v, err);
         }
-    };
+    }
+    (plain, err_plain)
+}
+
+/// The value of one logits / log-probabilities row from its sums, or the follow-up that
+/// gets it within [`LOGIT_TARGET`]. `eps` is the relative error of the sums (see
+/// [`SUMS_EPS_F32`]); sums from the exact path (`SUMS_EPS_F64`) are always taken.
+pub fn finish_logits(
+    req: &Request,
+    s: &LogitSums,
+    tol: Option<f64>,
+    row: usize,
+    eps: f64,
+) -> Result<LogitOutcome> {
+    check_logits(req, s, tol, row)?;
+    let inf = f64::INFINITY;
+    let gap = s.shift_gap();
+    // Cost of the rounding of x on the value, Σ (p + q)·δ (x's derivative is p − q).
+    let dx = s.xerr_a / s.sa + s.xerr_b / s.sb.max(f64::MIN_POSITIVE);
     let kl_pq = || {
         if s.q_zero > 0 {
-            inf
-        } else {
-            let y = s.ta / s.sa - s.shift;
-            psi_form(s.psi_a, s.sa, y, s.ta / s.sa + (lse_b - lse_a))
+            return (inf, 0.0);
         }
+        let l = gap + (s.sb.ln() - s.sa.ln());
+        kl_forms(s.xa / s.sa, s.ax_a / s.sa, s.psi_a / s.sa, l, dx, eps)
     };
+    // KL(Q‖P): the same with the roles swapped (x → −x, c → −c).
     let kl_qp = || {
         if s.p_zero > 0 {
-            inf
-        } else {
-            let y = -s.tb / s.sb + s.shift;
-            psi_form(s.psi_b, s.sb, y, -s.tb / s.sb + (lse_a - lse_b))
+            return (inf, 0.0);
         }
+        let l = -gap + (s.sa.ln() - s.sb.ln());
+        kl_forms(-s.xb / s.sb, s.ax_b / s.sb, s.psi_b / s.sb, l, dx, eps)
     };
-    let v = match req.divergence {
+    let entropy_p = || s.sa.ln() - s.ea / s.sa;
+    let (v, err) = match req.divergence {
         Divergence::Kl => kl_pq(),
         Divergence::ReverseKl => kl_qp(),
-        Divergence::SymmetricKl => kl_pq() + kl_qp(),
-        Divergence::CrossEntropy => (lse_a - s.ea / s.sa) + kl_pq(),
-        Divergence::Entropy => lse_a - s.ea / s.sa,
+        Divergence::SymmetricKl => {
+            let (a, ea) = kl_pq();
+            let (b, eb) = kl_qp();
+            (a + b, ea + eb)
+        }
+        // Two non-negative terms each: no cancellation, nothing to estimate.
+        Divergence::CrossEntropy if s.q_zero > 0 => (inf, 0.0),
+        Divergence::CrossEntropy => (s.sb.ln() - s.eb / s.sa, 0.0),
+        Divergence::Entropy => (entropy_p(), 0.0),
         Divergence::JensenShannon => {
             unreachable!("Jensen–Shannon over logits runs as probabilities in a second pass")
         }
     };
-    Ok(finalize(req, v, true))
+    if eps < SUMS_EPS_F32 || v.is_nan() || err <= LOGIT_TARGET * v.abs() || v == inf {
+        return Ok(LogitOutcome::Value(finalize(req, v, true)));
+    }
+    Ok(if s.referenced_to_maxima() {
+        LogitOutcome::Exact
+    } else {
+        LogitOutcome::Reshift { ra: s.ma, rb: s.mb }
+    })
 }
 
 /// Combine per-row values as the request asks.

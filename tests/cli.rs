@@ -316,16 +316,16 @@ fn malformed_files_and_usage_errors() {
     );
     expect_fail(&["compare", huge.to_str().unwrap(), g], 2, &["huge.npy"]);
     // Unsupported dtype, garbage, missing file, wrong extension.
-    let ints = tmp("ints.npy");
+    let complex = tmp("complex.npy");
     write_npy(
-        &ints,
-        "{'descr': '<i4', 'fortran_order': False, 'shape': (1, 2), }",
-        &[0; 8],
+        &complex,
+        "{'descr': '<c8', 'fortran_order': False, 'shape': (1, 2), }",
+        &[0; 16],
     );
     expect_fail(
-        &["compare", ints.to_str().unwrap(), g],
+        &["compare", complex.to_str().unwrap(), g],
         2,
-        &["ints.npy", "dtype"],
+        &["complex.npy", "dtype"],
     );
     let junk = tmp("junk.npy");
     std::fs::write(&junk, b"hello world, not numpy").unwrap();
@@ -337,14 +337,6 @@ fn malformed_files_and_usage_errors() {
     );
     expect_fail(&["compare", g], 2, &[]);
     expect_fail(&["compare", g, g, "--divergence", "nope"], 2, &[]);
-    // Mismatched element types.
-    let f64p = tmp("f64.npy");
-    write_npy(
-        &f64p,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }",
-        &[0.5f64.to_le_bytes(), 0.5f64.to_le_bytes()].concat(),
-    );
-    expect_fail(&["compare", g, f64p.to_str().unwrap()], 2, &["f32", "f64"]);
 }
 
 #[test]
@@ -487,12 +479,12 @@ fn safetensors_every_dtype_named_tensors_and_higher_rank() {
         2,
         &["no tensor named \"nope\""],
     );
-    let ints = tmp("ints.safetensors");
-    write_safetensors(&ints, &[("x", "I32", vec![1, 2], vec![0; 8])]);
+    let bools = tmp("bools.safetensors");
+    write_safetensors(&bools, &[("x", "BOOL", vec![1, 2], vec![0; 2])]);
     expect_fail(
-        &["compare", ints.to_str().unwrap(), ints.to_str().unwrap()],
+        &["compare", bools.to_str().unwrap(), bools.to_str().unwrap()],
         2,
-        &["ints.safetensors", "dtype"],
+        &["bools.safetensors", "dtype"],
     );
     let junk = tmp("junk.safetensors");
     std::fs::write(&junk, [255u8; 64]).unwrap();

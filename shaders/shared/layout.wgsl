@@ -16,9 +16,9 @@ struct Params {
 }
 
 @group(0) @binding(3) var<uniform> params: Params;
-// Per global row: the logits shift c in .x; or a second pass's (scale_p, scale_q) or
-// (lse_a, lse_b).
-@group(0) @binding(4) var<storage, read_write> row_data: array<vec2<f32>>;
+// Per global row: the logits reference pair and shift (ra, rb, c, 0); or a second pass's
+// (scale_p, scale_q, 0, 0) or softmax (ma, ln sa, mb, ln sb).
+@group(0) @binding(4) var<storage, read_write> row_data: array<vec4<f32>>;
 
 const WG: u32 = 256u;
 const EPT: u32 = 16u;

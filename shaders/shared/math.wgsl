@@ -100,3 +100,24 @@ fn weighted_psi(w: f32, w_shift: f32, x: f32) -> f32 {
     }
     return fma(w, x, w_shift - w);
 }
+
+// A bound on the rounding error of r = x − y computed in f32, from the exponents alone
+// (integer operations, which no fast-math can rewrite): x − y is a multiple of the smaller
+// operand's ulp, so r is exact when its exponent is at most the smaller operand's;
+// otherwise the error is at most half an ulp of r.
+fn sub_err(x: f32, y: f32, r: f32) -> f32 {
+    let bx = bitcast<u32>(x) & 0x7fffffffu;
+    let by = bitcast<u32>(y) & 0x7fffffffu;
+    if (bx == 0u || by == 0u) {
+        return 0.0;
+    }
+    let emin = max(min(bx >> 23u, by >> 23u), 1u);
+    let er = (bitcast<u32>(r) & 0x7fffffffu) >> 23u;
+    if (er <= emin) {
+        return 0.0;
+    }
+    if (er <= 24u) {
+        return 1.4e-45;
+    }
+    return bitcast<f32>((er - 24u) << 23u);
+}

@@ -239,12 +239,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
         Ok(g) => format!("{} ({})", g.adapter().name, g.adapter().backend),
         Err(e) => format!("none: {e}"),
     };
-    println!(
+    outln!(
         "kldiv bench{}: {} threads, CPU SIMD {simd}, GPU {gpu_name}",
         if a.quick { " --quick" } else { "" },
         ctx.auto.cpu().threads()
     );
-    println!("memory-read limit {limit:.1} GB/s (two-stream read, all threads, measured now)");
+    outln!("memory-read limit {limit:.1} GB/s (two-stream read, all threads, measured now)");
     let rows = if a.sweep {
         sweep(&a, &ctx, dtype, limit, repeat)?
     } else {
@@ -268,15 +268,24 @@ fn ways(device: Option<DeviceArg>, has_gpu: bool) -> Vec<Way> {
     v
 }
 
-fn print_header() {
-    println!(
+fn print_header() -> Result<(), Failure> {
+    outln!(
         "{:<4} {:>15} {:<5} {:<6} {:<18} {:>10} {:>9} {:>8} {:>7}  auto chooses",
-        "", "shape", "dtype", "input", "placement", "median ms", "Gelem/s", "GB/s", "% limit"
+        "",
+        "shape",
+        "dtype",
+        "input",
+        "placement",
+        "median ms",
+        "Gelem/s",
+        "GB/s",
+        "% limit"
     );
+    Ok(())
 }
 
-fn print_row(r: &Row) {
-    println!(
+fn print_row(r: &Row) -> Result<(), Failure> {
+    outln!(
         "{:<4} {:>15} {:<5} {:<6} {:<18} {:>10.2} {:>9.3} {:>8.2} {:>6.0}%  {}",
         r.workload,
         format!("{}×{}", r.rows, r.cols),
@@ -289,6 +298,7 @@ fn print_row(r: &Row) {
         r.frac * 100.0,
         r.choice
     );
+    Ok(())
 }
 
 fn input_name(i: InputForm) -> &'static str {
@@ -375,13 +385,13 @@ fn suite(
             message: format!("--shapes {:?}: no such workload (W1, W2, W3, W4)", a.shapes),
         });
     }
-    print_header();
+    print_header()?;
     let mut rows = vec![];
     for w in &chosen {
         with_data(w, dtype, &mut |data| -> Result<(), Failure> {
             for way in ways(a.device, ctx.has_gpu) {
                 let r = measure(ctx, data, w.name, w, w.input, dtype, way, repeat, limit)?;
-                print_row(&r);
+                print_row(&r)?;
                 let kernel_ns = match (way, ctx.auto.gpu()) {
                     (Way::Gpu, Ok(g)) => g.last_call().kernel_ns,
                     _ => None,
@@ -401,7 +411,7 @@ fn suite(
                         frac: gbs / limit,
                         ..gpu_row
                     };
-                    print_row(&k);
+                    print_row(&k)?;
                     rows.push(k);
                 }
             }
@@ -428,7 +438,7 @@ fn sweep(
         vec![dtype]
     };
     let forms = [InputForm::Probabilities, InputForm::Logits];
-    print_header();
+    print_header()?;
     let mut rows = vec![];
     let (mut good, mut total, mut worst) = (0, 0, 1.0f64);
     for &dt in &dtypes {
@@ -456,7 +466,7 @@ fn sweep(
                         }
                         for way in ways {
                             let r = measure(ctx, data, "sw", &w, form, dt, way, repeat, limit)?;
-                            print_row(&r);
+                            print_row(&r)?;
                             times.push((way, r.median_s));
                             rows.push(r);
                         }
@@ -481,7 +491,7 @@ fn sweep(
             }
         }
     }
-    println!(
+    outln!(
         "sweep: the scheduler's choice was within 10% of the fastest placement at {good}/{total} points ({:.0}%); worst {worst:.2}× the fastest",
         100.0 * good as f64 / total as f64
     );

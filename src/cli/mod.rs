@@ -1,8 +1,18 @@
 //! Argument parsing and dispatch. Exit codes: 0 success, 2 bad usage or invalid input,
 //! 1 any other failure. Errors are one line on stderr, never a panic trace.
 
+/// `println!` for reports: a closed pipe ends the program quietly, a full disk is exit 1.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::output::print(&format!("{}\n", format_args!($($t)*)))?
+    };
+}
+
 mod bench;
 mod compare;
+mod output;
+mod progress;
+mod sigbus;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kldiv::{Divergence, InputForm};
@@ -30,8 +40,13 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum InputArg {
+    /// Probabilities: non-negative, each row sums to 1 (checked; see --normalize).
     Probs,
+    /// Natural-log probabilities (log-softmax output); -inf is probability 0. Rows are
+    /// checked to sum to 1 after exponentiating.
     Logprobs,
+    /// Unnormalised scores (a model's raw output); each row goes through a softmax. -inf
+    /// (a masked token) is probability 0.
     Logits,
 }
 
@@ -47,11 +62,18 @@ impl From<InputArg> for InputForm {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DivergenceArg {
+    /// KL(P‖Q) = Σ p·ln(p/q): +inf where q = 0 < p.
     Kl,
+    /// KL(Q‖P).
     ReverseKl,
+    /// Jeffreys divergence KL(P‖Q) + KL(Q‖P).
     SymmetricKl,
+    /// Jensen–Shannon divergence ½KL(P‖M) + ½KL(Q‖M), M = (P+Q)/2, at most ln 2 (the
+    /// divergence, not SciPy's jensenshannon distance, which is its square root).
     Js,
+    /// Cross-entropy H(P,Q) = −Σ p·ln q.
     CrossEntropy,
+    /// Entropy H(P) = −Σ p·ln p (Q is read only for its shape).
     Entropy,
 }
 
@@ -70,9 +92,11 @@ impl From<DivergenceArg> for Divergence {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
+    /// The scheduler picks CPU, GPU or both from measured speeds.
     Auto,
     Cpu,
     Gpu,
+    /// Rows shared between GPU and CPU.
     Split,
 }
 
@@ -116,9 +140,29 @@ impl From<kldiv::Error> for Failure {
     fn from(e: kldiv::Error) -> Self {
         Failure {
             code: if e.is_input_error() { 2 } else { 1 },
-            message: e.to_string(),
+            message: one_line(&e.to_string()),
         }
     }
+}
+
+/// Driver errors arrive with several lines and empty "Caused by:" headings: one line.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.eq_ignore_ascii_case("caused by:"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A warning on stderr, as one line; never fails (stderr may be closed).
+pub fn warn(text: &str) {
+    warn_raw(&format!("kldiv: warning: {}", one_line(text)));
+}
+
+/// A line on stderr; never fails.
+pub fn warn_raw(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 pub fn main() -> i32 {
@@ -141,8 +185,10 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
+        // A closed output pipe ends the program quietly.
+        Err(f) if f.message.is_empty() => f.code,
         Err(f) => {
-            eprintln!("kldiv: {}", f.message);
+            warn_raw(&format!("kldiv: {}", f.message));
             f.code
         }
     }
@@ -150,12 +196,12 @@ pub fn main() -> i32 {
 
 fn info() -> Result<(), Failure> {
     let cpu = kldiv::CpuEngine::new();
-    println!("cpu: {} SIMD, {} threads", cpu.simd_name(), cpu.threads());
+    outln!("cpu: {} SIMD, {} threads", cpu.simd_name(), cpu.threads());
     let e = engine(Some(DeviceArg::Auto))?;
     match e.gpu() {
         Ok(g) => {
             let a = g.adapter();
-            println!(
+            outln!(
                 "gpu: {} ({} backend, {} device{})",
                 a.name,
                 a.backend,
@@ -166,28 +212,28 @@ fn info() -> Result<(), Failure> {
                     ""
                 }
             );
-            println!("     driver {}", a.driver);
-            println!(
+            outln!("     driver {}", a.driver);
+            outln!(
                 "     max storage binding {} MiB, max buffer {} MiB, timestamp queries {}",
                 a.max_storage_binding >> 20,
                 a.max_buffer >> 20,
                 a.timestamps
             );
         }
-        Err(why) => println!("gpu: none ({why})"),
+        Err(why) => outln!("gpu: none ({why})"),
     }
     let c = e.calibrate();
-    println!("scheduler calibration ({}):", c.key);
+    outln!("scheduler calibration ({}):", c.key);
     for (i, regime) in ["short rows (≤64)", "medium rows", "long rows (>65536)"]
         .iter()
         .enumerate()
     {
-        println!(
+        outln!(
             "  {regime:<20} cpu {:>7.3} / {:>7.3} Gelem/s   gpu kernel {:>7.3} / {:>7.3} Gelem/s  (probs / logits)",
             c.cpu[i][0] / 1e9, c.cpu[i][1] / 1e9, c.gpu[i][0] / 1e9, c.gpu[i][1] / 1e9
         );
     }
-    println!(
+    outln!(
         "  gpu upload {:.2} GB/s, fixed latency {:.3} ms",
         c.upload / 1e9,
         c.gpu_latency * 1e3

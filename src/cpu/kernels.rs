@@ -427,21 +427,33 @@ impl LaneFinish {
     }
 }
 
-/// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima. `shift` is
-/// the row's c ([`LogitSums`]); `None` on the row's first block, which sets it.
+/// x − y as an exact pair (hi, lo), lane by lane (Knuth's TwoSum): logits far apart in
+/// magnitude lose nothing.
+#[inline(always)]
+fn two_diff<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> (S::f32s, S::f32s) {
+    let hi = s.sub_f32s(x, y);
+    let xv = s.add_f32s(hi, y);
+    let yv = s.sub_f32s(xv, hi);
+    let lo = s.add_f32s(s.sub_f32s(x, xv), s.sub_f32s(yv, y));
+    (hi, lo)
+}
+
+/// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima, with the
+/// row's reference pair (ra, rb) (see [`LogitSums`]).
 #[inline(always)]
 pub fn logit_block<S: Simd>(
     s: S,
     div: Divergence,
     a: &[f32],
     b: &[f32],
-    shift: &mut Option<f64>,
+    reference: (f64, f64),
 ) -> Result<LogitSums, Bad> {
     let (av, at) = S::as_simd_f32s(a);
     let (bv, bt) = S::as_simd_f32s(b);
     let big = s.splat_f32s(1e30);
     let mut mxa = s.splat_f32s(f32::NEG_INFINITY);
     let mut mxb = mxa;
+    let exact = || scalar::logit_block(a, b, &mut Some(reference));
     for (&x, &y) in av.iter().zip(bv) {
         let ok = s.and_m32s(
             s.less_than_or_equal_f32s(abs(s, x), big),
@@ -449,7 +461,7 @@ pub fn logit_block<S: Simd>(
         );
         if !all(s, ok) {
             // −inf masks, NaN or +inf: the exact path handles and reports them.
-            return scalar::logit_block(a, b, shift);
+            return exact();
         }
         mxa = s.max_f32s(mxa, x);
         mxb = s.max_f32s(mxb, y);
@@ -457,50 +469,61 @@ pub fn logit_block<S: Simd>(
     let (mut ma, mut mb) = (s.reduce_max_f32s(mxa), s.reduce_max_f32s(mxb));
     for (&x, &y) in at.iter().zip(bt) {
         if !(x.abs() <= 1e30 && y.abs() <= 1e30) {
-            return scalar::logit_block(a, b, shift);
+            return exact();
         }
         ma = ma.max(x);
         mb = mb.max(y);
     }
-    let mut out = LogitSums {
-        ma: ma as f64,
-        mb: mb as f64,
-        ..LogitSums::default()
-    };
-    out.shift = *shift.get_or_insert(scalar::shift_of(out.ma, out.mb));
+    let (ra, rb) = reference;
+    let mut out = LogitSums::with_reference(ra, rb);
+    out.ma = ma as f64;
+    out.mb = mb as f64;
     let g = scalar::gamma(&out);
-    let need_a = matches!(
-        div,
-        Divergence::Kl | Divergence::SymmetricKl | Divergence::CrossEntropy
-    );
+    let need_a = matches!(div, Divergence::Kl | Divergence::SymmetricKl);
     let need_b = matches!(div, Divergence::ReverseKl | Divergence::SymmetricKl);
+    let need_ea = div == Divergence::Entropy;
+    let need_eb = div == Divergence::CrossEntropy;
     let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
-    let (vc, vg, vg_inv) = (
-        s.splat_f32s(out.shift as f32),
-        s.splat_f32s(g as f32),
-        s.splat_f32s((1.0 / g) as f32),
-    );
+    // The shift c = ra − rb as an exact f32 pair (ra, rb are input values).
+    let (c_hi, c_lo) = {
+        let (x, y) = (ra as f32, rb as f32);
+        let hi = x - y;
+        let xv = hi + y;
+        (hi, (x - xv) + ((xv - hi) - y))
+    };
+    let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
+    let (vg, vg_inv) = (s.splat_f32s(g as f32), s.splat_f32s((1.0 / g) as f32));
     let half = s.splat_f32s(0.5);
     let zero = s.splat_f32s(0.0);
     for (ac, bc) in av.chunks(FLUSH).zip(bv.chunks(FLUSH)) {
-        let (mut sa, mut sb, mut ta, mut tb, mut ea) = (zero, zero, zero, zero, zero);
+        let (mut sa, mut sb, mut ea, mut eb) = (zero, zero, zero, zero);
+        let (mut xa, mut xb, mut axa, mut axb) = (zero, zero, zero, zero);
         let (mut pa, mut pb) = (zero, zero);
         for (&x, &y) in ac.iter().zip(bc) {
-            let wa = exp_nonpos(s, s.sub_f32s(x, vma));
-            let wb = exp_nonpos(s, s.sub_f32s(y, vmb));
-            let d = s.sub_f32s(x, y);
+            let (da, db) = (s.sub_f32s(x, vma), s.sub_f32s(y, vmb));
+            let wa = exp_nonpos(s, da);
+            let wb = exp_nonpos(s, db);
             sa = s.add_f32s(sa, wa);
             sb = s.add_f32s(sb, wb);
-            ta = s.mul_add_e_f32s(wa, d, ta);
-            tb = s.mul_add_e_f32s(wb, d, tb);
-            ea = s.mul_add_e_f32s(wa, x, ea);
+            if need_ea {
+                ea = s.mul_add_e_f32s(wa, da, ea);
+            }
+            if need_eb {
+                eb = s.mul_add_e_f32s(wa, db, eb);
+            }
             if need_a || need_b {
-                let xs = s.sub_f32s(d, vc);
-                let near = s.less_than_or_equal_f32s(abs(s, xs), half);
+                let (d_hi, d_lo) = two_diff(s, x, y);
+                let xs = s.add_f32s(s.sub_f32s(d_hi, vc_hi), s.sub_f32s(d_lo, vc_lo));
+                let axs = abs(s, xs);
+                let near = s.less_than_or_equal_f32s(axs, half);
                 if need_a {
+                    xa = s.mul_add_e_f32s(wa, xs, xa);
+                    axa = s.mul_add_e_f32s(wa, axs, axa);
                     pa = s.add_f32s(pa, weighted_psi(s, wa, s.mul_f32s(vg, wb), xs, near));
                 }
                 if need_b {
+                    xb = s.mul_add_e_f32s(wb, xs, xb);
+                    axb = s.mul_add_e_f32s(wb, axs, axb);
                     let nxs = neg(s, xs);
                     pb = s.add_f32s(pb, weighted_psi(s, wb, s.mul_f32s(vg_inv, wa), nxs, near));
                 }
@@ -508,9 +531,13 @@ pub fn logit_block<S: Simd>(
         }
         out.sa += lanes_sum(s, sa);
         out.sb += lanes_sum(s, sb);
-        out.ta += lanes_sum_f64(s, ta);
-        out.tb += lanes_sum_f64(s, tb);
-        out.ea += lanes_sum_f64(s, ea);
+        // ea, eb are sums of non-positive terms.
+        out.ea -= lanes_sum(s, neg(s, ea));
+        out.eb -= lanes_sum(s, neg(s, eb));
+        out.xa += lanes_sum_f64(s, xa);
+        out.xb += lanes_sum_f64(s, xb);
+        out.ax_a += lanes_sum(s, axa);
+        out.ax_b += lanes_sum(s, axb);
         out.psi_a += lanes_sum(s, pa);
         out.psi_b += lanes_sum(s, pb);
     }
@@ -526,6 +553,7 @@ fn apply_transform<S: Simd>(s: S, t: Transform, a: &mut [f32], b: &mut [f32]) {
     match t {
         Transform::None => {}
         Transform::Scale { p, q } => {
+            let (p, q) = (p as f32, q as f32);
             for x in a.iter_mut() {
                 *x *= p;
             }
@@ -533,22 +561,25 @@ fn apply_transform<S: Simd>(s: S, t: Transform, a: &mut [f32], b: &mut [f32]) {
                 *x *= q;
             }
         }
-        Transform::Softmax { lse_a, lse_b } => {
-            for (buf, lse) in [(a, lse_a), (b, lse_b)] {
+        Transform::Softmax { ma, lnsa, mb, lnsb } => {
+            // e^((a − ma) − ln sa): a − ma is exact where the probability matters, and
+            // ln sa is small, so the f32 arguments keep their digits at any offset.
+            for (buf, m, l) in [(a, ma as f32, lnsa as f32), (b, mb as f32, lnsb as f32)] {
                 let (v, tail) = S::as_mut_simd_f32s(buf);
-                let l = s.splat_f32s(lse);
+                let (vm, vl) = (s.splat_f32s(m), s.splat_f32s(l));
                 for x in v.iter_mut() {
-                    *x = exp_nonpos(s, s.sub_f32s(*x, l));
+                    *x = exp_nonpos(s, s.sub_f32s(s.sub_f32s(*x, vm), vl));
                 }
                 for x in tail.iter_mut() {
-                    *x = ((*x as f64) - lse as f64).exp() as f32;
+                    *x = ((*x as f64 - m as f64) - l as f64).exp() as f32;
                 }
             }
         }
     }
 }
 
-/// Sums over one piece of a row: the body every CPU path shares.
+/// Sums over one piece of a row: the body every CPU path shares. `reference` is the row's
+/// logits reference pair when the piece is not the whole row (`None`: taken from `p`, `q`).
 #[inline(always)]
 pub fn segment<S: Simd, T: Element>(
     s: S,
@@ -556,10 +587,13 @@ pub fn segment<S: Simd, T: Element>(
     transform: Transform,
     p: &[T],
     q: &[T],
-    shift: Option<f64>,
+    reference: Option<(f64, f64)>,
     scratch: &mut Scratch,
 ) -> Result<Partial, Bad> {
-    let mut shift = shift;
+    let reference = match kernel {
+        Kernel::Logits(_) => reference.unwrap_or_else(|| scalar::row_reference(p, q)),
+        Kernel::Probs(_) => (0.0, 0.0),
+    };
     let mut probs = ProbSums::default();
     let mut logits = LogitSums::default();
     for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
@@ -580,11 +614,10 @@ pub fn segment<S: Simd, T: Element>(
         match kernel {
             Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(relocate)?),
             Kernel::Logits(div) => {
-                logits.merge(&logit_block(s, div, x, y, &mut shift).map_err(relocate)?)
+                logits.merge(&logit_block(s, div, x, y, reference).map_err(relocate)?)
             }
         }
     }
-    logits.shift = shift.unwrap_or(0.0);
     Ok(match kernel {
         Kernel::Probs(_) => Partial::Probs(probs),
         Kernel::Logits(_) => Partial::Logits(logits),

@@ -1,6 +1,7 @@
 //! The CPU engine: SIMD kernels (runtime-dispatched) over rows, spread over threads.
 
 mod kernels;
+mod pool;
 pub mod scalar;
 mod simd_math;
 mod transpose;
@@ -8,10 +9,9 @@ mod transpose;
 use crate::element::{Dtype, Element};
 use crate::error::{BadKind, Error, Result, Side};
 use crate::request::{Divergence, InputForm, NanPolicy, Normalization, Request};
-use crate::sums::{self, Partial, ProbSums};
+use crate::sums::{self, LogitOutcome, Partial, ProbSums};
 use kernels::Scratch;
 use pulp::{Simd, WithSimd};
-use rayon::prelude::*;
 
 /// A bad input value, located by column within the piece being summed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,19 +28,23 @@ pub enum Kernel {
     Logits(Divergence),
 }
 
-/// How a row is rewritten on the fly before the kernel sees it (second passes only).
+/// How a row is rewritten on the fly before the kernel sees it (second passes only). The
+/// row data stays f64 between passes; f32 kernels round it as late as they can.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Transform {
     None,
     /// Multiply P and Q by these (1 / row sums).
     Scale {
-        p: f32,
-        q: f32,
+        p: f64,
+        q: f64,
     },
-    /// Replace logits by probabilities e^(a − lse).
+    /// Replace logits by probabilities e^((a − ma) − ln sa), from the row's maxima and
+    /// the logs of its sums relative to them.
     Softmax {
-        lse_a: f32,
-        lse_b: f32,
+        ma: f64,
+        lnsa: f64,
+        mb: f64,
+        lnsb: f64,
     },
 }
 
@@ -142,9 +146,9 @@ impl CpuEngine {
         }
     }
 
-    /// Threads the engine spreads work over (rayon's global pool; `RAYON_NUM_THREADS`).
+    /// Threads the engine spreads work over (kldiv's own pool; `RAYON_NUM_THREADS`).
     pub fn threads(&self) -> usize {
-        rayon::current_num_threads()
+        pool::threads()
     }
 
     /// Per-row values (before the request's reduction) for row-major `p`, `q` of `rows × cols`.
@@ -166,55 +170,66 @@ impl CpuEngine {
         } else {
             Kernel::Logits(req.divergence)
         };
+        let exact = self.is_exact::<T>();
+        let eps = if exact {
+            sums::SUMS_EPS_F64
+        } else {
+            sums::SUMS_EPS_F32
+        };
+        let row = |r: usize| (&p[r * cols..(r + 1) * cols], &q[r * cols..(r + 1) * cols]);
         if !two_pass {
-            let mut far = vec![];
             let finish = RowValues {
                 req,
                 tol,
+                eps,
                 lanes: kernels::LaneFinish::new(req, tol),
+                follow: std::sync::Mutex::new(vec![]),
             };
-            let mut out = self.map_rows(kernel, &[], p, q, rows, cols, finish)?;
-            if req.normalization == Normalization::Normalize && probs {
-                // Rows whose sums differ by more than 0.1% would lose digits to the one-pass
-                // correction: read them again, rescaled (see `sums::needs_rescale`).
-                for (row, v) in out.iter().enumerate() {
-                    if v.is_nan() {
-                        far.push(row);
-                    }
+            let mut out = self.map_rows(kernel, &[], p, q, rows, cols, &finish)?;
+            let mut follow = finish.follow.into_inner().unwrap_or_default();
+            follow.sort_by_key(|f| f.0);
+            // On the pool too: its threads have the stacks the kernels need.
+            let values = pool::map(follow.len(), |i| {
+                let (r, f) = follow[i];
+                let (pr, qr) = row(r);
+                match f {
+                    // Sums far apart under Normalize: divide first (see `sums::needs_rescale`).
+                    Follow::Rescale => self.rescaled_row(req, pr, qr, r),
+                    Follow::Reshift { ra, rb } => self.reshifted_row(req, tol, pr, qr, r, (ra, rb)),
+                    Follow::Exact => exact_row(req, tol, pr, qr, r),
                 }
-                for row in far {
-                    out[row] = self.rescaled_row(
-                        req,
-                        &p[row * cols..(row + 1) * cols],
-                        &q[row * cols..(row + 1) * cols],
-                        row,
-                    )?;
-                }
+            });
+            // The lowest failing row's error first.
+            for (&(r, _), v) in follow.iter().zip(values) {
+                out[r] = v?;
             }
             return Ok(out);
         }
         // Jensen–Shannon needs the normalised distributions inside its logarithms: a first
-        // pass finds each row's sum (or log-sum-exp), the second reads the row rescaled.
+        // pass finds each row's sum (or maxima and log-sum-exp), the second reads the row
+        // rescaled. What passes between them stays f64.
         let first = if probs {
             Kernel::Probs(Divergence::Kl)
         } else {
             Kernel::Logits(Divergence::Entropy)
         };
-        let transforms = self.map_rows(first, &[], p, q, rows, cols, |row, r| match r {
+        let transforms = self.map_rows(first, &[], p, q, rows, cols, &|row, r| match r {
             Err(bad) if nan_row(req, &bad) => Ok(None),
             Err(bad) => Err(located(row, bad)),
             Ok(Partial::Probs(s)) => {
                 sums::check_probs(req, &s, tol, row)?;
                 Ok(Some(Transform::Scale {
-                    p: (1.0 / s.sp) as f32,
-                    q: (1.0 / s.sq) as f32,
+                    p: 1.0 / s.sp,
+                    q: 1.0 / s.sq,
                 }))
             }
             Ok(Partial::Logits(s)) => {
                 sums::check_logits(req, &s, tol, row)?;
                 Ok(Some(Transform::Softmax {
-                    lse_a: s.lse_a() as f32,
-                    lse_b: s.lse_b() as f32,
+                    ma: s.ma,
+                    lnsa: s.sa.ln(),
+                    mb: s.mb,
+                    lnsb: s.sb.ln(),
                 }))
             }
         })?;
@@ -230,13 +245,51 @@ impl CpuEngine {
             q,
             rows,
             cols,
-            |row, r| match (r, transforms[row]) {
+            &|row, r| match (r, transforms[row]) {
                 (_, None) => Ok(f64::NAN),
                 (Err(bad), _) => Err(located(row, bad)),
                 (Ok(Partial::Probs(s)), _) => sums::finish_probs(&second, &s, None, row),
                 (Ok(Partial::Logits(_)), _) => unreachable!("second pass reads probabilities"),
             },
         )
+    }
+
+    /// Whether this engine computes `T` on the exact f64 path.
+    fn is_exact<T: Element>(&self) -> bool {
+        matches!(self.level, Level::Reference) || T::DTYPE == Dtype::F64
+    }
+
+    /// A logits row read again with its maxima as the reference pair (see
+    /// `sums::LogitOutcome::Reshift`); on the exact path if that is still not enough.
+    fn reshifted_row<T: Element>(
+        &self,
+        req: &Request,
+        tol: Option<f64>,
+        p: &[T],
+        q: &[T],
+        row: usize,
+        reference: (f64, f64),
+    ) -> Result<f64> {
+        let Kernel::Logits(div) = kernel_of(req) else {
+            return exact_row(req, tol, p, q, row);
+        };
+        let sums = self.level.run(SegmentOp {
+            kernel: Kernel::Logits(div),
+            transform: Transform::None,
+            p,
+            q,
+            shift: Some(reference),
+            scratch: &mut Scratch::new(),
+        });
+        match sums {
+            Ok(Partial::Logits(s)) => {
+                match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F32)? {
+                    LogitOutcome::Value(v) => Ok(v),
+                    _ => exact_row(req, tol, p, q, row),
+                }
+            }
+            _ => exact_row(req, tol, p, q, row),
+        }
     }
 
     /// One probability row divided by its sums before the divergence is taken: for rows whose
@@ -276,7 +329,7 @@ impl CpuEngine {
         q: &[T],
         rows: usize,
         cols: usize,
-        finish: impl Finish<Out = R>,
+        finish: &impl Finish<Out = R>,
     ) -> Result<Vec<R>> {
         let transform = |row: usize| {
             transforms
@@ -288,7 +341,7 @@ impl CpuEngine {
         let skip = |row: usize| transforms.get(row).is_some_and(|t| t.is_none());
         let threads = self.threads();
         let level = self.level;
-        let exact = matches!(level, Level::Reference) || T::DTYPE == Dtype::F64;
+        let exact = self.is_exact::<T>();
         let run = move |t: Transform, ps: &[T], qs: &[T], shift, scratch: &mut Scratch| {
             if exact {
                 exact_segment(kernel, t, ps, qs, shift)
@@ -312,26 +365,22 @@ impl CpuEngine {
             }
             // Tasks write their rows' results in place (no per-task vectors to copy).
             let mut all = vec![R::default(); rows];
-            let done: Vec<Result<()>> = all
-                .par_chunks_mut(per_task)
-                .enumerate()
-                .map(|(c, out)| {
-                    let r0 = c * per_task;
-                    // One dispatch per task, not per row: short rows (W2) are dominated by
-                    // per-row overhead otherwise.
-                    level.run(RowsOp {
-                        kernel,
-                        exact,
-                        p,
-                        q,
-                        cols,
-                        rows: r0..r0 + out.len(),
-                        transforms,
-                        finish: &finish,
-                        out,
-                    })
+            let done: Vec<Result<()>> = pool::chunks_mut(&mut all, per_task, |c, out| {
+                let r0 = c * per_task;
+                // One dispatch per task, not per row: short rows (W2) are dominated by
+                // per-row overhead otherwise.
+                level.run(RowsOp {
+                    kernel,
+                    exact,
+                    p,
+                    q,
+                    cols,
+                    rows: r0..r0 + out.len(),
+                    transforms,
+                    finish,
+                    out,
                 })
-                .collect();
+            });
             // The lowest failing row's error: tasks are in row order.
             done.into_iter().collect::<Result<()>>()?;
             return Ok(all);
@@ -341,27 +390,31 @@ impl CpuEngine {
         let pieces = (4 * threads).div_ceil(rows).min(cols / SPLIT_MIN).max(1);
         let piece_len = cols.div_ceil(pieces).next_multiple_of(scalar::BLOCK);
         let pieces = cols.div_ceil(piece_len);
-        let parts: Vec<std::result::Result<Partial, Bad>> = (0..rows * pieces)
-            .into_par_iter()
-            .map(|i| {
-                let (row, k) = (i / pieces, i % pieces);
-                let c0 = k * piece_len;
-                let c1 = (c0 + piece_len).min(cols);
-                let base = row * cols;
-                let mut scratch = Scratch::new();
-                if skip(row) {
-                    return Ok(Partial::Probs(ProbSums::default()));
+        let parts: Vec<std::result::Result<Partial, Bad>> = pool::map(rows * pieces, |i| {
+            let (row, k) = (i / pieces, i % pieces);
+            let c0 = k * piece_len;
+            let c1 = (c0 + piece_len).min(cols);
+            let base = row * cols;
+            let mut scratch = Scratch::new();
+            if skip(row) {
+                return Ok(Partial::Probs(ProbSums::default()));
+            }
+            // Every piece of a logits row needs the row's reference pair: its first
+            // block's maxima (the f64 path takes the row's maxima and never re-reads).
+            let shift = matches!(kernel, Kernel::Logits(_)).then(|| {
+                let (pr, qr) = (&p[base..base + cols], &q[base..base + cols]);
+                if exact {
+                    scalar::row_maxima(pr, qr)
+                } else {
+                    scalar::row_reference(pr, qr)
                 }
-                // Every piece of a logits row needs the row's shift, from its first block.
-                let shift = matches!(kernel, Kernel::Logits(_))
-                    .then(|| scalar::row_shift(&p[base..base + cols], &q[base..base + cols]));
-                let (ps, qs) = (&p[base + c0..base + c1], &q[base + c0..base + c1]);
-                run(transform(row), ps, qs, shift, &mut scratch).map_err(|b| Bad {
-                    col: b.col + c0,
-                    ..b
-                })
+            });
+            let (ps, qs) = (&p[base + c0..base + c1], &q[base + c0..base + c1]);
+            run(transform(row), ps, qs, shift, &mut scratch).map_err(|b| Bad {
+                col: b.col + c0,
+                ..b
             })
-            .collect();
+        });
         (0..rows)
             .map(|row| {
                 let mut acc: std::result::Result<Partial, Bad> = parts[row * pieces];
@@ -388,13 +441,14 @@ impl CpuEngine {
     }
 }
 
-/// The f64 path over a piece of a row.
+/// The f64 path over a piece of a row; a logits piece without a reference is a whole row
+/// and takes its maxima.
 fn exact_segment<T: Element>(
     kernel: Kernel,
     t: Transform,
     p: &[T],
     q: &[T],
-    shift: Option<f64>,
+    reference: Option<(f64, f64)>,
 ) -> std::result::Result<Partial, Bad> {
     match (kernel, t) {
         (Kernel::Probs(div), Transform::None) => {
@@ -404,9 +458,9 @@ fn exact_segment<T: Element>(
             let map = |x: T, y: T| -> (f64, f64) {
                 let (x, y) = (x.to_f64(), y.to_f64());
                 match t {
-                    Transform::Scale { p, q } => (x * p as f64, y * q as f64),
-                    Transform::Softmax { lse_a, lse_b } => {
-                        ((x - lse_a as f64).exp(), (y - lse_b as f64).exp())
+                    Transform::Scale { p, q } => (x * p, y * q),
+                    Transform::Softmax { ma, lnsa, mb, lnsb } => {
+                        (((x - ma) - lnsa).exp(), ((y - mb) - lnsb).exp())
                     }
                     Transform::None => (x, y),
                 }
@@ -414,8 +468,54 @@ fn exact_segment<T: Element>(
             let (ps, qs): (Vec<f64>, Vec<f64>) = p.iter().zip(q).map(|(&x, &y)| map(x, y)).unzip();
             scalar::prob_segment(div, &ps, &qs).map(Partial::Probs)
         }
-        (Kernel::Logits(_), _) => scalar::logit_segment(p, q, shift).map(Partial::Logits),
+        (Kernel::Logits(_), _) => {
+            let reference = reference.unwrap_or_else(|| scalar::row_maxima(p, q));
+            scalar::logit_segment(p, q, Some(reference)).map(Partial::Logits)
+        }
     }
+}
+
+/// The kernel a one-pass request runs.
+fn kernel_of(req: &Request) -> Kernel {
+    if req.input == InputForm::Probabilities {
+        Kernel::Probs(req.divergence)
+    } else {
+        Kernel::Logits(req.divergence)
+    }
+}
+
+/// One row on the exact f64 path, finished: what every follow-up ends in.
+fn exact_row<T: Element>(
+    req: &Request,
+    tol: Option<f64>,
+    p: &[T],
+    q: &[T],
+    row: usize,
+) -> Result<f64> {
+    let sums = exact_segment(kernel_of(req), Transform::None, p, q, None);
+    match sums {
+        Err(bad) if nan_row(req, &bad) => Ok(f64::NAN),
+        Err(bad) => Err(located(row, bad)),
+        Ok(Partial::Probs(s)) => sums::finish_probs(req, &s, tol, row),
+        Ok(Partial::Logits(s)) => {
+            match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F64)? {
+                LogitOutcome::Value(v) => Ok(v),
+                // Unreachable with f64 sums; NaN rather than a loop.
+                _ => Ok(f64::NAN),
+            }
+        }
+    }
+}
+
+/// What a row needs after the first pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Follow {
+    /// Probability sums far apart under `Normalize`: divide, then compute.
+    Rescale,
+    /// Logits whose first-block reference was poor: read again with this one.
+    Reshift { ra: f64, rb: f64 },
+    /// Only the exact f64 path gets this row within the bound.
+    Exact,
 }
 
 /// What becomes of each row's sums: its result, or the error that stops the job.
@@ -443,12 +543,25 @@ where
     }
 }
 
-/// The finishing step of a one-pass request: each row's value in the request's unit.
+/// The finishing step of a one-pass request: each row's value in the request's unit, or
+/// NaN and a follow-up for rows that need another look.
 struct RowValues<'a> {
     req: &'a Request,
     tol: Option<f64>,
+    /// Relative error of the sums this engine produces.
+    eps: f64,
     /// Short rows whose sums can be finished in their lanes (not for `Normalize`).
     lanes: Option<kernels::LaneFinish>,
+    follow: std::sync::Mutex<Vec<(usize, Follow)>>,
+}
+
+impl RowValues<'_> {
+    fn later(&self, row: usize, f: Follow) -> Result<f64> {
+        if let Ok(mut v) = self.follow.lock() {
+            v.push((row, f));
+        }
+        Ok(f64::NAN)
+    }
 }
 
 impl Finish for RowValues<'_> {
@@ -458,9 +571,17 @@ impl Finish for RowValues<'_> {
         match sums {
             Err(bad) if nan_row(req, &bad) => Ok(f64::NAN),
             Err(bad) => Err(located(row, bad)),
-            Ok(Partial::Probs(s)) if sums::needs_rescale(req, &s) => Ok(f64::NAN),
+            Ok(Partial::Probs(s)) if sums::needs_rescale(req, &s) => {
+                self.later(row, Follow::Rescale)
+            }
             Ok(Partial::Probs(s)) => sums::finish_probs(req, &s, self.tol, row),
-            Ok(Partial::Logits(s)) => sums::finish_logits(req, &s, self.tol, row),
+            Ok(Partial::Logits(s)) => {
+                match sums::finish_logits(req, &s, self.tol, row, self.eps)? {
+                    LogitOutcome::Value(v) => Ok(v),
+                    LogitOutcome::Reshift { ra, rb } => self.later(row, Follow::Reshift { ra, rb }),
+                    LogitOutcome::Exact => self.later(row, Follow::Exact),
+                }
+            }
         }
     }
 
@@ -590,7 +711,7 @@ struct SegmentOp<'a, T> {
     transform: Transform,
     p: &'a [T],
     q: &'a [T],
-    shift: Option<f64>,
+    shift: Option<(f64, f64)>,
     scratch: &'a mut Scratch,
 }
 

@@ -123,31 +123,52 @@ pub fn prob_segment<T: Element>(div: Divergence, p: &[T], q: &[T]) -> Result<Pro
     Ok(total)
 }
 
-/// The per-row shift c of [`LogitSums`]: difference of the first block's maxima (0 when
-/// either side has no finite value there). Every path derives it the same way.
-pub fn shift_of(ma: f64, mb: f64) -> f64 {
-    if ma.is_finite() && mb.is_finite() {
-        ma - mb
-    } else {
-        0.0
-    }
-}
-
-/// The shift for a row, from its first block.
-pub fn row_shift<T: Element>(a: &[T], b: &[T]) -> f64 {
+/// The reference pair (ra, rb) of a row of logits: the maxima of its first block (of the
+/// whole row for a side with no finite value there; 0 for a side with none at all). Every
+/// path derives it the same way; when it turns out far from the row's maxima, the row is
+/// read again with those (see `sums::LogitOutcome::Reshift`). Either value is a value of its
+/// row (or 0), so it never exceeds that row's maximum.
+pub fn row_reference<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
     let n = a.len().min(BLOCK);
     let max = |v: &[T]| {
-        v[..n]
-            .iter()
-            .map(|x| x.to_f64())
-            .fold(f64::NEG_INFINITY, f64::max)
+        let finite_max = |v: &[T]| {
+            v.iter()
+                .map(|x| x.to_f64())
+                .filter(|x| x.is_finite())
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        let m = finite_max(&v[..n]);
+        let m = if m.is_finite() { m } else { finite_max(v) };
+        if m.is_finite() {
+            m
+        } else {
+            0.0
+        }
     };
-    shift_of(max(a), max(b))
+    (max(a), max(b))
 }
 
-/// e^(c − (ma − mb)): turns e^(b−mb) into e^(a−ma)·e^(−x) for x = a − b − c.
+/// The reference pair of a row at its maxima (finite values only): what the exact path and
+/// re-reads use.
+pub fn row_maxima<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
+    let max = |v: &[T]| {
+        let m = v
+            .iter()
+            .map(|x| x.to_f64())
+            .filter(|x| x.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max);
+        if m.is_finite() {
+            m
+        } else {
+            0.0
+        }
+    };
+    (max(a), max(b))
+}
+
+/// e^(c − (ma − mb)) for a piece's sums: turns e^(b−mb) into e^(a−ma)·e^(−x).
 pub fn gamma(s: &LogitSums) -> f64 {
-    (s.shift - (s.ma - s.mb)).exp()
+    s.shift_gap().exp()
 }
 
 /// ψ(x) = e^−x − 1 + x for |x| ≤ 1, without cancellation.
@@ -159,23 +180,32 @@ fn psi_small(x: f64) -> f64 {
     }
 }
 
-/// Sums over one block of logits relative to the block's own maxima. `shift` is the row's c;
-/// `None` on a row's first block, which then sets it.
+/// Sums over one block of logits relative to the block's own maxima; `reference` is the
+/// row's (ra, rb), `None` on a row's first block, which then sets it.
 pub fn logit_block<T: Element>(
     a: &[T],
     b: &[T],
-    shift: &mut Option<f64>,
+    reference: &mut Option<(f64, f64)>,
 ) -> Result<LogitSums, Bad> {
     let bad = |col, (side, kind)| Bad { side, kind, col };
-    let mut s = LogitSums::default();
     for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
-        let (x, y) = (x.to_f64(), y.to_f64());
-        check_logit(x, Side::P).map_err(|e| bad(j, e))?;
-        check_logit(y, Side::Q).map_err(|e| bad(j, e))?;
-        s.ma = s.ma.max(x);
-        s.mb = s.mb.max(y);
+        check_logit(x.to_f64(), Side::P).map_err(|e| bad(j, e))?;
+        check_logit(y.to_f64(), Side::Q).map_err(|e| bad(j, e))?;
     }
-    s.shift = *shift.get_or_insert(shift_of(s.ma, s.mb));
+    let (ra, rb) = *reference.get_or_insert_with(|| row_reference(a, b));
+    let mut s = LogitSums::with_reference(ra, rb);
+    for (&x, &y) in a.iter().zip(b) {
+        s.ma = s.ma.max(x.to_f64());
+        s.mb = s.mb.max(y.to_f64());
+    }
+    // A side with no mass in this block is measured from the reference instead, so that g
+    // stays finite (its weights are 0 either way).
+    if s.ma == f64::NEG_INFINITY {
+        s.ma = ra;
+    }
+    if s.mb == f64::NEG_INFINITY {
+        s.mb = rb;
+    }
     let g = gamma(&s);
     for (&x, &y) in a.iter().zip(b) {
         logit_element(x.to_f64(), y.to_f64(), &mut s, g);
@@ -183,7 +213,7 @@ pub fn logit_block<T: Element>(
     Ok(s)
 }
 
-/// Add one logit pair to sums whose maxima and shift are already fixed; `g` = [`gamma`].
+/// Add one logit pair to sums whose maxima and reference are already fixed; `g` = [`gamma`].
 #[inline]
 pub fn logit_element(x: f64, y: f64, s: &mut LogitSums, g: f64) {
     let wa = if x == f64::NEG_INFINITY {
@@ -200,11 +230,15 @@ pub fn logit_element(x: f64, y: f64, s: &mut LogitSums, g: f64) {
     s.sb += wb;
     match (x == f64::NEG_INFINITY, y == f64::NEG_INFINITY) {
         (false, false) => {
-            let d = x - y;
-            s.ta += wa * d;
-            s.tb += wb * d;
-            s.ea += wa * x;
-            let xs = d - s.shift;
+            // x − y − c with x − y kept exactly (TwoSum): huge logits lose nothing.
+            let (d_hi, d_lo) = crate::sums::two_sum(x, -y);
+            let xs = (d_hi - s.shift_hi) + (d_lo - s.shift_lo);
+            s.ea += wa * (x - s.ma);
+            s.eb += wa * (y - s.mb);
+            s.xa += wa * xs;
+            s.xb += wb * xs;
+            s.ax_a += wa * xs.abs();
+            s.ax_b += wb * xs.abs();
             if xs.abs() <= 1.0 {
                 s.psi_a += wa * psi_small(xs);
                 s.psi_b += wb * psi_small(-xs);
@@ -218,7 +252,7 @@ pub fn logit_element(x: f64, y: f64, s: &mut LogitSums, g: f64) {
         // in ψ-form terms it is the limit w·ψ(x) → w·e^−x as x → ∓inf.
         (false, true) => {
             s.q_zero += 1;
-            s.ea += wa * x;
+            s.ea += wa * (x - s.ma);
             s.psi_b += wa / g;
         }
         (true, false) => {
@@ -230,18 +264,28 @@ pub fn logit_element(x: f64, y: f64, s: &mut LogitSums, g: f64) {
 }
 
 /// Sums over a piece of a logits row. `b` is ignored for entropy (pass `a` again).
-pub fn logit_segment<T: Element>(a: &[T], b: &[T], shift: Option<f64>) -> Result<LogitSums, Bad> {
-    let mut shift = shift;
+/// `reference` is the row's pair, or `None` to take it from this piece's first block.
+pub fn logit_segment<T: Element>(
+    a: &[T],
+    b: &[T],
+    reference: Option<(f64, f64)>,
+) -> Result<LogitSums, Bad> {
+    let mut reference = reference;
     let mut total = LogitSums::default();
     for (bi, (ab, bb)) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate() {
-        let s = logit_block(ab, bb, &mut shift).map_err(|e| Bad {
+        let s = logit_block(ab, bb, &mut reference).map_err(|e| Bad {
             col: e.col + bi * BLOCK,
             ..e
         })?;
         total.merge(&s);
     }
-    total.shift = shift.unwrap_or(0.0);
     Ok(total)
+}
+
+/// A whole logits row on the exact path: referenced to its maxima, so the result needs no
+/// follow-up.
+pub fn logit_row_exact<T: Element>(a: &[T], b: &[T]) -> Result<LogitSums, Bad> {
+    logit_segment(a, b, Some(row_maxima(a, b)))
 }
 
 #[cfg(test)]

@@ -66,17 +66,24 @@ struct LogitRec {
     mb: f32,
     sa: f32,
     sb: f32,
-    ta: f32,
-    tb: f32,
     ea: f32,
+    eb: f32,
+    xa: f32,
+    xb: f32,
+    ax_a: f32,
+    ax_b: f32,
     psi_a: f32,
     psi_b: f32,
-    shift: f32,
+    xerr_a: f32,
+    xerr_b: f32,
+    ra: f32,
+    rb: f32,
+    c: f32,
     q_zero: u32,
     p_zero: u32,
     bad: u32,
     psi_bad: u32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 /// Where a call's inputs are: host slices, or GPU buffers the caller already filled
@@ -578,7 +585,16 @@ impl GpuEngine {
                         exact(row)?
                     }
                     Some(Partial::Probs(s)) => sums::finish_probs(req, &s, tol, row)?,
-                    Some(Partial::Logits(s)) => sums::finish_logits(req, &s, tol, row)?,
+                    Some(Partial::Logits(s)) => {
+                        match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F32)? {
+                            sums::LogitOutcome::Value(v) => v,
+                            // The bound asks for more than these sums give: the exact path.
+                            _ => {
+                                stats.rows_on_cpu += 1;
+                                exact(row)?
+                            }
+                        }
+                    }
                 });
             }
             out
@@ -591,18 +607,19 @@ impl GpuEngine {
                 Divergence::Entropy
             };
             let parts = self.run_pass(file, first, 0, None, src, rows, cols, &mut stats)?;
-            let mut data = vec![[0f32; 2]; rows];
+            let mut data = vec![[0f32; 4]; rows];
             let mut fallback = vec![false; rows];
             for (row, part) in parts.iter().enumerate() {
                 match part {
                     None => fallback[row] = true,
                     Some(Partial::Probs(s)) => {
                         sums::check_probs(req, s, tol, row)?;
-                        data[row] = [(1.0 / s.sp) as f32, (1.0 / s.sq) as f32];
+                        data[row] = [(1.0 / s.sp) as f32, (1.0 / s.sq) as f32, 0.0, 0.0];
                     }
                     Some(Partial::Logits(s)) => {
                         sums::check_logits(req, s, tol, row)?;
-                        data[row] = [s.lse_a() as f32, s.lse_b() as f32];
+                        // Maxima are input values (exact in f32); ln of the sums is small.
+                        data[row] = [s.ma as f32, s.sa.ln() as f32, s.mb as f32, s.sb.ln() as f32];
                     }
                 }
             }
@@ -649,7 +666,7 @@ impl GpuEngine {
         file: KernelFile,
         div: Divergence,
         transform: u32,
-        row_data: Option<&[[f32; 2]]>,
+        row_data: Option<&[[f32; 4]]>,
         src: Source<'_, T>,
         rows: usize,
         cols: usize,
@@ -755,7 +772,7 @@ impl GpuEngine {
         div: u32,
         transform: u32,
         short: bool,
-        row_data: Option<&[[f32; 2]]>,
+        row_data: Option<&[[f32; 4]]>,
         src: Source<'_, T>,
         cols: usize,
         (r0, nrows, c0, ncols): Chunk,
@@ -822,23 +839,24 @@ impl GpuEngine {
         let rd = ensure(
             &self.device,
             &mut slot.row_data,
-            (nrows as u64 * 8).max(16),
+            (nrows as u64 * 16).max(16),
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         );
         if let Some(data) = row_data {
             self.queue
                 .write_buffer(&rd, 0, bytemuck::cast_slice(&data[r0..r0 + nrows]));
-            stats.bytes_uploaded += nrows as u64 * 8;
+            stats.bytes_uploaded += nrows as u64 * 16;
         }
         let split_row = ncols != cols;
         if file == KernelFile::Logits && split_row {
-            // A row split over chunks needs its shift in every chunk: take it on the host
-            // from the row's first block (512 values), as the CPU engine does.
+            // A row split over chunks needs its reference pair in every chunk: take it on the
+            // host from the row's first block, as the CPU engine does.
             let n = cols.min(crate::cpu::scalar::BLOCK);
             let (pr, qr) = self.host_row(src, r0, cols, 0, n)?;
-            let c = crate::cpu::scalar::row_shift(&pr, &qr) as f32;
+            let (ra, rb) = crate::cpu::scalar::row_reference(&pr, &qr);
+            let (ra, rb) = (ra as f32, rb as f32);
             self.queue
-                .write_buffer(&rd, 0, bytemuck::cast_slice(&[c, 0.0]));
+                .write_buffer(&rd, 0, bytemuck::cast_slice(&[ra, rb, ra - rb, 0.0]));
         }
 
         let mut passes: Vec<(PipeKey, usize)> = vec![];
@@ -1164,25 +1182,27 @@ fn logit_sums(r: &LogitRec) -> LogitSums {
             v as f64
         }
     };
+    let psi = |v: f32| if r.psi_bad != 0 { f64::NAN } else { v as f64 };
     LogitSums {
         ma: m(r.ma, r.sa),
         mb: m(r.mb, r.sb),
         sa: r.sa as f64,
         sb: r.sb as f64,
-        ta: r.ta as f64,
-        tb: r.tb as f64,
         ea: r.ea as f64,
-        psi_a: if r.psi_bad != 0 {
-            f64::NAN
-        } else {
-            r.psi_a as f64
-        },
-        psi_b: if r.psi_bad != 0 {
-            f64::NAN
-        } else {
-            r.psi_b as f64
-        },
-        shift: r.shift as f64,
+        eb: r.eb as f64,
+        xa: r.xa as f64,
+        xb: r.xb as f64,
+        ax_a: r.ax_a as f64,
+        ax_b: r.ax_b as f64,
+        psi_a: psi(r.psi_a),
+        psi_b: psi(r.psi_b),
+        xerr_a: r.xerr_a as f64,
+        xerr_b: r.xerr_b as f64,
+        ra: r.ra as f64,
+        rb: r.rb as f64,
+        // The shift as the kernel used it (ra − rb rounded to f32).
+        shift_hi: r.c as f64,
+        shift_lo: 0.0,
         q_zero: r.q_zero as u64,
         p_zero: r.p_zero as u64,
     }

@@ -1,5 +1,5 @@
-//! .npy files: parse headers of f32/f64/f16 arrays (either byte order, C or Fortran order, any rank:
-//! leading axes are rows) and write 1-D f64 results. Every header field is checked against
+//! .npy files: parse headers (any dtype string, either byte order, C or Fortran order, any
+//! rank: leading axes are rows) and write f64 results. Every header field is checked against
 //! the file's real length before anything is allocated.
 
 use crate::error::{Error, Result};
@@ -107,41 +107,37 @@ pub fn rows_cols(path: &Path, shape: &[usize]) -> Result<(usize, usize)> {
     }
 }
 
-/// Write `values` as a 1-D little-endian f64 .npy file.
-pub fn write_f64(path: &Path, values: &[f64]) -> Result<()> {
-    write(
-        path,
-        "<f8",
-        &format!("({},)", values.len()),
-        bytemuck::cast_slice(values),
-    )
+/// Write `values` as a little-endian f64 .npy array of `shape` (whose product must be
+/// `values.len()`) into `w`.
+pub fn write_f64_to(
+    w: &mut dyn std::io::Write,
+    shape: &[usize],
+    values: &[f64],
+) -> std::io::Result<()> {
+    debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = match dims.as_slice() {
+        [one] => format!("({one},)"),
+        _ => format!("({})", dims.join(", ")),
+    };
+    w.write_all(&header("<f8", &shape))?;
+    // Little-endian on every target kldiv builds for; written in pieces to bound memory.
+    for chunk in values.chunks(1 << 16) {
+        w.write_all(bytemuck::cast_slice(chunk))?;
+    }
+    Ok(())
 }
 
-/// Write a row-major `rows × cols` f32 matrix as .npy.
-pub fn write_f32(path: &Path, rows: usize, cols: usize, values: &[f32]) -> Result<()> {
-    write(
-        path,
-        "<f4",
-        &format!("({rows}, {cols})"),
-        bytemuck::cast_slice(values),
-    )
-}
-
-/// A version 1.0 .npy file: header padded so data starts on a 64-byte boundary.
-/// (`data` is little-endian: every target kldiv builds for is.)
-fn write(path: &Path, descr: &str, shape: &str, data: &[u8]) -> Result<()> {
+/// A version 1.0 .npy header, padded so data starts on a 64-byte boundary.
+fn header(descr: &str, shape: &str) -> Vec<u8> {
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     let total = MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len());
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    std::fs::write(path, out).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    out
 }

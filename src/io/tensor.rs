@@ -1,19 +1,95 @@
 //! Tensors in .npy and .safetensors files, memory-mapped and decoded a block of rows at a
 //! time, so files larger than RAM stream through with bounded memory.
+//!
+//! Rows are always numbered in C order over the leading axes, whatever the file's layout:
+//! row r of a `[d0, d1, …, cols]` array is the multi-index (i0, i1, …) that C order puts at
+//! position r. Fortran-order files are gathered into that order as they are read.
 
 use super::npy;
+use crate::element::{Dtype, Element};
 use crate::error::{Error, Result};
-use crate::Dtype;
 use half::{bf16, f16};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+
+/// How elements are stored in a file. Integer arrays are read as counts (f64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stored {
+    F16,
+    BF16,
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+}
+
+impl Stored {
+    pub fn size_bytes(self) -> usize {
+        match self {
+            Stored::I8 | Stored::U8 => 1,
+            Stored::F16 | Stored::BF16 | Stored::I16 | Stored::U16 => 2,
+            Stored::F32 | Stored::I32 | Stored::U32 => 4,
+            Stored::F64 | Stored::I64 | Stored::U64 => 8,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Stored::F16 => "f16",
+            Stored::BF16 => "bf16",
+            Stored::F32 => "f32",
+            Stored::F64 => "f64",
+            Stored::I8 => "i8",
+            Stored::I16 => "i16",
+            Stored::I32 => "i32",
+            Stored::I64 => "i64",
+            Stored::U8 => "u8",
+            Stored::U16 => "u16",
+            Stored::U32 => "u32",
+            Stored::U64 => "u64",
+        }
+    }
+    pub fn is_integer(self) -> bool {
+        !matches!(self, Stored::F16 | Stored::BF16 | Stored::F32 | Stored::F64)
+    }
+    /// The element type the engines compute this storage in: floats as they are, integer
+    /// counts as f64 (exact up to 2^53).
+    pub fn compute_type(self) -> Dtype {
+        match self {
+            Stored::F16 => Dtype::F16,
+            Stored::BF16 => Dtype::BF16,
+            Stored::F32 => Dtype::F32,
+            _ => Dtype::F64,
+        }
+    }
+}
+
+/// The narrowest element type that holds both inputs exactly: f32 against f16/bf16 is read
+/// as f32, f16 against bf16 as f32 (neither holds the other), anything against f64 or
+/// integers as f64.
+pub fn common_type(a: Stored, b: Stored) -> Dtype {
+    let (x, y) = (a.compute_type(), b.compute_type());
+    if x == y {
+        return x;
+    }
+    if x == Dtype::F64 || y == Dtype::F64 {
+        Dtype::F64
+    } else {
+        Dtype::F32
+    }
+}
 
 /// One input tensor: a file (and, for .safetensors, a tensor name).
 pub struct TensorFile {
     pub path: PathBuf,
     pub name: Option<String>,
     map: memmap2::Mmap,
-    dtype: Dtype,
+    stored: Stored,
     shape: Vec<usize>,
     rows: usize,
     cols: usize,
@@ -37,38 +113,83 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Split `FILE.safetensors:NAME` after the first `.safetensors:` (tensor names may hold
+/// `:` themselves); anything else is a plain path.
+pub fn split_spec(spec: &str) -> (PathBuf, Option<String>) {
+    const EXT: &str = ".safetensors:";
+    let lower = spec.to_ascii_lowercase();
+    match lower.find(EXT) {
+        Some(at) => (
+            PathBuf::from(&spec[..at + EXT.len() - 1]),
+            Some(spec[at + EXT.len()..].to_string()),
+        ),
+        None => (PathBuf::from(spec), None),
+    }
+}
+
+/// Refuse what is not a regular file before opening it: opening a FIFO blocks until a
+/// writer appears, and a directory maps as "No such device".
+fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    let ft = meta.file_type();
+    if ft.is_file() {
+        return Ok(());
+    }
+    let what = if ft.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                "a FIFO (named pipe)"
+            } else if ft.is_socket() {
+                "a socket"
+            } else if ft.is_char_device() || ft.is_block_device() {
+                "a device"
+            } else {
+                "not a regular file"
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            "not a regular file"
+        }
+    };
+    Err(bad(
+        path,
+        format!("is {what}; inputs must be regular files (they are memory-mapped)"),
+    ))
+}
+
 impl TensorFile {
     /// `FILE.npy`, `FILE.safetensors` (holding one tensor) or `FILE.safetensors:NAME`.
     pub fn open(spec: &str) -> Result<Self> {
-        let (path, name) = match spec.rsplit_once(':') {
-            Some((p, n)) if p.ends_with(".safetensors") => (PathBuf::from(p), Some(n.to_string())),
-            _ => (PathBuf::from(spec), None),
-        };
+        let (path, name) = split_spec(spec);
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let file = std::fs::File::open(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let len = file
-            .metadata()
-            .map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?
-            .len();
-        if len == 0 {
+        let meta = std::fs::metadata(&path).map_err(|e| io_err(&path, e))?;
+        check_regular(&path, &meta)?;
+        let file = std::fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+        // What was opened may differ from what was checked (a rename in between).
+        let meta = file.metadata().map_err(|e| io_err(&path, e))?;
+        check_regular(&path, &meta)?;
+        if meta.len() == 0 {
             return Err(bad(&path, "empty file"));
         }
         // SAFETY: the mapping is only read. As with any memory-mapped input, the file must
-        // not be truncated by another process while kldiv runs.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        // not be truncated by another process while kldiv runs (the command line reports
+        // that case instead of crashing, see `cli::sigbus`).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io_err(&path, e))?;
         match ext.as_str() {
             "npy" => {
                 if name.is_some() {
@@ -86,14 +207,25 @@ impl TensorFile {
 
     fn npy(path: PathBuf, map: memmap2::Mmap) -> Result<Self> {
         let h = npy::parse_header(&path, &map)?;
-        let (dtype, size) = match h.descr.get(1..) {
-            Some("f4") => (Dtype::F32, 4),
-            Some("f8") => (Dtype::F64, 8),
-            Some("f2") => (Dtype::F16, 2),
+        let stored = match h.descr.get(1..) {
+            Some("f4") => Stored::F32,
+            Some("f8") => Stored::F64,
+            Some("f2") => Stored::F16,
+            Some("i1") => Stored::I8,
+            Some("i2") => Stored::I16,
+            Some("i4") => Stored::I32,
+            Some("i8") => Stored::I64,
+            Some("u1") => Stored::U8,
+            Some("u2") => Stored::U16,
+            Some("u4") => Stored::U32,
+            Some("u8") => Stored::U64,
             _ => {
                 return Err(bad(
                     &path,
-                    format!("unsupported dtype {:?} (need f4, f8 or f2)", h.descr),
+                    format!(
+                        "unsupported dtype {:?} (need f2, f4, f8, or integer counts i1–i8, u1–u8)",
+                        h.descr
+                    ),
                 ))
             }
         };
@@ -105,7 +237,7 @@ impl TensorFile {
         let (rows, cols) = npy::rows_cols(&path, &h.shape)?;
         let need = rows
             .checked_mul(cols)
-            .and_then(|n| n.checked_mul(size))
+            .and_then(|n| n.checked_mul(stored.size_bytes()))
             .ok_or_else(|| bad(&path, format!("shape {:?} overflows", h.shape)))?;
         let have = map.len() - h.data_offset;
         if have < need {
@@ -117,7 +249,7 @@ impl TensorFile {
         Ok(TensorFile {
             path,
             name: None,
-            dtype,
+            stored,
             shape: h.shape,
             rows,
             cols,
@@ -155,16 +287,25 @@ impl TensorFile {
         let view = st
             .tensor(&name)
             .map_err(|_| bad(&path, format!("no tensor named {name:?}")))?;
-        let dtype = match view.dtype() {
-            safetensors::Dtype::F32 => Dtype::F32,
-            safetensors::Dtype::F16 => Dtype::F16,
-            safetensors::Dtype::BF16 => Dtype::BF16,
-            safetensors::Dtype::F64 => Dtype::F64,
+        use safetensors::Dtype as D;
+        let stored = match view.dtype() {
+            D::F32 => Stored::F32,
+            D::F16 => Stored::F16,
+            D::BF16 => Stored::BF16,
+            D::F64 => Stored::F64,
+            D::I8 => Stored::I8,
+            D::I16 => Stored::I16,
+            D::I32 => Stored::I32,
+            D::I64 => Stored::I64,
+            D::U8 => Stored::U8,
+            D::U16 => Stored::U16,
+            D::U32 => Stored::U32,
+            D::U64 => Stored::U64,
             other => {
                 return Err(bad(
                     &path,
                     format!(
-                    "tensor {name:?} has unsupported dtype {other:?} (need F32, F16, BF16, F64)"
+                    "tensor {name:?} has unsupported dtype {other:?} (need F32, F16, BF16, F64 or integers)"
                 ),
                 ))
             }
@@ -176,7 +317,7 @@ impl TensorFile {
         Ok(TensorFile {
             path,
             name: Some(name),
-            dtype,
+            stored,
             shape,
             rows,
             cols,
@@ -187,8 +328,13 @@ impl TensorFile {
         })
     }
 
+    /// How the file stores its elements.
+    pub fn stored(&self) -> Stored {
+        self.stored
+    }
+    /// The element type the engines compute this input in on its own.
     pub fn dtype(&self) -> Dtype {
-        self.dtype
+        self.stored.compute_type()
     }
     pub fn rows(&self) -> usize {
         self.rows
@@ -199,6 +345,17 @@ impl TensorFile {
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+    /// The leading axes (those that number the rows).
+    pub fn row_shape(&self) -> &[usize] {
+        &self.shape[..self.shape.len().saturating_sub(1)]
+    }
+    pub fn is_fortran(&self) -> bool {
+        self.fortran
+    }
+    /// Where the file is mapped in this process (for reporting faults on it).
+    pub fn mapped(&self) -> (usize, usize) {
+        (self.map.as_ptr() as usize, self.map.len())
+    }
 
     /// "FILE" or "FILE:NAME", for messages.
     pub fn label(&self) -> String {
@@ -208,75 +365,143 @@ impl TensorFile {
         }
     }
 
-    /// Rows `[r0, r1)`, row-major.
+    /// Rows `[r0, r1)` in the file's own compute type, row-major.
     pub fn block(&self, r0: usize, r1: usize) -> Block<'_> {
-        let size = self.dtype.size_bytes();
+        match self.dtype() {
+            Dtype::F32 => Block::F32(self.rows_as(r0, r1)),
+            Dtype::F64 => Block::F64(self.rows_as(r0, r1)),
+            Dtype::F16 => Block::F16(self.rows_as(r0, r1)),
+            Dtype::BF16 => Block::BF16(self.rows_as(r0, r1)),
+        }
+    }
+
+    /// Rows `[r0, r1)` as elements of `T`, row-major (C order over the leading axes). `T`
+    /// must hold the stored type exactly (see [`common_type`]); the data is borrowed from the
+    /// mapping when it is already laid out so, else decoded.
+    pub fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
+        debug_assert!(r0 <= r1 && r1 <= self.rows);
+        let size = self.stored.size_bytes();
         let n = (r1 - r0) * self.cols;
-        if !self.fortran {
+        let native = self.stored.compute_type() == T::DTYPE && !self.stored.is_integer();
+        if !self.fortran || self.shape.len() <= 1 || self.cols == 1 {
+            // Row-major runs (a 1-D or one-column Fortran array is laid out the same).
             let start = self.data_start + r0 * self.cols * size;
             let bytes = &self.map[start..start + n * size];
-            return match self.dtype {
-                Dtype::F32 => Block::F32(cast(bytes, self.big_endian, f32::from_be_bytes)),
-                Dtype::F64 => Block::F64(cast(bytes, self.big_endian, f64::from_be_bytes)),
-                Dtype::F16 => Block::F16(cast(bytes, self.big_endian, f16::from_be_bytes)),
-                Dtype::BF16 => Block::BF16(cast(bytes, self.big_endian, bf16::from_be_bytes)),
-            };
-        }
-        // Fortran order: element (r, c) is at c·rows + r.
-        let data = &self.map[self.data_start..];
-        let at = |r: usize, c: usize| (c * self.rows + r) * size;
-        macro_rules! gather {
-            ($t:ty, $v:ident, $n:literal) => {{
-                let mut out = Vec::with_capacity(n);
-                for r in r0..r1 {
-                    for c in 0..self.cols {
-                        let i = at(r, c);
-                        let mut a = [0u8; $n];
-                        a.copy_from_slice(&data[i..i + $n]);
-                        out.push(if self.big_endian {
-                            <$t>::from_be_bytes(a)
-                        } else {
-                            <$t>::from_le_bytes(a)
-                        });
-                    }
+            if native && !self.big_endian {
+                if let Ok(v) = bytemuck::try_cast_slice(bytes) {
+                    return Cow::Borrowed(v);
                 }
-                Block::$v(Cow::Owned(out))
+            }
+            let mut out = Vec::with_capacity(n);
+            out.extend(bytes.chunks_exact(size).map(|b| self.decode::<T>(b)));
+            return Cow::Owned(out);
+        }
+        // Fortran order: axis j of the leading axes has stride s_j = d_0·…·d_{j−1}, the
+        // last axis (columns) stride rows. Row r is the C-order multi-index of r.
+        let lead = self.row_shape();
+        let data = &self.map[self.data_start..];
+        let offsets: Vec<usize> = (r0..r1).map(|r| fortran_offset(lead, r)).collect();
+        let mut out = vec![T::from_f64(0.0); n];
+        let w = r1 - r0;
+        // Column by column: each column is a run of nearby offsets in the file.
+        for c in 0..self.cols {
+            let base = c * self.rows;
+            for (i, &off) in offsets.iter().enumerate() {
+                let at = (base + off) * size;
+                out[i * self.cols + c] = self.decode::<T>(&data[at..at + size]);
+            }
+        }
+        debug_assert_eq!(out.len(), w * self.cols);
+        Cow::Owned(out)
+    }
+
+    /// One stored element as `T`.
+    #[inline]
+    fn decode<T: Element>(&self, b: &[u8]) -> T {
+        macro_rules! num {
+            ($t:ty, $n:literal) => {{
+                let mut a = [0u8; $n];
+                a.copy_from_slice(b);
+                if self.big_endian {
+                    <$t>::from_be_bytes(a)
+                } else {
+                    <$t>::from_le_bytes(a)
+                }
             }};
         }
-        match self.dtype {
-            Dtype::F32 => gather!(f32, F32, 4),
-            Dtype::F64 => gather!(f64, F64, 8),
-            Dtype::F16 => gather!(f16, F16, 2),
-            Dtype::BF16 => gather!(bf16, BF16, 2),
+        match self.stored {
+            Stored::F32 => T::from_f32(num!(f32, 4)),
+            Stored::F64 => T::from_f64(num!(f64, 8)),
+            Stored::F16 => T::from_f32(num!(f16, 2).to_f32()),
+            Stored::BF16 => T::from_f32(num!(bf16, 2).to_f32()),
+            Stored::I8 => T::from_f64(num!(i8, 1) as f64),
+            Stored::I16 => T::from_f64(num!(i16, 2) as f64),
+            Stored::I32 => T::from_f64(num!(i32, 4) as f64),
+            Stored::I64 => T::from_f64(num!(i64, 8) as f64),
+            Stored::U8 => T::from_f64(num!(u8, 1) as f64),
+            Stored::U16 => T::from_f64(num!(u16, 2) as f64),
+            Stored::U32 => T::from_f64(num!(u32, 4) as f64),
+            Stored::U64 => T::from_f64(num!(u64, 8) as f64),
         }
     }
 }
 
-/// Borrow `bytes` as `[T]` when aligned and little-endian; else decode a copy.
-fn cast<'a, T: bytemuck::Pod, const N: usize>(
-    bytes: &'a [u8],
-    big_endian: bool,
-    be: fn([u8; N]) -> T,
-) -> Cow<'a, [T]> {
-    if !big_endian {
-        if let Ok(v) = bytemuck::try_cast_slice(bytes) {
-            return Cow::Borrowed(v);
+/// Element offset (in a Fortran-order array) of row `r` at column 0, where `lead` are the
+/// leading axes and rows are numbered in C order.
+pub fn fortran_offset(lead: &[usize], r: usize) -> usize {
+    // Peel C-order indices from the last leading axis (fastest) to the first; Fortran
+    // strides grow from the first axis.
+    let mut rem = r;
+    let mut idx = [0usize; 32];
+    let k = lead.len().min(32);
+    for j in (0..k).rev() {
+        let d = lead[j].max(1);
+        idx[j] = rem % d;
+        rem /= d;
+    }
+    let mut off = 0;
+    let mut stride = 1;
+    for j in 0..k {
+        off += idx[j] * stride;
+        stride *= lead[j];
+    }
+    off
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fortran_offsets_follow_numpy() {
+        // a (2, 3, 4) array: row r = (i, j) with r = 3i + j; Fortran offset i + 2j.
+        let lead = [2, 3];
+        let want = [0, 2, 4, 1, 3, 5];
+        for (r, w) in want.iter().enumerate() {
+            assert_eq!(fortran_offset(&lead, r), *w, "row {r}");
         }
-        return Cow::Owned(
-            bytes
-                .chunks_exact(N)
-                .map(bytemuck::pod_read_unaligned)
-                .collect(),
+        assert_eq!(fortran_offset(&[7], 5), 5);
+    }
+
+    #[test]
+    fn specs_split_after_the_extension() {
+        assert_eq!(
+            split_spec("m.safetensors:model:logits"),
+            (PathBuf::from("m.safetensors"), Some("model:logits".into()))
+        );
+        assert_eq!(split_spec("d:/x.npy"), (PathBuf::from("d:/x.npy"), None));
+        assert_eq!(
+            split_spec("M.SafeTensors:a"),
+            (PathBuf::from("M.SafeTensors"), Some("a".into()))
         );
     }
-    Cow::Owned(
-        bytes
-            .chunks_exact(N)
-            .map(|c| {
-                let mut a = [0u8; N];
-                a.copy_from_slice(c);
-                be(a)
-            })
-            .collect(),
-    )
+
+    #[test]
+    fn common_types_hold_both_sides() {
+        assert_eq!(common_type(Stored::F32, Stored::BF16), Dtype::F32);
+        assert_eq!(common_type(Stored::F16, Stored::BF16), Dtype::F32);
+        assert_eq!(common_type(Stored::F16, Stored::F16), Dtype::F16);
+        assert_eq!(common_type(Stored::I32, Stored::F32), Dtype::F64);
+        assert_eq!(common_type(Stored::F64, Stored::BF16), Dtype::F64);
+    }
 }
