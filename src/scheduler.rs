@@ -89,7 +89,14 @@ pub struct Calibration {
     /// Fixed cost of one GPU call (submit, wait, read back), seconds.
     pub gpu_latency: f64,
     pub gpu_is_software: bool,
+    /// The largest relative spread (slowest / fastest − 1) between repeated timings of one
+    /// measurement: a measurement taken under heavy load shows here, and a cache with a
+    /// spread above [`PLAUSIBLE_SPREAD`] is measured again.
+    pub spread: f64,
 }
+
+/// Calibrations whose timings disagreed by more than this are not trusted from a cache.
+pub const PLAUSIBLE_SPREAD: f64 = 0.5;
 
 /// The placement chosen for a job.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -227,13 +234,14 @@ impl Calibration {
                 .join(" ")
         };
         format!(
-            "key {}\ncpu {}\ngpu {}\nupload {:e}\ngpu_latency {:e}\ngpu_is_software {}\n",
+            "key {}\ncpu {}\ngpu {}\nupload {:e}\ngpu_latency {:e}\ngpu_is_software {}\nspread {:e}\n",
             self.key.replace('\n', " "),
             row(&self.cpu),
             row(&self.gpu),
             self.upload,
             self.gpu_latency,
-            self.gpu_is_software
+            self.gpu_is_software,
+            self.spread
         )
     }
 
@@ -246,6 +254,8 @@ impl Calibration {
             upload: 0.0,
             gpu_latency: 0.0,
             gpu_is_software: false,
+            // A cache written before the spread was recorded is measured again.
+            spread: f64::INFINITY,
         };
         let table = |v: &str| -> Result<[[f64; 2]; 3]> {
             let x: Vec<f64> = v
@@ -266,6 +276,7 @@ impl Calibration {
                 "upload" => c.upload = v.trim().parse().map_err(|_| bad("upload"))?,
                 "gpu_latency" => c.gpu_latency = v.trim().parse().map_err(|_| bad("latency"))?,
                 "gpu_is_software" => c.gpu_is_software = v.trim() == "true",
+                "spread" => c.spread = v.trim().parse().map_err(|_| bad("spread"))?,
                 _ => {}
             }
         }
@@ -323,20 +334,28 @@ impl Engine {
     #[cfg(feature = "gpu")]
     pub fn gpu(&self) -> std::result::Result<&crate::gpu::GpuEngine, String> {
         self.gpu
-            .get_or_init(|| crate::gpu::GpuEngine::new().map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                crate::gpu::GpuEngine::new().map_err(|e| match e {
+                    Error::GpuUnavailable(why) => why,
+                    other => other.to_string(),
+                })
+            })
             .as_ref()
             .map_err(|e| e.clone())
     }
 
+    /// Whether the GPU engine has been opened (a device created) by this engine.
+    #[cfg(feature = "gpu")]
+    pub fn gpu_opened(&self) -> bool {
+        self.gpu.get().is_some()
+    }
+
+    /// Who the calibration describes: CPU SIMD level and threads, adapter and driver. Built
+    /// from the adapter's description alone: no device is created for it.
     fn key(&self) -> String {
         #[cfg(feature = "gpu")]
-        let gpu = match self.gpu() {
-            Ok(g) => format!(
-                "{} / {} / {}",
-                g.adapter().name,
-                g.adapter().backend,
-                g.adapter().driver
-            ),
+        let gpu = match crate::gpu::preferred_adapter_info() {
+            Ok(a) => format!("{} / {} / {}", a.name, a.backend, a.driver),
             Err(_) => "no gpu".to_string(),
         };
         #[cfg(not(feature = "gpu"))]
@@ -375,11 +394,12 @@ impl Engine {
     }
 
     /// Load the calibration cached at `path`, or measure and save it there. A cache from
-    /// another CPU or adapter is measured again.
+    /// another CPU or adapter, or one measured under load (timings that disagree by more
+    /// than [`PLAUSIBLE_SPREAD`]), is measured again.
     pub fn calibrate_cached(&self, path: &std::path::Path) -> Calibration {
         if let Ok(text) = std::fs::read_to_string(path) {
             if let Ok(c) = Calibration::from_text(&text) {
-                if self.set_calibration(c.clone()) {
+                if c.spread <= PLAUSIBLE_SPREAD && self.set_calibration(c.clone()) {
                     return c;
                 }
             }
@@ -429,17 +449,27 @@ impl Engine {
                 (p, q)
             }
         };
+        let spread = std::cell::Cell::new(0f64);
+        // Mean of up to 3 timed runs (as many as fit in 10 ms after the first), after a
+        // warm-up; the spread between runs is recorded.
         let time = |f: &mut dyn FnMut() -> Result<()>| -> f64 {
             let _ = f(); // warm-up: pipelines, caches
             let t = Instant::now();
-            let mut reps = 0;
-            while reps < 3 && (reps == 0 || t.elapsed().as_secs_f64() < 0.01) {
+            let mut runs = vec![];
+            while runs.len() < 3 && (runs.is_empty() || t.elapsed().as_secs_f64() < 0.01) {
+                let r = Instant::now();
                 if f().is_err() {
                     return f64::INFINITY;
                 }
-                reps += 1;
+                runs.push(r.elapsed().as_secs_f64());
             }
-            t.elapsed().as_secs_f64() / reps as f64
+            let (lo, hi) = runs
+                .iter()
+                .fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            if runs.len() > 1 && lo > 0.0 {
+                spread.set(spread.get().max(hi / lo - 1.0));
+            }
+            runs.iter().sum::<f64>() / runs.len() as f64
         };
         for (r, &(rows, cols)) in shapes.iter().enumerate() {
             for (f, logits) in [(0, false), (1, true)] {
@@ -457,6 +487,7 @@ impl Engine {
             upload: 1.0,
             gpu_latency: 0.0,
             gpu_is_software: false,
+            spread: 0.0,
         };
         #[cfg(feature = "gpu")]
         if let Ok(g) = self.gpu() {
@@ -488,6 +519,7 @@ impl Engine {
             c.gpu[0] = c.gpu[1];
             c.gpu[2] = c.gpu[1];
         }
+        c.spread = spread.get();
         c
     }
 
@@ -645,6 +677,7 @@ mod tests {
             upload: 20e9,
             gpu_latency: 50e-6,
             gpu_is_software: software,
+            spread: 0.1,
         }
     }
 

@@ -36,20 +36,25 @@ impl ProbSums {
 /// Partial sums over (a piece of) a row of logits a (for P) and b (for Q).
 ///
 /// Weights are taken relative to the piece's maxima: wa = e^(a−ma), wb = e^(b−mb), so
-/// sa = Σ wa and sb = Σ wb never overflow. The row has one reference pair (ra, rb) of input
-/// values, the shift c = ra − rb, kept exactly as `shift_hi + shift_lo`; with it
-/// x = a − b − c, and for P ≈ Q (up to a constant per row) x ≈ 0 where it matters:
+/// sa = Σ wa and sb = Σ wb never overflow. The row has one shift c, kept as the pair
+/// `shift_hi + shift_lo` exactly as the kernel used it; with x = a − b − c:
 ///
 /// KL(P‖Q) = E_p[x] + L with L = ln E_p[e^−x] = (c − (ma − mb)) + ln(sb/sa)   (plain form)
 ///         = ln(1+X) − X + E_p[ψ(x)] with X = E_p[ψ(x)] − E_p[x]               (ψ form)
 ///
-/// where ψ(x) = e^−x − 1 + x ≥ 0. The ψ form keeps every digit when P ≈ Q (X ≈ 0), the
-/// plain form when they differ a lot; [`finish_logits`] takes the form with the smaller error
+/// where ψ(x) = e^−x − 1 + x ≥ 0 and 1 + X = E_p[e^−x]. The ψ form keeps every digit when
+/// X ≈ 0, which the ideal shift c* = lse_a − lse_b gives exactly (the engines take c from
+/// the row's first block, and re-read rows where that was not good enough); the plain form is
+/// better when P and Q differ a lot. [`finish_logits`] takes the form with the smaller error
 /// estimate, from `ax_*` (Σ w·|x|) and `xerr_*` (a bound on the rounding of x itself, which
 /// only the GPU has: the CPU forms x exactly by TwoSum). Cross-entropy and entropy need no
 /// shift: H(P,Q) = ln sb − E_p[b − mb] and H(P) = ln sa − E_p[a − ma] add two non-negative
 /// terms. `q_zero` counts entries with a finite and b = −inf (q = 0 < p), `p_zero` the
 /// reverse.
+///
+/// A piece where one side has no finite value measures that side from the other's maximum
+/// and the shift (so that the ψ terms it carries stay finite); its sums are 0 and it never
+/// sets the row's maximum.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogitSums {
     pub ma: f64,
@@ -73,9 +78,7 @@ pub struct LogitSums {
     /// Σ wa·δ and Σ wb·δ, δ a bound on the rounding error of x (0 where x is exact).
     pub xerr_a: f64,
     pub xerr_b: f64,
-    /// The row's reference pair and its exact difference c = shift_hi + shift_lo.
-    pub ra: f64,
-    pub rb: f64,
+    /// The row's shift c = shift_hi + shift_lo.
     pub shift_hi: f64,
     pub shift_lo: f64,
     pub q_zero: u64,
@@ -99,22 +102,11 @@ impl Default for LogitSums {
             psi_b: 0.0,
             xerr_a: 0.0,
             xerr_b: 0.0,
-            ra: 0.0,
-            rb: 0.0,
             shift_hi: 0.0,
             shift_lo: 0.0,
             q_zero: 0,
             p_zero: 0,
         }
-    }
-}
-
-/// Scale factors that move a sum taken relative to max `from` onto max `to` (to ≥ from).
-fn rescale(from: f64, to: f64) -> f64 {
-    if from == f64::NEG_INFINITY {
-        0.0
-    } else {
-        (from - to).exp()
     }
 }
 
@@ -126,62 +118,83 @@ pub fn two_sum(a: f64, b: f64) -> (f64, f64) {
     (s, (a - (s - bb)) + (b - bb))
 }
 
-/// The row's reference pair as a shift: c = ra − rb exactly, as (hi, lo).
-pub fn shift_pair(ra: f64, rb: f64) -> (f64, f64) {
-    if ra.is_finite() && rb.is_finite() {
-        two_sum(ra, -rb)
+/// The shift c = (ma − mb) + extra as a pair, ma − mb exact: what logsumexp-style shifts
+/// look like (`extra` = ln(sa/sb), or 0 for a shift by the maxima alone).
+pub fn shift_from(ma: f64, mb: f64, extra: f64) -> (f64, f64) {
+    if !(ma.is_finite() && mb.is_finite()) {
+        return (0.0, 0.0);
+    }
+    let (hi, lo) = two_sum(ma, -mb);
+    let (hi, lo2) = two_sum(hi, extra);
+    (hi, lo + lo2)
+}
+
+/// `v·k` with 0·k = 0 for any k (a side without mass scaled by an infinite factor).
+#[inline]
+fn scaled(v: f64, k: f64) -> f64 {
+    if v == 0.0 {
+        0.0
     } else {
-        (0.0, 0.0)
+        v * k
     }
 }
 
 impl LogitSums {
-    /// Empty sums of a row whose reference pair is (ra, rb).
-    pub fn with_reference(ra: f64, rb: f64) -> Self {
-        let (shift_hi, shift_lo) = shift_pair(ra, rb);
+    /// Empty sums of a row whose shift is `hi + lo`.
+    pub fn with_shift(hi: f64, lo: f64) -> Self {
         LogitSums {
-            ra,
-            rb,
-            shift_hi,
-            shift_lo,
+            shift_hi: hi,
+            shift_lo: lo,
             ..LogitSums::default()
         }
     }
 
-    /// Online log-sum-exp merge: rescale both sides to the larger maximum. Both pieces
-    /// belong to one row (same reference pair).
+    /// Online log-sum-exp merge: rescale both sides to the larger maximum of the pieces
+    /// that have mass there. Both pieces belong to one row (same shift).
     pub fn merge(&mut self, o: &LogitSums) {
-        if self.ma == f64::NEG_INFINITY && self.mb == f64::NEG_INFINITY && self.sa == 0.0 {
-            // An empty start takes the row's reference from its first piece.
-            self.ra = o.ra;
-            self.rb = o.rb;
+        if self.ma == f64::NEG_INFINITY && self.mb == f64::NEG_INFINITY {
+            // An empty start takes the row's shift from its first piece.
             self.shift_hi = o.shift_hi;
             self.shift_lo = o.shift_lo;
         }
-        let ma = self.ma.max(o.ma);
-        let mb = self.mb.max(o.mb);
-        let (x, y) = (rescale(self.ma, ma), rescale(o.ma, ma));
+        let top = |m1: f64, s1: f64, m2: f64, s2: f64| match (s1 > 0.0, s2 > 0.0) {
+            (true, false) => m1,
+            (false, true) => m2,
+            _ => m1.max(m2),
+        };
+        let ma = top(self.ma, self.sa, o.ma, o.sa);
+        let mb = top(self.mb, self.sb, o.mb, o.sb);
+        let k = |m: f64, m_new: f64| {
+            if m == f64::NEG_INFINITY {
+                0.0
+            } else {
+                (m - m_new).exp()
+            }
+        };
         // Sums of w·(v − m) move with the maximum: Σ w'(v − m') = k·(Σ w(v − m) + (m − m')·Σ w).
-        let shift = |e: f64, m: f64, m_new: f64, s: f64| {
-            if m == f64::NEG_INFINITY || s == 0.0 {
+        let moved = |e: f64, m: f64, m_new: f64, s: f64| {
+            if s == 0.0 {
                 e
             } else {
                 e + (m - m_new) * s
             }
         };
-        self.ea = shift(self.ea, self.ma, ma, self.sa) * x + shift(o.ea, o.ma, ma, o.sa) * y;
-        self.eb = shift(self.eb, self.mb, mb, self.sa) * x + shift(o.eb, o.mb, mb, o.sa) * y;
-        self.sa = self.sa * x + o.sa * y;
-        self.xa = self.xa * x + o.xa * y;
-        self.ax_a = self.ax_a * x + o.ax_a * y;
-        self.psi_a = self.psi_a * x + o.psi_a * y;
-        self.xerr_a = self.xerr_a * x + o.xerr_a * y;
-        let (x, y) = (rescale(self.mb, mb), rescale(o.mb, mb));
-        self.sb = self.sb * x + o.sb * y;
-        self.xb = self.xb * x + o.xb * y;
-        self.ax_b = self.ax_b * x + o.ax_b * y;
-        self.psi_b = self.psi_b * x + o.psi_b * y;
-        self.xerr_b = self.xerr_b * x + o.xerr_b * y;
+        let (x, y) = (k(self.ma, ma), k(o.ma, ma));
+        self.ea = scaled(moved(self.ea, self.ma, ma, self.sa), x)
+            + scaled(moved(o.ea, o.ma, ma, o.sa), y);
+        self.eb = scaled(moved(self.eb, self.mb, mb, self.sa), x)
+            + scaled(moved(o.eb, o.mb, mb, o.sa), y);
+        self.sa = scaled(self.sa, x) + scaled(o.sa, y);
+        self.xa = scaled(self.xa, x) + scaled(o.xa, y);
+        self.ax_a = scaled(self.ax_a, x) + scaled(o.ax_a, y);
+        self.psi_a = scaled(self.psi_a, x) + scaled(o.psi_a, y);
+        self.xerr_a = scaled(self.xerr_a, x) + scaled(o.xerr_a, y);
+        let (x, y) = (k(self.mb, mb), k(o.mb, mb));
+        self.sb = scaled(self.sb, x) + scaled(o.sb, y);
+        self.xb = scaled(self.xb, x) + scaled(o.xb, y);
+        self.ax_b = scaled(self.ax_b, x) + scaled(o.ax_b, y);
+        self.psi_b = scaled(self.psi_b, x) + scaled(o.psi_b, y);
+        self.xerr_b = scaled(self.xerr_b, x) + scaled(o.xerr_b, y);
         self.ma = ma;
         self.mb = mb;
         self.q_zero += o.q_zero;
@@ -200,9 +213,9 @@ impl LogitSums {
         let (h2, l2) = two_sum(h1, self.mb);
         h2 + (l2 + l1 + self.shift_lo)
     }
-    /// Whether the reference pair is the row's maxima (nothing better to re-read with).
-    pub fn referenced_to_maxima(&self) -> bool {
-        self.ra == self.ma && self.rb == self.mb
+    /// The ideal shift c* = lse_a − lse_b of the row these sums describe (X = 0 with it).
+    pub fn ideal_shift(&self) -> (f64, f64) {
+        shift_from(self.ma, self.mb, (self.sa / self.sb).ln())
     }
 }
 
@@ -371,9 +384,9 @@ pub fn check_logits(req: &Request, s: &LogitSums, tol: Option<f64>, row: usize) 
 pub enum LogitOutcome {
     /// The row's value (units applied, clamped).
     Value(f64),
-    /// The error estimate is above the bound and the row was not referenced to its maxima:
-    /// read it again with (ra, rb) = its maxima as the reference pair.
-    Reshift { ra: f64, rb: f64 },
+    /// The error estimate is above the bound: read the row again with its ideal shift
+    /// c* = lse_a − lse_b = hi + lo (from these sums), which makes the ψ form exact.
+    Reshift { hi: f64, lo: f64 },
     /// Compute the row on the exact f64 path.
     Exact,
 }
@@ -408,12 +421,14 @@ fn kl_forms(ex: f64, eax: f64, epsi: f64, l: f64, dx: f64, eps: f64) -> (f64, f6
 /// The value of one logits / log-probabilities row from its sums, or the follow-up that
 /// gets it within [`LOGIT_TARGET`]. `eps` is the relative error of the sums (see
 /// [`SUMS_EPS_F32`]); sums from the exact path (`SUMS_EPS_F64`) are always taken.
+/// `reshifted` says the sums already come from a re-read with the ideal shift.
 pub fn finish_logits(
     req: &Request,
     s: &LogitSums,
     tol: Option<f64>,
     row: usize,
     eps: f64,
+    reshifted: bool,
 ) -> Result<LogitOutcome> {
     check_logits(req, s, tol, row)?;
     let inf = f64::INFINITY;
@@ -455,10 +470,11 @@ pub fn finish_logits(
     if eps < SUMS_EPS_F32 || v.is_nan() || err <= LOGIT_TARGET * v.abs() || v == inf {
         return Ok(LogitOutcome::Value(finalize(req, v, true)));
     }
-    Ok(if s.referenced_to_maxima() {
+    Ok(if reshifted {
         LogitOutcome::Exact
     } else {
-        LogitOutcome::Reshift { ra: s.ma, rb: s.mb }
+        let (hi, lo) = s.ideal_shift();
+        LogitOutcome::Reshift { hi, lo }
     })
 }
 

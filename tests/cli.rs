@@ -1,40 +1,13 @@
 //! The `kldiv` binary end to end, on files the tests write.
 
 mod common;
+use common::files::{self, f32_npy, tmp, write_npy, write_safetensors};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kldiv"))
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kldiv-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-/// An .npy file with the given header dict and raw data.
-fn write_npy(path: &Path, dict: &str, data: &[u8]) {
-    let mut header = dict.to_string();
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat(total.next_multiple_of(64) - total));
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    std::fs::write(path, out).unwrap();
-}
-
-fn f32_npy(path: &Path, rows: usize, cols: usize, v: &[f32]) {
-    let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    write_npy(
-        path,
-        &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}"),
-        &data,
-    );
 }
 
 /// `kldiv compare P Q --input logits --json`.
@@ -66,12 +39,7 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 }
 
 fn read_f64_npy(path: &Path) -> Vec<f64> {
-    let bytes = std::fs::read(path).unwrap();
-    let hl = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    bytes[10 + hl..]
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    files::read_f64_npy(path).1
 }
 
 #[test]
@@ -357,24 +325,6 @@ fn bench_quick_runs_one_workload() {
 }
 
 /// A .safetensors file from (name, dtype, shape, raw bytes).
-fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
-    let mut header = serde_json::Map::new();
-    let mut data = vec![];
-    for (name, dtype, shape, bytes) in tensors {
-        let start = data.len();
-        data.extend_from_slice(bytes);
-        header.insert(name.to_string(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}));
-    }
-    let mut h = serde_json::Value::Object(header).to_string().into_bytes();
-    while !h.len().is_multiple_of(8) {
-        h.push(b' ');
-    }
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    std::fs::write(path, out).unwrap();
-}
-
 #[test]
 fn safetensors_every_dtype_named_tensors_and_higher_rank() {
     let mut rng = Rng::new(22);

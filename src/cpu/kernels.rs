@@ -6,7 +6,7 @@
 //! are handed lane by lane to the exact f64 element functions, which also report bad input.
 
 use super::scalar::{self, BLOCK};
-use super::simd_math::{abs, all, exp_nonpos, gkl, horner, ln, neg, HUGE, TINY};
+use super::simd_math::{abs, all, exp_nonpos, gkl, horner, ln, neg, poly9, HUGE, TINY};
 use super::{transpose, Bad, Kernel, Transform};
 use crate::element::Element;
 use crate::request::Divergence;
@@ -438,22 +438,68 @@ fn two_diff<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> (S::f32s, S::f32s) {
     (hi, lo)
 }
 
+/// The row's shift c from its first block (see `scalar::row_shift`), with SIMD exponentials;
+/// `None` when that block holds values only the f64 path handles.
+#[inline(always)]
+fn block_shift<S: Simd>(s: S, a: &[f32], b: &[f32]) -> Option<(f64, f64)> {
+    let (av, at) = S::as_simd_f32s(a);
+    let (bv, bt) = S::as_simd_f32s(b);
+    let big = s.splat_f32s(1e30);
+    let mut mxa = s.splat_f32s(f32::NEG_INFINITY);
+    let mut mxb = mxa;
+    for (&x, &y) in av.iter().zip(bv) {
+        let ok = s.and_m32s(
+            s.less_than_or_equal_f32s(abs(s, x), big),
+            s.less_than_or_equal_f32s(abs(s, y), big),
+        );
+        if !all(s, ok) {
+            return None;
+        }
+        mxa = s.max_f32s(mxa, x);
+        mxb = s.max_f32s(mxb, y);
+    }
+    let (mut ma, mut mb) = (s.reduce_max_f32s(mxa), s.reduce_max_f32s(mxb));
+    for (&x, &y) in at.iter().zip(bt) {
+        if !(x.abs() <= 1e30 && y.abs() <= 1e30) {
+            return None;
+        }
+        ma = ma.max(x);
+        mb = mb.max(y);
+    }
+    let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
+    let (mut sa, mut sb) = (s.splat_f32s(0.0), s.splat_f32s(0.0));
+    for (&x, &y) in av.iter().zip(bv) {
+        sa = s.add_f32s(sa, exp_nonpos(s, s.sub_f32s(x, vma)));
+        sb = s.add_f32s(sb, exp_nonpos(s, s.sub_f32s(y, vmb)));
+    }
+    let (mut sa, mut sb) = (lanes_sum(s, sa), lanes_sum(s, sb));
+    for (&x, &y) in at.iter().zip(bt) {
+        sa += ((x - ma) as f64).exp();
+        sb += ((y - mb) as f64).exp();
+    }
+    Some(crate::sums::shift_from(
+        ma as f64,
+        mb as f64,
+        (sa / sb).ln(),
+    ))
+}
+
 /// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima, with the
-/// row's reference pair (ra, rb) (see [`LogitSums`]).
+/// row's shift c = hi + lo (see [`LogitSums`]).
 #[inline(always)]
 pub fn logit_block<S: Simd>(
     s: S,
     div: Divergence,
     a: &[f32],
     b: &[f32],
-    reference: (f64, f64),
+    shift: (f64, f64),
 ) -> Result<LogitSums, Bad> {
     let (av, at) = S::as_simd_f32s(a);
     let (bv, bt) = S::as_simd_f32s(b);
     let big = s.splat_f32s(1e30);
     let mut mxa = s.splat_f32s(f32::NEG_INFINITY);
     let mut mxb = mxa;
-    let exact = || scalar::logit_block(a, b, &mut Some(reference));
+    let exact = || scalar::logit_block(a, b, &mut Some(shift));
     for (&x, &y) in av.iter().zip(bv) {
         let ok = s.and_m32s(
             s.less_than_or_equal_f32s(abs(s, x), big),
@@ -474,8 +520,10 @@ pub fn logit_block<S: Simd>(
         ma = ma.max(x);
         mb = mb.max(y);
     }
-    let (ra, rb) = reference;
-    let mut out = LogitSums::with_reference(ra, rb);
+    // The shift as the f32 pair this kernel subtracts; the sums record exactly that pair.
+    let c_hi = shift.0 as f32;
+    let c_lo = ((shift.0 - c_hi as f64) + shift.1) as f32;
+    let mut out = LogitSums::with_shift(c_hi as f64, c_lo as f64);
     out.ma = ma as f64;
     out.mb = mb as f64;
     let g = scalar::gamma(&out);
@@ -484,27 +532,27 @@ pub fn logit_block<S: Simd>(
     let need_ea = div == Divergence::Entropy;
     let need_eb = div == Divergence::CrossEntropy;
     let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
-    // The shift c = ra − rb as an exact f32 pair (ra, rb are input values).
-    let (c_hi, c_lo) = {
-        let (x, y) = (ra as f32, rb as f32);
-        let hi = x - y;
-        let xv = hi + y;
-        (hi, (x - xv) + ((xv - hi) - y))
-    };
     let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
     let (vg, vg_inv) = (s.splat_f32s(g as f32), s.splat_f32s((1.0 / g) as f32));
     let half = s.splat_f32s(0.5);
     let zero = s.splat_f32s(0.0);
+    let one = s.splat_f32s(1.0);
     for (ac, bc) in av.chunks(FLUSH).zip(bv.chunks(FLUSH)) {
         let (mut sa, mut sb, mut ea, mut eb) = (zero, zero, zero, zero);
+        let (mut na, mut nb) = (zero, zero);
         let (mut xa, mut xb, mut axa, mut axb) = (zero, zero, zero, zero);
         let (mut pa, mut pb) = (zero, zero);
         for (&x, &y) in ac.iter().zip(bc) {
             let (da, db) = (s.sub_f32s(x, vma), s.sub_f32s(y, vmb));
             let wa = exp_nonpos(s, da);
             let wb = exp_nonpos(s, db);
-            sa = s.add_f32s(sa, wa);
-            sb = s.add_f32s(sb, wb);
+            // Elements at the maximum weigh exactly 1: counted apart, so that the f32 sums
+            // keep the small rest to its own precision (ln Σ of a peaked row needs it).
+            let (at_a, at_b) = (s.equal_f32s(da, zero), s.equal_f32s(db, zero));
+            na = s.add_f32s(na, s.select_f32s(at_a, one, zero));
+            nb = s.add_f32s(nb, s.select_f32s(at_b, one, zero));
+            sa = s.add_f32s(sa, s.select_f32s(at_a, zero, wa));
+            sb = s.add_f32s(sb, s.select_f32s(at_b, zero, wb));
             if need_ea {
                 ea = s.mul_add_e_f32s(wa, da, ea);
             }
@@ -529,8 +577,8 @@ pub fn logit_block<S: Simd>(
                 }
             }
         }
-        out.sa += lanes_sum(s, sa);
-        out.sb += lanes_sum(s, sb);
+        out.sa += lanes_sum(s, na) + lanes_sum(s, sa);
+        out.sb += lanes_sum(s, nb) + lanes_sum(s, sb);
         // ea, eb are sums of non-positive terms.
         out.ea -= lanes_sum(s, neg(s, ea));
         out.eb -= lanes_sum(s, neg(s, eb));
@@ -543,6 +591,111 @@ pub fn logit_block<S: Simd>(
     }
     for (&x, &y) in at.iter().zip(bt) {
         scalar::logit_element(x as f64, y as f64, &mut out, g);
+    }
+    // The ψ terms rest on g·wb = wa·e^−x: with g or 1/g outside f32's normal range they are
+    // meaningless, and the row is finished in the plain form (or re-read).
+    if out.shift_gap().abs().is_nan() || out.shift_gap().abs() > 80.0 {
+        out.psi_a = f64::NAN;
+        out.psi_b = f64::NAN;
+    }
+    Ok(out)
+}
+
+/// F(u) of `scalar::JS_G`, lane by lane: series for |u| ≤ 1, closed form beyond.
+#[inline(always)]
+fn js_f<S: Simd>(s: S, u: S::f32s) -> S::f32s {
+    const G: [f32; 9] = [
+        scalar::JS_G[0] as f32,
+        scalar::JS_G[1] as f32,
+        scalar::JS_G[2] as f32,
+        scalar::JS_G[3] as f32,
+        scalar::JS_G[4] as f32,
+        scalar::JS_G[5] as f32,
+        scalar::JS_G[6] as f32,
+        scalar::JS_G[7] as f32,
+        scalar::JS_G[8] as f32,
+    ];
+    let au = abs(s, u);
+    let one = s.splat_f32s(1.0);
+    let near = s.less_than_or_equal_f32s(au, one);
+    let v = s.mul_f32s(u, u);
+    let series = s.mul_f32s(v, poly9(s, v, &G));
+    if all(s, near) {
+        return series;
+    }
+    let e = exp_nonpos(s, neg(s, au));
+    let one_e = s.add_f32s(one, e);
+    let t = s.sub_f32s(
+        s.splat_f32s(std::f32::consts::LN_2),
+        s.add_f32s(ln(s, one_e), s.div_f32s(s.mul_f32s(e, au), one_e)),
+    );
+    let direct = s.mul_f32s(s.splat_f32s(2.0), t);
+    s.select_f32s(near, series, direct)
+}
+
+/// Jensen–Shannon sums over one block of logits whose row maxima and log-sums are known (the
+/// second pass of JS over logits): Σ m·F(u) with u = ln p − ln q formed from x − y exactly,
+/// so near-identical rows keep their digits. See `scalar::logit_js_segment`.
+#[inline(always)]
+pub fn logit_js_block<S: Simd>(
+    s: S,
+    a: &[f32],
+    b: &[f32],
+    (ma, lnsa, mb, lnsb): (f64, f64, f64, f64),
+) -> Result<ProbSums, Bad> {
+    let (av, at) = S::as_simd_f32s(a);
+    let (bv, bt) = S::as_simd_f32s(b);
+    let big = s.splat_f32s(1e30);
+    for (&x, &y) in av.iter().zip(bv) {
+        let ok = s.and_m32s(
+            s.less_than_or_equal_f32s(abs(s, x), big),
+            s.less_than_or_equal_f32s(abs(s, y), big),
+        );
+        if !all(s, ok) {
+            // −inf masks, NaN, +inf: the exact path handles and reports them.
+            return scalar::logit_js_segment(a, b, (ma, lnsa, mb, lnsb));
+        }
+    }
+    let (vma, vmb) = (s.splat_f32s(ma as f32), s.splat_f32s(mb as f32));
+    let (vla, vlb) = (s.splat_f32s(lnsa as f32), s.splat_f32s(lnsb as f32));
+    // c = ma − mb exactly (both are input values), and ln sb − ln sa as an f32 pair.
+    let (c_hi, c_lo) = {
+        let (x, y) = (ma as f32, mb as f32);
+        let hi = x - y;
+        let xv = hi + y;
+        (hi, (x - xv) + ((xv - hi) - y))
+    };
+    let l = lnsb - lnsa;
+    let (l_hi, l_lo) = (l as f32, (l - (l as f32) as f64) as f32);
+    let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
+    let (vl_hi, vl_lo) = (s.splat_f32s(l_hi), s.splat_f32s(l_lo));
+    let half = s.splat_f32s(0.5);
+    let zero = s.splat_f32s(0.0);
+    let mut out = ProbSums::default();
+    for (ac, bc) in av.chunks(FLUSH).zip(bv.chunks(FLUSH)) {
+        let (mut h, mut sp, mut sq) = (zero, zero, zero);
+        for (&x, &y) in ac.iter().zip(bc) {
+            let p = exp_nonpos(s, s.sub_f32s(s.sub_f32s(x, vma), vla));
+            let q = exp_nonpos(s, s.sub_f32s(s.sub_f32s(y, vmb), vlb));
+            let (d_hi, d_lo) = two_diff(s, x, y);
+            let xs = s.add_f32s(s.sub_f32s(d_hi, vc_hi), s.sub_f32s(d_lo, vc_lo));
+            let u = s.add_f32s(s.add_f32s(xs, vl_hi), vl_lo);
+            let m = s.mul_f32s(half, s.add_f32s(p, q));
+            h = s.mul_add_e_f32s(m, js_f(s, u), h);
+            sp = s.add_f32s(sp, p);
+            sq = s.add_f32s(sq, q);
+        }
+        out.main += lanes_sum(s, h);
+        out.sp += lanes_sum(s, sp);
+        out.sq += lanes_sum(s, sq);
+    }
+    if !at.is_empty() {
+        let start = a.len() - at.len();
+        let tail = scalar::logit_js_segment(at, bt, (ma, lnsa, mb, lnsb)).map_err(|e| Bad {
+            col: e.col + start,
+            ..e
+        })?;
+        out.merge(&tail);
     }
     Ok(out)
 }
@@ -578,8 +731,8 @@ fn apply_transform<S: Simd>(s: S, t: Transform, a: &mut [f32], b: &mut [f32]) {
     }
 }
 
-/// Sums over one piece of a row: the body every CPU path shares. `reference` is the row's
-/// logits reference pair when the piece is not the whole row (`None`: taken from `p`, `q`).
+/// Sums over one piece of a row: the body every CPU path shares. `shift` is the row's logits
+/// shift when the piece is not the whole row (`None`: taken from `p`, `q`).
 #[inline(always)]
 pub fn segment<S: Simd, T: Element>(
     s: S,
@@ -587,24 +740,43 @@ pub fn segment<S: Simd, T: Element>(
     transform: Transform,
     p: &[T],
     q: &[T],
-    reference: Option<(f64, f64)>,
+    shift: Option<(f64, f64)>,
     scratch: &mut Scratch,
 ) -> Result<Partial, Bad> {
-    let reference = match kernel {
-        Kernel::Logits(_) => reference.unwrap_or_else(|| scalar::row_reference(p, q)),
-        Kernel::Probs(_) => (0.0, 0.0),
+    let shift = match (kernel, shift) {
+        (Kernel::Logits(_), Some(c)) => c,
+        (Kernel::Logits(_), None) => {
+            // The row's shift from its first block (this piece is the whole row).
+            let n = p.len().min(BLOCK);
+            let (x, y): (&[f32], &[f32]) = if T::DTYPE == crate::Dtype::F32 {
+                (bytemuck::cast_slice(&p[..n]), bytemuck::cast_slice(&q[..n]))
+            } else {
+                T::widen_into(&p[..n], &mut scratch.a);
+                T::widen_into(&q[..n], &mut scratch.b);
+                (&scratch.a[..n], &scratch.b[..n])
+            };
+            block_shift(s, x, y).unwrap_or_else(|| scalar::row_shift(p, q))
+        }
+        _ => (0.0, 0.0),
+    };
+    let js_params = match transform {
+        Transform::Softmax { ma, lnsa, mb, lnsb } => (ma, lnsa, mb, lnsb),
+        _ => (0.0, 0.0, 0.0, 0.0),
     };
     let mut probs = ProbSums::default();
     let mut logits = LogitSums::default();
     for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
-        let direct = T::DTYPE == crate::Dtype::F32 && transform == Transform::None;
-        let (x, y): (&[f32], &[f32]) = if direct {
+        // The JS-over-logits pass reads the logits themselves (its transform is data).
+        let plain = transform == Transform::None || kernel == Kernel::LogitsJs;
+        let (x, y): (&[f32], &[f32]) = if T::DTYPE == crate::Dtype::F32 && plain {
             (bytemuck::cast_slice(pb), bytemuck::cast_slice(qb))
         } else {
             let n = pb.len();
             T::widen_into(pb, &mut scratch.a);
             T::widen_into(qb, &mut scratch.b);
-            apply_transform(s, transform, &mut scratch.a[..n], &mut scratch.b[..n]);
+            if !plain {
+                apply_transform(s, transform, &mut scratch.a[..n], &mut scratch.b[..n]);
+            }
             (&scratch.a[..n], &scratch.b[..n])
         };
         let relocate = |e: Bad| Bad {
@@ -614,12 +786,13 @@ pub fn segment<S: Simd, T: Element>(
         match kernel {
             Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(relocate)?),
             Kernel::Logits(div) => {
-                logits.merge(&logit_block(s, div, x, y, reference).map_err(relocate)?)
+                logits.merge(&logit_block(s, div, x, y, shift).map_err(relocate)?)
             }
+            Kernel::LogitsJs => probs.merge(&logit_js_block(s, x, y, js_params).map_err(relocate)?),
         }
     }
     Ok(match kernel {
-        Kernel::Probs(_) => Partial::Probs(probs),
         Kernel::Logits(_) => Partial::Logits(logits),
+        _ => Partial::Probs(probs),
     })
 }

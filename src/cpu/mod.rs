@@ -26,6 +26,9 @@ pub struct Bad {
 pub enum Kernel {
     Probs(Divergence),
     Logits(Divergence),
+    /// Jensen–Shannon over logits whose maxima and log-sums are known (its second pass,
+    /// with `Transform::Softmax`): computed from ln p − ln q, see `scalar::logit_js_segment`.
+    LogitsJs,
 }
 
 /// How a row is rewritten on the fly before the kernel sees it (second passes only). The
@@ -195,7 +198,7 @@ impl CpuEngine {
                 match f {
                     // Sums far apart under Normalize: divide first (see `sums::needs_rescale`).
                     Follow::Rescale => self.rescaled_row(req, pr, qr, r),
-                    Follow::Reshift { ra, rb } => self.reshifted_row(req, tol, pr, qr, r, (ra, rb)),
+                    Follow::Reshift { hi, lo } => self.reshifted_row(req, tol, pr, qr, r, (hi, lo)),
                     Follow::Exact => exact_row(req, tol, pr, qr, r),
                 }
             });
@@ -238,8 +241,13 @@ impl CpuEngine {
             normalization: Normalization::Normalize,
             ..*req
         };
+        let kernel = if probs {
+            Kernel::Probs(Divergence::JensenShannon)
+        } else {
+            Kernel::LogitsJs
+        };
         self.map_rows(
-            Kernel::Probs(Divergence::JensenShannon),
+            kernel,
             &transforms,
             p,
             q,
@@ -259,8 +267,8 @@ impl CpuEngine {
         matches!(self.level, Level::Reference) || T::DTYPE == Dtype::F64
     }
 
-    /// A logits row read again with its maxima as the reference pair (see
-    /// `sums::LogitOutcome::Reshift`); on the exact path if that is still not enough.
+    /// A logits row read again with its ideal shift (see `sums::LogitOutcome::Reshift`); on
+    /// the exact path if that is still not enough.
     fn reshifted_row<T: Element>(
         &self,
         req: &Request,
@@ -268,7 +276,7 @@ impl CpuEngine {
         p: &[T],
         q: &[T],
         row: usize,
-        reference: (f64, f64),
+        shift: (f64, f64),
     ) -> Result<f64> {
         let Kernel::Logits(div) = kernel_of(req) else {
             return exact_row(req, tol, p, q, row);
@@ -278,12 +286,12 @@ impl CpuEngine {
             transform: Transform::None,
             p,
             q,
-            shift: Some(reference),
+            shift: Some(shift),
             scratch: &mut Scratch::new(),
         });
         match sums {
             Ok(Partial::Logits(s)) => {
-                match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F32)? {
+                match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F32, true)? {
                     LogitOutcome::Value(v) => Ok(v),
                     _ => exact_row(req, tol, p, q, row),
                 }
@@ -399,14 +407,14 @@ impl CpuEngine {
             if skip(row) {
                 return Ok(Partial::Probs(ProbSums::default()));
             }
-            // Every piece of a logits row needs the row's reference pair: its first
-            // block's maxima (the f64 path takes the row's maxima and never re-reads).
+            // Every piece of a logits row needs the row's shift, from its first block (the
+            // f64 path shifts by the row's maxima and never re-reads).
             let shift = matches!(kernel, Kernel::Logits(_)).then(|| {
                 let (pr, qr) = (&p[base..base + cols], &q[base..base + cols]);
                 if exact {
-                    scalar::row_maxima(pr, qr)
+                    scalar::max_shift(pr, qr)
                 } else {
-                    scalar::row_reference(pr, qr)
+                    scalar::row_shift(pr, qr)
                 }
             });
             let (ps, qs) = (&p[base + c0..base + c1], &q[base + c0..base + c1]);
@@ -441,14 +449,14 @@ impl CpuEngine {
     }
 }
 
-/// The f64 path over a piece of a row; a logits piece without a reference is a whole row
-/// and takes its maxima.
+/// The f64 path over a piece of a row; a logits piece without a shift is a whole row and is
+/// shifted by its maxima.
 fn exact_segment<T: Element>(
     kernel: Kernel,
     t: Transform,
     p: &[T],
     q: &[T],
-    reference: Option<(f64, f64)>,
+    shift: Option<(f64, f64)>,
 ) -> std::result::Result<Partial, Bad> {
     match (kernel, t) {
         (Kernel::Probs(div), Transform::None) => {
@@ -469,9 +477,13 @@ fn exact_segment<T: Element>(
             scalar::prob_segment(div, &ps, &qs).map(Partial::Probs)
         }
         (Kernel::Logits(_), _) => {
-            let reference = reference.unwrap_or_else(|| scalar::row_maxima(p, q));
-            scalar::logit_segment(p, q, Some(reference)).map(Partial::Logits)
+            let shift = shift.unwrap_or_else(|| scalar::max_shift(p, q));
+            scalar::logit_segment(p, q, Some(shift)).map(Partial::Logits)
         }
+        (Kernel::LogitsJs, Transform::Softmax { ma, lnsa, mb, lnsb }) => {
+            scalar::logit_js_segment(p, q, (ma, lnsa, mb, lnsb)).map(Partial::Probs)
+        }
+        (Kernel::LogitsJs, _) => unreachable!("JS over logits needs the first pass's sums"),
     }
 }
 
@@ -498,7 +510,7 @@ fn exact_row<T: Element>(
         Err(bad) => Err(located(row, bad)),
         Ok(Partial::Probs(s)) => sums::finish_probs(req, &s, tol, row),
         Ok(Partial::Logits(s)) => {
-            match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F64)? {
+            match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F64, true)? {
                 LogitOutcome::Value(v) => Ok(v),
                 // Unreachable with f64 sums; NaN rather than a loop.
                 _ => Ok(f64::NAN),
@@ -512,8 +524,8 @@ fn exact_row<T: Element>(
 enum Follow {
     /// Probability sums far apart under `Normalize`: divide, then compute.
     Rescale,
-    /// Logits whose first-block reference was poor: read again with this one.
-    Reshift { ra: f64, rb: f64 },
+    /// Logits whose first-block shift was poor: read again with the row's ideal shift.
+    Reshift { hi: f64, lo: f64 },
     /// Only the exact f64 path gets this row within the bound.
     Exact,
 }
@@ -576,9 +588,9 @@ impl Finish for RowValues<'_> {
             }
             Ok(Partial::Probs(s)) => sums::finish_probs(req, &s, self.tol, row),
             Ok(Partial::Logits(s)) => {
-                match sums::finish_logits(req, &s, self.tol, row, self.eps)? {
+                match sums::finish_logits(req, &s, self.tol, row, self.eps, false)? {
                     LogitOutcome::Value(v) => Ok(v),
-                    LogitOutcome::Reshift { ra, rb } => self.later(row, Follow::Reshift { ra, rb }),
+                    LogitOutcome::Reshift { hi, lo } => self.later(row, Follow::Reshift { hi, lo }),
                     LogitOutcome::Exact => self.later(row, Follow::Exact),
                 }
             }

@@ -123,47 +123,37 @@ pub fn prob_segment<T: Element>(div: Divergence, p: &[T], q: &[T]) -> Result<Pro
     Ok(total)
 }
 
-/// The reference pair (ra, rb) of a row of logits: the maxima of its first block (of the
-/// whole row for a side with no finite value there; 0 for a side with none at all). Every
-/// path derives it the same way; when it turns out far from the row's maxima, the row is
-/// read again with those (see `sums::LogitOutcome::Reshift`). Either value is a value of its
-/// row (or 0), so it never exceeds that row's maximum.
-pub fn row_reference<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
-    let n = a.len().min(BLOCK);
+/// The largest finite values of each side (−inf for a side with none).
+fn finite_maxima<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
     let max = |v: &[T]| {
-        let finite_max = |v: &[T]| {
-            v.iter()
-                .map(|x| x.to_f64())
-                .filter(|x| x.is_finite())
-                .fold(f64::NEG_INFINITY, f64::max)
-        };
-        let m = finite_max(&v[..n]);
-        let m = if m.is_finite() { m } else { finite_max(v) };
-        if m.is_finite() {
-            m
-        } else {
-            0.0
-        }
+        v.iter()
+            .map(|x| x.to_f64())
+            .filter(|x| x.is_finite())
+            .fold(f64::NEG_INFINITY, f64::max)
     };
     (max(a), max(b))
 }
 
-/// The reference pair of a row at its maxima (finite values only): what the exact path and
-/// re-reads use.
-pub fn row_maxima<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
-    let max = |v: &[T]| {
-        let m = v
-            .iter()
-            .map(|x| x.to_f64())
-            .filter(|x| x.is_finite())
-            .fold(f64::NEG_INFINITY, f64::max);
-        if m.is_finite() {
-            m
-        } else {
-            0.0
-        }
-    };
-    (max(a), max(b))
+/// The shift c of a row of logits (see [`LogitSums`]): its first block's
+/// lse_a − lse_b = (ma − mb) + ln(sa/sb), close to the ideal shift of the whole row when the
+/// first block looks like the rest. Rows where it is not get re-read with their own ideal
+/// shift (`sums::LogitOutcome::Reshift`), so this only has to be cheap and deterministic.
+pub fn row_shift<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
+    let n = a.len().min(BLOCK);
+    let (ma, mb) = finite_maxima(&a[..n], &b[..n]);
+    if !(ma.is_finite() && mb.is_finite()) {
+        // No mass on a side in the first block: shift by the row's maxima.
+        return max_shift(a, b);
+    }
+    let sum = |v: &[T], m: f64| v.iter().map(|x| (x.to_f64() - m).exp()).sum::<f64>();
+    crate::sums::shift_from(ma, mb, (sum(&a[..n], ma) / sum(&b[..n], mb)).ln())
+}
+
+/// The shift by the row's maxima, c = ma − mb: what the exact path uses (within ln(cols) of
+/// the ideal shift, plenty for f64 sums).
+pub fn max_shift<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
+    let (ma, mb) = finite_maxima(a, b);
+    crate::sums::shift_from(ma, mb, 0.0)
 }
 
 /// e^(c − (ma − mb)) for a piece's sums: turns e^(b−mb) into e^(a−ma)·e^(−x).
@@ -180,40 +170,43 @@ fn psi_small(x: f64) -> f64 {
     }
 }
 
-/// Sums over one block of logits relative to the block's own maxima; `reference` is the
-/// row's (ra, rb), `None` on a row's first block, which then sets it.
+/// Sums over one block of logits relative to the block's own maxima; `shift` is the row's
+/// c, `None` on a row's first block, which then sets it.
 pub fn logit_block<T: Element>(
     a: &[T],
     b: &[T],
-    reference: &mut Option<(f64, f64)>,
+    shift: &mut Option<(f64, f64)>,
 ) -> Result<LogitSums, Bad> {
     let bad = |col, (side, kind)| Bad { side, kind, col };
     for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
         check_logit(x.to_f64(), Side::P).map_err(|e| bad(j, e))?;
         check_logit(y.to_f64(), Side::Q).map_err(|e| bad(j, e))?;
     }
-    let (ra, rb) = *reference.get_or_insert_with(|| row_reference(a, b));
-    let mut s = LogitSums::with_reference(ra, rb);
-    for (&x, &y) in a.iter().zip(b) {
-        s.ma = s.ma.max(x.to_f64());
-        s.mb = s.mb.max(y.to_f64());
-    }
-    // A side with no mass in this block is measured from the reference instead, so that g
-    // stays finite (its weights are 0 either way).
-    if s.ma == f64::NEG_INFINITY {
-        s.ma = ra;
-    }
-    if s.mb == f64::NEG_INFINITY {
-        s.mb = rb;
+    let (hi, lo) = *shift.get_or_insert_with(|| row_shift(a, b));
+    let mut s = LogitSums::with_shift(hi, lo);
+    (s.ma, s.mb) = finite_maxima(a, b);
+    match (s.ma.is_finite(), s.mb.is_finite()) {
+        (false, false) => return Ok(s),
+        // A side with no mass here is measured from the other side and the shift, so that
+        // g stays 1 (its weights are 0 either way; see `LogitSums`).
+        (false, true) => s.ma = s.mb + (hi + lo),
+        (true, false) => s.mb = s.ma - (hi + lo),
+        (true, true) => {}
     }
     let g = gamma(&s);
     for (&x, &y) in a.iter().zip(b) {
         logit_element(x.to_f64(), y.to_f64(), &mut s, g);
     }
+    // The ψ terms rest on g·wb = wa·e^−x: with g or 1/g over- or underflowing they are
+    // meaningless, and the row is finished in the plain form.
+    if s.shift_gap().is_nan() || s.shift_gap().abs() > 700.0 {
+        s.psi_a = f64::NAN;
+        s.psi_b = f64::NAN;
+    }
     Ok(s)
 }
 
-/// Add one logit pair to sums whose maxima and reference are already fixed; `g` = [`gamma`].
+/// Add one logit pair to sums whose maxima and shift are already fixed; `g` = [`gamma`].
 #[inline]
 pub fn logit_element(x: f64, y: f64, s: &mut LogitSums, g: f64) {
     let wa = if x == f64::NEG_INFINITY {
@@ -264,16 +257,16 @@ pub fn logit_element(x: f64, y: f64, s: &mut LogitSums, g: f64) {
 }
 
 /// Sums over a piece of a logits row. `b` is ignored for entropy (pass `a` again).
-/// `reference` is the row's pair, or `None` to take it from this piece's first block.
+/// `shift` is the row's c, or `None` to take it from this piece's first block.
 pub fn logit_segment<T: Element>(
     a: &[T],
     b: &[T],
-    reference: Option<(f64, f64)>,
+    shift: Option<(f64, f64)>,
 ) -> Result<LogitSums, Bad> {
-    let mut reference = reference;
+    let mut shift = shift;
     let mut total = LogitSums::default();
     for (bi, (ab, bb)) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate() {
-        let s = logit_block(ab, bb, &mut reference).map_err(|e| Bad {
+        let s = logit_block(ab, bb, &mut shift).map_err(|e| Bad {
             col: e.col + bi * BLOCK,
             ..e
         })?;
@@ -282,10 +275,75 @@ pub fn logit_segment<T: Element>(
     Ok(total)
 }
 
-/// A whole logits row on the exact path: referenced to its maxima, so the result needs no
+/// A whole logits row on the exact path: shifted by its maxima, so the f64 sums need no
 /// follow-up.
 pub fn logit_row_exact<T: Element>(a: &[T], b: &[T]) -> Result<LogitSums, Bad> {
-    logit_segment(a, b, Some(row_maxima(a, b)))
+    logit_segment(a, b, Some(max_shift(a, b)))
+}
+
+/// F(u) = (1+τ)ln(1+τ) + (1−τ)ln(1−τ), τ = tanh(u/2): the Jensen–Shannon term of one
+/// element is m·F(u) with m = (p+q)/2 and u = ln p − ln q, so an accurate u keeps every
+/// digit when p ≈ q (where the probabilities' own rounding would not).
+/// Near 0: F = u²·G(u²) (Taylor series); else F = 2(ln 2 − ln(1+e) − e|u|/(1+e)), e = e^−|u|.
+pub const JS_G: [f64; 9] = [
+    0.25,
+    -0.031_25,
+    0.003_472_222_222_222_222,
+    -3.689_236_111_111_111e-4,
+    3.844_246_031_746_032e-5,
+    -3.967_105_746_619_635e-6,
+    4.071_713_211_098_131_7e-7,
+    -4.165_175_591_615_678e-8,
+    4.251_465_901_724_481e-9,
+];
+
+/// F(u) of [`JS_G`] in f64.
+pub fn js_f(u: f64) -> f64 {
+    let a = u.abs();
+    if a <= 1.0 {
+        let v = u * u;
+        let mut g = 0.0;
+        for &c in JS_G.iter().rev() {
+            g = g * v + c;
+        }
+        return v * g;
+    }
+    let e = (-a).exp();
+    2.0 * (std::f64::consts::LN_2 - e.ln_1p() - e * a / (1.0 + e))
+}
+
+/// Jensen–Shannon sums (`main` = Σ m·F(u), `sp`, `sq`) over a piece of a logits row whose
+/// maxima and log-sums are known (`Transform::Softmax`): the second pass of JS over logits.
+pub fn logit_js_segment<T: Element>(
+    a: &[T],
+    b: &[T],
+    (ma, lnsa, mb, lnsb): (f64, f64, f64, f64),
+) -> Result<ProbSums, Bad> {
+    let (c_hi, c_lo) = crate::sums::shift_from(ma, mb, 0.0);
+    let mut out = ProbSums::default();
+    for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let (x, y) = (x.to_f64(), y.to_f64());
+        let bad = |(side, kind)| Bad { side, kind, col: j };
+        check_logit(x, Side::P).map_err(bad)?;
+        check_logit(y, Side::Q).map_err(bad)?;
+        let lp = (x - ma) - lnsa;
+        let lq = (y - mb) - lnsb;
+        let (p, q) = (lp.exp(), lq.exp());
+        out.sp += p;
+        out.sq += q;
+        out.main += match (x == f64::NEG_INFINITY, y == f64::NEG_INFINITY) {
+            (true, true) => 0.0,
+            // Disjoint support: the term is (p + q)·ln 2.
+            (true, false) | (false, true) => (p + q) * std::f64::consts::LN_2,
+            (false, false) => {
+                // u = ln p − ln q = (x − y − (ma − mb)) + (ln sb − ln sa), x − y exact.
+                let (d_hi, d_lo) = crate::sums::two_sum(x, -y);
+                let u = ((d_hi - c_hi) + (d_lo - c_lo)) + (lnsb - lnsa);
+                0.5 * (p + q) * js_f(u)
+            }
+        };
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -76,14 +76,28 @@ struct LogitRec {
     psi_b: f32,
     xerr_a: f32,
     xerr_b: f32,
-    ra: f32,
-    rb: f32,
-    c: f32,
+    c_hi: f32,
+    c_lo: f32,
+    na: u32,
+    nb: u32,
     q_zero: u32,
     p_zero: u32,
     bad: u32,
     psi_bad: u32,
-    _pad: [u32; 3],
+    _pad: [u32; 2],
+}
+
+/// shaders/logits_js.wgsl `JsRec`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct JsRec {
+    h: f32,
+    err: f32,
+    amu: f32,
+    sp: f32,
+    sq: f32,
+    bad: u32,
+    _pad: [u32; 2],
 }
 
 /// Where a call's inputs are: host slices, or GPU buffers the caller already filled
@@ -183,39 +197,69 @@ fn rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
+/// The adapter [`GpuEngine::new`] opens: Vulkan, Metal or DX12 (never GL, where wgpu falls
+/// back silently and which lacks what the kernels need), named like `KLDIV_ADAPTER` or
+/// `WGPU_ADAPTER_NAME` when set, discrete GPUs first.
+fn preferred_adapter() -> Result<wgpu::Adapter> {
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let instance = wgpu::Instance::new(desc);
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    let wanted = std::env::var("KLDIV_ADAPTER")
+        .or_else(|_| std::env::var("WGPU_ADAPTER_NAME"))
+        .ok()
+        .map(|s| s.to_lowercase());
+    let mut candidates: Vec<wgpu::Adapter> = adapters
+        .into_iter()
+        .filter(|a| {
+            let info = a.get_info();
+            info.backend != wgpu::Backend::Gl
+                && wanted
+                    .as_ref()
+                    .is_none_or(|w| info.name.to_lowercase().contains(w))
+        })
+        .collect();
+    candidates.sort_by_key(|a| rank(a.get_info().device_type));
+    candidates.into_iter().next().ok_or_else(|| {
+        Error::GpuUnavailable(match &wanted {
+            Some(w) => format!("no Vulkan/Metal/DX12 adapter named like {w:?}"),
+            None => "no Vulkan, Metal or DX12 adapter found (install a driver, e.g. \
+                     mesa-vulkan-drivers for lavapipe)"
+                .into(),
+        })
+    })
+}
+
+/// The adapter [`GpuEngine::new`] would open, described without opening a device (the
+/// scheduler's calibration key needs no more).
+pub fn preferred_adapter_info() -> Result<AdapterDescription> {
+    Ok(AdapterDescription::of(&preferred_adapter()?))
+}
+
+impl AdapterDescription {
+    fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        AdapterDescription {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            is_software: info.device_type == wgpu::DeviceType::Cpu,
+            max_storage_binding: limits.max_storage_buffer_binding_size,
+            max_buffer: limits.max_buffer_size,
+            timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+}
+
 impl GpuEngine {
     /// Open the preferred adapter. Honours `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
     /// `KLDIV_ADAPTER` (a substring of the adapter name). No adapter is an error, not a panic.
     pub fn new() -> Result<Self> {
-        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-        let instance = wgpu::Instance::new(desc);
-        let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
-        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
-        let wanted = std::env::var("KLDIV_ADAPTER")
-            .or_else(|_| std::env::var("WGPU_ADAPTER_NAME"))
-            .ok()
-            .map(|s| s.to_lowercase());
-        let mut candidates: Vec<wgpu::Adapter> = adapters
-            .into_iter()
-            .filter(|a| {
-                let info = a.get_info();
-                // GL lacks what the kernels rely on; it is where wgpu falls back silently.
-                info.backend != wgpu::Backend::Gl
-                    && wanted
-                        .as_ref()
-                        .is_none_or(|w| info.name.to_lowercase().contains(w))
-            })
-            .collect();
-        candidates.sort_by_key(|a| rank(a.get_info().device_type));
-        let adapter = candidates.into_iter().next().ok_or_else(|| {
-            Error::GpuUnavailable(match &wanted {
-                Some(w) => format!("no Vulkan/Metal/DX12 adapter named like {w:?}"),
-                None => "no Vulkan, Metal or DX12 adapter found (install a driver, e.g. \
-                         mesa-vulkan-drivers for lavapipe)"
-                    .into(),
-            })
-        })?;
-        Self::from_adapter(&adapter)
+        Self::from_adapter(&preferred_adapter()?)
     }
 
     /// Open a device on a chosen adapter.
@@ -234,19 +278,8 @@ impl GpuEngine {
             ..Default::default()
         }))
         .map_err(|e| Error::GpuUnavailable(format!("request_device failed: {e}")))?;
-        let info = adapter.get_info();
-        let desc = AdapterDescription {
-            name: info.name.clone(),
-            backend: format!("{:?}", info.backend),
-            device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info)
-                .trim()
-                .to_string(),
-            is_software: info.device_type == wgpu::DeviceType::Cpu,
-            max_storage_binding: alimits.max_storage_buffer_binding_size,
-            max_buffer: alimits.max_buffer_size,
-            timestamps: !features.is_empty(),
-        };
+        let mut desc = AdapterDescription::of(adapter);
+        desc.timestamps = !features.is_empty();
         Ok(Self::from_device(device, queue, desc))
     }
 
@@ -381,7 +414,7 @@ impl GpuEngine {
             .clone();
         let constants: Vec<(&str, f64)> = match key.file {
             KernelFile::Probs => vec![("DIV", key.div as f64), ("TRANSFORM", key.transform as f64)],
-            KernelFile::Logits => vec![],
+            KernelFile::Logits | KernelFile::LogitsJs => vec![],
         };
         let pipe = self
             .device
@@ -586,7 +619,7 @@ impl GpuEngine {
                     }
                     Some(Partial::Probs(s)) => sums::finish_probs(req, &s, tol, row)?,
                     Some(Partial::Logits(s)) => {
-                        match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F32)? {
+                        match sums::finish_logits(req, &s, tol, row, sums::SUMS_EPS_F32, true)? {
                             sums::LogitOutcome::Value(v) => v,
                             // The bound asks for more than these sums give: the exact path.
                             _ => {
@@ -608,6 +641,8 @@ impl GpuEngine {
             };
             let parts = self.run_pass(file, first, 0, None, src, rows, cols, &mut stats)?;
             let mut data = vec![[0f32; 4]; rows];
+            // The same in f64 (logits): what the kernel's roundings are measured against.
+            let mut logit_rows = vec![[0f64; 4]; rows];
             let mut fallback = vec![false; rows];
             for (row, part) in parts.iter().enumerate() {
                 match part {
@@ -619,13 +654,20 @@ impl GpuEngine {
                     Some(Partial::Logits(s)) => {
                         sums::check_logits(req, s, tol, row)?;
                         // Maxima are input values (exact in f32); ln of the sums is small.
-                        data[row] = [s.ma as f32, s.sa.ln() as f32, s.mb as f32, s.sb.ln() as f32];
+                        logit_rows[row] = [s.ma, s.sa.ln(), s.mb, s.sb.ln()];
+                        data[row] = logit_rows[row].map(|v| v as f32);
                     }
                 }
             }
-            let transform = if probs { 1 } else { 2 };
+            // Probabilities are rescaled (transform 1); logits go through the log-domain
+            // kernel of shaders/logits_js.wgsl.
+            let (file2, transform) = if probs {
+                (KernelFile::Probs, 1)
+            } else {
+                (KernelFile::LogitsJs, 0)
+            };
             let parts = self.run_pass(
-                KernelFile::Probs,
+                file2,
                 Divergence::JensenShannon,
                 transform,
                 Some(&data),
@@ -641,11 +683,19 @@ impl GpuEngine {
             };
             let mut out = Vec::with_capacity(rows);
             for (row, part) in parts.into_iter().enumerate() {
-                out.push(match part {
+                let value = match part {
                     Some(Partial::Probs(s)) if !fallback[row] => {
-                        sums::finish_probs(&second, &s, None, row)?
+                        let v = sums::finish_probs(&second, &s, None, row)?;
+                        let ok = probs
+                            || js_logits_bound(&s, &data[row], &logit_rows[row])
+                                <= sums::LOGIT_TARGET * v;
+                        ok.then_some(v)
                     }
-                    _ => {
+                    _ => None,
+                };
+                out.push(match value {
+                    Some(v) => v,
+                    None => {
                         stats.rows_on_cpu += 1;
                         exact(row)?
                     }
@@ -686,11 +736,8 @@ impl GpuEngine {
             Divergence::CrossEntropy => 4,
             Divergence::Entropy => 5,
         };
-        let short = file == KernelFile::Probs && cols <= SHORT_ROW;
-        let rec_size = match file {
-            KernelFile::Probs => std::mem::size_of::<ProbRec>(),
-            KernelFile::Logits => std::mem::size_of::<LogitRec>(),
-        } as u64;
+        let short = file != KernelFile::Logits && cols <= SHORT_ROW;
+        let rec_size = rec_size(file);
         // Chunks: whole rows when a row fits in one binding, else column ranges of one row.
         // (Bindings into a caller's buffer start at an aligned offset: leave room for it.)
         let max_elems = ((self.chunk_bytes - self.align) / esize) as usize;
@@ -819,10 +866,7 @@ impl GpuEngine {
 
         let segs = if short { 1 } else { ncols.div_ceil(SEG) };
         let nrec = (nrows * segs) as u64;
-        let rec_size = match file {
-            KernelFile::Probs => std::mem::size_of::<ProbRec>(),
-            KernelFile::Logits => std::mem::size_of::<LogitRec>(),
-        } as u64;
+        let rec_size = rec_size(file);
         let out_bytes = nrec * rec_size;
         let out = ensure(
             &self.device,
@@ -849,14 +893,15 @@ impl GpuEngine {
         }
         let split_row = ncols != cols;
         if file == KernelFile::Logits && split_row {
-            // A row split over chunks needs its reference pair in every chunk: take it on the
-            // host from the row's first block, as the CPU engine does.
+            // A row split over chunks needs its shift in every chunk: take it on the host
+            // from the row's first block, as the CPU engine does.
             let n = cols.min(crate::cpu::scalar::BLOCK);
             let (pr, qr) = self.host_row(src, r0, cols, 0, n)?;
-            let (ra, rb) = crate::cpu::scalar::row_reference(&pr, &qr);
-            let (ra, rb) = (ra as f32, rb as f32);
+            let (hi, lo) = crate::cpu::scalar::row_shift(&pr, &qr);
+            let c_hi = hi as f32;
+            let c_lo = ((hi - c_hi as f64) + lo) as f32;
             self.queue
-                .write_buffer(&rd, 0, bytemuck::cast_slice(&[ra, rb, ra - rb, 0.0]));
+                .write_buffer(&rd, 0, bytemuck::cast_slice(&[c_hi, c_lo, 0.0, 0.0]));
         }
 
         let mut passes: Vec<(PipeKey, usize)> = vec![];
@@ -1078,6 +1123,30 @@ impl GpuEngine {
                         }
                     }
                 }
+                KernelFile::LogitsJs => {
+                    let recs: &[JsRec] = bytemuck::cast_slice(&view);
+                    for r in 0..nrows {
+                        let row = r0 + r;
+                        for rec in &recs[r * segs..(r + 1) * segs] {
+                            if rec.bad != 0 {
+                                flagged[row] = true;
+                            }
+                            // main = Σ m·F(u); main2 and diff carry the rounding bound's
+                            // pieces to `run` (see `js_logits_bound`).
+                            let s = ProbSums {
+                                main: rec.h as f64,
+                                main2: rec.err as f64,
+                                sp: rec.sp as f64,
+                                sq: rec.sq as f64,
+                                diff: rec.amu as f64,
+                            };
+                            match &mut parts[row] {
+                                Some(Partial::Probs(acc)) => acc.merge(&s),
+                                slot => *slot = Some(Partial::Probs(s)),
+                            }
+                        }
+                    }
+                }
                 KernelFile::Logits => {
                     let recs: &[LogitRec] = bytemuck::cast_slice(&view);
                     for r in 0..nrows {
@@ -1121,6 +1190,29 @@ fn add_ns(stats: &mut CallStats, ns: Option<u64>) {
     if let Some(ns) = ns {
         *stats.kernel_ns.get_or_insert(0) += ns;
     }
+}
+
+/// A bound on what rounding costs a Jensen–Shannon-over-logits row on the GPU. Each element's
+/// u is off by its own δ (bounded in the kernel) plus the rounding δc of the kernel's f32 row
+/// constants c = ma − mb and l = ln sb − ln sa; F changes by at most ½(|u| + |Δu|)·|Δu| for
+/// a change Δu of its argument, and JS = ½ Σ m·F. From the kernel: `main2` = Σ m·δ·(|u| + 2δ),
+/// `diff` = Σ m·|u|; Σ m = (Σp + Σq)/2.
+fn js_logits_bound(s: &ProbSums, data32: &[f32; 4], exact: &[f64; 4]) -> f64 {
+    let c32 = (data32[0] - data32[2]) as f64;
+    let l32 = (data32[3] - data32[1]) as f64;
+    let dc = ((exact[0] - exact[2]) - c32).abs() + ((exact[3] - exact[1]) - l32).abs();
+    let sum_m = 0.5 * (s.sp + s.sq);
+    let f_err = 0.5 * (s.main2 + dc * s.diff + 2.0 * dc * dc * sum_m);
+    0.5 * f_err + sums::SUMS_EPS_F32 * s.main
+}
+
+/// Bytes of one record of a kernel file.
+fn rec_size(file: KernelFile) -> u64 {
+    (match file {
+        KernelFile::Probs => std::mem::size_of::<ProbRec>(),
+        KernelFile::Logits => std::mem::size_of::<LogitRec>(),
+        KernelFile::LogitsJs => std::mem::size_of::<JsRec>(),
+    }) as u64
 }
 
 /// Grow-only buffer: reuse `slot` if it is big enough.
@@ -1183,11 +1275,13 @@ fn logit_sums(r: &LogitRec) -> LogitSums {
         }
     };
     let psi = |v: f32| if r.psi_bad != 0 { f64::NAN } else { v as f64 };
+    // Elements at the maximum are counted apart from the rest of the sum.
+    let (sa, sb) = (r.na as f64 + r.sa as f64, r.nb as f64 + r.sb as f64);
     LogitSums {
-        ma: m(r.ma, r.sa),
-        mb: m(r.mb, r.sb),
-        sa: r.sa as f64,
-        sb: r.sb as f64,
+        ma: m(r.ma, sa as f32),
+        mb: m(r.mb, sb as f32),
+        sa,
+        sb,
         ea: r.ea as f64,
         eb: r.eb as f64,
         xa: r.xa as f64,
@@ -1198,11 +1292,9 @@ fn logit_sums(r: &LogitRec) -> LogitSums {
         psi_b: psi(r.psi_b),
         xerr_a: r.xerr_a as f64,
         xerr_b: r.xerr_b as f64,
-        ra: r.ra as f64,
-        rb: r.rb as f64,
-        // The shift as the kernel used it (ra − rb rounded to f32).
-        shift_hi: r.c as f64,
-        shift_lo: 0.0,
+        // The shift as the kernel subtracted it.
+        shift_hi: r.c_hi as f64,
+        shift_lo: r.c_lo as f64,
         q_zero: r.q_zero as u64,
         p_zero: r.p_zero as u64,
     }

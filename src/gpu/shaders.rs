@@ -8,6 +8,8 @@ use crate::Dtype;
 pub enum KernelFile {
     Probs,
     Logits,
+    /// Jensen–Shannon over logits, second pass (maxima and log-sums known).
+    LogitsJs,
 }
 
 const MATH: &str = include_str!("../../shaders/shared/math.wgsl");
@@ -17,6 +19,7 @@ const LOAD_F16: &str = include_str!("../../shaders/shared/load_f16.wgsl");
 const LOAD_BF16: &str = include_str!("../../shaders/shared/load_bf16.wgsl");
 const PROBS: &str = include_str!("../../shaders/probs.wgsl");
 const LOGITS: &str = include_str!("../../shaders/logits.wgsl");
+const LOGITS_JS: &str = include_str!("../../shaders/logits_js.wgsl");
 
 /// Element types the GPU reads natively (f64 is narrowed to f32 on the host).
 #[cfg(test)]
@@ -32,6 +35,7 @@ pub fn source(file: KernelFile, dtype: Dtype) -> String {
     let kernel = match file {
         KernelFile::Probs => PROBS,
         KernelFile::Logits => LOGITS,
+        KernelFile::LogitsJs => LOGITS_JS,
     };
     [MATH, load, LAYOUT, kernel].join("\n")
 }
@@ -44,7 +48,7 @@ mod tests {
     /// machine without any GPU.
     #[test]
     fn every_variant_validates_with_naga() {
-        for file in [KernelFile::Probs, KernelFile::Logits] {
+        for file in [KernelFile::Probs, KernelFile::Logits, KernelFile::LogitsJs] {
             for dtype in GPU_DTYPES {
                 let src = source(file, dtype);
                 let module = naga::front::wgsl::parse_str(&src)

@@ -383,8 +383,10 @@ impl TensorFile {
         let size = self.stored.size_bytes();
         let n = (r1 - r0) * self.cols;
         let native = self.stored.compute_type() == T::DTYPE && !self.stored.is_integer();
-        if !self.fortran || self.shape.len() <= 1 || self.cols == 1 {
-            // Row-major runs (a 1-D or one-column Fortran array is laid out the same).
+        let row_major =
+            !self.fortran || self.shape.len() <= 1 || (self.shape.len() == 2 && self.cols == 1);
+        if row_major {
+            // Row-major runs (a 1-D or n×1 Fortran array is laid out the same).
             let start = self.data_start + r0 * self.cols * size;
             let bytes = &self.map[start..start + n * size];
             if native && !self.big_endian {

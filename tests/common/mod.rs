@@ -2,6 +2,8 @@
 //! definitions, sharing no code with the library.
 #![allow(dead_code)]
 
+pub mod files;
+
 /// SplitMix64: small, seeded, good enough for test data.
 pub struct Rng(u64);
 
