@@ -758,6 +758,34 @@ mod tests {
     }
 
     #[test]
+    fn a_plausible_cache_is_used_without_opening_the_gpu() {
+        let dir = std::env::temp_dir().join(format!("kldiv-cal-{}", std::process::id()));
+        let path = dir.join("calibration");
+        let e = Engine::with_mode(DeviceMode::Auto);
+        let mut c = cal(2e9, 1e9, true);
+        c.key = e.key();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, c.to_text()).unwrap();
+        assert_eq!(e.calibrate_cached(&path), c);
+        // The key comes from the adapter's description: no device was created for it.
+        #[cfg(feature = "gpu")]
+        assert!(!e.gpu_opened());
+        // Timings that disagreed (a loaded machine) are measured again, and the cache
+        // rewritten with the new measurement.
+        c.spread = 5.0;
+        std::fs::write(&path, c.to_text()).unwrap();
+        let e = Engine::with_mode(DeviceMode::Auto);
+        let fresh = e.calibrate_cached(&path);
+        assert_ne!(fresh.spread, 5.0);
+        assert_eq!(fresh.key, c.key);
+        let saved = Calibration::from_text(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(saved, fresh);
+        // A cache from before the spread was recorded counts as implausible.
+        let old = c.to_text().replace("spread 5e0\n", "");
+        assert_eq!(Calibration::from_text(&old).unwrap().spread, f64::INFINITY);
+    }
+
+    #[test]
     fn device_mode_parses() {
         assert_eq!("GPU".parse::<DeviceMode>().unwrap(), DeviceMode::Gpu);
         assert!("tpu".parse::<DeviceMode>().is_err());

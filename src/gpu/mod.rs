@@ -201,9 +201,12 @@ fn rank(t: wgpu::DeviceType) -> u8 {
 /// back silently and which lacks what the kernels need), named like `KLDIV_ADAPTER` or
 /// `WGPU_ADAPTER_NAME` when set, discrete GPUs first.
 fn preferred_adapter() -> Result<wgpu::Adapter> {
-    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    // GL is never taken, so it is not even loaded (its EGL probing prints warnings and is
+    // one more driver that can fail); WGPU_BACKEND still decides when set.
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all() - wgpu::Backends::GL);
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
     let instance = wgpu::Instance::new(desc);
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     let adapters = pollster::block_on(instance.enumerate_adapters(backends));
     let wanted = std::env::var("KLDIV_ADAPTER")
         .or_else(|_| std::env::var("WGPU_ADAPTER_NAME"))
