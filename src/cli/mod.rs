@@ -240,3 +240,21 @@ fn info() -> Result<(), Failure> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_errors_become_one_line() {
+        let wgpu_style = "Validation Error\n\nCaused by:\n    In Device::create_buffer\n      Not enough memory left.\n";
+        assert_eq!(
+            one_line(wgpu_style),
+            "Validation Error; In Device::create_buffer; Not enough memory left."
+        );
+        let e = kldiv::Error::GpuUnavailable("request_device failed: x".into());
+        let f = Failure::from(e);
+        assert_eq!(f.code, 1);
+        assert_eq!(f.message.matches("no usable GPU").count(), 1);
+    }
+}
