@@ -1,0 +1,490 @@
+//! The `kldiv` binary end to end, on files the tests write.
+
+#[path = "../../kldiv/tests/common/mod.rs"]
+mod common;
+use common::files::{self, f32_npy, tmp, write_npy, write_safetensors};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kldiv"))
+}
+
+/// `kldiv compare P Q --input logits --json`.
+fn compare_logits(p: &str, q: &str) -> std::process::Output {
+    bin()
+        .args(["compare", p, q, "--input", "logits", "--json"])
+        .output()
+        .unwrap()
+}
+
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kldiv ARGS…`, which must succeed.
+fn run_ok(args: &[&str]) -> std::process::Output {
+    let out = bin().args(args).output().unwrap();
+    assert_success(&out);
+    out
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert_success(out);
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+fn read_f64_npy(path: &Path) -> Vec<f64> {
+    files::read_f64_npy(path).1
+}
+
+#[test]
+fn compare_summarises_and_writes_per_row_values() {
+    let mut rng = Rng::new(21);
+    let (rows, cols) = (50, 300);
+    let (p, q) = prob_pair(&mut rng, rows, cols, 0.3);
+    let (pf, qf) = (to_f32(&p), to_f32(&q));
+    let (pp, qp, op) = (tmp("p.npy"), tmp("q.npy"), tmp("out.npy"));
+    f32_npy(&pp, rows, cols, &pf);
+    f32_npy(&qp, rows, cols, &qf);
+    let out = bin()
+        .args([
+            "compare",
+            pp.to_str().unwrap(),
+            qp.to_str().unwrap(),
+            "--json",
+            "--out",
+            op.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let j = json(&out);
+    let want: Vec<f64> = pf
+        .chunks(cols)
+        .zip(qf.chunks(cols))
+        .map(|(a, b)| reference(Div::Kl, Form::Probs, &to_f64(a), &to_f64(b), false))
+        .collect();
+    let mean = want.iter().sum::<f64>() / rows as f64;
+    assert_eq!(j["rows"], rows);
+    assert_eq!(j["cols"], cols);
+    assert!((j["mean"].as_f64().unwrap() - mean).abs() <= 1e-5 * mean);
+    let max = want.iter().cloned().fold(0.0, f64::max);
+    assert!((j["max"].as_f64().unwrap() - max).abs() <= 1e-5 * max);
+    assert_eq!(j["max_row"], want.iter().position(|&v| v == max).unwrap());
+    for key in ["std", "sem", "median", "min", "percentiles"] {
+        assert!(!j[key].is_null(), "{key}");
+    }
+    let per_row = read_f64_npy(&op);
+    assert_eq!(per_row.len(), rows);
+    for (g, w) in per_row.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * w);
+    }
+    // The human table names the statistics.
+    let out = bin()
+        .args(["compare", pp.to_str().unwrap(), qp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in ["mean", "std", "min", "median", "max"] {
+        assert!(text.contains(word), "{text}");
+    }
+}
+
+#[test]
+fn dtypes_layouts_and_byte_orders() {
+    // One 2×3 logits pair stored six ways must give the same answer.
+    let a = [1.0f32, 2.0, 3.0, 0.5, -1.0, 2.0];
+    let b = [1.5f32, 2.0, 2.0, 0.0, -1.0, 2.5];
+    let run = |pa: &Path, pb: &Path| -> f64 {
+        let out = compare_logits(pa.to_str().unwrap(), pb.to_str().unwrap());
+        json(&out)["mean"].as_f64().unwrap()
+    };
+    let (p1, q1) = (tmp("a32.npy"), tmp("b32.npy"));
+    f32_npy(&p1, 2, 3, &a);
+    f32_npy(&q1, 2, 3, &b);
+    let base = run(&p1, &q1);
+    let want: f64 = (0..2)
+        .map(|r| {
+            reference_logits_kl(
+                &a[r * 3..r * 3 + 3]
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect::<Vec<_>>(),
+                &b[r * 3..r * 3 + 3]
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .sum::<f64>()
+        / 2.0;
+    assert!((base - want).abs() < 1e-6 * want);
+
+    let write = |name: &str, descr: &str, fortran: bool, v: &[f32]| -> PathBuf {
+        let path = tmp(name);
+        let order: Vec<f32> = if fortran {
+            (0..3)
+                .flat_map(|j| (0..2).map(move |i| (i, j)))
+                .map(|(i, j)| v[i * 3 + j])
+                .collect()
+        } else {
+            v.to_vec()
+        };
+        let data: Vec<u8> = match descr {
+            "<f8" => order
+                .iter()
+                .flat_map(|&x| (x as f64).to_le_bytes())
+                .collect(),
+            ">f4" => order.iter().flat_map(|x| x.to_be_bytes()).collect(),
+            "<f2" => order
+                .iter()
+                .flat_map(|&x| kldiv::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            _ => order.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        let f = if fortran { "True" } else { "False" };
+        write_npy(
+            &path,
+            &format!("{{'descr': '{descr}', 'fortran_order': {f}, 'shape': (2, 3), }}"),
+            &data,
+        );
+        path
+    };
+    for (descr, fortran) in [
+        ("<f8", false),
+        (">f4", false),
+        ("<f4", true),
+        ("<f2", false),
+    ] {
+        let pa = write(
+            &format!("a{descr}{fortran}.npy").replace(['<', '>'], "_"),
+            descr,
+            fortran,
+            &a,
+        );
+        let pb = write(
+            &format!("b{descr}{fortran}.npy").replace(['<', '>'], "_"),
+            descr,
+            fortran,
+            &b,
+        );
+        let got = run(&pa, &pb);
+        assert!(
+            (got - base).abs() <= 1e-6 * base,
+            "{descr} fortran={fortran}: {got} vs {base}"
+        );
+    }
+    // A 1-D file is one row.
+    let (p, q) = (tmp("p1d.npy"), tmp("q1d.npy"));
+    let d = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    write_npy(
+        &p,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }",
+        &d(&a[..3]),
+    );
+    write_npy(
+        &q,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }",
+        &d(&b[..3]),
+    );
+    let out = compare_logits(p.to_str().unwrap(), q.to_str().unwrap());
+    assert_eq!(json(&out)["rows"], 1);
+}
+
+fn expect_fail(args: &[&str], code: i32, needles: &[&str]) {
+    let out = bin().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "args {args:?}: stderr {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_input_exits_2_naming_file_row_and_column() {
+    let (rows, cols) = (4, 10);
+    let mut p = vec![0.1f32; rows * cols];
+    let q = p.clone();
+    p[2 * cols + 7] = f32::NAN;
+    let (pp, qp) = (tmp("nan_p.npy"), tmp("nan_q.npy"));
+    f32_npy(&pp, rows, cols, &p);
+    f32_npy(&qp, rows, cols, &q);
+    expect_fail(
+        &["compare", pp.to_str().unwrap(), qp.to_str().unwrap()],
+        2,
+        &["nan_p.npy", "row 2", "column 7", "NaN"],
+    );
+    // Negative probability in Q.
+    let mut q2 = q.clone();
+    q2[5] = -0.1;
+    let q2p = tmp("neg_q.npy");
+    f32_npy(&q2p, rows, cols, &q2);
+    expect_fail(
+        &["compare", qp.to_str().unwrap(), q2p.to_str().unwrap()],
+        2,
+        &["neg_q.npy", "row 0", "column 5", "negative"],
+    );
+    // Shape mismatch.
+    let other = tmp("other.npy");
+    f32_npy(&other, 5, 8, &[0.125; 40]);
+    expect_fail(
+        &["compare", qp.to_str().unwrap(), other.to_str().unwrap()],
+        2,
+        &["shape mismatch"],
+    );
+    // Rows that do not sum to 1.
+    let half = tmp("half.npy");
+    f32_npy(&half, rows, cols, &vec![0.05; rows * cols]);
+    expect_fail(
+        &["compare", half.to_str().unwrap(), qp.to_str().unwrap()],
+        2,
+        &["half.npy", "sums to"],
+    );
+    let out = bin()
+        .args([
+            "compare",
+            half.to_str().unwrap(),
+            qp.to_str().unwrap(),
+            "--normalize",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out)["mean"], 0.0);
+}
+
+#[test]
+fn malformed_files_and_usage_errors() {
+    let good = tmp("good.npy");
+    f32_npy(&good, 1, 2, &[0.5, 0.5]);
+    let g = good.to_str().unwrap();
+    // Header promises more data than the file holds.
+    let lying = tmp("lying.npy");
+    write_npy(
+        &lying,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000), }",
+        &[0; 8],
+    );
+    expect_fail(
+        &["compare", lying.to_str().unwrap(), g],
+        2,
+        &["lying.npy", "truncated"],
+    );
+    // Absurd shapes overflow.
+    let huge = tmp("huge.npy");
+    write_npy(
+        &huge,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 4), }",
+        &[0; 8],
+    );
+    expect_fail(&["compare", huge.to_str().unwrap(), g], 2, &["huge.npy"]);
+    // Unsupported dtype, garbage, missing file, wrong extension.
+    let complex = tmp("complex.npy");
+    write_npy(
+        &complex,
+        "{'descr': '<c8', 'fortran_order': False, 'shape': (1, 2), }",
+        &[0; 16],
+    );
+    expect_fail(
+        &["compare", complex.to_str().unwrap(), g],
+        2,
+        &["complex.npy", "dtype"],
+    );
+    let junk = tmp("junk.npy");
+    std::fs::write(&junk, b"hello world, not numpy").unwrap();
+    expect_fail(&["compare", junk.to_str().unwrap(), g], 2, &["junk.npy"]);
+    expect_fail(
+        &["compare", "/nonexistent/p.npy", g],
+        2,
+        &["/nonexistent/p.npy"],
+    );
+    expect_fail(&["compare", g], 2, &[]);
+    expect_fail(&["compare", g, g, "--divergence", "nope"], 2, &[]);
+}
+
+#[test]
+fn bench_quick_runs_one_workload() {
+    let csv = tmp("bench.csv");
+    run_ok(&[
+        "bench",
+        "--quick",
+        "--shapes",
+        "W2",
+        "--repeat",
+        "1",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.lines().count() >= 3 && text.contains("W2"), "{text}");
+}
+
+/// A .safetensors file from (name, dtype, shape, raw bytes).
+#[test]
+fn safetensors_every_dtype_named_tensors_and_higher_rank() {
+    let mut rng = Rng::new(22);
+    // [batch 2, seq 3, vocab 50] logits: 6 rows.
+    let (a, b) = logit_pair(&mut rng, 6, 50, 0.4);
+    let want: f64 = (0..6)
+        .map(|r| {
+            reference_logits_kl(
+                &a[r * 50..(r + 1) * 50]
+                    .iter()
+                    .map(|&x| x as f32 as f64)
+                    .collect::<Vec<_>>(),
+                &b[r * 50..(r + 1) * 50]
+                    .iter()
+                    .map(|&x| x as f32 as f64)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .sum::<f64>()
+        / 6.0;
+    let f32b = |v: &[f64]| {
+        v.iter()
+            .flat_map(|&x| (x as f32).to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let both = tmp("evals.safetensors");
+    write_safetensors(
+        &both,
+        &[
+            ("base", "F32", vec![2, 3, 50], f32b(&a)),
+            ("quant", "F32", vec![2, 3, 50], f32b(&b)),
+        ],
+    );
+    let spec = |n: &str| format!("{}:{n}", both.display());
+    let out = compare_logits(&spec("base"), &spec("quant"));
+    let j = json(&out);
+    assert_eq!(j["rows"], 6);
+    assert_eq!(j["cols"], 50);
+    assert!((j["mean"].as_f64().unwrap() - want).abs() <= 1e-5 * want);
+    let same_top = j["same_top"].as_f64().unwrap();
+    let agree = (0..6)
+        .filter(|&r| {
+            let am = |v: &[f64]| {
+                v.iter()
+                    .enumerate()
+                    .fold((0, f64::NEG_INFINITY), |m, (i, &x)| {
+                        if (x as f32 as f64) > m.1 {
+                            (i, x as f32 as f64)
+                        } else {
+                            m
+                        }
+                    })
+                    .0
+            };
+            am(&a[r * 50..(r + 1) * 50]) == am(&b[r * 50..(r + 1) * 50])
+        })
+        .count();
+    assert!((same_top - agree as f64 / 6.0).abs() < 1e-12);
+    assert!(j["same_top_sem"].as_f64().is_some());
+    // One tensor per file: no name needed; f16 and bf16.
+    for (dt, enc) in [
+        (
+            "F16",
+            (|x: f64| kldiv::f16::from_f64(x).to_le_bytes()) as fn(f64) -> [u8; 2],
+        ),
+        ("BF16", |x: f64| kldiv::bf16::from_f64(x).to_le_bytes()),
+    ] {
+        let (pa, pb) = (
+            tmp(&format!("a_{dt}.safetensors")),
+            tmp(&format!("b_{dt}.safetensors")),
+        );
+        write_safetensors(
+            &pa,
+            &[(
+                "x",
+                dt,
+                vec![6, 50],
+                a.iter().flat_map(|&x| enc(x)).collect(),
+            )],
+        );
+        write_safetensors(
+            &pb,
+            &[(
+                "x",
+                dt,
+                vec![6, 50],
+                b.iter().flat_map(|&x| enc(x)).collect(),
+            )],
+        );
+        let out = compare_logits(pa.to_str().unwrap(), pb.to_str().unwrap());
+        let got = json(&out)["mean"].as_f64().unwrap();
+        assert!((got - want).abs() <= 0.05 * want, "{dt}: {got} vs {want}");
+    }
+    // Errors: two tensors and no name; unknown name; integer dtype; garbage.
+    expect_fail(
+        &["compare", both.to_str().unwrap(), &spec("quant")],
+        2,
+        &["evals.safetensors", "name one", "base, quant"],
+    );
+    expect_fail(
+        &["compare", &spec("nope"), &spec("quant")],
+        2,
+        &["no tensor named \"nope\""],
+    );
+    let bools = tmp("bools.safetensors");
+    write_safetensors(&bools, &[("x", "BOOL", vec![1, 2], vec![0; 2])]);
+    expect_fail(
+        &["compare", bools.to_str().unwrap(), bools.to_str().unwrap()],
+        2,
+        &["bools.safetensors", "dtype"],
+    );
+    let junk = tmp("junk.safetensors");
+    std::fs::write(&junk, [255u8; 64]).unwrap();
+    expect_fail(
+        &["compare", junk.to_str().unwrap(), junk.to_str().unwrap()],
+        2,
+        &["junk.safetensors"],
+    );
+    let lying = tmp("lying.safetensors");
+    write_safetensors(&lying, &[("x", "F32", vec![1000, 1000], vec![0; 16])]);
+    expect_fail(
+        &["compare", lying.to_str().unwrap(), lying.to_str().unwrap()],
+        2,
+        &["lying.safetensors"],
+    );
+}
+
+/// Inputs larger than one block stream through in pieces and still give every row.
+#[test]
+fn large_inputs_stream_in_blocks() {
+    // 70 rows × 262,144 f32 columns = 70 MiB per input: two blocks of 64 MiB.
+    let (rows, cols) = (70, 262_144);
+    let p: Vec<f32> = (0..rows * cols).map(|i| 1.0 + (i % 7) as f32).collect();
+    let q: Vec<f32> = (0..rows * cols).map(|i| 1.0 + (i % 5) as f32).collect();
+    let (pp, qp, op) = (tmp("big_p.npy"), tmp("big_q.npy"), tmp("big_out.npy"));
+    f32_npy(&pp, rows, cols, &p);
+    f32_npy(&qp, rows, cols, &q);
+    run_ok(&[
+        "compare",
+        pp.to_str().unwrap(),
+        qp.to_str().unwrap(),
+        "--normalize",
+        "--quiet",
+        "--out",
+        op.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let v = read_f64_npy(&op);
+    assert_eq!(v.len(), rows);
+    for r in [0, 35, 63, 64, 69] {
+        let (a, b) = (&p[r * cols..(r + 1) * cols], &q[r * cols..(r + 1) * cols]);
+        let want = reference(Div::Kl, Form::Probs, &to_f64(a), &to_f64(b), true);
+        assert!(
+            (v[r] - want).abs() <= 1e-5 * want,
+            "row {r}: {} vs {want}",
+            v[r]
+        );
+    }
+    std::fs::remove_file(&pp).ok();
+    std::fs::remove_file(&qp).ok();
+}

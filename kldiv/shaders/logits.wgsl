@@ -1,0 +1,325 @@
+// Logits and log-probabilities: per-segment sums of src/sums.rs (LogitSums), the twin of
+// the CPU's logit kernel. −inf means probability 0 and is handled by bit tests; NaN, +inf
+// and |x| > 1e30 set `bad`.
+//
+// x = a − b − c is formed in plain f32 (compensated sums are not reliable in WGSL); instead
+// each element's rounding is bounded from the exponents (`sub_err`) and summed into xerr_*,
+// and the host re-reads rows whose bound is too large for the accuracy target.
+// Uses: SHIFT_COLS, NO_MAX (src/gpu/shaders.rs), exp_nonpos, ln_pos, sub_err,
+// weighted_psi, logit_ok, is_neg_inf. `LogitRec` is mirrored by src/gpu/records.rs.
+
+struct LogitRec {
+    ma: f32,
+    mb: f32,
+    sa: f32,
+    sb: f32,
+    ea: f32,
+    eb: f32,
+    xa: f32,
+    xb: f32,
+    ax_a: f32,
+    ax_b: f32,
+    psi_a: f32,
+    psi_b: f32,
+    xerr_a: f32,
+    xerr_b: f32,
+    // The row's shift c = c_hi + c_lo, as this kernel subtracted it.
+    c_hi: f32,
+    c_lo: f32,
+    // Elements at the maximum weigh exactly 1: sa, sb hold the rest, these count them, so
+    // that f32 keeps the rest to its own precision (ln Σ of a peaked row needs it).
+    na: u32,
+    nb: u32,
+    q_zero: u32,
+    p_zero: u32,
+    bad: u32,
+    psi_bad: u32, // the ψ terms could not be formed somewhere in this segment
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(2) var<storage, read_write> out: array<LogitRec>;
+
+
+// The row's shift from its first block: c = (ma − mb) + ln(sa/sb) over its first 512
+// columns (src/cpu/scalar.rs `row_shift`), as (c_hi, c_lo); (0, 0) when a side has no
+// finite value there. One thread per row, run on the dispatch holding column 0.
+@compute @workgroup_size(WG)
+fn shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid) * WG + lid;
+    if (row >= params.rows) {
+        return;
+    }
+    var ma = NO_MAX;
+    var mb = NO_MAX;
+    var fa = false;
+    var fb = false;
+    let n = min(params.cols, SHIFT_COLS);
+    for (var c = 0u; c < n; c++) {
+        let x = load_p(elem(row, c));
+        let y = load_q(elem(row, c));
+        if (logit_ok(x)) {
+            ma = max(ma, x);
+            fa = true;
+        }
+        if (logit_ok(y)) {
+            mb = max(mb, y);
+            fb = true;
+        }
+    }
+    var shift = vec4<f32>(0.0);
+    if (fa && fb) {
+        var sa = 0.0;
+        var sb = 0.0;
+        for (var c = 0u; c < n; c++) {
+            let x = load_p(elem(row, c));
+            let y = load_q(elem(row, c));
+            if (logit_ok(x)) {
+                sa += exp_nonpos(x - ma);
+            }
+            if (logit_ok(y)) {
+                sb += exp_nonpos(y - mb);
+            }
+        }
+        shift = vec4<f32>(ma - mb, ln_pos(sa) - ln_pos(sb), 0.0, 0.0);
+    }
+    row_data[params.row0 + row] = shift;
+}
+
+fn rec_empty(r: vec4<f32>) -> LogitRec {
+    return LogitRec(NO_MAX, NO_MAX, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                    r.x, r.y, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
+}
+
+// e^(m − m_new), for moving sums onto another maximum: 0 from "no maximum"; above 1 only for
+// a side without mass measured from a stand-in maximum (see `rows_wg`).
+fn factor(m: f32, m_new: f32) -> f32 {
+    if (m <= NO_MAX) {
+        return 0.0;
+    }
+    let d = m - m_new;
+    if (d <= 0.0) {
+        return exp_nonpos(d);
+    }
+    return 1.0 / exp_nonpos(-min(d, 80.0));
+}
+
+// v·k with 0·k = 0 for any k.
+fn scaled(v: f32, k: f32) -> f32 {
+    return select(v * k, 0.0, v == 0.0);
+}
+
+// Σ w·(v − m) moved onto max m_new: Σ w(v − m_new) = Σ w(v − m) + (m − m_new)·Σ w.
+fn moved(e: f32, m: f32, m_new: f32, s: f32) -> f32 {
+    if (s == 0.0) {
+        return e;
+    }
+    return e + (m - m_new) * s;
+}
+
+// The merged maximum: the larger of the pieces that have mass on this side.
+fn top(m1: f32, s1: f32, m2: f32, s2: f32) -> f32 {
+    if (s1 > 0.0 && !(s2 > 0.0)) {
+        return m1;
+    }
+    if (s2 > 0.0 && !(s1 > 0.0)) {
+        return m2;
+    }
+    return max(m1, m2);
+}
+
+struct Counted {
+    n: u32,
+    rest: f32,
+}
+
+// A side's (count at the maximum, rest) merged onto maximum m: a piece whose maximum is
+// below m joins the rest, scaled.
+fn merge_counted(an: u32, ar: f32, am: f32, x: f32, bn: u32, br: f32, bm: f32, y: f32, m: f32) -> Counted {
+    var n = 0u;
+    var rest = 0.0;
+    if (bitcast<u32>(am) == bitcast<u32>(m)) {
+        n += an;
+        rest += ar;
+    } else {
+        rest += scaled(f32(an) + ar, x);
+    }
+    if (bitcast<u32>(bm) == bitcast<u32>(m)) {
+        n += bn;
+        rest += br;
+    } else {
+        rest += scaled(f32(bn) + br, y);
+    }
+    return Counted(n, rest);
+}
+
+fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
+    var r = a;
+    let sa_a = f32(a.na) + a.sa;
+    let sa_b = f32(b.na) + b.sa;
+    let sb_a = f32(a.nb) + a.sb;
+    let sb_b = f32(b.nb) + b.sb;
+    r.ma = top(a.ma, sa_a, b.ma, sa_b);
+    r.mb = top(a.mb, sb_a, b.mb, sb_b);
+    let xa = factor(a.ma, r.ma);
+    let ya = factor(b.ma, r.ma);
+    let xb = factor(a.mb, r.mb);
+    let yb = factor(b.mb, r.mb);
+    r.ea = scaled(moved(a.ea, a.ma, r.ma, sa_a), xa) + scaled(moved(b.ea, b.ma, r.ma, sa_b), ya);
+    r.eb = scaled(moved(a.eb, a.mb, r.mb, sa_a), xa) + scaled(moved(b.eb, b.mb, r.mb, sa_b), ya);
+    let ca = merge_counted(a.na, a.sa, a.ma, xa, b.na, b.sa, b.ma, ya, r.ma);
+    r.na = ca.n;
+    r.sa = ca.rest;
+    r.xa = scaled(a.xa, xa) + scaled(b.xa, ya);
+    r.ax_a = scaled(a.ax_a, xa) + scaled(b.ax_a, ya);
+    r.psi_a = scaled(a.psi_a, xa) + scaled(b.psi_a, ya);
+    r.xerr_a = scaled(a.xerr_a, xa) + scaled(b.xerr_a, ya);
+    let cb = merge_counted(a.nb, a.sb, a.mb, xb, b.nb, b.sb, b.mb, yb, r.mb);
+    r.nb = cb.n;
+    r.sb = cb.rest;
+    r.xb = scaled(a.xb, xb) + scaled(b.xb, yb);
+    r.ax_b = scaled(a.ax_b, xb) + scaled(b.ax_b, yb);
+    r.psi_b = scaled(a.psi_b, xb) + scaled(b.psi_b, yb);
+    r.xerr_b = scaled(a.xerr_b, xb) + scaled(b.xerr_b, yb);
+    r.q_zero = a.q_zero + b.q_zero;
+    r.p_zero = a.p_zero + b.p_zero;
+    r.psi_bad = a.psi_bad | b.psi_bad;
+    r.bad = a.bad;
+    if (r.bad == 0u || (b.bad != 0u && b.bad < r.bad)) {
+        r.bad = b.bad;
+    }
+    return r;
+}
+
+var<workgroup> part: array<LogitRec, 256>;
+
+// One workgroup per 4096-element segment. Each thread holds its 16 elements in registers,
+// takes their maxima, then sums relative to them (each element is read from memory once);
+// the workgroup merges with log-sum-exp rescaling.
+@compute @workgroup_size(WG)
+fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = group_index(wid);
+    let row = g / params.segs;
+    let seg = g % params.segs;
+    if (row >= params.rows) {
+        return;
+    }
+    let shift = row_data[params.row0 + row];
+    let c_hi = shift.x;
+    let c_lo = shift.y;
+    var xa: array<f32, 16>;
+    var xb: array<f32, 16>;
+    var acc = rec_empty(shift);
+    var ma = NO_MAX;
+    var mb = NO_MAX;
+    let base = seg * SEG;
+    for (var k = 0u; k < EPT; k++) {
+        let c = base + k * WG + lid;
+        var x = bitcast<f32>(NEG_INF_BITS);
+        var y = x;
+        if (c < params.cols) {
+            x = load_p(elem(row, c));
+            y = load_q(elem(row, c));
+            let okx = logit_ok(x) || is_neg_inf(x);
+            let oky = logit_ok(y) || is_neg_inf(y);
+            if (!okx || !oky) {
+                if (acc.bad == 0u) {
+                    acc.bad = params.col0 + c + 1u;
+                }
+                x = bitcast<f32>(NEG_INF_BITS);
+                y = x;
+            }
+            if (logit_ok(x)) {
+                ma = max(ma, x);
+            }
+            if (logit_ok(y)) {
+                mb = max(mb, y);
+            }
+        }
+        xa[k] = x;
+        xb[k] = y;
+    }
+    // A side without mass here is measured from the other side and the shift (g = 1); its
+    // own sums stay 0 (src/sums.rs LogitSums).
+    let has_a = ma > NO_MAX;
+    let has_b = mb > NO_MAX;
+    if (has_a && !has_b) {
+        mb = ma - (c_hi + c_lo);
+    } else if (has_b && !has_a) {
+        ma = mb + (c_hi + c_lo);
+    }
+    acc.ma = ma;
+    acc.mb = mb;
+    // wa·e^−x = e^(b − ma + c) = g·wb and wb·e^x = wa/g (src/cpu/scalar.rs `gamma`).
+    // Beyond e^±80 (wildly different rows) the ψ form is flagged and the host uses the
+    // plain form for the row instead.
+    let arg = (c_hi - (ma - mb)) + c_lo;
+    var gam = 1.0;
+    if (abs(arg) <= 80.0) {
+        gam = select(1.0 / exp_nonpos(-arg), exp_nonpos(arg), arg <= 0.0);
+    } else if (has_a || has_b) {
+        acc.psi_bad = 1u;
+    }
+    for (var k = 0u; k < EPT; k++) {
+        let x = xa[k];
+        let y = xb[k];
+        let na = is_neg_inf(x);
+        let nb = is_neg_inf(y);
+        var wa = 0.0;
+        var wb = 0.0;
+        if (!na) {
+            wa = exp_nonpos(x - ma);
+            if (bitcast<u32>(x) == bitcast<u32>(ma)) {
+                acc.na += 1u;
+            } else {
+                acc.sa += wa;
+            }
+        }
+        if (!nb) {
+            wb = exp_nonpos(y - mb);
+            if (bitcast<u32>(y) == bitcast<u32>(mb)) {
+                acc.nb += 1u;
+            } else {
+                acc.sb += wb;
+            }
+        }
+        if (!na && !nb) {
+            let d = x - y;
+            let t = d - c_hi;
+            let xs = t - c_lo;
+            let err = sub_err(x, y, d) + sub_err(d, c_hi, t) + sub_err(t, c_lo, xs);
+            let axs = abs(xs);
+            acc.ea = fma(wa, x - ma, acc.ea);
+            acc.eb = fma(wa, y - mb, acc.eb);
+            acc.xa = fma(wa, xs, acc.xa);
+            acc.xb = fma(wb, xs, acc.xb);
+            acc.ax_a = fma(wa, axs, acc.ax_a);
+            acc.ax_b = fma(wb, axs, acc.ax_b);
+            acc.xerr_a = fma(wa, err, acc.xerr_a);
+            acc.xerr_b = fma(wb, err, acc.xerr_b);
+            acc.psi_a += weighted_psi(wa, gam * wb, xs);
+            acc.psi_b += weighted_psi(wb, wa / gam, -xs);
+        } else if (!na) {
+            acc.q_zero += 1u;
+            acc.ea = fma(wa, x - ma, acc.ea);
+            acc.psi_b += wa / gam;
+        } else if (!nb) {
+            acc.p_zero += 1u;
+            acc.psi_a += gam * wb;
+        }
+    }
+    part[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            part[lid] = merge(part[lid], part[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        var r = part[0];
+        r.c_hi = c_hi;
+        r.c_lo = c_lo;
+        out[g] = r;
+    }
+}

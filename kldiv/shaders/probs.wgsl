@@ -1,0 +1,157 @@
+// Probability inputs: per-row (or per-segment) sums for every divergence, the twin of
+// src/cpu/kernels.rs. The host turns the sums into values (src/semantics/finish.rs).
+// Uses: DIV_* and TRANSFORM_* codes (src/gpu/shaders.rs), prob_ok, gkl, ln_pos.
+// `ProbRec` is mirrored by src/gpu/records.rs (layout checked by a test).
+//
+// Zeros are handled by bit tests and counted rather than turned into infinities; values
+// outside [2^-60, 2^60] (and NaN, negatives, inf) set `bad` to 1 + their column, and the
+// host recomputes that row exactly.
+
+struct ProbRec {
+    main: f32,
+    main2: f32,
+    sp: f32,
+    sq: f32,
+    diff: f32,
+    q_zero: u32, // q = 0 < p: KL(P‖Q) is +inf
+    p_zero: u32, // p = 0 < q: KL(Q‖P) is +inf
+    bad: u32,
+}
+
+@group(0) @binding(2) var<storage, read_write> out: array<ProbRec>;
+
+// One of the DIV_* codes.
+override DIV: u32 = 0u;
+// TRANSFORM_NONE, or TRANSFORM_SCALE: multiply by row_data.xy (1/Σp, 1/Σq).
+override TRANSFORM: u32 = 0u;
+
+fn rec_zero() -> ProbRec {
+    return ProbRec(0.0, 0.0, 0.0, 0.0, 0.0, 0u, 0u, 0u);
+}
+
+fn load_pair(row: u32, col: u32) -> vec2<f32> {
+    let i = elem(row, col);
+    var v = vec2<f32>(load_p(i), load_q(i));
+    if (TRANSFORM == TRANSFORM_SCALE) {
+        v = v * row_data[params.row0 + row].xy;
+    }
+    return v;
+}
+
+// t(x, m) for m = (x+y)/2 with t(0, m) = m.
+fn js_half(x: f32, m: f32) -> f32 {
+    if (bitcast<u32>(x) == 0u) {
+        return m;
+    }
+    return gkl(x, m);
+}
+
+fn step(acc: ptr<function, ProbRec>, x: f32, y: f32, col: u32) {
+    if (!prob_ok(x) || !prob_ok(y)) {
+        if ((*acc).bad == 0u) {
+            (*acc).bad = col + 1u;
+        }
+        return;
+    }
+    let xz = bitcast<u32>(x) == 0u;
+    let yz = bitcast<u32>(y) == 0u;
+    (*acc).sp += x;
+    (*acc).sq += y;
+    (*acc).diff += x - y;
+    if (DIV == DIV_KL || DIV == DIV_SYMMETRIC) {
+        if (xz) {
+            (*acc).main += y;
+        } else if (yz) {
+            (*acc).q_zero += 1u;
+        } else {
+            (*acc).main += gkl(x, y);
+        }
+    }
+    if (DIV == DIV_REVERSE || DIV == DIV_SYMMETRIC) {
+        var t = 0.0;
+        if (yz) {
+            t = x;
+        } else if (xz) {
+            (*acc).p_zero += 1u;
+        } else {
+            t = gkl(y, x);
+        }
+        if (DIV == DIV_REVERSE) {
+            (*acc).main += t;
+        } else {
+            (*acc).main2 += t;
+        }
+    }
+    if (DIV == DIV_JS && !(xz && yz)) {
+        let m = 0.5 * (x + y);
+        (*acc).main += js_half(x, m) + js_half(y, m);
+    }
+    if (DIV == DIV_CROSS && !xz) {
+        if (yz) {
+            (*acc).q_zero += 1u;
+        } else {
+            (*acc).main += x * ln_pos(y);
+        }
+    }
+    if (DIV == DIV_ENTROPY && !xz) {
+        (*acc).main += x * ln_pos(x);
+    }
+}
+
+fn merge(a: ProbRec, b: ProbRec) -> ProbRec {
+    var bad = a.bad;
+    if (bad == 0u || (b.bad != 0u && b.bad < bad)) {
+        bad = b.bad;
+    }
+    return ProbRec(a.main + b.main, a.main2 + b.main2, a.sp + b.sp, a.sq + b.sq,
+                   a.diff + b.diff, a.q_zero + b.q_zero, a.p_zero + b.p_zero, bad);
+}
+
+// Short rows: one thread per row (W2: a 16-column row is a few loads, not a workgroup).
+@compute @workgroup_size(WG)
+fn rows_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = group_index(wid) * WG + lid;
+    if (row >= params.rows) {
+        return;
+    }
+    var acc = rec_zero();
+    for (var c = 0u; c < params.cols; c++) {
+        let v = load_pair(row, c);
+        step(&acc, v.x, v.y, params.col0 + c);
+    }
+    out[row] = acc;
+}
+
+var<workgroup> part: array<ProbRec, 256>;
+
+// Medium and long rows: one workgroup per 4096-element segment, coalesced loads, a tree
+// reduction in workgroup memory. The host adds the segments of a row in f64.
+@compute @workgroup_size(WG)
+fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = group_index(wid);
+    let row = g / params.segs;
+    let seg = g % params.segs;
+    if (row >= params.rows) {
+        return;
+    }
+    var acc = rec_zero();
+    let base = seg * SEG;
+    for (var k = 0u; k < EPT; k++) {
+        let c = base + k * WG + lid;
+        if (c < params.cols) {
+            let v = load_pair(row, c);
+            step(&acc, v.x, v.y, params.col0 + c);
+        }
+    }
+    part[lid] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            part[lid] = merge(part[lid], part[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        out[g] = part[0];
+    }
+}

@@ -1,0 +1,372 @@
+//! The GPU engine: runs passes ([`PassEngine`]) with WGSL compute shaders through wgpu.
+//! Device, queue, pipelines and buffers are created once and reused; inputs of any size
+//! stream through in chunks, two in flight, and only per-row sums come back.
+//!
+//! - `adapter`: which GPU, and the device opened on it.
+//! - `pipelines`: the bind-group layout and compiled kernel variants.
+//! - `dispatch`: how a pass is cut into chunks and dispatches (pure).
+//! - `stream`: chunks uploaded (or bound from the caller's buffers), run, read back.
+//! - `records`: what kernels write, and how it becomes `semantics` sums.
+//! - `shaders`: WGSL assembly, the constants shared with Rust, and their checks.
+//!
+//! Rows holding values the kernels do not handle (NaN, negatives, ±inf probabilities,
+//! magnitudes outside [2^-60, 2^60], f64 values that narrowing to f32 would change) are
+//! flagged by bit tests; `semantics::run` recomputes them on the exact path, which also
+//! reports bad input exactly as the CPU engine does.
+
+mod adapter;
+mod dispatch;
+mod pipelines;
+mod records;
+mod shaders;
+mod stream;
+
+pub use adapter::{preferred_info as preferred_adapter_info, AdapterDescription};
+
+use crate::element::{Dtype, Element};
+use crate::error::{Error, Result};
+use crate::request::{Divergence, Request};
+use crate::semantics::finish;
+use crate::semantics::plan::{Kernel, Pass, RowParams, Rows};
+use crate::semantics::rows::{validate_shape, Irregular, RowPair, RowSums, Shape};
+use crate::semantics::run::{self, Finish, PassEngine};
+use crate::semantics::sums::Partial;
+use pipelines::Pipelines;
+use shaders::KernelFile;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use stream::{Folded, Slot, StreamPass};
+
+/// How long a single wait on the device may take before it is reported as hung.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// What the last completed call moved and ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallStats {
+    pub bytes_uploaded: u64,
+    pub bytes_read_back: u64,
+    pub dispatches: u64,
+    pub chunks: u64,
+    /// Rows computed on the CPU's exact path because they held values the kernels do not
+    /// handle, or needed more accuracy than the f32 sums gave.
+    pub rows_on_cpu: u64,
+    /// Time the kernels ran on the GPU, from timestamp queries (None without
+    /// TIMESTAMP_QUERY).
+    pub kernel_ns: Option<u64>,
+    /// f64 inputs were narrowed to f32 for the kernels: results carry f32 rounding (values
+    /// narrowing would change still went to the exact path).
+    pub f64_in_f32: bool,
+}
+
+/// Where a call's inputs are: host slices, or GPU buffers the caller already filled
+/// (row-major, `rows × cols` elements of `T`, from byte 0).
+#[derive(Debug)]
+pub enum Source<'a, T> {
+    Host(&'a [T], &'a [T]),
+    Device(&'a wgpu::Buffer, &'a wgpu::Buffer),
+}
+
+impl<T> Clone for Source<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Source<'_, T> {}
+
+/// The GPU back end. `Send + Sync`; share it across threads (calls are serialised).
+pub struct GpuEngine {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: AdapterDescription,
+    pipelines: Pipelines,
+    slots: Mutex<[Slot; 2]>,
+    lost: Arc<AtomicBool>,
+    chunk_bytes: u64,
+    /// min_storage_buffer_offset_alignment.
+    align: u64,
+    /// The call in progress, then the last one completed.
+    current: Mutex<CallStats>,
+    last: Mutex<CallStats>,
+}
+
+fn gpu_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Gpu(format!("{what}: {e}"))
+}
+
+impl GpuEngine {
+    /// Open the preferred adapter. Honours `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and
+    /// `KLDIV_ADAPTER` (a substring of the adapter name). No adapter is an error, not a panic.
+    pub fn new() -> Result<Self> {
+        Self::from_adapter(&adapter::preferred()?)
+    }
+
+    /// Open a device on a chosen adapter.
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        let (device, queue, desc) = adapter::open(adapter)?;
+        Ok(Self::from_device(device, queue, desc))
+    }
+
+    /// Build the engine on a device the caller already has (e.g. shared with a renderer or
+    /// another wgpu-based library).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: AdapterDescription) -> Self {
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |_, _| flag.store(true, Ordering::SeqCst));
+        let chunk_bytes = info.max_storage_binding.min(info.max_buffer).min(1 << 30);
+        let align = device.limits().min_storage_buffer_offset_alignment.max(4) as u64;
+        GpuEngine {
+            pipelines: Pipelines::new(&device),
+            device,
+            queue,
+            info,
+            slots: Mutex::new([Slot::default(), Slot::default()]),
+            lost,
+            chunk_bytes,
+            align,
+            current: Mutex::new(CallStats::default()),
+            last: Mutex::new(CallStats::default()),
+        }
+    }
+
+    pub fn adapter(&self) -> &AdapterDescription {
+        &self.info
+    }
+
+    /// Limit the bytes of each input chunk (rounded to whole segments). A test hook: it
+    /// forces chunking and row splits on small inputs.
+    #[doc(hidden)]
+    pub fn set_chunk_bytes(&mut self, bytes: u64) {
+        self.chunk_bytes = bytes.clamp(
+            8 * shaders::SEG as u64,
+            self.info.max_storage_binding.min(self.info.max_buffer),
+        );
+    }
+
+    /// Host → device bandwidth in bytes/s, from one timed write of `bytes`.
+    pub fn measure_upload(&self, bytes: u64) -> Result<f64> {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kldiv upload probe"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let data = vec![0u8; bytes as usize];
+        let t = std::time::Instant::now();
+        self.queue.write_buffer(&buf, 0, &data);
+        self.queue.submit([]);
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(WAIT),
+            })
+            .map_err(|e| gpu_err("waiting for the GPU", e))?;
+        Ok(bytes as f64 / t.elapsed().as_secs_f64().max(1e-9))
+    }
+
+    /// What the last completed call moved and ran.
+    pub fn last_call(&self) -> CallStats {
+        self.last.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(Error::Gpu("the GPU device was lost".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Per-row values, the GPU twin of [`crate::CpuEngine::per_row`].
+    pub fn per_row<T: Element>(
+        &self,
+        req: &Request,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>> {
+        let shape = validate_shape(p.len(), q.len(), rows, cols, req)?;
+        let q = if req.reads_q() { q } else { p };
+        self.call::<T>(req, Source::Host(p, q), shape)
+    }
+
+    /// Per-row values for inputs already on this engine's device: `p` and `q` hold
+    /// `rows × cols` row-major elements of `T` (f32, f16 or bf16) from byte 0, with
+    /// STORAGE and COPY_SRC usage (see [`GpuEngine::upload`]). Nothing crosses to the host
+    /// but the per-row sums (and rows only the exact path handles).
+    pub fn per_row_resident<T: Element>(
+        &self,
+        req: &Request,
+        p: &wgpu::Buffer,
+        q: &wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>> {
+        if T::DTYPE == Dtype::F64 {
+            return Err(Error::InvalidRequest(
+                "GPU-resident inputs must be f32, f16 or bf16".into(),
+            ));
+        }
+        if rows == 0 || cols == 0 {
+            return Err(Error::Empty { rows, cols });
+        }
+        let need = (rows as u64)
+            .checked_mul(cols as u64)
+            .and_then(|n| n.checked_mul(T::DTYPE.size_bytes() as u64))
+            .ok_or_else(|| Error::InvalidRequest("shape overflows".into()))?;
+        for (b, side) in [(p, "P"), (q, "Q")] {
+            if b.size() < need {
+                return Err(Error::InvalidRequest(format!(
+                    "{side} buffer holds {} bytes, {rows}×{cols} {} needs {need}",
+                    b.size(),
+                    T::DTYPE
+                )));
+            }
+        }
+        let q = if req.reads_q() { q } else { p };
+        self.call::<T>(req, Source::Device(p, q), Shape { rows, cols })
+    }
+
+    /// One request: the shared orchestration on this engine, its statistics published.
+    fn call<T: Element>(
+        &self,
+        req: &Request,
+        src: Source<'_, T>,
+        shape: Shape,
+    ) -> Result<Vec<f64>> {
+        self.check_alive()?;
+        if let Ok(mut c) = self.current.lock() {
+            *c = CallStats {
+                f64_in_f32: T::DTYPE == Dtype::F64,
+                ..CallStats::default()
+            };
+        }
+        let out = run::per_row(self, req, src, shape)?;
+        if let (Ok(c), Ok(mut last)) = (self.current.lock(), self.last.lock()) {
+            *last = *c;
+        }
+        Ok(out)
+    }
+
+    /// Copy host data into a new buffer usable by [`GpuEngine::per_row_resident`].
+    pub fn upload<T: Element>(&self, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let size = (bytes.len() as u64).max(4).next_multiple_of(4);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kldiv input"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let whole = bytes.len() / 4 * 4;
+        self.queue.write_buffer(&buf, 0, &bytes[..whole]);
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&buf, whole as u64, &tail);
+        }
+        buf
+    }
+}
+
+impl PassEngine for GpuEngine {
+    type Src<'a, T: Element> = Source<'a, T>;
+
+    fn run_pass<T: Element, F: Finish>(
+        &self,
+        pass: &Pass<'_>,
+        src: Source<'_, T>,
+        shape: Shape,
+        finish: &F,
+    ) -> Result<Vec<F::Out>> {
+        let cols = shape.cols;
+        // Listed rows (re-reads: few) are gathered on the host into a contiguous block.
+        let gathered: Option<(Vec<T>, Vec<T>)> = match pass.rows {
+            Rows::All => None,
+            Rows::Listed(rows) => {
+                let mut p = Vec::with_capacity(rows.len() * cols);
+                let mut q = Vec::with_capacity(rows.len() * cols);
+                for &r in rows {
+                    let (pr, qr) = self.host_row(src, cols, r, 0, cols)?;
+                    p.extend_from_slice(&pr);
+                    q.extend_from_slice(&qr);
+                }
+                Some((p, q))
+            }
+        };
+        let src = match &gathered {
+            Some((p, q)) => Source::Host(p, q),
+            None => src,
+        };
+        let visits = pass.len(shape.rows);
+        let row_data: Vec<[f32; 4]> = if pass.params.is_empty() {
+            vec![]
+        } else {
+            (0..visits)
+                .map(|i| records::row_data(pass.params(i)))
+                .collect()
+        };
+        let file = KernelFile::of(pass.kernel);
+        let (div, transform) = match pass.kernel {
+            // Probabilities with per-row data are read divided by their sums.
+            Kernel::Probs(div) if !pass.params.is_empty() => (div, shaders::TRANSFORM_SCALE),
+            Kernel::Probs(div) | Kernel::Logits(div) => (div, shaders::TRANSFORM_NONE),
+            Kernel::LogitsJs => (Divergence::JensenShannon, shaders::TRANSFORM_NONE),
+        };
+        let mut stats = self.current.lock().map(|s| *s).unwrap_or_default();
+        let streamed = self.stream(
+            &StreamPass {
+                file,
+                div,
+                transform,
+                src,
+                visits,
+                cols,
+                row_data: &row_data,
+                shift_kernel: row_data.is_empty(),
+            },
+            &mut stats,
+        )?;
+        if let Ok(mut c) = self.current.lock() {
+            *c = stats;
+        }
+        let mut out = Vec::with_capacity(visits);
+        for (i, folded) in streamed.rows.into_iter().enumerate() {
+            let params = pass.params(i);
+            let sums: RowSums = if params == RowParams::Skip {
+                Err(Irregular::Skipped)
+            } else if streamed.flagged[i] {
+                Err(Irregular::NeedsExact)
+            } else {
+                match folded {
+                    Some(Folded::Probs(s)) => Ok(Partial::Probs(s)),
+                    Some(Folded::Logits(s)) => Ok(Partial::Logits(s)),
+                    Some(Folded::Js(s)) => Ok(Partial::Js(s.sums(params))),
+                    None => Err(Irregular::NeedsExact),
+                }
+            };
+            out.push(finish.row(pass.row(i), sums)?);
+        }
+        Ok(out)
+    }
+
+    fn host_row<'a, T: Element>(
+        &'a self,
+        src: Source<'a, T>,
+        shape: Shape,
+        row: usize,
+    ) -> Result<RowPair<'a, T>> {
+        if let Ok(mut c) = self.current.lock() {
+            c.rows_on_cpu += 1;
+        }
+        GpuEngine::host_row(self, src, shape.cols, row, 0, shape.cols)
+    }
+
+    fn sums_eps(&self, _: Dtype) -> f64 {
+        // The kernels compute in f32 whatever the input type.
+        finish::SUMS_EPS_F32
+    }
+}

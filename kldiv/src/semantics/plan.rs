@@ -1,0 +1,179 @@
+//! What a request takes: which passes over the data, with which kernel and per-row data.
+//! Pure planning: no engine, no data. The orchestration in `run` follows it, and the
+//! scheduler costs it.
+
+use crate::request::{Divergence, InputForm, Normalization, Request};
+
+/// Which sums a pass collects (see `sums`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Probability rows: the divergence's t-terms, Σp, Σq, Σ(p − q).
+    Probs(Divergence),
+    /// Logits or log-probabilities: log-sum-exp sums and the ψ terms.
+    Logits(Divergence),
+    /// Jensen–Shannon over logits whose maxima and log-sums are known (`RowParams::Softmax`),
+    /// in the log domain.
+    LogitsJs,
+}
+
+/// Per-row data a pass reads besides the inputs. It stays f64 on the host; engines round it
+/// as late as they can.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum RowParams {
+    /// Nothing: the row as it is (logits take their shift from their first block).
+    #[default]
+    None,
+    /// Multiply P and Q by these (1 / row sums).
+    Scale { p: f64, q: f64 },
+    /// The row's maxima and ln of its sums relative to them: probabilities are
+    /// e^((a − ma) − ln sa).
+    Softmax {
+        ma: f64,
+        lnsa: f64,
+        mb: f64,
+        lnsb: f64,
+    },
+    /// The logits shift c = hi + lo.
+    Shift { hi: f64, lo: f64 },
+    /// Do not read this row (its value is already decided).
+    Skip,
+}
+
+/// The rows a pass visits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rows<'a> {
+    All,
+    /// These rows, in increasing order.
+    Listed(&'a [usize]),
+}
+
+/// One pass over the data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pass<'a> {
+    pub kernel: Kernel,
+    pub rows: Rows<'a>,
+    /// One entry per visited row (in the order visited), or empty for `RowParams::None`.
+    pub params: &'a [RowParams],
+}
+
+impl<'a> Pass<'a> {
+    pub fn all(kernel: Kernel) -> Self {
+        Pass {
+            kernel,
+            rows: Rows::All,
+            params: &[],
+        }
+    }
+
+    /// Rows visited, for `total` rows in the job.
+    pub fn len(&self, total: usize) -> usize {
+        match self.rows {
+            Rows::All => total,
+            Rows::Listed(r) => r.len(),
+        }
+    }
+
+    /// The `i`-th visited row's index in the job.
+    #[inline]
+    pub fn row(&self, i: usize) -> usize {
+        match self.rows {
+            Rows::All => i,
+            Rows::Listed(r) => r[i],
+        }
+    }
+
+    /// The `i`-th visited row's parameters.
+    #[inline]
+    pub fn params(&self, i: usize) -> RowParams {
+        self.params.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// The passes of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassPlan {
+    /// One pass over every row; some rows may then be read again (see `run::FollowUp`):
+    /// rescaled (probabilities under `Normalize` whose sums are far apart), with their ideal
+    /// shift (logits whose first-block shift was poor), or on the exact f64 path.
+    One { kernel: Kernel },
+    /// Jensen–Shannon needs normalised distributions inside its logarithms: a first pass for
+    /// each row's sums (or maxima and log-sums), a second over the rows divided by them.
+    Two { first: Kernel, second: Kernel },
+}
+
+impl PassPlan {
+    pub fn of(req: &Request) -> PassPlan {
+        let probs = req.input == InputForm::Probabilities;
+        match (req.divergence, probs) {
+            (Divergence::JensenShannon, false) => PassPlan::Two {
+                first: Kernel::Logits(Divergence::Entropy),
+                second: Kernel::LogitsJs,
+            },
+            (Divergence::JensenShannon, true) if req.normalization == Normalization::Normalize => {
+                PassPlan::Two {
+                    first: Kernel::Probs(Divergence::Kl),
+                    second: Kernel::Probs(Divergence::JensenShannon),
+                }
+            }
+            (div, true) => PassPlan::One {
+                kernel: Kernel::Probs(div),
+            },
+            (div, false) => PassPlan::One {
+                kernel: Kernel::Logits(div),
+            },
+        }
+    }
+
+    /// Full reads of the data the plan makes (re-reads of single rows aside).
+    pub fn reads(&self) -> usize {
+        match self {
+            PassPlan::One { .. } => 1,
+            PassPlan::Two { .. } => 2,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_follow_the_request() {
+        let js = Request::new(Divergence::JensenShannon);
+        assert_eq!(
+            PassPlan::of(&js),
+            PassPlan::One {
+                kernel: Kernel::Probs(Divergence::JensenShannon)
+            }
+        );
+        assert_eq!(
+            PassPlan::of(&js.normalization(Normalization::Normalize)).reads(),
+            2
+        );
+        assert_eq!(
+            PassPlan::of(&js.input(InputForm::Logits)),
+            PassPlan::Two {
+                first: Kernel::Logits(Divergence::Entropy),
+                second: Kernel::LogitsJs
+            }
+        );
+        let kl = Request::new(Divergence::Kl).input(InputForm::LogProbabilities);
+        assert_eq!(
+            PassPlan::of(&kl),
+            PassPlan::One {
+                kernel: Kernel::Logits(Divergence::Kl)
+            }
+        );
+        let listed = [3, 7];
+        let p = Pass {
+            kernel: Kernel::LogitsJs,
+            rows: Rows::Listed(&listed),
+            params: &[RowParams::Skip],
+        };
+        assert_eq!((p.len(10), p.row(1)), (2, 7));
+        assert_eq!(
+            (p.params(0), p.params(1)),
+            (RowParams::Skip, RowParams::None)
+        );
+    }
+}

@@ -1,0 +1,410 @@
+//! The orchestration every engine shares. An engine only runs passes ([`PassEngine`]); this
+//! module runs a request's plan on it: the passes, each row's sums through the rules of
+//! `finish`, the rows that need another look (re-read rescaled, re-read with their ideal
+//! shift, or computed on the exact path), and the order errors are reported in.
+
+use super::exact;
+use super::finish::{self, LaneFinish, LaneSums, LogitOutcome};
+use super::plan::{Kernel, Pass, PassPlan, RowParams, Rows};
+use super::rows::{located, nan_row, Irregular, RowPair, RowSums, Shape};
+use super::sums::Partial;
+use crate::element::{Dtype, Element};
+use crate::error::Result;
+use crate::request::{InputForm, Normalization, Request};
+use std::sync::Mutex;
+
+/// What an engine does: run one pass over rows and hand each row's sums to a [`Finish`].
+pub trait PassEngine: Sync {
+    /// Where the engine reads rows from (host slices, GPU buffers).
+    type Src<'a, T: Element>: Copy + Send + Sync
+    where
+        Self: 'a;
+
+    /// Visit the pass's rows; each row's result is `finish.row(row, its sums)`, in the order
+    /// the pass visits them. An error is the one of the lowest failing row.
+    fn run_pass<T: Element, F: Finish>(
+        &self,
+        pass: &Pass<'_>,
+        src: Self::Src<'_, T>,
+        shape: Shape,
+        finish: &F,
+    ) -> Result<Vec<F::Out>>;
+
+    /// Row `row` of both inputs on the host, for the exact path.
+    fn host_row<'a, T: Element>(
+        &'a self,
+        src: Self::Src<'a, T>,
+        shape: Shape,
+        row: usize,
+    ) -> Result<RowPair<'a, T>>;
+
+    /// Relative error of the sums this engine produces for `dtype` (see
+    /// `finish::SUMS_EPS_F32`).
+    fn sums_eps(&self, dtype: Dtype) -> f64;
+}
+
+/// What becomes of each row's sums in a pass: its result, or the error that stops the job.
+pub trait Finish: Sync {
+    type Out: Copy + Default + Send + Sync;
+    fn row(&self, row: usize, sums: RowSums) -> Result<Self::Out>;
+    /// The results of a group of short probability rows straight from the SIMD lanes that
+    /// summed them (lane r holds row r; see [`LaneFinish`]), one per slot of `out`; `false`
+    /// (the default) sends the group row by row through [`Finish::row`].
+    #[inline(always)]
+    fn lanes<S: pulp::Simd>(&self, s: S, sums: &LaneSums<S>, out: &mut [Self::Out]) -> bool {
+        let _ = (s, sums, out);
+        false
+    }
+}
+
+/// A row's second look, after its first pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FollowUp {
+    /// Probability sums far apart under `Normalize`: read again divided by Σp, Σq.
+    Rescale { sp: f64, sq: f64 },
+    /// Logits whose first-block shift was not good enough: read again with the ideal one.
+    Reshift { hi: f64, lo: f64 },
+    /// Only the exact f64 path gets this row within the bound.
+    Exact,
+}
+
+/// Rows put aside during a pass, with what they need.
+#[derive(Default)]
+struct Later(Mutex<Vec<(usize, FollowUp)>>);
+
+impl Later {
+    fn push(&self, row: usize, f: FollowUp) -> Result<f64> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((row, f));
+        }
+        Ok(f64::NAN)
+    }
+    fn take(self) -> Vec<(usize, FollowUp)> {
+        let mut v = self.0.into_inner().unwrap_or_default();
+        v.sort_by_key(|f| f.0);
+        v
+    }
+}
+
+/// The first (and usually only) pass of a one-pass request: each row's value, or NaN and a
+/// follow-up.
+struct Values<'a> {
+    req: &'a Request,
+    tol: Option<f64>,
+    eps: f64,
+    /// Short rows whose sums can be finished in their lanes (not for `Normalize`).
+    lane_finish: Option<LaneFinish>,
+    later: Later,
+}
+
+impl Finish for Values<'_> {
+    type Out = f64;
+    fn row(&self, row: usize, sums: RowSums) -> Result<f64> {
+        let req = self.req;
+        match sums {
+            Err(Irregular::Bad(bad)) if nan_row(req, &bad) => Ok(f64::NAN),
+            Err(Irregular::Bad(bad)) => Err(located(row, bad)),
+            Err(Irregular::Skipped) => Ok(f64::NAN),
+            Err(Irregular::NeedsExact) => self.later.push(row, FollowUp::Exact),
+            Ok(Partial::Probs(s)) if finish::needs_rescale(req, &s) => self
+                .later
+                .push(row, FollowUp::Rescale { sp: s.sp, sq: s.sq }),
+            Ok(Partial::Probs(s)) => finish::finish_probs(req, &s, self.tol, row),
+            Ok(Partial::Logits(s)) => {
+                match finish::finish_logits(req, &s, self.tol, row, self.eps, false)? {
+                    LogitOutcome::Value(v) => Ok(v),
+                    LogitOutcome::Reshift { hi, lo } => {
+                        self.later.push(row, FollowUp::Reshift { hi, lo })
+                    }
+                    LogitOutcome::Exact => self.later.push(row, FollowUp::Exact),
+                }
+            }
+            Ok(Partial::Js(_)) => unreachable!("one-pass requests do not run the JS kernel"),
+        }
+    }
+    #[inline(always)]
+    fn lanes<S: pulp::Simd>(&self, s: S, sums: &LaneSums<S>, out: &mut [f64]) -> bool {
+        let Some(v) = self.lane_finish.and_then(|l| l.values(s, sums)) else {
+            return false;
+        };
+        let mut nats = [0f32; 16];
+        s.partial_store_f32s(&mut nats, v);
+        let clamp = self.req.normalization != Normalization::AsGiven;
+        for (slot, &v) in out.iter_mut().zip(&nats) {
+            *slot = finish::finalize(self.req, v as f64, clamp);
+        }
+        true
+    }
+}
+
+/// A re-read row (rescaled or reshifted): its value, or `None` for the exact path.
+struct Reread<'a> {
+    req: &'a Request,
+    tol: Option<f64>,
+    eps: f64,
+}
+
+impl Finish for Reread<'_> {
+    type Out = Option<f64>;
+    fn row(&self, row: usize, sums: RowSums) -> Result<Option<f64>> {
+        let req = self.req;
+        match sums {
+            Err(Irregular::Bad(bad)) if nan_row(req, &bad) => Ok(Some(f64::NAN)),
+            Err(Irregular::Bad(bad)) => Err(located(row, bad)),
+            Err(_) => Ok(None),
+            Ok(Partial::Probs(s)) if finish::needs_rescale(req, &s) => Ok(None),
+            Ok(Partial::Probs(s)) => finish::finish_probs(req, &s, self.tol, row).map(Some),
+            Ok(Partial::Logits(s)) => {
+                match finish::finish_logits(req, &s, self.tol, row, self.eps, true)? {
+                    LogitOutcome::Value(v) => Ok(Some(v)),
+                    _ => Ok(None),
+                }
+            }
+            Ok(Partial::Js(_)) => unreachable!("re-reads run the first pass's kernel"),
+        }
+    }
+}
+
+/// The first pass of a two-pass request: each row's checks, and what the second pass needs
+/// of it (`Skip` for rows already decided: NaN, or the exact path).
+struct SumsOfRows<'a> {
+    req: &'a Request,
+    tol: Option<f64>,
+    exact: Later,
+}
+
+impl Finish for SumsOfRows<'_> {
+    type Out = RowParams;
+    fn row(&self, row: usize, sums: RowSums) -> Result<RowParams> {
+        let req = self.req;
+        match sums {
+            Err(Irregular::Bad(bad)) if nan_row(req, &bad) => Ok(RowParams::Skip),
+            Err(Irregular::Bad(bad)) => Err(located(row, bad)),
+            Err(Irregular::Skipped) => Ok(RowParams::Skip),
+            Err(Irregular::NeedsExact) => {
+                self.exact.push(row, FollowUp::Exact)?;
+                Ok(RowParams::Skip)
+            }
+            Ok(Partial::Probs(s)) => {
+                finish::check_probs(req, &s, self.tol, row)?;
+                Ok(RowParams::Scale {
+                    p: 1.0 / s.sp,
+                    q: 1.0 / s.sq,
+                })
+            }
+            Ok(Partial::Logits(s)) => {
+                finish::check_logits(req, &s, self.tol, row)?;
+                Ok(RowParams::Softmax {
+                    ma: s.ma,
+                    lnsa: s.sa.ln(),
+                    mb: s.mb,
+                    lnsb: s.sb.ln(),
+                })
+            }
+            Ok(Partial::Js(_)) => unreachable!("first passes do not run the JS kernel"),
+        }
+    }
+}
+
+/// The second pass of a two-pass request: values of the rescaled rows.
+struct SecondPass<'a> {
+    req: &'a Request,
+    /// The request as the second pass sees it: probabilities already normalised.
+    second: Request,
+    later: Later,
+}
+
+impl Finish for SecondPass<'_> {
+    type Out = f64;
+    fn row(&self, row: usize, sums: RowSums) -> Result<f64> {
+        match sums {
+            Err(Irregular::Skipped) => Ok(f64::NAN),
+            Err(Irregular::Bad(bad)) if nan_row(self.req, &bad) => Ok(f64::NAN),
+            Err(Irregular::Bad(bad)) => Err(located(row, bad)),
+            Err(Irregular::NeedsExact) => self.later.push(row, FollowUp::Exact),
+            Ok(Partial::Probs(s)) => finish::finish_probs(&self.second, &s, None, row),
+            Ok(Partial::Js(s)) => match finish::finish_js(self.req, &s) {
+                Some(v) => Ok(v),
+                None => self.later.push(row, FollowUp::Exact),
+            },
+            Ok(Partial::Logits(_)) => unreachable!("second passes read probabilities"),
+        }
+    }
+}
+
+/// Per-row values of `req` over `src` (before the request's reduction), on `engine`.
+pub fn per_row<'a, E: PassEngine, T: Element>(
+    engine: &'a E,
+    req: &Request,
+    src: E::Src<'a, T>,
+    shape: Shape,
+) -> Result<Vec<f64>> {
+    let tol = finish::sum_tolerance(req, T::DTYPE);
+    let eps = engine.sums_eps(T::DTYPE);
+    match PassPlan::of(req) {
+        PassPlan::One { kernel } => {
+            let values = Values {
+                req,
+                tol,
+                eps,
+                lane_finish: LaneFinish::new(req, tol),
+                later: Later::default(),
+            };
+            let mut out = engine.run_pass(&Pass::all(kernel), src, shape, &values)?;
+            let later = values.later.take();
+            follow_up(engine, req, kernel, src, shape, &later, &mut out)?;
+            Ok(out)
+        }
+        PassPlan::Two { first, second } => {
+            let sums = SumsOfRows {
+                req,
+                tol,
+                exact: Later::default(),
+            };
+            let params = engine.run_pass(&Pass::all(first), src, shape, &sums)?;
+            let mut exact_rows = sums.exact.take();
+            let pass = Pass {
+                kernel: second,
+                rows: Rows::All,
+                params: &params,
+            };
+            let second = SecondPass {
+                req,
+                second: Request {
+                    input: InputForm::Probabilities,
+                    normalization: Normalization::Normalize,
+                    ..*req
+                },
+                later: Later::default(),
+            };
+            let mut out = engine.run_pass(&pass, src, shape, &second)?;
+            exact_rows.extend(second.later.take());
+            exact_rows.sort_by_key(|f| f.0);
+            // Second passes leave only exact rows behind (`first` is never re-run).
+            follow_up(engine, req, first, src, shape, &exact_rows, &mut out)?;
+            Ok(out)
+        }
+    }
+}
+
+/// The follow-ups of a pass: re-reads on the engine (one pass per kind, over the rows that
+/// need it), then the exact path for what is left. Errors come in row order.
+fn follow_up<'a, E: PassEngine, T: Element>(
+    engine: &'a E,
+    req: &Request,
+    kernel: Kernel,
+    src: E::Src<'a, T>,
+    shape: Shape,
+    later: &[(usize, FollowUp)],
+    out: &mut [f64],
+) -> Result<()> {
+    if later.is_empty() {
+        return Ok(());
+    }
+    let tol = finish::sum_tolerance(req, T::DTYPE);
+    let reread = Reread {
+        req,
+        tol,
+        eps: engine.sums_eps(T::DTYPE),
+    };
+    let mut exact_rows = vec![];
+    for kind in [0, 1] {
+        let (rows, params): (Vec<usize>, Vec<RowParams>) = later
+            .iter()
+            .filter_map(|&(r, f)| match (kind, f) {
+                (0, FollowUp::Rescale { sp, sq }) => Some((
+                    r,
+                    RowParams::Scale {
+                        p: 1.0 / sp,
+                        q: 1.0 / sq,
+                    },
+                )),
+                (1, FollowUp::Reshift { hi, lo }) => Some((r, RowParams::Shift { hi, lo })),
+                _ => None,
+            })
+            .unzip();
+        if rows.is_empty() {
+            continue;
+        }
+        let pass = Pass {
+            kernel,
+            rows: Rows::Listed(&rows),
+            params: &params,
+        };
+        let values = engine.run_pass(&pass, src, shape, &reread)?;
+        for (&r, v) in rows.iter().zip(values) {
+            match v {
+                Some(v) => out[r] = v,
+                None => exact_rows.push(r),
+            }
+        }
+    }
+    exact_rows.extend(later.iter().filter(|f| f.1 == FollowUp::Exact).map(|f| f.0));
+    exact_rows.sort_unstable();
+    for r in exact_rows {
+        let (p, q) = engine.host_row(src, shape, r)?;
+        out[r] = exact_row(req, &p, &q, r)?;
+    }
+    Ok(())
+}
+
+/// One row of `req`, entirely on the exact f64 path: what every follow-up ends in.
+pub fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Result<f64> {
+    let tol = finish::sum_tolerance(req, T::DTYPE);
+    let q = if req.reads_q() { q } else { p };
+    let seg = |kernel, params| exact::segment(kernel, params, p, q);
+    let sums = |kernel, params| -> Result<std::result::Result<Partial, f64>> {
+        match seg(kernel, params) {
+            Ok(s) => Ok(Ok(s)),
+            Err(bad) if nan_row(req, &bad) => Ok(Err(f64::NAN)),
+            Err(bad) => Err(located(row, bad)),
+        }
+    };
+    match PassPlan::of(req) {
+        PassPlan::One { kernel } => match sums(kernel, RowParams::None)? {
+            Err(nan) => Ok(nan),
+            Ok(Partial::Probs(s)) if finish::needs_rescale(req, &s) => {
+                let params = RowParams::Scale {
+                    p: 1.0 / s.sp,
+                    q: 1.0 / s.sq,
+                };
+                match sums(kernel, params)? {
+                    Ok(Partial::Probs(s)) => finish::finish_probs(req, &s, tol, row),
+                    Ok(_) => unreachable!("probability kernels give probability sums"),
+                    Err(nan) => Ok(nan),
+                }
+            }
+            Ok(Partial::Probs(s)) => finish::finish_probs(req, &s, tol, row),
+            Ok(Partial::Logits(s)) => {
+                match finish::finish_logits(req, &s, tol, row, finish::SUMS_EPS_F64, true)? {
+                    LogitOutcome::Value(v) => Ok(v),
+                    // Unreachable with f64 sums; NaN rather than a loop.
+                    _ => Ok(f64::NAN),
+                }
+            }
+            Ok(Partial::Js(_)) => unreachable!("one-pass requests do not run the JS kernel"),
+        },
+        PassPlan::Two { first, second } => {
+            let sums_of = SumsOfRows {
+                req,
+                tol,
+                exact: Later::default(),
+            };
+            let params = sums_of.row(row, seg(first, RowParams::None).map_err(Irregular::Bad))?;
+            if params == RowParams::Skip {
+                return Ok(f64::NAN);
+            }
+            let values = SecondPass {
+                req,
+                second: Request {
+                    input: InputForm::Probabilities,
+                    normalization: Normalization::Normalize,
+                    ..*req
+                },
+                later: Later::default(),
+            };
+            // Exact sums carry no rounding bound: the value is taken.
+            values.row(row, seg(second, params).map_err(Irregular::Bad))
+        }
+    }
+}
