@@ -2,7 +2,7 @@
 //! memory-read limit; `--sweep` checks the scheduler's choices over many shapes.
 
 use crate::{DeviceArg, Failure, InputArg};
-use kldiv::scheduler::{DeviceMode, Engine, Job, Placement};
+use kldiv::scheduler::{DeviceMode, Job, Placement, Scheduler};
 use kldiv::workloads::{self, Workload};
 use kldiv::{bf16, f16, CpuEngine, Divergence, Dtype, Element, InputForm, Request, SimdLevel};
 use rayon::prelude::*;
@@ -123,8 +123,8 @@ impl Way {
 struct Ctx {
     reference: CpuEngine,
     scalar: CpuEngine,
-    auto: Engine,
-    split: Engine,
+    auto: Scheduler,
+    split: Scheduler,
     has_gpu: bool,
 }
 
@@ -145,14 +145,7 @@ impl Ctx {
                 Way::Reference => self.reference.per_row(req, p, q, rows, cols)?,
                 Way::Scalar => self.scalar.per_row(req, p, q, rows, cols)?,
                 Way::Simd => self.auto.cpu().per_row(req, p, q, rows, cols)?,
-                Way::Gpu => self
-                    .auto
-                    .gpu()
-                    .map_err(|e| Failure {
-                        code: 1,
-                        message: e,
-                    })?
-                    .per_row(req, p, q, rows, cols)?,
+                Way::Gpu => self.auto.gpu()?.per_row(req, p, q, rows, cols)?,
                 Way::Split => self.split.run(req, p, q, rows, cols)?.values,
                 Way::Auto => self.auto.run(req, p, q, rows, cols)?.values,
             };
@@ -223,7 +216,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let repeat = a.repeat.unwrap_or(if a.quick { 3 } else { 5 }).max(1);
     let auto = crate::engine(Some(DeviceArg::Auto))?;
-    let split = Engine::with_mode(DeviceMode::Split);
+    let split = Scheduler::with_mode(DeviceMode::Split);
     split.set_calibration(auto.calibrate());
     let has_gpu = auto.gpu().is_ok();
     let ctx = Ctx {
@@ -330,16 +323,7 @@ fn measure(
     let m = data.time(ctx, way, &req, w.rows, w.cols, reps)?;
     let gelem = w.elements() as f64 / m / 1e9;
     let gbs = gelem * 2.0 * dtype.size_bytes() as f64;
-    let plan = ctx.auto.plan(
-        &req,
-        &Job {
-            rows: w.rows,
-            cols: w.cols,
-            dtype,
-            input,
-            on_gpu: false,
-        },
-    );
+    let plan = ctx.auto.plan(&Job::of(&req, w.rows, w.cols, dtype, false));
     Ok(Row {
         workload: name.to_string(),
         rows: w.rows,

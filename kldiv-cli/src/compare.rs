@@ -4,7 +4,7 @@
 use crate::output::{self, OutputFile};
 use crate::{DeviceArg, DivergenceArg, Failure, InputArg};
 use kldiv::io::tensor::{common_type, TensorFile};
-use kldiv::scheduler::Engine;
+use kldiv::scheduler::Scheduler;
 use kldiv::{Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit};
 use rayon::prelude::*;
 use std::fmt::Write as _;
@@ -83,7 +83,7 @@ struct Totals {
 
 /// One block of rows `[r0, r1)`, read from both files in element type `T`.
 fn run_block<T: Element>(
-    engine: &Engine,
+    engine: &Scheduler,
     req: &Request,
     p: &TensorFile,
     q: &TensorFile,
@@ -218,7 +218,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     output::print(&text)
 }
 
-fn explain(engine: &Engine, plan: String) {
+fn explain(engine: &Scheduler, plan: String) {
     crate::warn_raw(&format!("kldiv: {:?} mode, {plan}", engine.mode()));
     #[cfg(feature = "gpu")]
     if let Ok(g) = engine.gpu() {

@@ -112,22 +112,34 @@ impl From<DeviceArg> for kldiv::scheduler::DeviceMode {
     }
 }
 
-/// The engine for `--device`, else `KLDIV_DEVICE`, else auto; in auto it loads (or
-/// measures and caches) the scheduler's calibration.
-pub fn engine(device: Option<DeviceArg>) -> Result<kldiv::scheduler::Engine, Failure> {
-    use kldiv::scheduler::{DeviceMode, Engine};
+/// The scheduler for `--device`, else `KLDIV_DEVICE`, else auto; in auto it loads (or
+/// measures and caches) its calibration, warning when the cache cannot be used.
+pub fn engine(device: Option<DeviceArg>) -> Result<kldiv::scheduler::Scheduler, Failure> {
+    use kldiv::scheduler::{calibration, Calibrated, DeviceMode, Scheduler};
     let mode = match device {
         Some(d) => d.into(),
         None => DeviceMode::from_env()?,
     };
-    let e = Engine::with_mode(mode);
+    let s = Scheduler::with_mode(mode);
     if matches!(mode, DeviceMode::Auto | DeviceMode::Split) {
-        match Engine::default_cache_path() {
-            Some(path) => e.calibrate_cached(&path),
-            None => e.calibrate(),
+        match calibration::default_cache_path() {
+            Some(path) => {
+                if let (
+                    _,
+                    Calibrated::Measured {
+                        cache_error: Some(e),
+                    },
+                ) = s.calibrate_cached(&path)
+                {
+                    warn(&format!("calibration cache: {e}"));
+                }
+            }
+            None => {
+                s.calibrate();
+            }
         };
     }
-    Ok(e)
+    Ok(s)
 }
 
 /// A failure with its exit code.

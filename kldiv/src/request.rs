@@ -136,11 +136,11 @@ impl Request {
 /// | f32 | 6.0e-8 | 1e-4 (a naive f32 sum over 128k entries can drift by ~1e-5) |
 /// | f16 | 4.9e-4 | 4e-3 (8u: rows rounded elementwise sum within ±u of 1) |
 /// | bf16 | 3.9e-3 | 3e-2 (8u) |
-pub fn default_sum_tolerance(dtype: crate::Dtype) -> f64 {
+pub fn default_sum_tolerance(dtype: crate::element::Dtype) -> f64 {
     match dtype {
-        crate::Dtype::F64 => 1e-6,
-        crate::Dtype::F32 => 1e-4,
-        crate::Dtype::F16 => 4e-3,
-        crate::Dtype::BF16 => 3e-2,
+        crate::element::Dtype::F64 => 1e-6,
+        crate::element::Dtype::F32 => 1e-4,
+        crate::element::Dtype::F16 => 4e-3,
+        crate::element::Dtype::BF16 => 3e-2,
     }
 }

@@ -177,7 +177,7 @@ impl GpuEngine {
         }
     }
 
-    /// Per-row values, the GPU twin of [`crate::CpuEngine::per_row`].
+    /// Per-row values, the GPU twin of [`crate::cpu::CpuEngine::per_row`].
     pub fn per_row<T: Element>(
         &self,
         req: &Request,

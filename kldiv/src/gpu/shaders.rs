@@ -6,9 +6,9 @@
 
 use super::records::NO_MAX;
 use crate::consts;
+use crate::element::Dtype;
 use crate::request::Divergence;
 use crate::semantics::plan::Kernel;
-use crate::Dtype;
 
 /// Threads per workgroup, elements each thread reads per segment, elements per segment.
 pub const WG: usize = 256;

@@ -13,7 +13,7 @@ fn ln1p_minus(x: f64) -> f64 {
 }
 
 /// Tolerance on |row sum − 1| in effect for this request, if rows are checked at all.
-pub fn sum_tolerance(req: &Request, dtype: crate::Dtype) -> Option<f64> {
+pub fn sum_tolerance(req: &Request, dtype: crate::element::Dtype) -> Option<f64> {
     match req.normalization {
         Normalization::Check { tolerance } => {
             Some(tolerance.unwrap_or_else(|| crate::request::default_sum_tolerance(dtype)))
@@ -393,13 +393,13 @@ pub fn finish_logits(
 }
 
 /// Combine per-row values as the request asks.
-pub fn reduce(req: &Request, per_row: Vec<f64>) -> crate::Output {
+pub fn reduce(req: &Request, per_row: Vec<f64>) -> crate::output::Output {
     match req.reduction {
-        crate::Reduction::PerRow => crate::Output::PerRow(per_row),
-        crate::Reduction::Sum => crate::Output::Scalar(per_row.iter().sum()),
-        crate::Reduction::MeanOverRows => {
+        crate::request::Reduction::PerRow => crate::output::Output::PerRow(per_row),
+        crate::request::Reduction::Sum => crate::output::Output::Scalar(per_row.iter().sum()),
+        crate::request::Reduction::MeanOverRows => {
             let n = per_row.len() as f64;
-            crate::Output::Scalar(per_row.iter().sum::<f64>() / n)
+            crate::output::Output::Scalar(per_row.iter().sum::<f64>() / n)
         }
     }
 }

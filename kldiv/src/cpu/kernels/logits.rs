@@ -1,0 +1,285 @@
+//! Logits rows: log-sum-exp sums and the ψ terms of `LogitSums` per block, the row's shift
+//! from its first block, and Jensen–Shannon over logits in the log domain.
+
+use super::super::simd_math::{abs, all, exp_nonpos, horner, ln, neg, poly9};
+use super::{lanes_sum, lanes_sum_f64, FLUSH};
+use crate::consts::{BIG_LOGIT, JS_G, JS_NEAR, PSI_NEAR, PSI_P};
+use crate::request::Divergence;
+use crate::semantics::exact;
+use crate::semantics::rows::Bad;
+use crate::semantics::sums::{JsSums, LogitSums};
+use pulp::Simd;
+
+/// w·ψ(x) where w·e^−x = `w_shift`: series near 0, direct form elsewhere.
+#[inline(always)]
+fn weighted_psi<S: Simd>(s: S, w: S::f32s, w_shift: S::f32s, x: S::f32s, near: S::m32s) -> S::f32s {
+    let series = s.mul_f32s(w, s.mul_f32s(s.mul_f32s(x, x), horner(s, x, &PSI_P)));
+    if all(s, near) {
+        series
+    } else {
+        let direct = s.mul_add_e_f32s(w, x, s.sub_f32s(w_shift, w));
+        s.select_f32s(near, series, direct)
+    }
+}
+
+/// x − y as an exact pair (hi, lo), lane by lane (Knuth's TwoSum): logits far apart in
+/// magnitude lose nothing.
+#[inline(always)]
+fn two_diff<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> (S::f32s, S::f32s) {
+    let hi = s.sub_f32s(x, y);
+    let xv = s.add_f32s(hi, y);
+    let yv = s.sub_f32s(xv, hi);
+    let lo = s.add_f32s(s.sub_f32s(x, xv), s.sub_f32s(yv, y));
+    (hi, lo)
+}
+
+/// The row's shift c from its first block (see `exact::row_shift`), with SIMD exponentials;
+/// `None` when that block holds values only the f64 path handles.
+#[inline(always)]
+pub(super) fn block_shift<S: Simd>(s: S, a: &[f32], b: &[f32]) -> Option<(f64, f64)> {
+    let (av, at) = S::as_simd_f32s(a);
+    let (bv, bt) = S::as_simd_f32s(b);
+    let big = s.splat_f32s(BIG_LOGIT);
+    let mut mxa = s.splat_f32s(f32::NEG_INFINITY);
+    let mut mxb = mxa;
+    for (&x, &y) in av.iter().zip(bv) {
+        let ok = s.and_m32s(
+            s.less_than_or_equal_f32s(abs(s, x), big),
+            s.less_than_or_equal_f32s(abs(s, y), big),
+        );
+        if !all(s, ok) {
+            return None;
+        }
+        mxa = s.max_f32s(mxa, x);
+        mxb = s.max_f32s(mxb, y);
+    }
+    let (mut ma, mut mb) = (s.reduce_max_f32s(mxa), s.reduce_max_f32s(mxb));
+    for (&x, &y) in at.iter().zip(bt) {
+        if !(x.abs() <= BIG_LOGIT && y.abs() <= BIG_LOGIT) {
+            return None;
+        }
+        ma = ma.max(x);
+        mb = mb.max(y);
+    }
+    let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
+    let (mut sa, mut sb) = (s.splat_f32s(0.0), s.splat_f32s(0.0));
+    for (&x, &y) in av.iter().zip(bv) {
+        sa = s.add_f32s(sa, exp_nonpos(s, s.sub_f32s(x, vma)));
+        sb = s.add_f32s(sb, exp_nonpos(s, s.sub_f32s(y, vmb)));
+    }
+    let (mut sa, mut sb) = (lanes_sum(s, sa), lanes_sum(s, sb));
+    for (&x, &y) in at.iter().zip(bt) {
+        sa += ((x - ma) as f64).exp();
+        sb += ((y - mb) as f64).exp();
+    }
+    Some(crate::semantics::sums::shift_from(
+        ma as f64,
+        mb as f64,
+        (sa / sb).ln(),
+    ))
+}
+
+/// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima, with the
+/// row's shift c = hi + lo (see [`LogitSums`]).
+#[inline(always)]
+pub fn logit_block<S: Simd>(
+    s: S,
+    div: Divergence,
+    a: &[f32],
+    b: &[f32],
+    shift: (f64, f64),
+) -> Result<LogitSums, Bad> {
+    let (av, at) = S::as_simd_f32s(a);
+    let (bv, bt) = S::as_simd_f32s(b);
+    let big = s.splat_f32s(BIG_LOGIT);
+    let mut mxa = s.splat_f32s(f32::NEG_INFINITY);
+    let mut mxb = mxa;
+    let exact = || exact::logit_block(a, b, &mut Some(shift));
+    for (&x, &y) in av.iter().zip(bv) {
+        let ok = s.and_m32s(
+            s.less_than_or_equal_f32s(abs(s, x), big),
+            s.less_than_or_equal_f32s(abs(s, y), big),
+        );
+        if !all(s, ok) {
+            // −inf masks, NaN or +inf: the exact path handles and reports them.
+            return exact();
+        }
+        mxa = s.max_f32s(mxa, x);
+        mxb = s.max_f32s(mxb, y);
+    }
+    let (mut ma, mut mb) = (s.reduce_max_f32s(mxa), s.reduce_max_f32s(mxb));
+    for (&x, &y) in at.iter().zip(bt) {
+        if !(x.abs() <= BIG_LOGIT && y.abs() <= BIG_LOGIT) {
+            return exact();
+        }
+        ma = ma.max(x);
+        mb = mb.max(y);
+    }
+    // The shift as the f32 pair this kernel subtracts; the sums record exactly that pair.
+    let c_hi = shift.0 as f32;
+    let c_lo = ((shift.0 - c_hi as f64) + shift.1) as f32;
+    let mut out = LogitSums::with_shift(c_hi as f64, c_lo as f64);
+    out.ma = ma as f64;
+    out.mb = mb as f64;
+    let g = exact::gamma(&out);
+    let need_a = matches!(div, Divergence::Kl | Divergence::SymmetricKl);
+    let need_b = matches!(div, Divergence::ReverseKl | Divergence::SymmetricKl);
+    let need_ea = div == Divergence::Entropy;
+    let need_eb = div == Divergence::CrossEntropy;
+    let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
+    let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
+    let (vg, vg_inv) = (s.splat_f32s(g as f32), s.splat_f32s((1.0 / g) as f32));
+    let zero = s.splat_f32s(0.0);
+    let one = s.splat_f32s(1.0);
+    for (ac, bc) in av.chunks(FLUSH).zip(bv.chunks(FLUSH)) {
+        let (mut sa, mut sb, mut ea, mut eb) = (zero, zero, zero, zero);
+        let (mut na, mut nb) = (zero, zero);
+        let (mut xa, mut xb, mut axa, mut axb) = (zero, zero, zero, zero);
+        let (mut pa, mut pb) = (zero, zero);
+        for (&x, &y) in ac.iter().zip(bc) {
+            let (da, db) = (s.sub_f32s(x, vma), s.sub_f32s(y, vmb));
+            let wa = exp_nonpos(s, da);
+            let wb = exp_nonpos(s, db);
+            // Elements at the maximum weigh exactly 1: counted apart, so that the f32 sums
+            // keep the small rest to its own precision (ln Σ of a peaked row needs it).
+            let (at_a, at_b) = (s.equal_f32s(da, zero), s.equal_f32s(db, zero));
+            na = s.add_f32s(na, s.select_f32s(at_a, one, zero));
+            nb = s.add_f32s(nb, s.select_f32s(at_b, one, zero));
+            sa = s.add_f32s(sa, s.select_f32s(at_a, zero, wa));
+            sb = s.add_f32s(sb, s.select_f32s(at_b, zero, wb));
+            if need_ea {
+                ea = s.mul_add_e_f32s(wa, da, ea);
+            }
+            if need_eb {
+                eb = s.mul_add_e_f32s(wa, db, eb);
+            }
+            if need_a || need_b {
+                let (d_hi, d_lo) = two_diff(s, x, y);
+                let xs = s.add_f32s(s.sub_f32s(d_hi, vc_hi), s.sub_f32s(d_lo, vc_lo));
+                let axs = abs(s, xs);
+                let near = s.less_than_or_equal_f32s(axs, s.splat_f32s(PSI_NEAR));
+                if need_a {
+                    xa = s.mul_add_e_f32s(wa, xs, xa);
+                    axa = s.mul_add_e_f32s(wa, axs, axa);
+                    pa = s.add_f32s(pa, weighted_psi(s, wa, s.mul_f32s(vg, wb), xs, near));
+                }
+                if need_b {
+                    xb = s.mul_add_e_f32s(wb, xs, xb);
+                    axb = s.mul_add_e_f32s(wb, axs, axb);
+                    let nxs = neg(s, xs);
+                    pb = s.add_f32s(pb, weighted_psi(s, wb, s.mul_f32s(vg_inv, wa), nxs, near));
+                }
+            }
+        }
+        out.sa += lanes_sum(s, na) + lanes_sum(s, sa);
+        out.sb += lanes_sum(s, nb) + lanes_sum(s, sb);
+        // ea, eb are sums of non-positive terms.
+        out.ea -= lanes_sum(s, neg(s, ea));
+        out.eb -= lanes_sum(s, neg(s, eb));
+        out.xa += lanes_sum_f64(s, xa);
+        out.xb += lanes_sum_f64(s, xb);
+        out.ax_a += lanes_sum(s, axa);
+        out.ax_b += lanes_sum(s, axb);
+        out.psi_a += lanes_sum(s, pa);
+        out.psi_b += lanes_sum(s, pb);
+    }
+    for (&x, &y) in at.iter().zip(bt) {
+        exact::logit_element(x as f64, y as f64, &mut out, g);
+    }
+    // The ψ terms rest on g·wb = wa·e^−x: with g or 1/g outside f32's normal range they are
+    // meaningless, and the row is finished in the plain form (or re-read).
+    if out.shift_gap().abs().is_nan() || out.shift_gap().abs() > 80.0 {
+        out.psi_a = f64::NAN;
+        out.psi_b = f64::NAN;
+    }
+    Ok(out)
+}
+
+/// F(u) of `consts::JS_G`, lane by lane: series near 0, closed form beyond.
+#[inline(always)]
+fn js_f<S: Simd>(s: S, u: S::f32s) -> S::f32s {
+    let g = JS_G.map(|c| c as f32);
+    let au = abs(s, u);
+    let one = s.splat_f32s(1.0);
+    let near = s.less_than_or_equal_f32s(au, s.splat_f32s(JS_NEAR));
+    let v = s.mul_f32s(u, u);
+    let series = s.mul_f32s(v, poly9(s, v, &g));
+    if all(s, near) {
+        return series;
+    }
+    let e = exp_nonpos(s, neg(s, au));
+    let one_e = s.add_f32s(one, e);
+    let t = s.sub_f32s(
+        s.splat_f32s(std::f32::consts::LN_2),
+        s.add_f32s(ln(s, one_e), s.div_f32s(s.mul_f32s(e, au), one_e)),
+    );
+    let direct = s.mul_f32s(s.splat_f32s(2.0), t);
+    s.select_f32s(near, series, direct)
+}
+
+/// Jensen–Shannon sums over one block of logits whose row maxima and log-sums are known (the
+/// second pass of JS over logits): Σ m·F(u) with u = ln p − ln q formed from x − y exactly,
+/// so near-identical rows keep their digits. See `exact::logit_js_segment`.
+#[inline(always)]
+pub fn logit_js_block<S: Simd>(
+    s: S,
+    a: &[f32],
+    b: &[f32],
+    (ma, lnsa, mb, lnsb): (f64, f64, f64, f64),
+) -> Result<JsSums, Bad> {
+    let (av, at) = S::as_simd_f32s(a);
+    let (bv, bt) = S::as_simd_f32s(b);
+    let big = s.splat_f32s(BIG_LOGIT);
+    for (&x, &y) in av.iter().zip(bv) {
+        let ok = s.and_m32s(
+            s.less_than_or_equal_f32s(abs(s, x), big),
+            s.less_than_or_equal_f32s(abs(s, y), big),
+        );
+        if !all(s, ok) {
+            // −inf masks, NaN, +inf: the exact path handles and reports them.
+            return exact::logit_js_segment(a, b, (ma, lnsa, mb, lnsb));
+        }
+    }
+    let (vma, vmb) = (s.splat_f32s(ma as f32), s.splat_f32s(mb as f32));
+    let (vla, vlb) = (s.splat_f32s(lnsa as f32), s.splat_f32s(lnsb as f32));
+    // c = ma − mb exactly (both are input values), and ln sb − ln sa as an f32 pair.
+    let (c_hi, c_lo) = {
+        let (x, y) = (ma as f32, mb as f32);
+        let hi = x - y;
+        let xv = hi + y;
+        (hi, (x - xv) + ((xv - hi) - y))
+    };
+    let l = lnsb - lnsa;
+    let (l_hi, l_lo) = (l as f32, (l - (l as f32) as f64) as f32);
+    let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
+    let (vl_hi, vl_lo) = (s.splat_f32s(l_hi), s.splat_f32s(l_lo));
+    let half = s.splat_f32s(0.5);
+    let zero = s.splat_f32s(0.0);
+    let mut out = JsSums::default();
+    for (ac, bc) in av.chunks(FLUSH).zip(bv.chunks(FLUSH)) {
+        let (mut h, mut sp, mut sq) = (zero, zero, zero);
+        for (&x, &y) in ac.iter().zip(bc) {
+            let p = exp_nonpos(s, s.sub_f32s(s.sub_f32s(x, vma), vla));
+            let q = exp_nonpos(s, s.sub_f32s(s.sub_f32s(y, vmb), vlb));
+            let (d_hi, d_lo) = two_diff(s, x, y);
+            let xs = s.add_f32s(s.sub_f32s(d_hi, vc_hi), s.sub_f32s(d_lo, vc_lo));
+            let u = s.add_f32s(s.add_f32s(xs, vl_hi), vl_lo);
+            let m = s.mul_f32s(half, s.add_f32s(p, q));
+            h = s.mul_add_e_f32s(m, js_f(s, u), h);
+            sp = s.add_f32s(sp, p);
+            sq = s.add_f32s(sq, q);
+        }
+        out.h += lanes_sum(s, h);
+        out.sp += lanes_sum(s, sp);
+        out.sq += lanes_sum(s, sq);
+    }
+    if !at.is_empty() {
+        let start = a.len() - at.len();
+        let tail = exact::logit_js_segment(at, bt, (ma, lnsa, mb, lnsb)).map_err(|e| Bad {
+            col: e.col + start,
+            ..e
+        })?;
+        out.merge(&tail);
+    }
+    Ok(out)
+}

@@ -1,0 +1,160 @@
+//! The f32 SIMD kernels, generic over pulp's `Simd`: one block of a row at a time.
+//!
+//! A block's sums are kept in f32 lanes (each lane adds at most FLUSH terms) and then added
+//! into f64, so rounding error stays flat however long the row is. Vectors holding anything
+//! outside the fast path's range (NaN, negatives, ±inf, magnitudes beyond the kernels' range)
+//! go to the exact f64 path (`semantics::exact`), which also reports bad input.
+//!
+//! - `probs`: probability rows (and short rows a lane per row),
+//! - `logits`: logits rows and Jensen–Shannon over logits.
+
+mod logits;
+mod probs;
+
+pub use probs::{short_rows, SHORT_ROW};
+
+use crate::consts::BLOCK;
+use crate::element::Element;
+use crate::semantics::exact;
+use crate::semantics::plan::{Kernel, RowParams};
+use crate::semantics::rows::Bad;
+use crate::semantics::sums::{JsSums, LogitSums, Partial, ProbSums};
+use logits::{block_shift, logit_block, logit_js_block};
+use probs::prob_block;
+use pulp::Simd;
+
+/// Block-sized f32 buffers for widening f16/bf16 and for transformed inputs.
+pub struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    /// A group of short f16/bf16 rows widened to f32, before [`short_rows`] transposes it.
+    wide_p: Vec<f32>,
+    wide_q: Vec<f32>,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        // Large enough for one block, and for 16 transposed rows of SHORT_ROW columns.
+        let n = BLOCK.max(16 * SHORT_ROW);
+        Scratch {
+            a: vec![0.0; n],
+            b: vec![0.0; n],
+            wide_p: vec![0.0; 16 * SHORT_ROW],
+            wide_q: vec![0.0; 16 * SHORT_ROW],
+        }
+    }
+}
+
+/// Vectors a lane accumulator takes before it is flushed into f64: keeps every f32 lane
+/// sum short (≤ 32 terms, relative error ≤ 2e-6 worst case) on every SIMD width, the
+/// one-lane scalar level included.
+const FLUSH: usize = 32;
+
+/// Horizontal sum of the lanes of a non-negative accumulator: an f32 tree adds at most
+/// 4 ulp (16 lanes), negligible next to the terms' own error.
+#[inline(always)]
+fn lanes_sum<S: Simd>(s: S, v: S::f32s) -> f64 {
+    s.reduce_sum_f32s(v) as f64
+}
+
+/// Horizontal sum in f64, pairwise: for signed accumulators whose total may cancel.
+#[inline(always)]
+fn lanes_sum_f64<S: Simd>(s: S, v: S::f32s) -> f64 {
+    let mut buf = [0f32; 16];
+    s.partial_store_f32s(&mut buf, v);
+    let mut w = [0f64; 16];
+    for i in 0..16 {
+        w[i] = buf[i] as f64;
+    }
+    let mut width = 8;
+    while width > 0 {
+        for i in 0..width {
+            w[i] += w[i + width];
+        }
+        width /= 2;
+    }
+    w[0]
+}
+
+/// Probabilities divided by their row sums, into scratch (rescaled re-reads and the second
+/// JS pass).
+#[inline(always)]
+fn scale_block(a: &mut [f32], b: &mut [f32], (p, q): (f64, f64)) {
+    let (p, q) = (p as f32, q as f32);
+    for x in a.iter_mut() {
+        *x *= p;
+    }
+    for x in b.iter_mut() {
+        *x *= q;
+    }
+}
+
+/// Sums over one piece of a row: the body every CPU path shares. For logits, `params` may
+/// hold the row's shift (a piece of a split row, or a re-read); without it the piece is a
+/// whole row and its first block gives the shift.
+#[inline(always)]
+pub fn segment<S: Simd, T: Element>(
+    s: S,
+    kernel: Kernel,
+    params: RowParams,
+    p: &[T],
+    q: &[T],
+    scratch: &mut Scratch,
+) -> Result<Partial, Bad> {
+    let shift = match (kernel, params) {
+        (Kernel::Logits(_), RowParams::Shift { hi, lo }) => (hi, lo),
+        (Kernel::Logits(_), _) => {
+            let n = p.len().min(BLOCK);
+            let (x, y): (&[f32], &[f32]) = if T::DTYPE == crate::element::Dtype::F32 {
+                (bytemuck::cast_slice(&p[..n]), bytemuck::cast_slice(&q[..n]))
+            } else {
+                T::widen_into(&p[..n], &mut scratch.a);
+                T::widen_into(&q[..n], &mut scratch.b);
+                (&scratch.a[..n], &scratch.b[..n])
+            };
+            block_shift(s, x, y).unwrap_or_else(|| exact::row_shift(p, q))
+        }
+        _ => (0.0, 0.0),
+    };
+    let scale = match params {
+        RowParams::Scale { p, q } if matches!(kernel, Kernel::Probs(_)) => Some((p, q)),
+        _ => None,
+    };
+    let js_params = match params {
+        RowParams::Softmax { ma, lnsa, mb, lnsb } => (ma, lnsa, mb, lnsb),
+        _ => (0.0, 0.0, 0.0, 0.0),
+    };
+    let mut probs = ProbSums::default();
+    let mut logits = LogitSums::default();
+    let mut js = JsSums::default();
+    for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
+        let (x, y): (&[f32], &[f32]) = if T::DTYPE == crate::element::Dtype::F32 && scale.is_none()
+        {
+            (bytemuck::cast_slice(pb), bytemuck::cast_slice(qb))
+        } else {
+            let n = pb.len();
+            T::widen_into(pb, &mut scratch.a);
+            T::widen_into(qb, &mut scratch.b);
+            if let Some(sc) = scale {
+                scale_block(&mut scratch.a[..n], &mut scratch.b[..n], sc);
+            }
+            (&scratch.a[..n], &scratch.b[..n])
+        };
+        let relocate = |e: Bad| Bad {
+            col: e.col + bi * BLOCK,
+            ..e
+        };
+        match kernel {
+            Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(relocate)?),
+            Kernel::Logits(div) => {
+                logits.merge(&logit_block(s, div, x, y, shift).map_err(relocate)?)
+            }
+            Kernel::LogitsJs => js.merge(&logit_js_block(s, x, y, js_params).map_err(relocate)?),
+        }
+    }
+    Ok(match kernel {
+        Kernel::Probs(_) => Partial::Probs(probs),
+        Kernel::Logits(_) => Partial::Logits(logits),
+        Kernel::LogitsJs => Partial::Js(js),
+    })
+}

@@ -1,0 +1,296 @@
+//! Probability rows: the divergences' t-terms, Σp, Σq and Σ(p − q) per block, and groups of
+//! short rows summed a row per lane.
+
+use super::super::simd_math::{all, gkl, ln, HUGE, TINY};
+use super::super::transpose;
+use super::{lanes_sum, lanes_sum_f64, Scratch, FLUSH};
+use crate::element::Element;
+use crate::request::Divergence;
+use crate::semantics::exact;
+use crate::semantics::finish::LaneSums;
+use crate::semantics::rows::Bad;
+use crate::semantics::sums::ProbSums;
+use pulp::Simd;
+
+/// Rows at most this long go through [`short_rows`] when they are probabilities.
+pub use crate::consts::SHORT_ROW;
+
+/// Lanes where the fast path is exact: both values within [TINY, HUGE], or one of them 0
+/// and the other at most HUGE (zeros only reach the exact selects in `gkl0` / `xlogy0`).
+/// On the bit patterns as unsigned integers, negatives, NaN and ±inf all compare above
+/// HUGE, so two min/max and three compares decide it.
+#[inline(always)]
+fn regular<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::m32s {
+    let (bx, by) = (s.transmute_u32s_f32s(x), s.transmute_u32s_f32s(y));
+    let lo = s.min_u32s(bx, by);
+    let hi = s.max_u32s(bx, by);
+    let hi_ok = s.less_than_or_equal_u32s(hi, s.splat_u32s(HUGE.to_bits()));
+    let lo_ok = s.or_m32s(
+        s.greater_than_or_equal_u32s(lo, s.splat_u32s(TINY.to_bits())),
+        s.equal_u32s(lo, s.splat_u32s(0)),
+    );
+    s.and_m32s(hi_ok, lo_ok)
+}
+
+struct ProbAcc<S: Simd> {
+    main: S::f32s,
+    main2: S::f32s,
+    sp: S::f32s,
+    sq: S::f32s,
+    diff: S::f32s,
+    /// Rounding error of `diff`, kept by TwoSum: Σ(p − q) decides literal KL when p ≈ q.
+    diff_lo: S::f32s,
+}
+
+/// gkl with the zero conventions: t(0, y) = y, t(x, 0) = +inf.
+#[inline(always)]
+fn gkl0<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
+    let t = gkl(s, x, y);
+    let t = s.select_f32s(
+        s.equal_f32s(y, s.splat_f32s(0.0)),
+        s.splat_f32s(f32::INFINITY),
+        t,
+    );
+    s.select_f32s(s.equal_f32s(x, s.splat_f32s(0.0)), y, t)
+}
+
+/// x·ln y with 0·ln y = 0 and x·ln 0 = −inf.
+#[inline(always)]
+fn xlogy0<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
+    let zero = s.splat_f32s(0.0);
+    let safe_y = s.select_f32s(s.equal_f32s(y, zero), s.splat_f32s(1.0), y);
+    let t = s.mul_f32s(x, ln(s, safe_y));
+    let t = s.select_f32s(s.equal_f32s(y, zero), s.splat_f32s(f32::NEG_INFINITY), t);
+    s.select_f32s(s.equal_f32s(x, zero), zero, t)
+}
+
+#[inline(always)]
+fn prob_step<S: Simd>(s: S, div: Divergence, x: S::f32s, y: S::f32s, acc: &mut ProbAcc<S>) {
+    acc.sp = s.add_f32s(acc.sp, x);
+    acc.sq = s.add_f32s(acc.sq, y);
+    // x − y is exact when x ≈ y (Sterbenz); TwoSum keeps what the addition drops.
+    let d = s.sub_f32s(x, y);
+    let sum = s.add_f32s(acc.diff, d);
+    let dd = s.sub_f32s(sum, acc.diff);
+    let err = s.add_f32s(s.sub_f32s(acc.diff, s.sub_f32s(sum, dd)), s.sub_f32s(d, dd));
+    acc.diff = sum;
+    acc.diff_lo = s.add_f32s(acc.diff_lo, err);
+    match div {
+        Divergence::Kl => acc.main = s.add_f32s(acc.main, gkl0(s, x, y)),
+        Divergence::ReverseKl => acc.main = s.add_f32s(acc.main, gkl0(s, y, x)),
+        Divergence::SymmetricKl => {
+            acc.main = s.add_f32s(acc.main, gkl0(s, x, y));
+            acc.main2 = s.add_f32s(acc.main2, gkl0(s, y, x));
+        }
+        Divergence::JensenShannon => {
+            let m = s.mul_f32s(s.add_f32s(x, y), s.splat_f32s(0.5));
+            let t = s.add_f32s(gkl0(s, x, m), gkl0(s, y, m));
+            // m = 0 only where x = y = 0, whose term is 0.
+            let t = s.select_f32s(s.equal_f32s(m, s.splat_f32s(0.0)), m, t);
+            acc.main = s.add_f32s(acc.main, t);
+        }
+        Divergence::CrossEntropy => acc.main = s.add_f32s(acc.main, xlogy0(s, x, y)),
+        Divergence::Entropy => acc.main = s.add_f32s(acc.main, xlogy0(s, x, x)),
+    }
+}
+
+/// Exact f64 handling of `p[range]`, `q[range]` into `extra`.
+fn prob_lanes_exact(
+    div: Divergence,
+    p: &[f32],
+    q: &[f32],
+    start: usize,
+    extra: &mut ProbSums,
+) -> Result<(), Bad> {
+    for (j, (&x, &y)) in p.iter().zip(q).enumerate() {
+        exact::prob_element(div, x as f64, y as f64, extra).map_err(|(side, kind)| Bad {
+            side,
+            kind,
+            col: start + j,
+        })?;
+    }
+    Ok(())
+}
+
+/// Sums over one block of probabilities (len ≤ BLOCK).
+#[inline(always)]
+pub fn prob_block<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Result<ProbSums, Bad> {
+    let lanes = S::F32_LANES;
+    let (pv, pt) = S::as_simd_f32s(p);
+    let (qv, qt) = S::as_simd_f32s(q);
+    let mut out = ProbSums::default();
+    for (k, (pc, qc)) in pv.chunks(FLUSH).zip(qv.chunks(FLUSH)).enumerate() {
+        out.merge(&prob_vectors(s, div, pc, qc, p, q, k * FLUSH * lanes)?);
+    }
+    if !pt.is_empty() {
+        // Zero padding is harmless: t(0, 0) = 0 and 0·ln 0 = 0.
+        let (x, y) = (s.partial_load_f32s(pt), s.partial_load_f32s(qt));
+        let start = p.len() - pt.len();
+        if all(s, regular(s, x, y)) {
+            out.merge(&prob_vectors(s, div, &[x], &[y], p, q, start)?);
+        } else {
+            prob_lanes_exact(div, pt, qt, start, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Sums over up to FLUSH vectors starting at element `start` of `p`, `q`.
+#[inline(always)]
+fn prob_vectors<S: Simd>(
+    s: S,
+    div: Divergence,
+    pv: &[S::f32s],
+    qv: &[S::f32s],
+    p: &[f32],
+    q: &[f32],
+    start: usize,
+) -> Result<ProbSums, Bad> {
+    let zero = s.splat_f32s(0.0);
+    let mut acc = ProbAcc::<S> {
+        main: zero,
+        main2: zero,
+        sp: zero,
+        sq: zero,
+        diff: zero,
+        diff_lo: zero,
+    };
+    let mut extra = ProbSums::default();
+    let lanes = S::F32_LANES;
+    debug_assert!(pv.len() <= 32);
+    // Vectors for the exact path are only marked here: a call inside the loop would make
+    // the compiler keep the accumulators in memory.
+    let mut irregular = 0u32;
+    for (i, (&x, &y)) in pv.iter().zip(qv).enumerate() {
+        if all(s, regular(s, x, y)) {
+            prob_step(s, div, x, y, &mut acc);
+        } else {
+            irregular |= 1 << i;
+        }
+    }
+    while irregular != 0 {
+        let i = irregular.trailing_zeros() as usize;
+        irregular &= irregular - 1;
+        let r = start + i * lanes..start + (i + 1) * lanes;
+        prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
+    }
+    let mut out = ProbSums {
+        main: lanes_sum(s, acc.main),
+        main2: lanes_sum(s, acc.main2),
+        sp: lanes_sum(s, acc.sp),
+        sq: lanes_sum(s, acc.sq),
+        diff: lanes_sum_f64(s, acc.diff) + lanes_sum_f64(s, acc.diff_lo),
+    };
+    out.merge(&extra);
+    Ok(out)
+}
+
+/// The sums of `S::F32_LANES` short rows, lane r holding row r's (from [`short_rows`]).
+pub struct RowLanes<S: Simd>(ProbAcc<S>);
+
+impl<S: Simd> RowLanes<S> {
+    /// The group's sums as the lane finisher takes them.
+    #[inline(always)]
+    pub fn lane_sums(&self, s: S) -> LaneSums<S> {
+        let acc = &self.0;
+        LaneSums {
+            main: acc.main,
+            main2: acc.main2,
+            sp: acc.sp,
+            sq: acc.sq,
+            diff: s.add_f32s(acc.diff, acc.diff_lo),
+        }
+    }
+
+    /// Each row's sums in f64, as the row-by-row path hands them on.
+    #[inline(always)]
+    pub fn to_sums(&self, s: S, out: &mut [ProbSums]) {
+        let acc = &self.0;
+        let lanes = |v: S::f32s| {
+            let mut buf = [0f32; 16];
+            s.partial_store_f32s(&mut buf, v);
+            buf
+        };
+        let (main, main2) = (lanes(acc.main), lanes(acc.main2));
+        let (sp, sq) = (lanes(acc.sp), lanes(acc.sq));
+        let (diff, diff_lo) = (lanes(acc.diff), lanes(acc.diff_lo));
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = ProbSums {
+                main: main[r] as f64,
+                main2: main2[r] as f64,
+                sp: sp[r] as f64,
+                sq: sq[r] as f64,
+                diff: diff[r] as f64 + diff_lo[r] as f64,
+            };
+        }
+    }
+}
+
+/// Sums of `S::F32_LANES` consecutive short probability rows at once, one row per lane.
+///
+/// Horizontal reductions would cost more than the arithmetic for 16-column rows (W2), so
+/// the rows are transposed through `scratch` and summed column by column: each lane ends up
+/// holding its row's sums. `None` when some value needs the exact path; the caller then
+/// runs those rows one by one.
+#[inline(always)]
+pub fn short_rows<S: Simd, T: Element>(
+    s: S,
+    div: Divergence,
+    p: &[T],
+    q: &[T],
+    cols: usize,
+    scratch: &mut Scratch,
+) -> Option<RowLanes<S>> {
+    let lanes = S::F32_LANES;
+    debug_assert!(cols <= SHORT_ROW && p.len() == lanes * cols);
+    let Scratch {
+        a,
+        b,
+        wide_p,
+        wide_q,
+    } = scratch;
+    // f16 / bf16 groups are widened to f32 first; f32 is read in place.
+    let (p, q): (&[f32], &[f32]) = if T::DTYPE == crate::element::Dtype::F32 {
+        (bytemuck::cast_slice(p), bytemuck::cast_slice(q))
+    } else {
+        T::widen_into(p, wide_p);
+        T::widen_into(q, wide_q);
+        (&wide_p[..p.len()], &wide_q[..q.len()])
+    };
+    transpose::rows_to_columns(s, p, cols, a);
+    transpose::rows_to_columns(s, q, cols, b);
+    let (xv, _) = S::as_simd_f32s(&a[..cols * lanes]);
+    let (yv, _) = S::as_simd_f32s(&b[..cols * lanes]);
+    // `div` as a constant in each arm: the loop is generated once per divergence, without a
+    // `match` per vector (+6% on W2; on long rows the same gained nothing and doubled the
+    // crate's compile time, so it is done here only).
+    match div {
+        Divergence::Kl => columns(s, Divergence::Kl, xv, yv),
+        Divergence::ReverseKl => columns(s, Divergence::ReverseKl, xv, yv),
+        Divergence::SymmetricKl => columns(s, Divergence::SymmetricKl, xv, yv),
+        Divergence::JensenShannon => columns(s, Divergence::JensenShannon, xv, yv),
+        Divergence::CrossEntropy => columns(s, Divergence::CrossEntropy, xv, yv),
+        Divergence::Entropy => columns(s, Divergence::Entropy, xv, yv),
+    }
+}
+
+/// Sums of columns of short rows (see [`short_rows`]).
+#[inline(always)]
+fn columns<S: Simd>(s: S, div: Divergence, xv: &[S::f32s], yv: &[S::f32s]) -> Option<RowLanes<S>> {
+    let zero = s.splat_f32s(0.0);
+    let mut acc = ProbAcc::<S> {
+        main: zero,
+        main2: zero,
+        sp: zero,
+        sq: zero,
+        diff: zero,
+        diff_lo: zero,
+    };
+    for (&x, &y) in xv.iter().zip(yv) {
+        if !all(s, regular(s, x, y)) {
+            return None;
+        }
+        prob_step(s, div, x, y, &mut acc);
+    }
+    Some(RowLanes(acc))
+}

@@ -1,0 +1,212 @@
+//! Measuring the rates the cost model needs (≤ 0.3 s, on `workloads` data), and keeping them
+//! in a JSON cache file between processes.
+
+use super::cost::Calibration;
+use crate::cpu::CpuEngine;
+use crate::error::{Error, Result};
+use crate::request::{Divergence, InputForm, Normalization, Request};
+use crate::workloads::{self, Workload};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The cache format written by this version; others are measured again.
+pub const VERSION: u32 = 2;
+
+/// Calibrations whose timings disagreed by more than this are not trusted from a cache.
+pub const PLAUSIBLE_SPREAD: f64 = 0.5;
+
+/// The default cache file: `$XDG_CACHE_HOME/kldiv/calibration.json` or `~/.cache/...`.
+pub fn default_cache_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("kldiv").join("calibration.json"))
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The calibration cached at `path`: `Ok(None)` when there is none (or it is of another
+/// version), an error when the file cannot be read or is not a calibration.
+pub fn load(path: &Path) -> Result<Option<Calibration>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    let c: Calibration = serde_json::from_str(&text).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        message: format!("not a kldiv calibration: {e}"),
+    })?;
+    Ok((c.version == VERSION).then_some(c))
+}
+
+/// Write `c` to `path` (then rename, so a concurrent reader never sees half a file).
+pub fn save(path: &Path, c: &Calibration) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let text = serde_json::to_string_pretty(c).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    std::fs::write(&tmp, text).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+/// The request calibration times (synthetic rows, so no sum check).
+fn probe(input: InputForm) -> Request {
+    Request::new(Divergence::Kl)
+        .normalization(Normalization::AsGiven)
+        .input(input)
+}
+
+/// Mean of up to 3 timed runs of `f` (as many as fit in 10 ms after the first), after a
+/// warm-up. How far the two fastest runs disagree goes into `spread` (one outlier, a
+/// passing hiccup, does not count).
+fn time(spread: &mut f64, f: &mut dyn FnMut() -> Result<()>) -> f64 {
+    let _ = f(); // warm-up: pipelines, caches
+    let t = Instant::now();
+    let mut runs = vec![];
+    while runs.len() < 3 && (runs.is_empty() || t.elapsed().as_secs_f64() < 0.01) {
+        let r = Instant::now();
+        if f().is_err() {
+            return f64::INFINITY;
+        }
+        runs.push(r.elapsed().as_secs_f64());
+    }
+    let mean = runs.iter().sum::<f64>() / runs.len() as f64;
+    runs.sort_by(f64::total_cmp);
+    if runs.len() > 1 && runs[0] > 0.0 {
+        *spread = spread.max(runs[1] / runs[0] - 1.0);
+    }
+    mean
+}
+
+/// A small job of each regime, in the workloads' data (W2-, W1- and W3-like rows).
+fn probe_workload(regime: usize, input: InputForm) -> Workload {
+    let (rows, cols) = [(4096, 16), (16, 4096), (1, 131_072)][regime];
+    Workload {
+        name: "calibration",
+        rows,
+        cols,
+        input,
+        what: "scheduler calibration",
+    }
+}
+
+/// Measure the CPU engine and (when given) the GPU engine; ≤ 0.3 s.
+pub fn measure(
+    key: String,
+    cpu: &CpuEngine,
+    #[cfg(feature = "gpu")] gpu: Option<&crate::gpu::GpuEngine>,
+) -> Calibration {
+    let mut spread = 0f64;
+    let forms = [InputForm::Probabilities, InputForm::Logits];
+    let mut rates = [[0.0; 2]; 3];
+    for (r, row) in rates.iter_mut().enumerate() {
+        for (f, &input) in forms.iter().enumerate() {
+            let w = probe_workload(r, input);
+            let (p, q) = workloads::generate(&w, 7);
+            let req = probe(input);
+            let s = time(&mut spread, &mut || {
+                cpu.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
+            });
+            row[f] = w.elements() as f64 / s;
+        }
+    }
+    #[allow(unused_mut)]
+    let mut c = Calibration {
+        version: VERSION,
+        key,
+        cpu: rates,
+        gpu: [[0.0; 2]; 3],
+        upload: 1.0,
+        gpu_latency: 0.0,
+        gpu_is_software: false,
+        gpu_f64: false,
+        spread: 0.0,
+    };
+    #[cfg(feature = "gpu")]
+    if let Some(g) = gpu {
+        let budget = Instant::now();
+        c.gpu_is_software = g.adapter().is_software;
+        c.gpu_f64 = g.adapter().f64;
+        // Latency: a one-row job. Upload: a large buffer write. Kernel: end-to-end time
+        // minus both.
+        let one = Workload {
+            rows: 1,
+            ..probe_workload(0, InputForm::Probabilities)
+        };
+        let (p, q) = workloads::generate(&one, 7);
+        let req = probe(InputForm::Probabilities);
+        c.gpu_latency = time(&mut spread, &mut || {
+            g.per_row(&req, &p, &q, 1, one.cols).map(|_| ())
+        });
+        c.upload = g.measure_upload(8 << 20).unwrap_or(1e9);
+        // Kernel throughput from medium rows (one pipeline per input form, to stay in
+        // the time budget); the other regimes take the same rate.
+        for (f, &input) in forms.iter().enumerate() {
+            if budget.elapsed().as_secs_f64() > 0.25 {
+                c.gpu[1][f] = c.gpu[1][0].max(1.0);
+                continue;
+            }
+            let w = probe_workload(1, input);
+            let n = w.elements() as f64;
+            let (p, q) = workloads::generate(&w, 7);
+            let req = probe(input);
+            let s = time(&mut spread, &mut || {
+                g.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
+            });
+            let total = (s - c.gpu_latency).max(1e-9);
+            // What is left after the upload, never credited with more than 4× the
+            // end-to-end rate.
+            let kernel = (total - 8.0 * n / c.upload).max(0.25 * total);
+            c.gpu[1][f] = n / kernel;
+        }
+        c.gpu[0] = c.gpu[1];
+        c.gpu[2] = c.gpu[1];
+    }
+    c.spread = spread;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibrations_round_trip_through_the_cache_file() {
+        let dir = std::env::temp_dir().join(format!("kldiv-cal-rt-{}", std::process::id()));
+        let path = dir.join("c.json");
+        let c = Calibration {
+            version: VERSION,
+            key: "cpu avx512 x2 | gpu none".into(),
+            cpu: [[1.5e9, 1.0e9], [3e9, 2e9], [3e9, 2e9]],
+            gpu: [[0.0; 2]; 3],
+            upload: 1.0,
+            gpu_latency: 0.0,
+            gpu_is_software: false,
+            gpu_f64: false,
+            spread: 0.2,
+        };
+        save(&path, &c).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(c.clone()));
+        // Another version is not used; a corrupt file is an error, not a calibration.
+        std::fs::write(
+            &path,
+            serde_json::to_string(&Calibration { version: 1, ..c }).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(load(&path).unwrap(), None);
+        std::fs::write(&path, "{\"version\": 2, \"key\": 7}").unwrap();
+        assert!(load(&path).is_err());
+        assert_eq!(load(&dir.join("missing.json")).unwrap(), None);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

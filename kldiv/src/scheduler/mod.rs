@@ -1,0 +1,362 @@
+//! The [`Scheduler`]: one object users call, which places each job on the CPU engine, the GPU
+//! engine, or both (rows split between them), from a measured cost model, and says why.
+//!
+//! - [`cost`]: the cost model (pure): rates + job → estimates and choice.
+//! - [`calibration`]: measuring the rates, and their cache file.
+//! - here: execution — running the choice, splitting rows, recovering from GPU failures.
+
+pub mod calibration;
+pub mod cost;
+
+pub use cost::{Calibration, DeviceMode, Job, Placement, Plan, Regime};
+
+use crate::cpu::CpuEngine;
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::output::Output;
+use crate::request::Request;
+use crate::semantics::finish::reduce;
+use crate::semantics::rows::{relocate_row_by, validate_shape};
+use ndarray::ArrayView2;
+use std::sync::{Mutex, OnceLock};
+
+/// The result of a scheduled job: per-row values, where they ran, and why.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub values: Vec<f64>,
+    pub placement: Placement,
+    pub plan: Plan,
+    /// E.g. a GPU failure that `auto` recovered from on the CPU.
+    pub warnings: Vec<String>,
+}
+
+/// Where a calibration came from.
+#[derive(Debug)]
+pub enum Calibrated {
+    /// Read from the cache file.
+    Cached,
+    /// Measured now; saved to the cache file unless `cache_error` says otherwise.
+    Measured { cache_error: Option<Error> },
+}
+
+/// CPU and (when built and present) GPU engines, with the cost model choosing between them.
+pub struct Scheduler {
+    mode: DeviceMode,
+    cpu: CpuEngine,
+    /// The GPU engine, opened on first use, or why there is none.
+    #[cfg(feature = "gpu")]
+    gpu: OnceLock<std::result::Result<crate::gpu::GpuEngine, String>>,
+    calibration: Mutex<Option<Calibration>>,
+}
+
+impl Scheduler {
+    /// Mode from `KLDIV_DEVICE` (default `auto`). Nothing is measured or opened yet.
+    pub fn new() -> Result<Self> {
+        Ok(Self::with_mode(DeviceMode::from_env()?))
+    }
+
+    pub fn with_mode(mode: DeviceMode) -> Self {
+        Scheduler {
+            mode,
+            cpu: CpuEngine::new(),
+            #[cfg(feature = "gpu")]
+            gpu: OnceLock::new(),
+            calibration: Mutex::new(None),
+        }
+    }
+
+    pub fn mode(&self) -> DeviceMode {
+        self.mode
+    }
+
+    pub fn cpu(&self) -> &CpuEngine {
+        &self.cpu
+    }
+
+    /// The GPU engine, opened on first use; `GpuUnavailable` with the reason when there is
+    /// none.
+    #[cfg(feature = "gpu")]
+    pub fn gpu(&self) -> Result<&crate::gpu::GpuEngine> {
+        self.gpu
+            .get_or_init(|| {
+                crate::gpu::GpuEngine::new().map_err(|e| match e {
+                    Error::GpuUnavailable(why) => why,
+                    other => other.to_string(),
+                })
+            })
+            .as_ref()
+            .map_err(|why| Error::GpuUnavailable(why.clone()))
+    }
+
+    /// Whether the GPU engine has been opened (a device created) by this scheduler.
+    #[cfg(feature = "gpu")]
+    pub fn gpu_opened(&self) -> bool {
+        self.gpu.get().is_some()
+    }
+
+    /// Who a calibration describes: CPU SIMD level and threads, adapter and driver. Built
+    /// from the adapter's description alone: no device is created for it.
+    pub fn calibration_key(&self) -> String {
+        #[cfg(feature = "gpu")]
+        let gpu = match crate::gpu::preferred_adapter_info() {
+            Ok(a) => format!("{} / {} / {}", a.name, a.backend, a.driver),
+            Err(_) => "no gpu".to_string(),
+        };
+        #[cfg(not(feature = "gpu"))]
+        let gpu = "no gpu".to_string();
+        format!(
+            "cpu {} x{} | gpu {gpu}",
+            self.cpu.simd_name(),
+            self.cpu.threads()
+        )
+    }
+
+    /// Use a saved calibration if it was measured on this CPU and adapter; returns whether
+    /// it was taken.
+    pub fn set_calibration(&self, c: Calibration) -> bool {
+        if c.key != self.calibration_key() {
+            return false;
+        }
+        if let Ok(mut slot) = self.calibration.lock() {
+            *slot = Some(c);
+        }
+        true
+    }
+
+    /// The calibration in use, measuring it now (≤ 0.3 s) if there is none yet.
+    pub fn calibrate(&self) -> Calibration {
+        if let Ok(slot) = self.calibration.lock() {
+            if let Some(c) = slot.as_ref() {
+                return c.clone();
+            }
+        }
+        let c = calibration::measure(
+            self.calibration_key(),
+            &self.cpu,
+            #[cfg(feature = "gpu")]
+            self.gpu().ok(),
+        );
+        if let Ok(mut slot) = self.calibration.lock() {
+            *slot = Some(c.clone());
+        }
+        c
+    }
+
+    /// Use the calibration cached at `path`, or measure and save it there. A cache from
+    /// another CPU or adapter, of another format, or measured under load (timings that
+    /// disagree by more than `calibration::PLAUSIBLE_SPREAD`) is measured again. A cache
+    /// that cannot be read or written is reported in the result, never a reason to fail.
+    pub fn calibrate_cached(&self, path: &std::path::Path) -> (Calibration, Calibrated) {
+        let mut cache_error = None;
+        match calibration::load(path) {
+            Ok(Some(c)) if c.spread <= calibration::PLAUSIBLE_SPREAD => {
+                if self.set_calibration(c.clone()) {
+                    return (c, Calibrated::Cached);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => cache_error = Some(e),
+        }
+        let c = self.calibrate();
+        if let Err(e) = calibration::save(path, &c) {
+            cache_error = cache_error.or(Some(e));
+        }
+        (c, Calibrated::Measured { cache_error })
+    }
+
+    /// The plan for `req` over a job (calibrating first in `auto` and `split` modes).
+    pub fn plan(&self, job: &Job) -> Plan {
+        match self.mode {
+            DeviceMode::Cpu => Plan {
+                placement: Placement::Cpu,
+                cpu_s: 0.0,
+                gpu_s: None,
+                split_s: None,
+                reason: "cpu requested".into(),
+            },
+            mode => self.calibrate().plan(mode, job),
+        }
+    }
+
+    /// `req` over two `[rows, cols]` views, placed by the scheduler and reduced as the
+    /// request asks. Any memory layout is accepted; views that are not row-major contiguous
+    /// are copied once.
+    pub fn compute<T: Element>(
+        &self,
+        req: &Request,
+        p: ArrayView2<T>,
+        q: ArrayView2<T>,
+    ) -> Result<Output> {
+        let (p, q) = crate::row_major(req, p, q)?;
+        let (rows, cols) = p.dim();
+        let q = q.as_ref().unwrap_or(&p);
+        let run = self.run(req, crate::slice(&p), crate::slice(q), rows, cols)?;
+        Ok(reduce(req, run.values))
+    }
+
+    /// Per-row values, run where the plan says. In `auto`, a GPU failure finishes the job on
+    /// the CPU with a warning; in `gpu` mode it is an error.
+    pub fn run<T: Element>(
+        &self,
+        req: &Request,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Run> {
+        validate_shape(p.len(), q.len(), rows, cols, req)?;
+        let q = if req.reads_q() { q } else { p };
+        let plan = self.plan(&Job::of(req, rows, cols, T::DTYPE, false));
+        if debug_log() {
+            eprintln!(
+                "kldiv: {:?} mode, {rows}×{cols} {}: {plan}",
+                self.mode,
+                T::DTYPE
+            );
+        }
+        let mut warnings = vec![];
+        let recover = |e: Error, what: &str, warnings: &mut Vec<String>| {
+            if self.mode == DeviceMode::Auto && !e.is_input_error() {
+                warnings.push(format!("GPU failed ({e}); {what} finished on the CPU"));
+                Ok(())
+            } else {
+                Err(e)
+            }
+        };
+        let values = match plan.placement {
+            Placement::Cpu => self.cpu.per_row(req, p, q, rows, cols)?,
+            Placement::Gpu => match self.gpu_rows(req, p, q, rows, cols) {
+                Ok(v) => v,
+                Err(e) => {
+                    recover(e, "the job", &mut warnings)?;
+                    self.cpu.per_row(req, p, q, rows, cols)?
+                }
+            },
+            Placement::Split { gpu_rows } => {
+                let k = gpu_rows * cols;
+                let (pg, pc) = p.split_at(k);
+                let (qg, qc) = q.split_at(k);
+                let (g, c) = std::thread::scope(|s| {
+                    let g = s.spawn(|| self.gpu_rows(req, pg, qg, gpu_rows, cols));
+                    let c = self.cpu.per_row(req, pc, qc, rows - gpu_rows, cols);
+                    (g.join(), c)
+                });
+                let mut c = c.map_err(|e| relocate_row_by(e, gpu_rows))?;
+                let mut g = match g {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
+                        recover(e, "its rows", &mut warnings)?;
+                        self.cpu.per_row(req, pg, qg, gpu_rows, cols)?
+                    }
+                    Err(_) => return Err(Error::Gpu("the GPU thread panicked".into())),
+                };
+                g.append(&mut c);
+                g
+            }
+        };
+        Ok(Run {
+            values,
+            placement: plan.placement,
+            plan,
+            warnings,
+        })
+    }
+
+    #[cfg(feature = "gpu")]
+    fn gpu_rows<T: Element>(
+        &self,
+        req: &Request,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>> {
+        self.gpu()?.per_row(req, p, q, rows, cols)
+    }
+
+    #[cfg(not(feature = "gpu"))]
+    fn gpu_rows<T: Element>(
+        &self,
+        _: &Request,
+        _: &[T],
+        _: &[T],
+        _: usize,
+        _: usize,
+    ) -> Result<Vec<f64>> {
+        Err(Error::GpuUnavailable(
+            "built without the `gpu` feature".into(),
+        ))
+    }
+}
+
+/// `KLDIV_LOG=debug` prints every plan to stderr.
+fn debug_log() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("KLDIV_LOG").is_ok_and(|v| v.eq_ignore_ascii_case("debug")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plausible_cache_is_used_without_opening_the_gpu() {
+        let dir = std::env::temp_dir().join(format!("kldiv-cal-{}", std::process::id()));
+        let path = dir.join("calibration.json");
+        let s = Scheduler::with_mode(DeviceMode::Auto);
+        let mut c = Calibration {
+            version: calibration::VERSION,
+            key: s.calibration_key(),
+            cpu: [[2e9; 2]; 3],
+            gpu: [[1e9; 2]; 3],
+            upload: 20e9,
+            gpu_latency: 50e-6,
+            gpu_is_software: true,
+            gpu_f64: false,
+            spread: 0.1,
+        };
+        calibration::save(&path, &c).unwrap();
+        let (got, how) = s.calibrate_cached(&path);
+        assert_eq!(got, c);
+        assert!(matches!(how, Calibrated::Cached));
+        // The key comes from the adapter's description: no device was created for it.
+        #[cfg(feature = "gpu")]
+        assert!(!s.gpu_opened());
+        // Timings that disagreed (a loaded machine) are measured again, and the cache
+        // rewritten with the new measurement.
+        c.spread = 5.0;
+        calibration::save(&path, &c).unwrap();
+        let s = Scheduler::with_mode(DeviceMode::Auto);
+        let (fresh, how) = s.calibrate_cached(&path);
+        assert!(matches!(how, Calibrated::Measured { cache_error: None }));
+        assert_ne!(fresh.spread, 5.0);
+        assert_eq!(fresh.key, c.key);
+        assert_eq!(calibration::load(&path).unwrap(), Some(fresh));
+        // A cache that cannot be written is reported, and the measurement still used.
+        let blocked = dir.join("a-file").join("calibration.json");
+        std::fs::write(dir.join("a-file"), b"not a directory").unwrap();
+        let (_, how) = Scheduler::with_mode(DeviceMode::Auto).calibrate_cached(&blocked);
+        assert!(matches!(
+            how,
+            Calibrated::Measured {
+                cache_error: Some(_)
+            }
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn compute_honours_the_reduction() {
+        use crate::request::{Divergence, Reduction};
+        let p = ndarray::array![[0.5f32, 0.5], [0.9, 0.1]];
+        let q = ndarray::array![[0.5f32, 0.5], [0.5, 0.5]];
+        let s = Scheduler::with_mode(DeviceMode::Cpu);
+        let req = Request::new(Divergence::Kl);
+        let rows = s.compute(&req, p.view(), q.view()).unwrap();
+        let mean = s
+            .compute(&req.reduction(Reduction::MeanOverRows), p.view(), q.view())
+            .unwrap();
+        let v = rows.per_row().unwrap();
+        assert_eq!(mean.scalar().unwrap(), (v[0] + v[1]) / 2.0);
+    }
+}
