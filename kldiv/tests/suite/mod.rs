@@ -1,0 +1,990 @@
+//! One test suite for every engine: each function here checks one behaviour against the
+//! textbook f64 reference (`common`) or the exact values the semantics define, on whatever
+//! engine it is given. `every_engine.rs` instantiates all of them for each CPU SIMD level,
+//! the GPU engine, and the GPU engine with tiny chunks, so a new divergence or input form is
+//! tested on every path by construction.
+//!
+//! Tolerance: 1e-5 relative per row (the crate's bound for f32 inputs) plus 1e-12 absolute
+//! only so that exact zeros compare; where an engine documents another bound (the GPU's
+//! near-identical rows), [`TestEngine`] says so and the test uses it.
+#![allow(dead_code)]
+
+use super::common::*;
+use kldiv::{
+    bf16, f16, BadKind, CpuEngine, Divergence, Dtype, Element, Error, InputForm, NanPolicy,
+    Normalization, Request, Side, SimdLevel, Unit,
+};
+
+/// An engine under test.
+pub enum TestEngine {
+    Cpu(SimdLevel, CpuEngine),
+    #[cfg(feature = "gpu")]
+    Gpu(&'static str, &'static kldiv::gpu::GpuEngine),
+}
+
+impl TestEngine {
+    pub fn cpu(level: SimdLevel) -> Option<TestEngine> {
+        CpuEngine::with_level(level)
+            .ok()
+            .map(|e| TestEngine::Cpu(level, e))
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            TestEngine::Cpu(l, _) => format!("cpu {l:?}"),
+            #[cfg(feature = "gpu")]
+            TestEngine::Gpu(n, _) => n.to_string(),
+        }
+    }
+
+    pub fn run<T: Element>(
+        &self,
+        req: &Request,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f64>, Error> {
+        match self {
+            TestEngine::Cpu(_, e) => e.per_row(req, p, q, rows, cols),
+            #[cfg(feature = "gpu")]
+            TestEngine::Gpu(_, e) => e.per_row(req, p, q, rows, cols),
+        }
+    }
+
+    pub fn ok<T: Element>(
+        &self,
+        req: &Request,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Vec<f64> {
+        self.run(req, p, q, rows, cols)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name()))
+    }
+
+    pub fn err<T: Element>(
+        &self,
+        req: &Request,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Error {
+        match self.run(req, p, q, rows, cols) {
+            Err(e) => e,
+            Ok(v) => panic!("{}: expected an error, got {v:?}", self.name()),
+        }
+    }
+
+    pub fn is_gpu(&self) -> bool {
+        !matches!(self, TestEngine::Cpu(..))
+    }
+
+    /// What the engine computes f64 inputs from: the values themselves, or (GPU) the values
+    /// narrowed to f32.
+    pub fn seen<T: Element>(&self, v: &[T]) -> Vec<f64> {
+        v.iter()
+            .map(|x| {
+                if self.is_gpu() && T::DTYPE == Dtype::F64 {
+                    x.to_f64() as f32 as f64
+                } else {
+                    x.to_f64()
+                }
+            })
+            .collect()
+    }
+}
+
+/// (40, 16) and (37, 33) reach the lane-per-row path for short rows (tasks hold whole
+/// groups of 16 rows), with leftover rows.
+pub const SHAPES: [(usize, usize); 8] = [
+    (1, 1),
+    (3, 17),
+    (40, 16),
+    (37, 33),
+    (5, 100),
+    (4, 1000),
+    (3, 4097),
+    (2, 70_001),
+];
+
+/// Every divergence of `form` on `p64`, `q64` converted to `T`, against the reference on the
+/// values the engine sees.
+#[allow(clippy::too_many_arguments)]
+fn check<T: Element>(
+    e: &TestEngine,
+    what: &str,
+    conv: fn(f64) -> T,
+    form: Form,
+    p64: &[f64],
+    q64: &[f64],
+    rows: usize,
+    cols: usize,
+    normalize: bool,
+) {
+    let p: Vec<T> = p64.iter().map(|&x| conv(x)).collect();
+    let q: Vec<T> = q64.iter().map(|&x| conv(x)).collect();
+    let (pe, qe) = (e.seen(&p), e.seen(&q));
+    let what = format!("{} {what}", e.name());
+    check_all_divergences(&what, form, &pe, &qe, cols, normalize, &mut |req| {
+        e.run(req, &p, &q, rows, cols)
+    });
+}
+
+pub fn probabilities_f32(e: &TestEngine) {
+    let mut rng = Rng::new(1);
+    for (rows, cols) in SHAPES {
+        for sigma in [0.1, 2.0] {
+            let (p, q) = prob_pair(&mut rng, rows, cols, sigma);
+            check(
+                e,
+                "f32",
+                |x| x as f32,
+                Form::Probs,
+                &p,
+                &q,
+                rows,
+                cols,
+                false,
+            );
+        }
+    }
+}
+
+pub fn probabilities_normalized_on_request(e: &TestEngine) {
+    let mut rng = Rng::new(2);
+    for (rows, cols) in SHAPES {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.5);
+        // Scale rows far from 1: only Normalization::Normalize accepts them.
+        let p: Vec<f64> = p
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x * (1.0 + (i / cols) as f64))
+            .collect();
+        let q: Vec<f64> = q.iter().map(|x| x * 0.37).collect();
+        check(
+            e,
+            "f32 normalize",
+            |x| x as f32,
+            Form::Probs,
+            &p,
+            &q,
+            rows,
+            cols,
+            true,
+        );
+    }
+}
+
+pub fn other_element_types(e: &TestEngine) {
+    let mut rng = Rng::new(3);
+    // (40, 16) and (37, 33): f16 / bf16 short rows are widened, then go a lane per row.
+    for (rows, cols) in [(3, 17), (40, 16), (37, 33), (4, 1000), (2, 70_001)] {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.3);
+        check(e, "f64", |x| x, Form::Probs, &p, &q, rows, cols, false);
+        check(
+            e,
+            "f16",
+            f16::from_f64,
+            Form::Probs,
+            &p,
+            &q,
+            rows,
+            cols,
+            false,
+        );
+        check(
+            e,
+            "bf16",
+            bf16::from_f64,
+            Form::Probs,
+            &p,
+            &q,
+            rows,
+            cols,
+            false,
+        );
+        let (a, b) = logit_pair(&mut rng, rows, cols, 0.5);
+        check(
+            e,
+            "bf16",
+            bf16::from_f64,
+            Form::Logits,
+            &a,
+            &b,
+            rows,
+            cols,
+            false,
+        );
+        check(
+            e,
+            "f16",
+            f16::from_f64,
+            Form::Logits,
+            &a,
+            &b,
+            rows,
+            cols,
+            false,
+        );
+    }
+}
+
+pub fn logits_and_logprobs(e: &TestEngine) {
+    let mut rng = Rng::new(4);
+    for (rows, cols) in SHAPES {
+        let (a, b) = logit_pair(&mut rng, rows, cols, 0.5);
+        check(
+            e,
+            "f32",
+            |x| x as f32,
+            Form::Logits,
+            &a,
+            &b,
+            rows,
+            cols,
+            false,
+        );
+        // Log-probabilities: normalised in f64 first, then rounded (sums stay within 1e-4).
+        let norm = |v: &[f64]| log_softmax_rows(v, cols);
+        check(
+            e,
+            "f32",
+            |x| x as f32,
+            Form::LogProbs,
+            &norm(&a),
+            &norm(&b),
+            rows,
+            cols,
+            false,
+        );
+        check(e, "f64", |x| x, Form::Logits, &a, &b, rows, cols, false);
+    }
+}
+
+/// Masked vocabularies: P is −inf on ~20% of columns, Q on half of those (so KL(P‖Q) is
+/// finite and KL(Q‖P) infinite), mixed with finite logits in long rows.
+pub fn masked_logits(e: &TestEngine) {
+    let mut rng = Rng::new(8);
+    for (rows, cols) in [(3, 17), (40, 16), (37, 33), (4, 1000), (2, 70_001)] {
+        let (mut a, mut b) = logit_pair(&mut rng, rows, cols, 0.5);
+        for i in 0..a.len() {
+            if rng.uniform() < 0.2 {
+                a[i] = f64::NEG_INFINITY;
+                if rng.uniform() < 0.5 {
+                    b[i] = f64::NEG_INFINITY;
+                }
+            }
+        }
+        check(
+            e,
+            "f32 masked",
+            |x| x as f32,
+            Form::Logits,
+            &a,
+            &b,
+            rows,
+            cols,
+            false,
+        );
+    }
+}
+
+/// Near-identical rows: KL ~ 1e-9, where a naive f32 Σ p·ln(p/q) keeps no correct digit.
+/// The t-term form keeps 1e-5 relative for probabilities. On the GPU the Σ(p−q) correction
+/// of literal KL is a plain f32 sum (compensated sums are not reliable in WGSL): its bound
+/// there is 1e-5·KL + 2e-6·Σ|p−q|/√cols (measured ≈ 3.5e-7·Σ|p−q|/√cols).
+pub fn near_identical_probability_rows(e: &TestEngine) {
+    let mut rng = Rng::new(5);
+    for (rows, cols) in [(4, 1000), (2, 32_000), (2, 70_001)] {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 1e-4);
+        let (pf, qf) = (to_f32(&p), to_f32(&q));
+        let (pe, qe) = (to_f64(&pf), to_f64(&qf));
+        for (div, rdiv) in [
+            (Divergence::Kl, Div::Kl),
+            (Divergence::SymmetricKl, Div::Symmetric),
+            (Divergence::JensenShannon, Div::Js),
+        ] {
+            let got = e.ok(&Request::new(div), &pf, &qf, rows, cols);
+            for r in 0..rows {
+                let (a, b) = (&pe[r * cols..(r + 1) * cols], &qe[r * cols..(r + 1) * cols]);
+                let want = reference(rdiv, Form::Probs, a, b, false);
+                assert!(want < 1e-6, "test data is near-identical");
+                let l1: f64 = a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum();
+                let slack = if e.is_gpu() && div == Divergence::Kl {
+                    2e-6 * l1 / (cols as f64).sqrt()
+                } else {
+                    1e-15
+                };
+                assert!(
+                    close(got[r], want.max(0.0), 1e-5, slack),
+                    "{} {div:?} row {r}: got {:e} want {want:e}",
+                    e.name(),
+                    got[r]
+                );
+            }
+        }
+    }
+}
+
+/// Near-identical logits (b = a + 1e-4·N, KL ~ 5e-9): a log-sum-exp difference keeps no
+/// digit here; the ψ form keeps 1e-5 relative on the CPU, 1e-4 on the GPU (f32 x without
+/// compensation).
+pub fn near_identical_logits(e: &TestEngine) {
+    let mut rng = Rng::new(6);
+    let (rows, cols) = (4, 32_000);
+    let (a, b) = logit_pair(&mut rng, rows, cols, 1e-4);
+    let (af, bf) = (to_f32(&a), to_f32(&b));
+    let (ae, be) = (to_f64(&af), to_f64(&bf));
+    let rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
+    let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+    let got = e.ok(&req, &af, &bf, rows, cols);
+    // Reverse KL through the same identity with the roles swapped.
+    let rev = e.ok(
+        &Request::new(Divergence::ReverseKl).input(InputForm::Logits),
+        &bf,
+        &af,
+        rows,
+        cols,
+    );
+    for r in 0..rows {
+        let want =
+            reference_logits_kl(&ae[r * cols..(r + 1) * cols], &be[r * cols..(r + 1) * cols]);
+        assert!(want < 1e-7, "test data is near-identical");
+        assert!(
+            close(got[r], want, rel, 0.0),
+            "{} row {r}: {:e} vs {want:e}",
+            e.name(),
+            got[r]
+        );
+        assert!(
+            close(rev[r], want, rel, 0.0),
+            "{} reverse row {r}: {:e}",
+            e.name(),
+            rev[r]
+        );
+    }
+}
+
+/// Long rows: blocked sums keep the error flat; a 4M-column row stays within 1e-5.
+pub fn long_rows_do_not_accumulate_error(e: &TestEngine) {
+    let mut rng = Rng::new(7);
+    let (rows, cols) = (1, 4_000_000);
+    let (p, q) = prob_pair(&mut rng, rows, cols, 0.1);
+    let (pf, qf) = (to_f32(&p), to_f32(&q));
+    let got = e.ok(&Request::new(Divergence::Kl), &pf, &qf, rows, cols);
+    let want = reference(Div::Kl, Form::Probs, &to_f64(&pf), &to_f64(&qf), false);
+    assert!(
+        close(got[0], want, 1e-5, 0.0),
+        "{}: {} vs {want}",
+        e.name(),
+        got[0]
+    );
+}
+
+/// Groups of short rows are finished in their SIMD lanes on the CPU (one row per lane):
+/// units, `AsGiven`, the sum check and the JS bound must come out as they do row by row.
+pub fn short_row_groups(e: &TestEngine) {
+    let mut rng = Rng::new(8);
+    let rows = 48;
+    for cols in [1, 5, 8, 16, 17, 64] {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.3);
+        // Rows scaled by 0.9…1.1: literal sums, negative values allowed.
+        let scale = |v: &[f64], k: f64| -> Vec<f64> {
+            v.iter()
+                .enumerate()
+                .map(|(i, x)| x * (1.0 + k * ((i / cols) as f64 / rows as f64 - 0.5)))
+                .collect()
+        };
+        let (ps, qs) = (scale(&p, 0.2), scale(&q, -0.2));
+        let (pf, qf, psf, qsf) = (to_f32(&p), to_f32(&q), to_f32(&ps), to_f32(&qs));
+        let (pe, qe, pse, qse) = (to_f64(&pf), to_f64(&qf), to_f64(&psf), to_f64(&qsf));
+        let what = format!("{} {rows}x{cols}", e.name());
+        let bits = e.ok(
+            &Request::new(Divergence::Kl).unit(Unit::Bits),
+            &pf,
+            &qf,
+            rows,
+            cols,
+        );
+        let as_given = Request::new(Divergence::Kl).normalization(Normalization::AsGiven);
+        let literal = e.ok(&as_given, &psf, &qsf, rows, cols);
+        for r in 0..rows {
+            let span = r * cols..(r + 1) * cols;
+            let (a, b) = (&pe[span.clone()], &qe[span.clone()]);
+            let want = reference(Div::Kl, Form::Probs, a, b, false) / std::f64::consts::LN_2;
+            assert!(close(bits[r], want, 1e-5, 1e-12), "{what} bits row {r}");
+            let (a, b) = (&pse[span.clone()], &qse[span]);
+            let want: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| if *x > 0.0 { x * (x / y).ln() } else { 0.0 })
+                .sum();
+            let size: f64 = a.iter().zip(b).map(|(x, y)| (x * (x / y).ln()).abs()).sum();
+            assert!(
+                close(literal[r], want, 1e-5, 1e-6 * size),
+                "{what} as given row {r}: {} vs {want}",
+                literal[r]
+            );
+        }
+        // Rows 21 and 37 are off from 1 by 3e-4 (beyond the f32 default 1e-4), row 30 by
+        // 5e-5 (within): the error names row 21, P side.
+        let mut off = pf.clone();
+        for (row, k) in [(21, 1.0 + 3e-4), (30, 1.0 + 5e-5), (37, 1.0 + 3e-4)] {
+            for x in &mut off[row * cols..(row + 1) * cols] {
+                *x = (*x as f64 * k) as f32;
+            }
+        }
+        let kl = Request::new(Divergence::Kl);
+        assert!(
+            matches!(
+                e.err(&kl, &off, &qf, rows, cols),
+                Error::NotNormalized {
+                    side: Side::P,
+                    row: 21,
+                    ..
+                }
+            ),
+            "{what}"
+        );
+        let mut fixed = off.clone();
+        for row in [21, 37] {
+            for x in &mut fixed[row * cols..(row + 1) * cols] {
+                *x /= 1.0 + 3e-4;
+            }
+        }
+        e.ok(&kl, &fixed, &qf, rows, cols);
+        let mut q_off = qf.clone();
+        for x in &mut q_off[25 * cols..26 * cols] {
+            *x = (*x as f64 * (1.0 - 3e-4)) as f32;
+        }
+        assert!(
+            matches!(
+                e.err(&kl, &pf, &q_off, rows, cols),
+                Error::NotNormalized {
+                    side: Side::Q,
+                    row: 25,
+                    ..
+                }
+            ),
+            "{what}"
+        );
+        // A row without mass is an error even when sums are taken as given.
+        let mut empty = psf.clone();
+        empty[33 * cols..34 * cols].fill(0.0);
+        assert!(
+            matches!(
+                e.err(&as_given, &empty, &qsf, rows, cols),
+                Error::NoMass {
+                    side: Side::P,
+                    row: 33
+                }
+            ),
+            "{what}"
+        );
+    }
+    // Disjoint supports: JS is exactly ln 2 (1 bit) and must not exceed it after rounding.
+    for cols in [2, 4, 16, 64] {
+        let p: Vec<f32> = (0..rows * cols)
+            .map(|i| if i % 2 == 0 { 2.0 / cols as f32 } else { 0.0 })
+            .collect();
+        let q: Vec<f32> = (0..rows * cols)
+            .map(|i| if i % 2 == 1 { 2.0 / cols as f32 } else { 0.0 })
+            .collect();
+        for (unit, max) in [(Unit::Nats, std::f64::consts::LN_2), (Unit::Bits, 1.0)] {
+            let req = Request::new(Divergence::JensenShannon).unit(unit);
+            for v in e.ok(&req, &p, &q, rows, cols) {
+                assert!(
+                    v <= max && v >= max * (1.0 - 1e-6),
+                    "{} {unit:?} {cols}: {v:e}",
+                    e.name()
+                );
+            }
+        }
+    }
+}
+
+/// A row of `n` equal probabilities with `p[i]` overridden by `vals`, renormalised exactly
+/// enough for f32 (the rest absorbs the change).
+fn row_with(n: usize, vals: &[(usize, f32)]) -> Vec<f32> {
+    let fixed: f32 = vals.iter().map(|v| v.1).sum();
+    let rest = (1.0 - fixed) / (n - vals.len()) as f32;
+    let mut r = vec![rest; n];
+    for &(i, v) in vals {
+        r[i] = v;
+    }
+    r
+}
+
+pub fn zero_p_contributes_nothing(e: &TestEngine) {
+    // Sizes cover a pure tail (7), a vector body (64) and irregular vectors mid-row (1000).
+    for n in [7usize, 64, 1000] {
+        let p = row_with(n, &[(1, 0.0), (3, 0.0)]);
+        let q = row_with(n, &[(1, 0.2), (3, 0.0)]);
+        let want: f64 = p
+            .iter()
+            .zip(&q)
+            .filter(|(a, _)| **a > 0.0)
+            .map(|(&a, &b)| a as f64 * (a as f64 / b as f64).ln())
+            .sum();
+        let got = e.ok(&Request::new(Divergence::Kl), &p, &q, 1, n)[0];
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "{} n={n}: {got} vs {want}",
+            e.name()
+        );
+    }
+}
+
+pub fn q_zero_where_p_positive_is_infinite(e: &TestEngine) {
+    for n in [7usize, 64, 1000] {
+        let p = row_with(n, &[(5, 0.1)]);
+        let q = row_with(n, &[(5, 0.0)]);
+        for div in [
+            Divergence::Kl,
+            Divergence::SymmetricKl,
+            Divergence::CrossEntropy,
+        ] {
+            assert_eq!(
+                e.ok(&Request::new(div), &p, &q, 1, n)[0],
+                f64::INFINITY,
+                "{div:?}"
+            );
+        }
+        // Reverse KL reads q·ln(q/p): finite here. JS stays finite and ≤ ln 2.
+        assert!(e.ok(&Request::new(Divergence::ReverseKl), &p, &q, 1, n)[0].is_finite());
+        let js = e.ok(&Request::new(Divergence::JensenShannon), &p, &q, 1, n)[0];
+        assert!(js.is_finite() && js <= std::f64::consts::LN_2);
+    }
+}
+
+pub fn identical_rows_give_zero(e: &TestEngine) {
+    let mut rng = Rng::new(9);
+    let (p, _) = prob_pair(&mut rng, 3, 777, 0.1);
+    let p = to_f32(&p);
+    for div in [
+        Divergence::Kl,
+        Divergence::ReverseKl,
+        Divergence::SymmetricKl,
+        Divergence::JensenShannon,
+    ] {
+        assert_eq!(
+            e.ok(&Request::new(div), &p, &p, 3, 777),
+            vec![0.0; 3],
+            "{div:?}"
+        );
+    }
+    // Logits shifted by a constant are the same distribution.
+    let a: Vec<f32> = (0..777 * 3)
+        .map(|i| ((i * 37 % 101) as f32) * 0.05)
+        .collect();
+    let b: Vec<f32> = a.iter().map(|x| x + 3.0).collect();
+    let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+    for v in e.ok(&req, &a, &b, 3, 777) {
+        assert!(v.abs() < 1e-9, "{} {v}", e.name());
+    }
+}
+
+pub fn tiny_and_huge_values(e: &TestEngine) {
+    // Subnormal and tiny probabilities take the exact path and stay correct.
+    let n = 40;
+    let p = row_with(n, &[(0, 1e-40), (1, 1e-30), (17, 1e-20)]);
+    let q = row_with(n, &[(0, 1e-38), (1, 1e-38), (17, 1e-5)]);
+    let want: f64 = p
+        .iter()
+        .zip(&q)
+        .map(|(&a, &b)| a as f64 * (a as f64 / b as f64).ln())
+        .sum();
+    let got = e.ok(&Request::new(Divergence::Kl), &p, &q, 1, n)[0];
+    assert!(
+        (got - want).abs() <= 1e-5 * want.abs(),
+        "{}: {got} vs {want}",
+        e.name()
+    );
+    // Huge unnormalised weights with Normalize: scale-free.
+    let big: Vec<f32> = p.iter().map(|x| x * 3e30).collect();
+    let bigq: Vec<f32> = q.iter().map(|x| x * 1e25).collect();
+    let req = Request::new(Divergence::Kl).normalization(Normalization::Normalize);
+    let got = e.ok(&req, &big, &bigq, 1, n)[0];
+    assert!(
+        (got - want).abs() <= 1e-5 * want.abs() + 1e-6,
+        "{}: {got} vs {want}",
+        e.name()
+    );
+}
+
+fn log_softmax32(x: &[f32]) -> Vec<f64> {
+    let m = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = m + x.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+    x.iter().map(|&v| v as f64 - lse).collect()
+}
+
+pub fn minus_infinity_logits_mean_probability_zero(e: &TestEngine) {
+    let inf = f32::NEG_INFINITY;
+    // P masks column 1 (p = 0 there, fine); Q masks column 2 where P has mass → +inf.
+    let a = [1.0f32, inf, 0.5, 0.2, 0.1];
+    let b = [1.0f32, 0.3, 0.5, 0.2, 0.1];
+    let (la, lb) = (log_softmax32(&a), log_softmax32(&b));
+    let want: f64 = la
+        .iter()
+        .zip(&lb)
+        .filter(|(x, _)| x.is_finite())
+        .map(|(x, y)| x.exp() * (x - y))
+        .sum();
+    for input in [InputForm::Logits, InputForm::LogProbabilities] {
+        let (a, b) = if input == InputForm::Logits {
+            (a.to_vec(), b.to_vec())
+        } else {
+            (
+                la.iter().map(|&x| x as f32).collect(),
+                lb.iter().map(|&x| x as f32).collect(),
+            )
+        };
+        let req = Request::new(Divergence::Kl).input(input);
+        let got = e.ok(&req, &a, &b, 1, 5)[0];
+        assert!(
+            (got - want).abs() <= 1e-5 * want,
+            "{} {input:?}: {got} vs {want}",
+            e.name()
+        );
+        let mut b2 = b.clone();
+        b2[2] = inf;
+        // (Masking a log-probability un-normalises the row: skip the sum check for it.)
+        let req = req.normalization(Normalization::AsGiven);
+        assert_eq!(e.ok(&req, &a, &b2, 1, 5)[0], f64::INFINITY);
+        // Reverse KL: Q has mass on column 1 where P is −inf → +inf.
+        let rev = Request::new(Divergence::ReverseKl).input(input);
+        assert_eq!(e.ok(&rev, &a, &b, 1, 5)[0], f64::INFINITY);
+    }
+    // A row with no finite logit has no distribution.
+    let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+    let err = e.err(&req, &[inf, inf], &[0.0f32, 1.0], 1, 2);
+    assert!(
+        matches!(
+            err,
+            Error::NoMass {
+                side: Side::P,
+                row: 0
+            }
+        ),
+        "{err}"
+    );
+}
+
+pub fn nan_is_an_error_naming_row_and_column_or_propagates(e: &TestEngine) {
+    let (rows, cols) = (3, 300);
+    let mut p = vec![1.0 / cols as f32; rows * cols];
+    let q = p.clone();
+    p[cols + 123] = f32::NAN;
+    for input in [InputForm::Probabilities, InputForm::Logits] {
+        let req = Request::new(Divergence::Kl).input(input);
+        let err = e.err(&req, &p, &q, rows, cols);
+        assert!(
+            matches!(
+                err,
+                Error::BadValue {
+                    side: Side::P,
+                    kind: BadKind::NotANumber,
+                    row: 1,
+                    col: 123
+                }
+            ),
+            "{} {err}",
+            e.name()
+        );
+        let got = e.ok(&req.nan(NanPolicy::Propagate), &p, &q, rows, cols);
+        assert!(got[1].is_nan() && got[0].abs() < 1e-12 && got[2].abs() < 1e-12);
+        // In Q too.
+        let err = e.err(&req, &q, &p, rows, cols);
+        assert!(
+            matches!(
+                err,
+                Error::BadValue {
+                    side: Side::Q,
+                    row: 1,
+                    col: 123,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    // Two bad values in one block (a NaN, then a negative 77 columns earlier): the error
+    // names the first in column order.
+    let mut two = q.clone();
+    two[cols + 200] = f32::NAN;
+    two[cols + 123] = -0.5;
+    let err = e.err(&Request::new(Divergence::Kl), &two, &q, rows, cols);
+    assert!(
+        matches!(
+            err,
+            Error::BadValue {
+                side: Side::P,
+                kind: BadKind::Negative,
+                row: 1,
+                col: 123
+            }
+        ),
+        "{err}"
+    );
+    // Short rows, many of them: the lane-per-row path must hand the bad group back.
+    let (rows, cols) = (40, 16);
+    let mut p = vec![1.0 / cols as f32; rows * cols];
+    p[33 * cols + 5] = f32::NAN;
+    let err = e.err(&Request::new(Divergence::Kl), &p, &p.clone(), rows, cols);
+    assert!(
+        matches!(
+            err,
+            Error::BadValue {
+                row: 33,
+                col: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let q = vec![1.0 / cols as f32; rows * cols];
+    let got = e.ok(
+        &Request::new(Divergence::Kl).nan(NanPolicy::Propagate),
+        &p,
+        &q,
+        rows,
+        cols,
+    );
+    assert!(got[33].is_nan() && got.iter().filter(|v| v.is_nan()).count() == 1);
+    // A long row split across threads (and chunks).
+    let cols = 200_000;
+    let mut p = vec![1.0 / cols as f32; cols];
+    p[150_001] = f32::NAN;
+    let err = e.err(&Request::new(Divergence::Kl), &p, &p.clone(), 1, cols);
+    assert!(
+        matches!(
+            err,
+            Error::BadValue {
+                row: 0,
+                col: 150_001,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+pub fn negative_probabilities_and_infinities_are_errors(e: &TestEngine) {
+    let mut p = vec![0.25f32; 8];
+    p[6] = -0.25;
+    p[7] = 0.75;
+    let err = e.err(&Request::new(Divergence::Kl), &p, &[0.125f32; 8], 1, 8);
+    assert!(
+        matches!(
+            err,
+            Error::BadValue {
+                kind: BadKind::Negative,
+                col: 6,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut p = vec![0.125f32; 8];
+    p[3] = f32::INFINITY;
+    let err = e.err(&Request::new(Divergence::Kl), &p, &[0.125f32; 8], 1, 8);
+    assert!(
+        matches!(
+            err,
+            Error::BadValue {
+                kind: BadKind::Infinite,
+                col: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+    let err = e.err(&req, &[0.0f32, 1.0], &[0.0, f32::INFINITY], 1, 2);
+    assert!(
+        matches!(
+            err,
+            Error::BadValue {
+                side: Side::Q,
+                kind: BadKind::Infinite,
+                col: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+pub fn empty_and_mismatched_inputs_are_errors(e: &TestEngine) {
+    let req = Request::new(Divergence::Kl);
+    assert!(matches!(
+        e.run::<f32>(&req, &[], &[], 0, 5),
+        Err(Error::Empty { .. })
+    ));
+    assert!(matches!(
+        e.run::<f32>(&req, &[], &[], 5, 0),
+        Err(Error::Empty { .. })
+    ));
+    assert!(matches!(
+        e.run(&req, &[0.5f32, 0.5], &[1.0f32], 1, 2),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+pub fn one_element_rows(e: &TestEngine) {
+    assert_eq!(
+        e.ok(
+            &Request::new(Divergence::Kl),
+            &[1.0f32, 1.0],
+            &[1.0, 1.0],
+            2,
+            1
+        ),
+        vec![0.0, 0.0]
+    );
+    let req = Request::new(Divergence::Entropy).input(InputForm::Logits);
+    assert_eq!(e.ok(&req, &[3.0f32], &[3.0], 1, 1), vec![0.0]);
+}
+
+pub fn rows_off_from_one_are_errors_unless_normalised(e: &TestEngine) {
+    let p = [0.5f32, 0.4];
+    let q = [0.5f32, 0.5];
+    let err = e.err(&Request::new(Divergence::Kl), &p, &q, 1, 2);
+    assert!(
+        matches!(
+            err,
+            Error::NotNormalized {
+                side: Side::P,
+                row: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let req = Request::new(Divergence::Kl).normalization(Normalization::Normalize);
+    let want =
+        (5.0f64 / 9.0) * ((5.0 / 9.0) / 0.5f64).ln() + (4.0 / 9.0) * ((4.0 / 9.0) / 0.5f64).ln();
+    let got = e.ok(&req, &p, &q, 1, 2)[0];
+    assert!((got - want).abs() < 1e-7, "{}: {got} vs {want}", e.name());
+    // As given: the literal Σ p·ln(p/q), negative here, not clamped.
+    let req = Request::new(Divergence::Kl).normalization(Normalization::AsGiven);
+    let literal = 0.5f64 * 1f64.ln() + 0.4 * (0.4f64 / 0.5).ln();
+    let got = e.ok(&req, &p, &q, 1, 2)[0];
+    assert!((got - literal).abs() < 1e-7 && got < 0.0);
+    // A custom tolerance accepts it.
+    let req = Request::new(Divergence::Kl).normalization(Normalization::Check {
+        tolerance: Some(0.2),
+    });
+    e.ok(&req, &p, &q, 1, 2);
+}
+
+pub fn f16_softmax_rows_pass_the_default_tolerance(e: &TestEngine) {
+    // A 128k-entry softmax rounded to f16 does not sum to 1 exactly.
+    let n = 128_256;
+    let mut rng = Rng::new(11);
+    let (p, q) = prob_pair(&mut rng, 1, n, 0.1);
+    let ph: Vec<f16> = p.iter().map(|&x| f16::from_f64(x)).collect();
+    let qh: Vec<f16> = q.iter().map(|&x| f16::from_f64(x)).collect();
+    e.ok(&Request::new(Divergence::Kl), &ph, &qh, 1, n);
+}
+
+pub fn never_negative_for_normalised_inputs(e: &TestEngine) {
+    // p and q rounded separately: literal Σ p ln(p/q) can dip below 0 by rounding.
+    let mut rng = Rng::new(12);
+    let (p, q) = prob_pair(&mut rng, 50, 64, 1e-7);
+    let (p, q) = (to_f32(&p), to_f32(&q));
+    for div in [
+        Divergence::Kl,
+        Divergence::ReverseKl,
+        Divergence::SymmetricKl,
+        Divergence::JensenShannon,
+    ] {
+        assert!(
+            e.ok(&Request::new(div), &p, &q, 50, 64)
+                .iter()
+                .all(|&v| v >= 0.0),
+            "{div:?}"
+        );
+    }
+}
+
+/// The precision defects found by porting other projects' test suites (issue 10): each case,
+/// at the bound the engine documents.
+pub fn precision_cases_from_other_suites(e: &TestEngine) {
+    let js = Request::new(Divergence::JensenShannon);
+    // 1. JS with Normalize on f64 keeps f64 precision on f64 engines (f32 on the GPU).
+    let p = [1.0f64, 2.0, 4.0];
+    let q = [3.0f64, 1.0, 1.0];
+    let want = reference(Div::Js, Form::Probs, &p, &q, true);
+    let got = e.ok(&js.normalization(Normalization::Normalize), &p, &q, 1, 3)[0];
+    let rel = if e.is_gpu() { 1e-6 } else { 1e-13 };
+    assert!(
+        close(got, want, rel, 0.0),
+        "{}: JS normalize f64 {got:.12} vs {want:.12}",
+        e.name()
+    );
+    // 2. JS on logits offset by +1e4 (f32): the row's log-sum-exp must not round.
+    let a: Vec<f32> = [0.36f64, 0.48, 0.16]
+        .iter()
+        .map(|x| (x.ln() + 1e4) as f32)
+        .collect();
+    let b = [1e4f32; 3];
+    let want = reference(Div::Js, Form::Logits, &to_f64(&a), &to_f64(&b), false);
+    let got = e.ok(&js.input(InputForm::Logits), &a, &b, 1, 3)[0];
+    assert!(
+        close(got, want, 1e-5, 0.0),
+        "{}: JS logits +1e4 {got} vs {want}",
+        e.name()
+    );
+    // 3. Cross-entropy and entropy of logits offset by +1e4.
+    let mut rng = Rng::new(41);
+    let (a, b) = logit_pair(&mut rng, 3, 500, 0.5);
+    let (a, b): (Vec<f32>, Vec<f32>) = (
+        a.iter().map(|x| (x + 1e4) as f32).collect(),
+        b.iter().map(|x| (x + 1e4) as f32).collect(),
+    );
+    let (ae, be) = (to_f64(&a), to_f64(&b));
+    for (div, rdiv) in [
+        (Divergence::CrossEntropy, Div::CrossEntropy),
+        (Divergence::Entropy, Div::Entropy),
+    ] {
+        let got = e.ok(&Request::new(div).input(InputForm::Logits), &a, &b, 3, 500);
+        for r in 0..3 {
+            let want = reference(
+                rdiv,
+                Form::Logits,
+                &ae[r * 500..(r + 1) * 500],
+                &be[r * 500..(r + 1) * 500],
+                false,
+            );
+            assert!(
+                close(got[r], want, 1e-5, 0.0),
+                "{} {div:?} +1e4 row {r}: {} vs {want}",
+                e.name(),
+                got[r]
+            );
+        }
+    }
+    // 4. f64 values below the f32 range are values, not zeros (never +inf from narrowing);
+    //    SciPy's rel_entr tiny-q case (gh-20710) the same.
+    let kl = Request::new(Divergence::Kl);
+    let got = e.ok(&kl, &[1.0f64, 0.0], &[1e-50, 1.0], 1, 2)[0];
+    assert!(
+        close(got, 50.0 * 10f64.ln(), 1e-12, 0.0),
+        "{}: {got}",
+        e.name()
+    );
+    // rel_entr(x, tiny) where x/y overflows (SciPy gh-20710): x·(ln x − ln y), finite.
+    let as_given = kl.normalization(Normalization::AsGiven);
+    let (x, y) = ([2.0f64, 3.0, 4.0], [f64::MIN_POSITIVE; 3]);
+    let want: f64 = x.iter().zip(&y).map(|(a, b)| a * (a.ln() - b.ln())).sum();
+    let got = e.ok(&as_given, &x, &y, 1, 3)[0];
+    assert!(
+        close(got, want, 1e-12, 0.0),
+        "{}: {got} vs {want}",
+        e.name()
+    );
+}
