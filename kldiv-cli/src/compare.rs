@@ -251,10 +251,9 @@ struct Report<'a> {
 impl Report<'_> {
     /// Share of rows whose argmax agrees, with its standard error.
     fn same_top(&self, rows: usize) -> Option<(f64, f64)> {
-        self.req.reads_q().then(|| {
-            let share = self.same_top as f64 / rows as f64;
-            (share, (share * (1.0 - share) / rows as f64).sqrt())
-        })
+        self.req
+            .reads_q()
+            .then(|| share_with_error(self.same_top, rows))
     }
 
     fn json(&self, per_row: &[f64]) -> String {
@@ -342,6 +341,18 @@ impl Report<'_> {
     }
 }
 
+/// A share k/n with its standard error sqrt(p(1−p)/(n−1)), as llama.cpp's perplexity
+/// report computes it (so the two agree line by line); NaN below two rows.
+fn share_with_error(k: usize, n: usize) -> (f64, f64) {
+    let share = k as f64 / n as f64;
+    let se = if n < 2 {
+        f64::NAN
+    } else {
+        (share * (1.0 - share) / (n - 1) as f64).sqrt()
+    };
+    (share, se)
+}
+
 /// JSON has no infinity: write it as a string.
 fn num(v: f64) -> serde_json::Value {
     if v.is_finite() {
@@ -396,5 +407,19 @@ fn locate(e: kldiv::Error, req: &Request, p: &TensorFile, q: &TensorFile) -> Fai
     Failure {
         code: Failure::from(e).code,
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_with_error;
+
+    #[test]
+    fn same_top_error_uses_n_minus_one() {
+        // 3 of 4 rows agree: p = 0.75, SE = sqrt(0.75 · 0.25 / 3) (llama.cpp's form).
+        let (p, se) = share_with_error(3, 4);
+        assert_eq!(p, 0.75);
+        assert!((se - 0.25).abs() < 1e-15, "{se}");
+        assert!(share_with_error(1, 1).1.is_nan());
     }
 }

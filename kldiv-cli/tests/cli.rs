@@ -384,7 +384,10 @@ fn safetensors_every_dtype_named_tensors_and_higher_rank() {
         })
         .count();
     assert!((same_top - agree as f64 / 6.0).abs() < 1e-12);
-    assert!(j["same_top_sem"].as_f64().is_some());
+    // Standard error with n − 1, as llama.cpp's report computes it.
+    let share = agree as f64 / 6.0;
+    let se = (share * (1.0 - share) / 5.0).sqrt();
+    assert!((j["same_top_sem"].as_f64().unwrap() - se).abs() < 1e-12);
     // One tensor per file: no name needed; f16 and bf16.
     for (dt, enc) in [
         (
