@@ -38,6 +38,10 @@ pub struct Args {
     /// (for counts and unnormalised weights).
     #[arg(long)]
     normalize: bool,
+    /// Smoothing, opt-in: add EPS to every probability of P and Q, then divide each row by
+    /// its sum (implies --normalize). Off by default, so q = 0 < p gives +inf.
+    #[arg(long, value_name = "EPS")]
+    pseudocount: Option<f64>,
     /// Report in bits instead of nats.
     #[arg(long)]
     bits: bool,
@@ -126,6 +130,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if a.propagate_nan {
         req = req.nan(NanPolicy::Propagate);
     }
+    if let Some(eps) = a.pseudocount {
+        req = req.pseudocount(eps);
+    }
+    // A request that cannot run fails before any file is read.
+    req.resolved()?;
     let p = load(&a.p)?;
     let q = load(&a.q)?;
     if req.reads_q() && (p.rows(), p.cols()) != (q.rows(), q.cols()) {

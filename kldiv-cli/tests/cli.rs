@@ -491,3 +491,43 @@ fn large_inputs_stream_in_blocks() {
     std::fs::remove_file(&pp).ok();
     std::fs::remove_file(&qp).ok();
 }
+
+#[test]
+fn pseudocount_smooths_counts_with_holes() {
+    // Counts [3, 1, 0] against [1, 0, 2] with ε = 0.5: P = [3.5, 1.5, 0.5]/5.5,
+    // Q = [1.5, 0.5, 2.5]/4.5, KL computed here in f64 from the definition.
+    let (p, q) = (tmp("pc_p.npy"), tmp("pc_q.npy"));
+    f32_npy(&p, 1, 3, &[3.0, 1.0, 0.0]);
+    f32_npy(&q, 1, 3, &[1.0, 0.0, 2.0]);
+    let (ps, qs) = ([3.5f64, 1.5, 0.5], [1.5f64, 0.5, 2.5]);
+    let want: f64 = ps
+        .iter()
+        .zip(&qs)
+        .map(|(a, b)| (a / 5.5) * ((a / 5.5) / (b / 4.5)).ln())
+        .sum();
+    let (ps_, qs_) = (p.to_str().unwrap(), q.to_str().unwrap());
+    let out = run_ok(&["compare", ps_, qs_, "--pseudocount", "0.5", "--json"]);
+    let got = json(&out)["mean"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+    // Without it the hole in Q is an infinite KL; with logits it means nothing.
+    let out = run_ok(&["compare", ps_, qs_, "--normalize", "--json"]);
+    assert_eq!(json(&out)["mean"], "inf");
+    expect_fail(
+        &[
+            "compare",
+            ps_,
+            qs_,
+            "--pseudocount",
+            "0.1",
+            "--input",
+            "logits",
+        ],
+        2,
+        &["pseudocount"],
+    );
+    expect_fail(
+        &["compare", ps_, qs_, "--pseudocount=-1"],
+        2,
+        &["pseudocount"],
+    );
+}

@@ -22,7 +22,8 @@ struct ProbRec {
 
 // One of the DIV_* codes.
 override DIV: u32 = 0u;
-// TRANSFORM_NONE, or TRANSFORM_SCALE: multiply by row_data.xy (1/Σp, 1/Σq).
+// TRANSFORM_NONE, or TRANSFORM_SCALE: add the pseudocount row_data.z to values ≥ 0 (others
+// are still reported), then multiply by row_data.xy (1/Σp, 1/Σq).
 override TRANSFORM: u32 = 0u;
 
 fn rec_zero() -> ProbRec {
@@ -33,7 +34,8 @@ fn load_pair(row: u32, col: u32) -> vec2<f32> {
     let i = elem(row, col);
     var v = vec2<f32>(load_p(i), load_q(i));
     if (TRANSFORM == TRANSFORM_SCALE) {
-        v = v * row_data[params.row0 + row].xy;
+        let d = row_data[params.row0 + row];
+        v = (v + select(vec2<f32>(0.0), vec2<f32>(d.z), v >= vec2<f32>(0.0))) * d.xy;
     }
     return v;
 }

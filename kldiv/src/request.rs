@@ -76,6 +76,10 @@ pub struct Request {
     pub unit: Unit,
     pub normalization: Normalization,
     pub nan: NanPolicy,
+    /// Smoothing, opt-in: added to every probability of both rows, which are then divided by
+    /// their sums (so it implies `Normalize`). 0 (the default) is off, and q = 0 < p then
+    /// gives +inf as it should. Probabilities only.
+    pub pseudocount: f64,
 }
 
 impl Default for Request {
@@ -87,6 +91,7 @@ impl Default for Request {
             unit: Unit::Nats,
             normalization: Normalization::Check { tolerance: None },
             nan: NanPolicy::Error,
+            pseudocount: 0.0,
         }
     }
 }
@@ -118,6 +123,30 @@ impl Request {
     pub fn nan(mut self, nan: NanPolicy) -> Self {
         self.nan = nan;
         self
+    }
+    /// Add `eps` to every probability and normalise (the "smoothed KL" of practice).
+    pub fn pseudocount(mut self, eps: f64) -> Self {
+        self.pseudocount = eps;
+        self
+    }
+
+    /// The request as the engines run it: checked, with what its options imply made explicit
+    /// (a pseudocount normalises).
+    pub fn resolved(&self) -> crate::error::Result<Request> {
+        let bad = |why: &str| Err(crate::error::Error::InvalidRequest(why.into()));
+        if !(self.pseudocount.is_finite() && self.pseudocount >= 0.0) {
+            return bad("the pseudocount must be a finite number ≥ 0");
+        }
+        if self.pseudocount == 0.0 {
+            return Ok(*self);
+        }
+        if self.input != InputForm::Probabilities {
+            return bad("a pseudocount applies to probabilities or counts, not to logits");
+        }
+        Ok(Request {
+            normalization: Normalization::Normalize,
+            ..*self
+        })
     }
 
     /// Whether Q is read at all.

@@ -40,7 +40,8 @@ macro_rules! engine_suite {
                 rows_off_from_one_are_errors_unless_normalised,
                 f16_softmax_rows_pass_the_default_tolerance,
                 never_negative_for_normalised_inputs,
-                precision_cases_from_other_suites
+                precision_cases_from_other_suites,
+                pseudocount_smooths_both_rows
             );
         }
     };

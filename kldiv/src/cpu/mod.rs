@@ -318,7 +318,7 @@ impl<T: Element, F: Finish> WithSimd for RowsOp<'_, '_, T, F> {
             Kernel::Probs(div) if cols <= kernels::SHORT_ROW && lanes > 1 => Some(div),
             _ => None,
         }
-        .filter(|_| self.pass.params.is_empty() && self.pass.rows == Rows::All && !self.exact);
+        .filter(|_| !self.pass.has_row_data() && self.pass.rows == Rows::All && !self.exact);
         let mut i = self.visits.start;
         while i < self.visits.end {
             if let Some(div) = short.filter(|_| self.visits.end - i >= lanes) {

@@ -302,7 +302,7 @@ impl PassEngine for GpuEngine {
             None => src,
         };
         let visits = pass.len(shape.rows);
-        let row_data: Vec<[f32; 4]> = if pass.params.is_empty() {
+        let row_data: Vec<[f32; 4]> = if !pass.has_row_data() {
             vec![]
         } else {
             (0..visits)
@@ -312,7 +312,7 @@ impl PassEngine for GpuEngine {
         let file = KernelFile::of(pass.kernel);
         let (div, transform) = match pass.kernel {
             // Probabilities with per-row data are read divided by their sums.
-            Kernel::Probs(div) if !pass.params.is_empty() => (div, shaders::TRANSFORM_SCALE),
+            Kernel::Probs(div) if pass.has_row_data() => (div, shaders::TRANSFORM_SCALE),
             Kernel::Probs(div) | Kernel::Logits(div) => (div, shaders::TRANSFORM_NONE),
             Kernel::LogitsJs => (Divergence::JensenShannon, shaders::TRANSFORM_NONE),
         };

@@ -197,7 +197,7 @@ impl JsParts {
 pub fn row_data(params: RowParams) -> [f32; 4] {
     match params {
         RowParams::None | RowParams::Skip => [0.0; 4],
-        RowParams::Scale { p, q } => [p as f32, q as f32, 0.0, 0.0],
+        RowParams::Affine { add, p, q } => [p as f32, q as f32, add as f32, 0.0],
         // Maxima are input values (exact in f32); ln of the sums is small.
         RowParams::Softmax { ma, lnsa, mb, lnsb } => {
             [ma as f32, lnsa as f32, mb as f32, lnsb as f32]

@@ -341,11 +341,13 @@ pub fn segment<T: Element>(
     q: &[T],
 ) -> Result<Partial, Bad> {
     match (kernel, params) {
-        (Kernel::Probs(div), RowParams::Scale { p: sp, q: sq }) => {
+        (Kernel::Probs(div), RowParams::Affine { add, p: sp, q: sq }) => {
+            // The pseudocount only touches values ≥ 0: others are still reported.
+            let affine = |x: f64, s: f64| if x >= 0.0 { (x + add) * s } else { x * s };
             let (ps, qs): (Vec<f64>, Vec<f64>) = p
                 .iter()
                 .zip(q)
-                .map(|(&x, &y)| (x.to_f64() * sp, y.to_f64() * sq))
+                .map(|(&x, &y)| (affine(x.to_f64(), sp), affine(y.to_f64(), sq)))
                 .unzip();
             prob_segment(div, &ps, &qs).map(Partial::Probs)
         }

@@ -23,8 +23,9 @@ pub enum RowParams {
     /// Nothing: the row as it is (logits take their shift from their first block).
     #[default]
     None,
-    /// Multiply P and Q by these (1 / row sums).
-    Scale { p: f64, q: f64 },
+    /// Probabilities read as (x + add)·p and (y + add)·q: a pseudocount, then 1 / the row
+    /// sums. `add` only touches values ≥ 0, so negatives and NaN are still reported.
+    Affine { add: f64, p: f64, q: f64 },
     /// The row's maxima and ln of its sums relative to them: probabilities are
     /// e^((a − ma) − ln sa).
     Softmax {
@@ -52,8 +53,10 @@ pub enum Rows<'a> {
 pub struct Pass<'a> {
     pub kernel: Kernel,
     pub rows: Rows<'a>,
-    /// One entry per visited row (in the order visited), or empty for `RowParams::None`.
+    /// One entry per visited row (in the order visited), or empty for `base`.
     pub params: &'a [RowParams],
+    /// Parameters of rows without an entry in `params`.
+    pub base: RowParams,
 }
 
 impl<'a> Pass<'a> {
@@ -62,7 +65,13 @@ impl<'a> Pass<'a> {
             kernel,
             rows: Rows::All,
             params: &[],
+            base: RowParams::None,
         }
+    }
+
+    /// Whether rows carry parameters (else every row is read as it is).
+    pub fn has_row_data(&self) -> bool {
+        !self.params.is_empty() || self.base != RowParams::None
     }
 
     /// Rows visited, for `total` rows in the job.
@@ -85,7 +94,30 @@ impl<'a> Pass<'a> {
     /// The `i`-th visited row's parameters.
     #[inline]
     pub fn params(&self, i: usize) -> RowParams {
-        self.params.get(i).copied().unwrap_or_default()
+        self.params.get(i).copied().unwrap_or(self.base)
+    }
+}
+
+/// What a probability row is read as before its sums are known: with the request's
+/// pseudocount added, if any.
+pub fn base_params(req: &Request) -> RowParams {
+    if req.pseudocount > 0.0 && req.input == InputForm::Probabilities {
+        RowParams::Affine {
+            add: req.pseudocount,
+            p: 1.0,
+            q: 1.0,
+        }
+    } else {
+        RowParams::None
+    }
+}
+
+/// A probability row divided by its sums `sp`, `sq` (which include the pseudocount).
+pub fn rescaled(req: &Request, sp: f64, sq: f64) -> RowParams {
+    RowParams::Affine {
+        add: req.pseudocount,
+        p: 1.0 / sp,
+        q: 1.0 / sq,
     }
 }
 
@@ -169,6 +201,7 @@ mod tests {
             kernel: Kernel::LogitsJs,
             rows: Rows::Listed(&listed),
             params: &[RowParams::Skip],
+            base: RowParams::None,
         };
         assert_eq!((p.len(10), p.row(1)), (2, 7));
         assert_eq!(

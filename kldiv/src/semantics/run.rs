@@ -5,7 +5,7 @@
 
 use super::exact;
 use super::finish::{self, LaneFinish, LaneSums, LogitOutcome};
-use super::plan::{Kernel, Pass, PassPlan, RowParams, Rows};
+use super::plan::{base_params, rescaled, Kernel, Pass, PassPlan, RowParams, Rows};
 use super::rows::{located, nan_row, Irregular, RowPair, RowSums, Shape};
 use super::sums::Partial;
 use crate::element::{Dtype, Element};
@@ -187,10 +187,7 @@ impl Finish for SumsOfRows<'_> {
             }
             Ok(Partial::Probs(s)) => {
                 finish::check_probs(req, &s, self.tol, row)?;
-                Ok(RowParams::Scale {
-                    p: 1.0 / s.sp,
-                    q: 1.0 / s.sq,
-                })
+                Ok(rescaled(req, s.sp, s.sq))
             }
             Ok(Partial::Logits(s)) => {
                 finish::check_logits(req, &s, self.tol, row)?;
@@ -239,6 +236,11 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
     src: E::Src<'a, T>,
     shape: Shape,
 ) -> Result<Vec<f64>> {
+    let req = &req.resolved()?;
+    let first_pass = |kernel| Pass {
+        base: base_params(req),
+        ..Pass::all(kernel)
+    };
     let tol = finish::sum_tolerance(req, T::DTYPE);
     let eps = engine.sums_eps(T::DTYPE);
     match PassPlan::of(req) {
@@ -250,7 +252,7 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
                 lane_finish: LaneFinish::new(req, tol),
                 later: Later::default(),
             };
-            let mut out = engine.run_pass(&Pass::all(kernel), src, shape, &values)?;
+            let mut out = engine.run_pass(&first_pass(kernel), src, shape, &values)?;
             let later = values.later.take();
             follow_up(engine, req, kernel, src, shape, &later, &mut out)?;
             Ok(out)
@@ -261,12 +263,13 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
                 tol,
                 exact: Later::default(),
             };
-            let params = engine.run_pass(&Pass::all(first), src, shape, &sums)?;
+            let params = engine.run_pass(&first_pass(first), src, shape, &sums)?;
             let mut exact_rows = sums.exact.take();
             let pass = Pass {
                 kernel: second,
                 rows: Rows::All,
                 params: &params,
+                base: RowParams::None,
             };
             let second = SecondPass {
                 req,
@@ -312,13 +315,7 @@ fn follow_up<'a, E: PassEngine, T: Element>(
         let (rows, params): (Vec<usize>, Vec<RowParams>) = later
             .iter()
             .filter_map(|&(r, f)| match (kind, f) {
-                (0, FollowUp::Rescale { sp, sq }) => Some((
-                    r,
-                    RowParams::Scale {
-                        p: 1.0 / sp,
-                        q: 1.0 / sq,
-                    },
-                )),
+                (0, FollowUp::Rescale { sp, sq }) => Some((r, rescaled(req, sp, sq))),
                 (1, FollowUp::Reshift { hi, lo }) => Some((r, RowParams::Shift { hi, lo })),
                 _ => None,
             })
@@ -330,6 +327,7 @@ fn follow_up<'a, E: PassEngine, T: Element>(
             kernel,
             rows: Rows::Listed(&rows),
             params: &params,
+            base: RowParams::None,
         };
         let values = engine.run_pass(&pass, src, shape, &reread)?;
         for (&r, v) in rows.iter().zip(values) {
@@ -350,6 +348,7 @@ fn follow_up<'a, E: PassEngine, T: Element>(
 
 /// One row of `req`, entirely on the exact f64 path: what every follow-up ends in.
 pub fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Result<f64> {
+    let req = &req.resolved()?;
     let tol = finish::sum_tolerance(req, T::DTYPE);
     let q = if req.reads_q() { q } else { p };
     let seg = |kernel, params| exact::segment(kernel, params, p, q);
@@ -361,14 +360,10 @@ pub fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Res
         }
     };
     match PassPlan::of(req) {
-        PassPlan::One { kernel } => match sums(kernel, RowParams::None)? {
+        PassPlan::One { kernel } => match sums(kernel, base_params(req))? {
             Err(nan) => Ok(nan),
             Ok(Partial::Probs(s)) if finish::needs_rescale(req, &s) => {
-                let params = RowParams::Scale {
-                    p: 1.0 / s.sp,
-                    q: 1.0 / s.sq,
-                };
-                match sums(kernel, params)? {
+                match sums(kernel, rescaled(req, s.sp, s.sq))? {
                     Ok(Partial::Probs(s)) => finish::finish_probs(req, &s, tol, row),
                     Ok(_) => unreachable!("probability kernels give probability sums"),
                     Err(nan) => Ok(nan),
@@ -390,7 +385,7 @@ pub fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Res
                 tol,
                 exact: Later::default(),
             };
-            let params = sums_of.row(row, seg(first, RowParams::None).map_err(Irregular::Bad))?;
+            let params = sums_of.row(row, seg(first, base_params(req)).map_err(Irregular::Bad))?;
             if params == RowParams::Skip {
                 return Ok(f64::NAN);
             }

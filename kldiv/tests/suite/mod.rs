@@ -988,3 +988,54 @@ pub fn precision_cases_from_other_suites(e: &TestEngine) {
         e.name()
     );
 }
+
+/// An opt-in pseudocount ε: both rows read as (x + ε) / Σ(x + ε), on every divergence; zeros
+/// in Q then give finite values, and with ε = 0 they stay infinite.
+pub fn pseudocount_smooths_both_rows(e: &TestEngine) {
+    let mut rng = Rng::new(23);
+    for (rows, cols) in SHAPES {
+        let (p, mut q) = prob_pair(&mut rng, rows, cols, 1.0);
+        // Holes in Q where P has mass: infinite KL without smoothing.
+        for v in q.iter_mut().step_by(5) {
+            *v = 0.0;
+        }
+        let (p32, q32) = (to_f32(&p), to_f32(&q));
+        for eps in [1e-3, 0.5] {
+            let smooth = |v: &[f32]| v.iter().map(|&x| x as f64 + eps).collect::<Vec<f64>>();
+            let (pe, qe) = (smooth(&p32), smooth(&q32));
+            let what = format!("{} pseudocount {eps} ({rows}×{cols})", e.name());
+            check_all_divergences(&what, Form::Probs, &pe, &qe, cols, true, &mut |req| {
+                e.run(&req.pseudocount(eps), &p32, &q32, rows, cols)
+            });
+        }
+    }
+    let p = [0.5f32, 0.5];
+    let q = [1.0f32, 0.0];
+    let kl = Request::new(Divergence::Kl);
+    assert_eq!(e.ok(&kl, &p, &q, 1, 2)[0], f64::INFINITY, "{}", e.name());
+    assert_eq!(e.ok(&kl.pseudocount(0.0), &p, &q, 1, 2)[0], f64::INFINITY);
+    // Still an error: a negative value (ε would make it positive), and NaN.
+    let neg = [-0.25f32, 1.25];
+    match e.err(&kl.pseudocount(1.0), &neg, &q, 1, 2) {
+        Error::BadValue {
+            side: Side::P,
+            row: 0,
+            col: 0,
+            kind: BadKind::Negative,
+            ..
+        } => {}
+        other => panic!("{}: {other}", e.name()),
+    }
+    // Requests that cannot mean anything.
+    for bad in [
+        kl.pseudocount(-1e-3),
+        kl.pseudocount(f64::NAN),
+        kl.pseudocount(1e-3).input(InputForm::Logits),
+    ] {
+        assert!(
+            matches!(e.err(&bad, &p, &q, 1, 2), Error::InvalidRequest(_)),
+            "{}",
+            e.name()
+        );
+    }
+}

@@ -79,13 +79,15 @@ fn lanes_sum_f64<S: Simd>(s: S, v: S::f32s) -> f64 {
 /// Probabilities divided by their row sums, into scratch (rescaled re-reads and the second
 /// JS pass).
 #[inline(always)]
-fn scale_block(a: &mut [f32], b: &mut [f32], (p, q): (f64, f64)) {
-    let (p, q) = (p as f32, q as f32);
+fn affine_block(a: &mut [f32], b: &mut [f32], (add, p, q): (f64, f64, f64)) {
+    let (add, p, q) = (add as f32, p as f32, q as f32);
+    // The pseudocount only touches values ≥ 0: negatives and NaN are still reported.
+    let affine = |x: f32, s: f32| if x >= 0.0 { (x + add) * s } else { x * s };
     for x in a.iter_mut() {
-        *x *= p;
+        *x = affine(*x, p);
     }
     for x in b.iter_mut() {
-        *x *= q;
+        *x = affine(*x, q);
     }
 }
 
@@ -117,7 +119,7 @@ pub fn segment<S: Simd, T: Element>(
         _ => (0.0, 0.0),
     };
     let scale = match params {
-        RowParams::Scale { p, q } if matches!(kernel, Kernel::Probs(_)) => Some((p, q)),
+        RowParams::Affine { add, p, q } if matches!(kernel, Kernel::Probs(_)) => Some((add, p, q)),
         _ => None,
     };
     let js_params = match params {
@@ -136,7 +138,7 @@ pub fn segment<S: Simd, T: Element>(
             T::widen_into(pb, &mut scratch.a);
             T::widen_into(qb, &mut scratch.b);
             if let Some(sc) = scale {
-                scale_block(&mut scratch.a[..n], &mut scratch.b[..n], sc);
+                affine_block(&mut scratch.a[..n], &mut scratch.b[..n], sc);
             }
             (&scratch.a[..n], &scratch.b[..n])
         };
