@@ -11,6 +11,7 @@ macro_rules! outln {
 mod bench;
 mod compare;
 mod output;
+mod plot;
 mod progress;
 mod sigbus;
 

@@ -35,16 +35,11 @@ impl std::fmt::Display for Dtype {
     }
 }
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for f64 {}
-    impl Sealed for half::f16 {}
-    impl Sealed for half::bf16 {}
-}
-
-/// An input element. Sealed: the engines know how to read exactly these four.
-pub trait Element: Copy + Send + Sync + bytemuck::Pod + sealed::Sealed + 'static {
+/// An input element. Sealed: the engines know how to read exactly these four, and each
+/// one's engine entry points are compiled once inside kldiv (`compiled`).
+pub trait Element:
+    Copy + Send + Sync + bytemuck::Pod + crate::compiled::Compiled + 'static
+{
     const DTYPE: Dtype;
     fn to_f64(self) -> f64;
     /// The nearest value of this type (exact for every narrower type's values).

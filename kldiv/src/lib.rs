@@ -34,6 +34,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
 
+mod compiled;
 mod consts;
 pub mod cpu;
 mod element;

@@ -15,7 +15,7 @@ use crate::semantics::exact::{self, BLOCK};
 use crate::semantics::finish;
 use crate::semantics::plan::{Kernel, Pass, RowParams, Rows};
 use crate::semantics::rows::{validate_shape, Irregular, RowPair, RowSums, Shape};
-use crate::semantics::run::{self, Finish, PassEngine};
+use crate::semantics::run::{Finish, PassEngine};
 use crate::semantics::sums::{Partial, ProbSums};
 use kernels::Scratch;
 use pulp::{Simd, WithSimd};
@@ -150,7 +150,7 @@ impl CpuEngine {
     ) -> Result<Vec<f64>> {
         let shape = validate_shape(p.len(), q.len(), rows, cols, req)?;
         let q = if req.reads_q() { q } else { p };
-        run::per_row(self, req, HostRows { p, q }, shape)
+        T::cpu_per_row(self, req, HostRows { p, q }, shape)
     }
 
     /// Whether this engine computes `T` on the exact f64 path.

@@ -16,6 +16,7 @@
 
 mod adapter;
 mod dispatch;
+mod host;
 mod pipelines;
 mod records;
 mod shaders;
@@ -29,14 +30,15 @@ use crate::request::{Divergence, Request};
 use crate::semantics::finish;
 use crate::semantics::plan::{Kernel, Pass, RowParams, Rows};
 use crate::semantics::rows::{validate_shape, Irregular, RowPair, RowSums, Shape};
-use crate::semantics::run::{self, Finish, PassEngine};
+use crate::semantics::run::{Finish, PassEngine};
 use crate::semantics::sums::Partial;
 use pipelines::Pipelines;
+use records::Folded;
 use shaders::KernelFile;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stream::{Folded, Slot, StreamPass};
+use stream::{Slot, StreamPass};
 
 /// How long a single wait on the device may take before it is reported as hung.
 const WAIT: Duration = Duration::from_secs(120);
@@ -242,7 +244,7 @@ impl GpuEngine {
                 ..CallStats::default()
             };
         }
-        let out = run::per_row(self, req, src, shape)?;
+        let out = T::gpu_per_row(self, req, src, shape)?;
         if let (Ok(c), Ok(mut last)) = (self.current.lock(), self.last.lock()) {
             *last = *c;
         }

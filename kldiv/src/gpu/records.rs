@@ -1,6 +1,7 @@
 //! What the kernels write, and how it becomes `semantics` sums. Every struct here mirrors one
 //! in shaders/; `shaders::tests` checks each layout against naga's, member by member.
 
+use super::shaders::KernelFile;
 use crate::request::Divergence;
 use crate::semantics::plan::RowParams;
 use crate::semantics::sums::{JsSums, LogitSums, ProbSums};
@@ -218,4 +219,54 @@ pub fn rec_size(file: super::shaders::KernelFile) -> u64 {
         KernelFile::Logits => std::mem::size_of::<LogitRec>(),
         KernelFile::LogitsJs => std::mem::size_of::<JsRec>(),
     }) as u64
+}
+
+/// What the records of one row add up to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Folded {
+    Probs(ProbSums),
+    Logits(LogitSums),
+    Js(JsParts),
+}
+
+/// The records of one row's segments `span`, added; whether any flagged a value the kernel
+/// does not handle.
+pub(super) fn fold(
+    file: KernelFile,
+    div: Divergence,
+    view: &[u8],
+    span: std::ops::Range<usize>,
+) -> (bool, Folded) {
+    match file {
+        KernelFile::Probs => {
+            let recs: &[ProbRec] = bytemuck::cast_slice(view);
+            let mut s = ProbSums::default();
+            let mut bad = false;
+            for r in &recs[span] {
+                bad |= r.bad != 0;
+                s.merge(&prob_sums(div, r));
+            }
+            (bad, Folded::Probs(s))
+        }
+        KernelFile::Logits => {
+            let recs: &[LogitRec] = bytemuck::cast_slice(view);
+            let mut s = LogitSums::default();
+            let mut bad = false;
+            for r in &recs[span] {
+                bad |= r.bad != 0;
+                s.merge(&logit_sums(r));
+            }
+            (bad, Folded::Logits(s))
+        }
+        KernelFile::LogitsJs => {
+            let recs: &[JsRec] = bytemuck::cast_slice(view);
+            let mut s = JsParts::default();
+            let mut bad = false;
+            for r in &recs[span] {
+                bad |= r.bad != 0;
+                s.add(r);
+            }
+            (bad, Folded::Js(s))
+        }
+    }
 }

@@ -3,16 +3,14 @@
 //! back while the next chunk runs; kernel time from timestamp queries.
 
 use super::dispatch::{self, Chunk};
+use super::host::{chunk_bytes, gpu_dtype};
 use super::pipelines::PipeKey;
-use super::records::{self, JsParts, JsRec, LogitRec, ProbRec};
+use super::records::{self, fold, Folded};
 use super::shaders::KernelFile;
 use super::{gpu_err, CallStats, GpuEngine, Source, WAIT};
 use crate::element::{Dtype, Element};
 use crate::error::{Error, Result};
 use crate::request::Divergence;
-use crate::semantics::rows::RowPair;
-use crate::semantics::sums::{LogitSums, ProbSums};
-use std::borrow::Cow;
 
 /// Buffers of one chunk in flight.
 #[derive(Default)]
@@ -26,14 +24,6 @@ pub(super) struct Slot {
     /// Timestamp queries (begin, end per dispatch), their resolve and readback buffers.
     timing: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
     timed: u32,
-}
-
-/// What the records of one row add up to.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Folded {
-    Probs(ProbSums),
-    Logits(LogitSums),
-    Js(JsParts),
 }
 
 /// One pass, as the stream runs it: a kernel over `visits` rows of `src` (laid out
@@ -393,142 +383,6 @@ impl GpuEngine {
         rx.recv_timeout(WAIT)
             .map_err(|_| Error::Gpu("the GPU did not return results".into()))?
             .map_err(|e| gpu_err("reading results", e))
-    }
-
-    /// Columns `[start, start + n)` of visited row `row` of both inputs, on the host.
-    pub(super) fn host_row<'a, T: Element>(
-        &self,
-        src: Source<'a, T>,
-        cols: usize,
-        row: usize,
-        start: usize,
-        n: usize,
-    ) -> Result<RowPair<'a, T>> {
-        let r = row * cols + start..row * cols + start + n;
-        Ok(match src {
-            Source::Host(p, q) => (p[r.clone()].into(), q[r].into()),
-            Source::Device(p, q) => (
-                self.read_elems(p, r.start, n)?.into(),
-                self.read_elems(q, r.start, n)?.into(),
-            ),
-        })
-    }
-
-    /// Elements `[start, start + n)` of a device buffer, read back to the host.
-    fn read_elems<T: Element>(&self, buf: &wgpu::Buffer, start: usize, n: usize) -> Result<Vec<T>> {
-        let es = T::DTYPE.size_bytes() as u64;
-        let b0 = (start as u64 * es) / 4 * 4;
-        let b1 = ((start + n) as u64 * es)
-            .next_multiple_of(4)
-            .min(buf.size());
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("kldiv row readback"),
-            size: (b1 - b0).max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(buf, b0, &staging, 0, Some(b1 - b0));
-        self.queue.submit([enc.finish()]);
-        self.map_and_wait(&staging, b1 - b0)?;
-        let view = staging
-            .get_mapped_range(0..b1 - b0)
-            .map_err(|e| gpu_err("reading a row", e))?;
-        let skip = (start as u64 * es - b0) as usize;
-        let bytes = &view[skip..skip + n * es as usize];
-        let out: Vec<T> = bytes
-            .chunks_exact(es as usize)
-            .map(bytemuck::pod_read_unaligned)
-            .collect();
-        drop(view);
-        staging.unmap();
-        Ok(out)
-    }
-}
-
-/// The element type the kernels read: f64 is narrowed to f32 (the kernels compute in f32).
-pub(super) fn gpu_dtype(d: Dtype) -> Dtype {
-    if d == Dtype::F64 {
-        Dtype::F32
-    } else {
-        d
-    }
-}
-
-/// The records of one row's segments `span`, added; whether any flagged a value the kernel
-/// does not handle.
-fn fold(
-    file: KernelFile,
-    div: Divergence,
-    view: &[u8],
-    span: std::ops::Range<usize>,
-) -> (bool, Folded) {
-    match file {
-        KernelFile::Probs => {
-            let recs: &[ProbRec] = bytemuck::cast_slice(view);
-            let mut s = ProbSums::default();
-            let mut bad = false;
-            for r in &recs[span] {
-                bad |= r.bad != 0;
-                s.merge(&records::prob_sums(div, r));
-            }
-            (bad, Folded::Probs(s))
-        }
-        KernelFile::Logits => {
-            let recs: &[LogitRec] = bytemuck::cast_slice(view);
-            let mut s = LogitSums::default();
-            let mut bad = false;
-            for r in &recs[span] {
-                bad |= r.bad != 0;
-                s.merge(&records::logit_sums(r));
-            }
-            (bad, Folded::Logits(s))
-        }
-        KernelFile::LogitsJs => {
-            let recs: &[JsRec] = bytemuck::cast_slice(view);
-            let mut s = JsParts::default();
-            let mut bad = false;
-            for r in &recs[span] {
-                bad |= r.bad != 0;
-                s.add(r);
-            }
-            (bad, Folded::Js(s))
-        }
-    }
-}
-
-/// The bytes of one chunk as the kernels read them (4-byte padded; f64 narrowed to f32),
-/// and the chunk's rows where narrowing changed what a value means (a non-zero that became
-/// 0, a finite value that became infinite): those go to the exact path.
-fn chunk_bytes<T: Element>(v: &[T], chunk: Chunk, cols: usize) -> (Cow<'_, [u8]>, Vec<usize>) {
-    let start = chunk.first * cols + chunk.col0;
-    let len = (chunk.rows - 1) * cols + chunk.cols;
-    let slice = &v[start..start + len];
-    if T::DTYPE == Dtype::F64 {
-        let mut flagged = vec![];
-        let f: Vec<f32> = slice
-            .iter()
-            .enumerate()
-            .map(|(i, x)| {
-                let (x, n) = (x.to_f64(), x.to_f64() as f32);
-                if (x != 0.0 && n == 0.0) || (x.is_finite() && !n.is_finite()) {
-                    let r = (chunk.col0 + i) / cols;
-                    if flagged.last() != Some(&r) {
-                        flagged.push(r);
-                    }
-                }
-                n
-            })
-            .collect();
-        return (Cow::Owned(bytemuck::cast_slice(&f).to_vec()), flagged);
-    }
-    let bytes: &[u8] = bytemuck::cast_slice(slice);
-    if bytes.len().is_multiple_of(4) {
-        (Cow::Borrowed(bytes), vec![])
-    } else {
-        let mut b = bytes.to_vec();
-        b.resize(bytes.len().next_multiple_of(4), 0);
-        (Cow::Owned(b), vec![])
     }
 }
 
