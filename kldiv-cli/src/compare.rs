@@ -3,10 +3,12 @@
 
 use crate::output::{self, OutputFile};
 use crate::{DeviceArg, DivergenceArg, Failure, InputArg};
+use kldiv::io::kld::KldLayout;
 use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::Scheduler;
 use kldiv::{Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit};
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Bytes of each input decoded or touched per block: bounds memory whatever the file size.
@@ -22,9 +24,10 @@ pub struct Args {
     /// differ: both are read in the type that holds each exactly (f32 against bf16/f16 as
     /// f32, anything against f64 or integer counts as f64).
     q: String,
-    /// What the values are.
-    #[arg(long, value_enum, default_value = "probs")]
-    input: InputArg,
+    /// What the values are (default: probs; logits when a side is a llama.cpp .kld base, whose
+    /// records are log-probabilities: --input then describes the other side).
+    #[arg(long, value_enum)]
+    input: Option<InputArg>,
     /// What to compute per row.
     #[arg(long, value_enum, default_value = "kl")]
     divergence: DivergenceArg,
@@ -85,16 +88,100 @@ struct Totals {
     explain: Option<String>,
 }
 
+/// One side of a comparison: a file, and for an array compared with a llama.cpp `.kld` base
+/// that holds every token position, the layout whose scored positions are its rows.
+struct Side<'a> {
+    file: &'a TensorFile,
+    scored_of: Option<KldLayout>,
+}
+
+impl Side<'_> {
+    fn rows(&self) -> usize {
+        self.scored_of.map_or(self.file.rows(), |l| l.scored_rows())
+    }
+
+    /// Rows `[r0, r1)` of this side (scored positions gathered where needed).
+    fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
+        match self.scored_of {
+            None => self.file.rows_as(r0, r1),
+            Some(l) => {
+                let mut out = Vec::with_capacity((r1 - r0) * self.file.cols());
+                for r in r0..r1 {
+                    let at = l.position_of(r);
+                    out.extend_from_slice(&self.file.rows_as::<T>(at, at + 1));
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+}
+
+/// The sides of a comparison that involves a `.kld` base: both `.kld` (same layout), or an
+/// array with either the scored positions' rows or every position's.
+fn kld_sides<'a>(
+    p: &'a TensorFile,
+    q: &'a TensorFile,
+) -> Result<(Side<'a>, Side<'a>, Option<KldLayout>), Failure> {
+    let plain = |f| Side {
+        file: f,
+        scored_of: None,
+    };
+    let (l, array) = match (p.kld_layout(), q.kld_layout()) {
+        (None, None) => return Ok((plain(p), plain(q), None)),
+        (Some(a), Some(b)) if a != b => {
+            return Err(Failure {
+                code: 2,
+                message: format!(
+                    "{} ({a:?}) and {} ({b:?}) are .kld bases of different shapes",
+                    p.label(),
+                    q.label()
+                ),
+            })
+        }
+        (Some(a), Some(_)) => return Ok((plain(p), plain(q), Some(a))),
+        (Some(l), None) => (l, q),
+        (None, Some(l)) => (l, p),
+    };
+    let scored_of = if array.rows() == l.scored_rows() {
+        None
+    } else if array.rows() == l.positions() {
+        Some(l)
+    } else {
+        return Err(Failure {
+            code: 2,
+            message: format!(
+                "{} has {} rows; the .kld base scores {} of its {} chunks × {} positions: give                  one row per scored position ({}) or per position ({})",
+                array.label(),
+                array.rows(),
+                l.scored_rows(),
+                l.n_chunk,
+                l.n_ctx,
+                l.scored_rows(),
+                l.positions()
+            ),
+        });
+    };
+    let side = |f: &'a TensorFile| Side {
+        file: f,
+        scored_of: if std::ptr::eq(f, array) {
+            scored_of
+        } else {
+            None
+        },
+    };
+    Ok((side(p), side(q), Some(l)))
+}
+
 /// One block of rows `[r0, r1)`, read from both files in element type `T`.
 fn run_block<T: Element>(
     engine: &Scheduler,
     req: &Request,
-    p: &TensorFile,
-    q: &TensorFile,
+    p: &Side,
+    q: &Side,
     (r0, r1): (usize, usize),
     totals: &mut Totals,
 ) -> kldiv::Result<()> {
-    let cols = p.cols();
+    let cols = p.file.cols();
     let pb = p.rows_as::<T>(r0, r1);
     let qb = if req.reads_q() {
         q.rows_as::<T>(r0, r1)
@@ -120,7 +207,8 @@ fn run_block<T: Element>(
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
-    let mut req = Request::new(a.divergence.into()).input(a.input.into());
+    let input = a.input.unwrap_or(InputArg::Probs);
+    let mut req = Request::new(a.divergence.into()).input(input.into());
     if a.normalize {
         req = req.normalization(Normalization::Normalize);
     }
@@ -137,7 +225,20 @@ pub fn run(a: Args) -> Result<(), Failure> {
     req.resolved()?;
     let p = load(&a.p)?;
     let q = load(&a.q)?;
-    if req.reads_q() && (p.rows(), p.cols()) != (q.rows(), q.cols()) {
+    let (ps, qs, kld) = kld_sides(&p, &q)?;
+    if kld.is_some() {
+        // Quantised log-probabilities are not normalised to the last digit: both sides are
+        // read as logits (a row's softmax), which logits and log-probabilities both are.
+        if a.input == Some(InputArg::Probs) {
+            return Err(Failure {
+                code: 2,
+                message: "a .kld base holds log-probabilities: compare it with logits or                           log-probabilities (--input logits or --input logprobs)"
+                    .into(),
+            });
+        }
+        req = req.input(InputForm::Logits);
+    }
+    if req.reads_q() && (ps.rows(), p.cols()) != (qs.rows(), q.cols()) {
         return Err(Failure {
             code: 2,
             message: format!(
@@ -149,7 +250,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             ),
         });
     }
-    let (rows, cols) = (p.rows(), p.cols());
+    let (rows, cols) = (ps.rows(), p.cols());
     if rows == 0 || cols == 0 {
         return Err(Failure {
             code: 2,
@@ -186,10 +287,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let block = (r0, r1);
         let t = &mut totals;
         let result = match dtype {
-            Dtype::F32 => run_block::<f32>(&engine, &req, &p, &q, block, t),
-            Dtype::F64 => run_block::<f64>(&engine, &req, &p, &q, block, t),
-            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &p, &q, block, t),
-            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &p, &q, block, t),
+            Dtype::F32 => run_block::<f32>(&engine, &req, &ps, &qs, block, t),
+            Dtype::F64 => run_block::<f64>(&engine, &req, &ps, &qs, block, t),
+            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &ps, &qs, block, t),
+            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &ps, &qs, block, t),
         };
         if let Err(e) = result {
             progress.abandon();
@@ -276,7 +377,7 @@ impl Report<'_> {
             "divergence": format!("{:?}", self.req.divergence),
             "input": format!("{:?}", self.req.input),
             "unit": self.unit,
-            "rows": self.p.rows(),
+            "rows": per_row.len(),
             "cols": self.p.cols(),
             "dtype": self.dtype.name(),
             "count": s.count,

@@ -10,6 +10,7 @@ macro_rules! outln {
 
 mod bench;
 mod compare;
+mod export_kld;
 mod output;
 mod plot;
 mod progress;
@@ -35,11 +36,13 @@ enum Command {
     Compare(compare::Args),
     /// Time every engine on the built-in workloads W1–W4 (the README's main command).
     Bench(bench::Args),
+    /// Write a llama.cpp KL-divergence base (.kld) from logits of any engine.
+    ExportKld(export_kld::Args),
     /// Describe the CPU (SIMD level, threads) and any GPU adapters.
     Info,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum InputArg {
     /// Probabilities: non-negative, each row sums to 1 (checked; see --normalize).
     Probs,
@@ -194,6 +197,7 @@ fn run() -> i32 {
     let result = match cli.command {
         Command::Compare(a) => compare::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::ExportKld(a) => export_kld::run(a),
         Command::Info => info(),
     };
     match result {

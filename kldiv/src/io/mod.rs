@@ -1,4 +1,5 @@
 //! Reading inputs from files and writing results.
 
+pub mod kld;
 pub mod npy;
 pub mod tensor;

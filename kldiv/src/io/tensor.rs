@@ -5,7 +5,7 @@
 //! row r of a `[d0, d1, …, cols]` array is the multi-index (i0, i1, …) that C order puts at
 //! position r. Fortran-order files are gathered into that order as they are read.
 
-use super::npy;
+use super::{kld, npy};
 use crate::element::{Dtype, Element};
 use crate::error::{Error, Result};
 use half::{bf16, f16};
@@ -27,13 +27,15 @@ pub enum Stored {
     U16,
     U32,
     U64,
+    /// llama.cpp's `.kld` records: u16-quantised log-probabilities (decoded as f32).
+    Kld,
 }
 
 impl Stored {
     pub fn size_bytes(self) -> usize {
         match self {
             Stored::I8 | Stored::U8 => 1,
-            Stored::F16 | Stored::BF16 | Stored::I16 | Stored::U16 => 2,
+            Stored::F16 | Stored::BF16 | Stored::I16 | Stored::U16 | Stored::Kld => 2,
             Stored::F32 | Stored::I32 | Stored::U32 => 4,
             Stored::F64 | Stored::I64 | Stored::U64 => 8,
         }
@@ -52,10 +54,14 @@ impl Stored {
             Stored::U16 => "u16",
             Stored::U32 => "u32",
             Stored::U64 => "u64",
+            Stored::Kld => "kld-u16",
         }
     }
     pub fn is_integer(self) -> bool {
-        !matches!(self, Stored::F16 | Stored::BF16 | Stored::F32 | Stored::F64)
+        !matches!(
+            self,
+            Stored::F16 | Stored::BF16 | Stored::F32 | Stored::F64 | Stored::Kld
+        )
     }
     /// The element type the engines compute this storage in: floats as they are, integer
     /// counts as f64 (exact up to 2^53).
@@ -63,7 +69,7 @@ impl Stored {
         match self {
             Stored::F16 => Dtype::F16,
             Stored::BF16 => Dtype::BF16,
-            Stored::F32 => Dtype::F32,
+            Stored::F32 | Stored::Kld => Dtype::F32,
             _ => Dtype::F64,
         }
     }
@@ -96,6 +102,8 @@ pub struct TensorFile {
     data_start: usize,
     fortran: bool,
     big_endian: bool,
+    /// A llama.cpp `.kld` file: its rows are the scored positions' log-probabilities.
+    kld: Option<kld::KldLayout>,
 }
 
 /// A block of rows, borrowed from the mapping when the file's layout allows, else decoded.
@@ -198,11 +206,46 @@ impl TensorFile {
                 Self::npy(path, map)
             }
             "safetensors" => Self::safetensors(path, name, map),
+            "kld" => {
+                if name.is_some() {
+                    return Err(bad(&path, ".kld files hold one base: no tensor name"));
+                }
+                Self::kld(path, map)
+            }
             _ => Err(bad(
                 &path,
-                "unsupported file type (expected .npy or .safetensors)",
+                "unsupported file type (expected .npy, .safetensors or llama.cpp's .kld)",
             )),
         }
+    }
+
+    fn kld(path: PathBuf, map: memmap2::Mmap) -> Result<Self> {
+        let l = kld::layout(&path, &map)?;
+        Ok(TensorFile {
+            path,
+            name: None,
+            stored: Stored::Kld,
+            shape: vec![l.scored_rows(), l.n_vocab],
+            rows: l.scored_rows(),
+            cols: l.n_vocab,
+            data_start: l.records_offset() as usize,
+            fortran: false,
+            big_endian: false,
+            kld: Some(l),
+            map,
+        })
+    }
+
+    /// The layout of a llama.cpp `.kld` input.
+    pub fn kld_layout(&self) -> Option<kld::KldLayout> {
+        self.kld
+    }
+
+    /// Token `i` (over all chunks) of a `.kld` input.
+    pub fn kld_token(&self, i: usize) -> Option<i32> {
+        self.kld
+            .filter(|l| i < l.positions())
+            .map(|_| kld::token(&self.map, i))
     }
 
     fn npy(path: PathBuf, map: memmap2::Mmap) -> Result<Self> {
@@ -256,6 +299,7 @@ impl TensorFile {
             data_start: h.data_offset,
             fortran: h.fortran_order,
             big_endian,
+            kld: None,
             map,
         })
     }
@@ -324,6 +368,7 @@ impl TensorFile {
             data_start,
             fortran: false,
             big_endian: false,
+            kld: None,
             map,
         })
     }
@@ -380,6 +425,15 @@ impl TensorFile {
     /// mapping when it is already laid out so, else decoded.
     pub fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
         debug_assert!(r0 <= r1 && r1 <= self.rows);
+        if let Some(l) = &self.kld {
+            let mut row = vec![0f32; self.cols];
+            let mut out = Vec::with_capacity((r1 - r0) * self.cols);
+            for r in r0..r1 {
+                kld::decode_row(l, &self.map, r, &mut row);
+                out.extend(row.iter().map(|&x| T::from_f32(x)));
+            }
+            return Cow::Owned(out);
+        }
         let size = self.stored.size_bytes();
         let n = (r1 - r0) * self.cols;
         let native = self.stored.compute_type() == T::DTYPE && !self.stored.is_integer();
@@ -444,6 +498,8 @@ impl TensorFile {
             Stored::U16 => T::from_f64(num!(u16, 2) as f64),
             Stored::U32 => T::from_f64(num!(u32, 4) as f64),
             Stored::U64 => T::from_f64(num!(u64, 8) as f64),
+            // Records are decoded whole in `rows_as`.
+            Stored::Kld => T::from_f32(f32::NAN),
         }
     }
 }

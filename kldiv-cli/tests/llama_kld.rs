@@ -1,0 +1,217 @@
+//! llama.cpp's KL-divergence base files (`.kld`) end to end: `export-kld` writes them by
+//! llama.cpp's rules, `compare` reads them against arrays of scored or of all positions.
+//! Expected values come from the format's specification, decoded here independently.
+
+#[path = "../../kldiv/tests/common/mod.rs"]
+mod common;
+use common::files::{f32_npy_shaped, tmp, write_npy};
+use common::*;
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kldiv"))
+}
+
+fn ok(args: &[&str]) -> std::process::Output {
+    let out = bin().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails(args: &[&str], needle: &str) {
+    let out = bin().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert!(!err.contains("panicked"));
+}
+
+const N_CHUNK: usize = 2;
+const N_CTX: usize = 8;
+const V: usize = 11;
+/// Scored positions per chunk: n_ctx/2 … n_ctx − 2.
+const R: usize = N_CTX - 1 - N_CTX / 2;
+
+fn le_f32(b: &[u8], at: usize) -> f32 {
+    f32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Record `row`'s log-probabilities as the format defines them: scale·q + min_log_prob.
+fn decoded(kld: &[u8], row: usize) -> Vec<f64> {
+    let nv = 2 * V.div_ceil(2) + 4;
+    let at = 20 + 4 * N_CHUNK * N_CTX + row * 2 * nv;
+    let (scale, min) = (le_f32(kld, at), le_f32(kld, at + 4));
+    (0..V)
+        .map(|i| {
+            let q = u16::from_le_bytes([kld[at + 8 + 2 * i], kld[at + 9 + 2 * i]]);
+            (scale * q as f32 + min) as f64
+        })
+        .collect()
+}
+
+fn kl_logits(a: &[f64], b: &[f64]) -> f64 {
+    let lsm = |x: &[f64]| {
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        x.iter().map(|v| v - lse).collect::<Vec<f64>>()
+    };
+    let (la, lb) = (lsm(a), lsm(b));
+    la.iter().zip(&lb).map(|(x, y)| x.exp() * (x - y)).sum()
+}
+
+#[test]
+fn export_then_compare_against_scored_and_all_positions() {
+    let mut rng = Rng::new(7);
+    let base: Vec<f32> = (0..N_CHUNK * N_CTX * V)
+        .map(|_| (3.0 * rng.normal()) as f32)
+        .collect();
+    let quant: Vec<f32> = base
+        .iter()
+        .map(|&x| x + (0.2 * rng.normal()) as f32)
+        .collect();
+    let tokens: Vec<i32> = (0..N_CHUNK * N_CTX).map(|i| (i * 5 % V) as i32).collect();
+    let (bp, qp, tp, kp) = (
+        tmp("base.npy"),
+        tmp("quant.npy"),
+        tmp("tokens.npy"),
+        tmp("base.kld"),
+    );
+    f32_npy_shaped(&bp, &[N_CHUNK, N_CTX, V], &base);
+    f32_npy_shaped(&qp, &[N_CHUNK * N_CTX, V], &quant);
+    let tok_bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+    write_npy(
+        &tp,
+        &format!(
+            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
+            tokens.len()
+        ),
+        &tok_bytes,
+    );
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let n_ctx = N_CTX.to_string();
+    ok(&[
+        "export-kld",
+        &s(&bp),
+        "--tokens",
+        &s(&tp),
+        "--n-ctx",
+        &n_ctx,
+        "-o",
+        &s(&kp),
+    ]);
+
+    // The file, as the specification lays it out.
+    let kld = std::fs::read(&kp).unwrap();
+    let nv = 2 * V.div_ceil(2) + 4;
+    assert_eq!(kld.len(), 20 + 4 * N_CHUNK * N_CTX + 2 * N_CHUNK * R * nv);
+    assert_eq!(&kld[..8], b"_logits_");
+    let hdr: Vec<i32> = (0..3)
+        .map(|k| i32::from_le_bytes(kld[8 + 4 * k..12 + 4 * k].try_into().unwrap()))
+        .collect();
+    assert_eq!(hdr, vec![N_CTX as i32, V as i32, N_CHUNK as i32]);
+    assert_eq!(&kld[20..20 + tok_bytes.len()], &tok_bytes[..]);
+    // Each record holds its position's log-softmax to half a 16/65535 step (above the
+    // clamp 16 below the row's maximum).
+    for row in 0..N_CHUNK * R {
+        let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+        let x: Vec<f64> = base[pos * V..(pos + 1) * V]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        for (i, d) in decoded(&kld, row).iter().enumerate() {
+            if x[i] > m - 16.0 {
+                assert!((d - (x[i] - lse)).abs() < 1.5e-4, "row {row} col {i}");
+            }
+        }
+    }
+
+    // KL(base record ‖ quant) per scored row, from the decoded records.
+    let want: Vec<f64> = (0..N_CHUNK * R)
+        .map(|row| {
+            let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+            let q: Vec<f64> = quant[pos * V..(pos + 1) * V]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            kl_logits(&decoded(&kld, row), &q)
+        })
+        .collect();
+    let mean = want.iter().sum::<f64>() / want.len() as f64;
+    let json = |out: std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // The quantised model's logits for every position, and for the scored ones only.
+    let j = json(ok(&["compare", &s(&kp), &s(&qp), "--json"]));
+    assert_eq!(j["rows"], N_CHUNK * R);
+    assert!((j["mean"].as_f64().unwrap() - mean).abs() <= 1e-5 * mean);
+    let scored: Vec<f32> = (0..N_CHUNK * R)
+        .flat_map(|row| {
+            let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+            quant[pos * V..(pos + 1) * V].to_vec()
+        })
+        .collect();
+    let sp = tmp("scored.npy");
+    f32_npy_shaped(&sp, &[N_CHUNK * R, V], &scored);
+    let j = json(ok(&[
+        "compare",
+        &s(&kp),
+        &s(&sp),
+        "--json",
+        "--input",
+        "logprobs",
+    ]));
+    assert!((j["mean"].as_f64().unwrap() - mean).abs() <= 1e-5 * mean);
+    // A base against itself.
+    let j = json(ok(&["compare", &s(&kp), &s(&kp), "--json"]));
+    assert!(j["mean"].as_f64().unwrap().abs() < 1e-9);
+
+    // Bad input: exit 2 naming what and where.
+    fails(
+        &["compare", &s(&kp), &s(&qp), "--input", "probs"],
+        "log-probabilities",
+    );
+    let short = tmp("short.kld");
+    std::fs::write(&short, &kld[..kld.len() - 2 * nv - 3]).unwrap();
+    fails(&["compare", &s(&short), &s(&qp)], "chunk 1 record 1");
+    let mut magic = kld.clone();
+    magic[0] = b'X';
+    let bad = tmp("magic.kld");
+    std::fs::write(&bad, &magic).unwrap();
+    fails(&["compare", &s(&bad), &s(&qp)], "magic");
+    let few = tmp("few.npy");
+    f32_npy_shaped(&few, &[5, V], &quant[..5 * V]);
+    fails(&["compare", &s(&kp), &s(&few)], "per scored position");
+    fails(
+        &[
+            "export-kld",
+            &s(&bp),
+            "--tokens",
+            &s(&tp),
+            "--n-ctx",
+            "5",
+            "-o",
+            &s(&tmp("x.kld")),
+        ],
+        "--n-ctx 5",
+    );
+    // The output is never an input.
+    fails(
+        &[
+            "export-kld",
+            &s(&bp),
+            "--tokens",
+            &s(&tp),
+            "--n-ctx",
+            &n_ctx,
+            "-o",
+            &s(&bp),
+        ],
+        "refusing to overwrite",
+    );
+}
