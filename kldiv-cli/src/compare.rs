@@ -4,7 +4,7 @@
 use crate::output::{self, OutputFile};
 use crate::{DeviceArg, DivergenceArg, Failure, InputArg};
 use kldiv::io::kld::KldLayout;
-use kldiv::io::tensor::{common_type, TensorFile};
+use kldiv::io::tensor::{common_type, Stored, TensorFile};
 use kldiv::scheduler::Scheduler;
 use kldiv::{Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit};
 use rayon::prelude::*;
@@ -58,6 +58,11 @@ pub struct Args {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// The actual next token of each row (.npy of int32 or int64, one id per row; −100
+    /// ignores that row, as torch does): adds perplexities, Δp and llama.cpp's report. A
+    /// .kld side brings its own (record j of chunk c predicts token c·n_ctx + n_ctx/2 + j + 1).
+    #[arg(long)]
+    targets: Option<String>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -86,6 +91,10 @@ struct Totals {
     values: Vec<f64>,
     same_top: usize,
     explain: Option<String>,
+    /// Per row with a target: −ln p_P(t), −ln p_Q(t), p_Q(t) − p_P(t).
+    nll_p: Vec<f64>,
+    nll_q: Vec<f64>,
+    dp: Vec<f64>,
 }
 
 /// One side of a comparison: a file, and for an array compared with a llama.cpp `.kld` base
@@ -179,6 +188,7 @@ fn run_block<T: Element>(
     p: &Side,
     q: &Side,
     (r0, r1): (usize, usize),
+    targets: Option<&[i64]>,
     totals: &mut Totals,
 ) -> kldiv::Result<()> {
     let cols = p.file.cols();
@@ -197,6 +207,9 @@ fn run_block<T: Element>(
     }
     totals.values.extend_from_slice(&run.values);
     if req.reads_q() {
+        if let Some(t) = targets {
+            add_targets(req, &pb, &qb, cols, t, totals);
+        }
         totals.same_top += pb
             .par_chunks(cols)
             .zip(qb.par_chunks(cols))
@@ -268,6 +281,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     } else {
         p.dtype()
     };
+    let targets = read_targets(a.targets.as_deref(), &p, &q, kld, rows, cols)?;
     // Before any work: a bad --out path fails now, not after the whole job.
     let out = match &a.out {
         Some(path) => Some(OutputFile::prepare(path, &[&p.path, &q.path])?),
@@ -279,6 +293,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
         values: Vec::with_capacity(rows),
         same_top: 0,
         explain: None,
+        nll_p: vec![],
+        nll_q: vec![],
+        dp: vec![],
     };
     let mut progress = crate::progress::bar(rows as u64, a.quiet);
     let mut r0 = 0;
@@ -286,11 +303,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let r1 = (r0 + per_block).min(rows);
         let block = (r0, r1);
         let t = &mut totals;
+        let tg = targets.as_deref().map(|v| &v[r0..r1]);
         let result = match dtype {
-            Dtype::F32 => run_block::<f32>(&engine, &req, &ps, &qs, block, t),
-            Dtype::F64 => run_block::<f64>(&engine, &req, &ps, &qs, block, t),
-            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &ps, &qs, block, t),
-            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &ps, &qs, block, t),
+            Dtype::F32 => run_block::<f32>(&engine, &req, &ps, &qs, block, tg, t),
+            Dtype::F64 => run_block::<f64>(&engine, &req, &ps, &qs, block, tg, t),
+            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &ps, &qs, block, tg, t),
+            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &ps, &qs, block, tg, t),
         };
         if let Err(e) = result {
             progress.abandon();
@@ -320,10 +338,33 @@ pub fn run(a: Args) -> Result<(), Failure> {
         unit: if a.bits { "bits" } else { "nats" },
         same_top: totals.same_top,
     };
-    let text = if a.json {
-        report.json(&per_row)
-    } else {
-        report.text(&per_row)
+    let llama = targets.is_some().then(|| {
+        crate::llama_report::stats(&crate::llama_report::TargetRows {
+            nll_p: &totals.nll_p,
+            nll_q: &totals.nll_q,
+            dp: &totals.dp,
+            kld: &per_row,
+            same_top: totals.same_top,
+        })
+    });
+    let text = match (a.json, &llama) {
+        (true, None) => report.json(&per_row),
+        (true, Some(l)) => {
+            let mut j: serde_json::Value =
+                serde_json::from_str(&report.json(&per_row)).unwrap_or_default();
+            if let (Some(obj), serde_json::Value::Object(extra)) =
+                (j.as_object_mut(), crate::llama_report::json(l))
+            {
+                obj.extend(extra);
+            }
+            format!("{j}\n")
+        }
+        (false, None) => report.text(&per_row),
+        (false, Some(l)) => format!(
+            "{}\n{}",
+            report.text(&per_row),
+            crate::llama_report::text(l)
+        ),
     };
     output::print(&text)
 }
@@ -469,6 +510,106 @@ fn num(v: f64) -> serde_json::Value {
         serde_json::json!(v)
     } else {
         serde_json::json!(v.to_string())
+    }
+}
+
+/// The target of every row: from `--targets`, else from a `.kld` side's tokens.
+fn read_targets(
+    spec: Option<&str>,
+    p: &TensorFile,
+    q: &TensorFile,
+    kld: Option<KldLayout>,
+    rows: usize,
+    cols: usize,
+) -> Result<Option<Vec<i64>>, Failure> {
+    let bad = |message: String| Failure { code: 2, message };
+    let ids: Vec<i64> = match (spec, kld) {
+        (Some(spec), _) => {
+            let t = load(spec)?;
+            if !matches!(t.stored(), Stored::I32 | Stored::I64) {
+                return Err(bad(format!(
+                    "{}: targets must be int32 or int64, not {}",
+                    t.label(),
+                    t.stored().name()
+                )));
+            }
+            if t.rows() * t.cols() != rows {
+                return Err(bad(format!(
+                    "{} holds {} targets for {rows} rows",
+                    t.label(),
+                    t.rows() * t.cols()
+                )));
+            }
+            t.rows_as::<f64>(0, t.rows())
+                .iter()
+                .map(|&x| x as i64)
+                .collect()
+        }
+        (None, Some(l)) => {
+            let f = if p.kld_layout().is_some() { p } else { q };
+            (0..rows)
+                .map(|r| f.kld_token(l.target_of(r)).unwrap_or(-1) as i64)
+                .collect()
+        }
+        (None, None) => return Ok(None),
+    };
+    let what = spec.unwrap_or("the .kld tokens");
+    for (r, &t) in ids.iter().enumerate() {
+        if t != IGNORE && !(0..cols as i64).contains(&t) {
+            return Err(bad(format!(
+                "{what}: target of row {r} is {t}, outside [0, {cols}) (−100 ignores a row)"
+            )));
+        }
+    }
+    Ok(Some(ids))
+}
+
+/// A target that marks a row to leave out of the target statistics (torch's ignore_index).
+const IGNORE: i64 = -100;
+
+/// ln p(t) of one row in f64: for logits and log-probabilities through the row's
+/// log-sum-exp, for probabilities as ln(p_t / Σp).
+fn ln_prob_of<T: Element>(input: InputForm, row: &[T], t: usize) -> f64 {
+    match input {
+        InputForm::Probabilities => {
+            let s: f64 = row.iter().map(|x| x.to_f64()).sum();
+            (row[t].to_f64() / s).ln()
+        }
+        _ => {
+            let m = row
+                .iter()
+                .map(|x| x.to_f64())
+                .fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = row.iter().map(|x| (x.to_f64() - m).exp()).sum();
+            row[t].to_f64() - m - s.ln()
+        }
+    }
+}
+
+/// NLLs and Δp of the rows of a block that have a target.
+fn add_targets<T: Element>(
+    req: &Request,
+    pb: &[T],
+    qb: &[T],
+    cols: usize,
+    targets: &[i64],
+    totals: &mut Totals,
+) {
+    let per_row: Vec<Option<(f64, f64)>> = pb
+        .par_chunks(cols)
+        .zip(qb.par_chunks(cols))
+        .zip(targets.par_iter())
+        .map(|((a, b), &t)| {
+            (t != IGNORE).then(|| {
+                let t = t as usize;
+                (ln_prob_of(req.input, a, t), ln_prob_of(req.input, b, t))
+            })
+        })
+        .collect();
+    for (lp, lq) in per_row.into_iter().flatten() {
+        totals.nll_p.push(-lp);
+        totals.nll_q.push(-lq);
+        totals.dp.push(lq.exp() - lp.exp());
     }
 }
 

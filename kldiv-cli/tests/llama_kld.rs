@@ -171,6 +171,107 @@ fn export_then_compare_against_scored_and_all_positions() {
     let j = json(ok(&["compare", &s(&kp), &s(&kp), "--json"]));
     assert!(j["mean"].as_f64().unwrap().abs() < 1e-9);
 
+    // The report with targets: the .kld's own tokens (row r predicts the next position's).
+    let lsm_at = |x: &[f64], t: usize| {
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        x[t] - m - x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+    };
+    let (mut nll_p, mut nll_q, mut dp) = (vec![], vec![], vec![]);
+    for row in 0..N_CHUNK * R {
+        let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+        let t = tokens[pos + 1] as usize;
+        let q: Vec<f64> = quant[pos * V..(pos + 1) * V]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let (lp, lq) = (lsm_at(&decoded(&kld, row), t), lsm_at(&q, t));
+        nll_p.push(-lp);
+        nll_q.push(-lq);
+        dp.push(lq.exp() - lp.exp());
+    }
+    let n = nll_q.len() as f64;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n;
+    let j = json(ok(&["compare", &s(&kp), &s(&qp), "--json"]));
+    let close = |key: &str, want: f64| {
+        let got = j[key]["mean"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{key}: {got} vs {want}"
+        );
+    };
+    close("ppl_q", mean(&nll_q).exp());
+    close("ppl_p", mean(&nll_p).exp());
+    close("ln_ppl_ratio", mean(&nll_q) - mean(&nll_p));
+    close("delta_p", mean(&dp));
+    close(
+        "rms_delta_p",
+        (dp.iter().map(|x| x * x).sum::<f64>() / n).sqrt(),
+    );
+    // SE of ln PPL(Q) as llama.cpp computes it: sqrt((mean(x²) − mean(x)²)/(n − 1)).
+    let m2 = nll_q.iter().map(|x| x * x).sum::<f64>() / n;
+    let se = ((m2 - mean(&nll_q).powi(2)) / (n - 1.0)).sqrt();
+    let got_se = j["ppl_q"]["sem"].as_f64().unwrap();
+    assert!((got_se - mean(&nll_q).exp() * se).abs() < 1e-9);
+    let text = String::from_utf8(ok(&["compare", &s(&kp), &s(&qp)]).stdout).unwrap();
+    for l in [
+        "====== Perplexity statistics ======",
+        "Mean PPL(Q)                   : ",
+        "====== KL divergence statistics ======",
+        "====== Token probability statistics ======",
+        "Same top p: ",
+    ] {
+        assert!(text.contains(l), "{l:?} missing from\n{text}");
+    }
+    // Targets for arrays, −100 leaving a row out.
+    let mut t: Vec<i32> = (0..N_CHUNK * R)
+        .map(|row| tokens[(row / R) * N_CTX + N_CTX / 2 + row % R + 1])
+        .collect();
+    t[0] = -100;
+    let tb: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let tt = tmp("targets.npy");
+    write_npy(
+        &tt,
+        &format!(
+            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
+            t.len()
+        ),
+        &tb,
+    );
+    let j = json(ok(&[
+        "compare",
+        &s(&sp),
+        &s(&sp),
+        "--input",
+        "logits",
+        "--json",
+        "--targets",
+        &s(&tt),
+    ]));
+    assert_eq!(j["target_rows"], N_CHUNK * R - 1);
+    assert!(j["ln_ppl_ratio"]["mean"].as_f64().unwrap().abs() < 1e-12);
+    t[1] = V as i32;
+    let tb: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(
+        &tt,
+        &format!(
+            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
+            t.len()
+        ),
+        &tb,
+    );
+    fails(
+        &[
+            "compare",
+            &s(&sp),
+            &s(&sp),
+            "--input",
+            "logits",
+            "--targets",
+            &s(&tt),
+        ],
+        "target of row 1",
+    );
+
     // Bad input: exit 2 naming what and where.
     fails(
         &["compare", &s(&kp), &s(&qp), "--input", "probs"],

@@ -21,7 +21,7 @@ pub struct Summary {
 pub const PERCENTILES: [f64; 8] = [99.9, 99.0, 95.0, 90.0, 10.0, 5.0, 1.0, 0.1];
 
 /// Linear interpolation between closest ranks (numpy's default).
-fn percentile(sorted: &[f64], pct: f64) -> f64 {
+pub fn percentile(sorted: &[f64], pct: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

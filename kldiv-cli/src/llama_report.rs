@@ -1,0 +1,283 @@
+//! The statistics of llama.cpp's `llama-perplexity --kl-divergence` report, from per-row
+//! values, with its formulas and its layout (same labels, same order, same precision), so
+//! scripts that parse llama.cpp's output read ours:
+//! - mean ± uncertainty: SE = sqrt((mean(x²) − mean(x)²)/(n − 1));
+//! - covariance of two means: (mean(xy) − mean(x)·mean(y))/(n − 1);
+//! - percentiles: linear interpolation at f·(n − 1) of the sorted values.
+
+use std::fmt::Write as _;
+
+/// Per-row values of a comparison with targets (rows whose target is ignored left out).
+pub struct TargetRows<'a> {
+    /// −ln p_P(target), −ln p_Q(target).
+    pub nll_p: &'a [f64],
+    pub nll_q: &'a [f64],
+    /// p_Q(target) − p_P(target).
+    pub dp: &'a [f64],
+    /// KL(P‖Q) of every row.
+    pub kld: &'a [f64],
+    /// Rows whose argmax agrees, of all rows.
+    pub same_top: usize,
+}
+
+/// Mean and its uncertainty, as llama.cpp computes them from sums.
+fn mean_unc(sum: f64, sum2: f64, n: usize) -> (f64, f64) {
+    let n_f = n as f64;
+    let mean = sum / n_f;
+    let var = sum2 / n_f - mean * mean;
+    let unc = if n > 1 {
+        (var.max(0.0) / (n_f - 1.0)).sqrt()
+    } else {
+        f64::NAN
+    };
+    (mean, unc)
+}
+
+fn cov(sum_a: f64, sum_b: f64, sum_ab: f64, n: usize) -> f64 {
+    let n_f = n as f64;
+    (sum_ab / n_f - (sum_a / n_f) * (sum_b / n_f)) / (n_f - 1.0)
+}
+
+fn moments(v: &[f64]) -> (f64, f64) {
+    (v.iter().sum(), v.iter().map(|x| x * x).sum())
+}
+
+/// Every number of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaStats {
+    pub count: usize,
+    pub ppl_q: (f64, f64),
+    pub ppl_p: (f64, f64),
+    pub cor_ln_ppl: f64,
+    pub ln_ppl_ratio: (f64, f64),
+    pub ppl_ratio: (f64, f64),
+    pub ppl_diff: (f64, f64),
+    pub kld: (f64, f64),
+    /// (percent, value), 0 and 100 being the minimum and maximum.
+    pub kld_pct: Vec<(f64, f64)>,
+    pub dp: (f64, f64),
+    pub dp_pct: Vec<(f64, f64)>,
+    pub rms_dp: (f64, f64),
+    pub same_top: (f64, f64),
+}
+
+/// The rows of llama.cpp's report, in its order (100 = maximum, 50 = median, 0 = minimum).
+pub const KLD_PCT: [f64; 11] = [
+    100.0, 99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0, 0.1, 0.0,
+];
+pub const DP_PCT: [f64; 13] = [
+    100.0, 99.9, 99.0, 95.0, 90.0, 75.0, 50.0, 25.0, 10.0, 5.0, 1.0, 0.1, 0.0,
+];
+
+fn percentiles(v: &[f64], pcts: &[f64]) -> Vec<(f64, f64)> {
+    let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    s.sort_by(f64::total_cmp);
+    pcts.iter()
+        .map(|&p| (p, kldiv::stats::percentile(&s, p)))
+        .collect()
+}
+
+pub fn stats(r: &TargetRows) -> LlamaStats {
+    let n = r.nll_q.len();
+    let (sq, sq2) = moments(r.nll_q);
+    let (sp, sp2) = moments(r.nll_p);
+    let sqp: f64 = r.nll_q.iter().zip(r.nll_p).map(|(a, b)| a * b).sum();
+    let lq = mean_unc(sq, sq2, n);
+    let lp = mean_unc(sp, sp2, n);
+    let c = cov(sq, sp, sqp, n);
+    let ppl_q = lq.0.exp();
+    let ppl_p = lp.0.exp();
+    let ratio_unc = (lq.1 * lq.1 + lp.1 * lp.1 - 2.0 * c).max(0.0).sqrt();
+    let ratio = (lq.0 - lp.0).exp();
+    let ppl_cov = ppl_q * ppl_p * c;
+    let (uq, up) = (ppl_q * lq.1, ppl_p * lp.1);
+    let (sk, sk2) = moments(r.kld);
+    let (sd, sd2) = moments(r.dp);
+    let sd4: f64 = r.dp.iter().map(|x| x.powi(4)).sum();
+    let mse = mean_unc(sd2, sd4, n);
+    let rms = mse.0.sqrt();
+    let rows = r.kld.len();
+    let top = r.same_top as f64 / rows as f64;
+    LlamaStats {
+        count: n,
+        ppl_q: (ppl_q, uq),
+        ppl_p: (ppl_p, up),
+        cor_ln_ppl: c / (lq.1 * lp.1),
+        ln_ppl_ratio: (lq.0 - lp.0, ratio_unc),
+        ppl_ratio: (ratio, ratio * ratio_unc),
+        ppl_diff: (
+            ppl_q - ppl_p,
+            (uq * uq + up * up - 2.0 * ppl_cov).max(0.0).sqrt(),
+        ),
+        kld: mean_unc(sk, sk2, rows),
+        kld_pct: percentiles(r.kld, &KLD_PCT),
+        dp: mean_unc(sd, sd2, n),
+        dp_pct: percentiles(r.dp, &DP_PCT),
+        rms_dp: (rms, 0.5 / rms * mse.1),
+        same_top: (top, (top * (1.0 - top) / (rows as f64 - 1.0)).sqrt()),
+    }
+}
+
+fn label(p: f64, what: &str) -> String {
+    match p {
+        100.0 => format!("Maximum {what}"),
+        0.0 => format!("Minimum {what}"),
+        50.0 => format!("Median  {what}"),
+        _ => format!("{:>4.1}%   {what}", p),
+    }
+}
+
+/// llama.cpp's final three blocks.
+pub fn text(s: &LlamaStats) -> String {
+    let mut o = String::new();
+    let pm = |o: &mut String, l: &str, (v, u): (f64, f64)| {
+        let _ = writeln!(o, "{l:<30}: {v:10.6} ± {u:10.6}");
+    };
+    let _ = writeln!(o, "====== Perplexity statistics ======");
+    pm(&mut o, "Mean PPL(Q)", s.ppl_q);
+    pm(&mut o, "Mean PPL(base)", s.ppl_p);
+    let _ = writeln!(
+        o,
+        "Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%",
+        100.0 * s.cor_ln_ppl
+    );
+    pm(&mut o, "Mean ln(PPL(Q)/PPL(base))", s.ln_ppl_ratio);
+    pm(&mut o, "Mean PPL(Q)/PPL(base)", s.ppl_ratio);
+    pm(&mut o, "Mean PPL(Q)-PPL(base)", s.ppl_diff);
+    let _ = writeln!(o, "\n====== KL divergence statistics ======");
+    let _ = writeln!(o, "Mean    KLD: {:10.6} ± {:10.6}", s.kld.0, s.kld.1);
+    for &(p, v) in &s.kld_pct {
+        let _ = writeln!(o, "{}: {v:10.6}", label(p, "KLD"));
+    }
+    let _ = writeln!(o, "\n====== Token probability statistics ======");
+    let _ = writeln!(
+        o,
+        "Mean    Δp: {:6.3} ± {:5.3} %",
+        100.0 * s.dp.0,
+        100.0 * s.dp.1
+    );
+    for &(p, v) in &s.dp_pct {
+        let _ = writeln!(o, "{}: {:6.3}%", label(p, "Δp"), 100.0 * v);
+    }
+    let _ = writeln!(
+        o,
+        "RMS Δp    : {:6.3} ± {:5.3} %",
+        100.0 * s.rms_dp.0,
+        100.0 * s.rms_dp.1
+    );
+    let _ = writeln!(
+        o,
+        "Same top p: {:6.3} ± {:5.3} %",
+        100.0 * s.same_top.0,
+        100.0 * s.same_top.1
+    );
+    o
+}
+
+fn num(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!(v)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn mean_sem((m, u): (f64, f64)) -> serde_json::Value {
+    serde_json::json!({ "mean": num(m), "sem": num(u) })
+}
+
+fn with_pct((m, u): (f64, f64), pct: &[(f64, f64)]) -> serde_json::Value {
+    let mut j = mean_sem((m, u));
+    let mut p = serde_json::Map::new();
+    for &(k, v) in pct {
+        match k {
+            100.0 => j["max"] = num(v),
+            0.0 => j["min"] = num(v),
+            50.0 => j["median"] = num(v),
+            _ => {
+                p.insert(format!("p{k}"), num(v));
+            }
+        }
+    }
+    j["percentiles"] = serde_json::Value::Object(p);
+    j
+}
+
+/// The same numbers under stable snake_case keys (non-finite values are null).
+pub fn json(s: &LlamaStats) -> serde_json::Value {
+    serde_json::json!({
+        "target_rows": s.count,
+        "ppl_q": mean_sem(s.ppl_q),
+        "ppl_p": mean_sem(s.ppl_p),
+        "cor_ln_ppl": num(s.cor_ln_ppl),
+        "ln_ppl_ratio": mean_sem(s.ln_ppl_ratio),
+        "ppl_ratio": mean_sem(s.ppl_ratio),
+        "ppl_diff": mean_sem(s.ppl_diff),
+        "kld": with_pct(s.kld, &s.kld_pct),
+        "delta_p": with_pct(s.dp, &s.dp_pct),
+        "rms_delta_p": mean_sem(s.rms_dp),
+        "same_top": mean_sem(s.same_top),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_on_a_hand_example() {
+        // Four rows: NLLs, Δp, KLD chosen so each statistic is computable by hand.
+        let nll_q = [1.0, 2.0, 3.0, 2.0];
+        let nll_p = [1.0, 1.0, 3.0, 3.0];
+        let dp = [0.1, -0.1, 0.2, 0.0];
+        let kld = [0.0, 0.1, 0.2, 0.3];
+        let s = stats(&TargetRows {
+            nll_p: &nll_p,
+            nll_q: &nll_q,
+            dp: &dp,
+            kld: &kld,
+            same_top: 3,
+        });
+        // mean ln PPL(Q) = 2, var = (1+4+9+4)/4 − 4 = 0.5, SE = sqrt(0.5/3).
+        let se = (0.5f64 / 3.0).sqrt();
+        assert!((s.ppl_q.0 - 2f64.exp()).abs() < 1e-12);
+        assert!((s.ppl_q.1 - 2f64.exp() * se).abs() < 1e-12);
+        // ln PPL(base): mean 2, var (1+1+9+9)/4 − 4 = 1, SE sqrt(1/3).
+        let se_p = (1.0f64 / 3.0).sqrt();
+        // cov: mean(q·p) = (1+2+9+6)/4 = 4.5, minus 2·2 → 0.5, /3.
+        let c = 0.5 / 3.0;
+        assert!((s.cor_ln_ppl - c / (se * se_p)).abs() < 1e-12);
+        // ln ratio: 0 ± sqrt(se² + se_p² − 2c) = sqrt(0.5/3).
+        assert!(s.ln_ppl_ratio.0.abs() < 1e-12);
+        assert!((s.ln_ppl_ratio.1 - se).abs() < 1e-12);
+        // Δp mean 0.05; RMS sqrt(mean(dp²)) = sqrt(0.06/4).
+        assert!((s.dp.0 - 0.05).abs() < 1e-12);
+        assert!((s.rms_dp.0 - (0.06f64 / 4.0).sqrt()).abs() < 1e-12);
+        // Same top 3/4 ± sqrt(0.75·0.25/3) = 0.25.
+        assert!((s.same_top.1 - 0.25).abs() < 1e-12);
+        // Median of KLD by interpolation at 0.5·3 = 1.5: 0.15.
+        let med = s.kld_pct.iter().find(|p| p.0 == 50.0).unwrap().1;
+        assert!((med - 0.15).abs() < 1e-12);
+        let t = text(&s);
+        for l in [
+            "====== Perplexity statistics ======",
+            "Mean PPL(Q)                   :   7.389056 ±   ",
+            "Cor(ln(PPL(Q)), ln(PPL(base))): ",
+            "====== KL divergence statistics ======",
+            "Maximum KLD:   0.300000",
+            "99.9%   KLD:",
+            " 0.1%   KLD:",
+            "Median  KLD:   0.150000",
+            "Minimum KLD:   0.000000",
+            "Mean    Δp:  5.000 ± ",
+            "75.0%   Δp:",
+            "RMS Δp    : ",
+            "Same top p: 75.000 ± 25.000 %",
+        ] {
+            assert!(t.contains(l), "missing {l:?} in\n{t}");
+        }
+        let j = json(&s);
+        assert!((j["kld"]["median"].as_f64().unwrap() - 0.15).abs() < 1e-12);
+        assert!(j["delta_p"]["percentiles"]["p99.9"].is_number());
+    }
+}
