@@ -63,6 +63,11 @@ pub struct Args {
     /// .kld side brings its own (record j of chunk c predicts token c·n_ctx + n_ctx/2 + j + 1).
     #[arg(long)]
     targets: Option<String>,
+    /// With P a llama.cpp .kld base and Q logits: llama.cpp's own arithmetic (base values as
+    /// quantised, terms with base log p ≤ −16 left out, f32), to reproduce its report
+    /// number for number. The default is exact.
+    #[arg(long)]
+    llama_compat: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -189,6 +194,7 @@ fn run_block<T: Element>(
     q: &Side,
     (r0, r1): (usize, usize),
     targets: Option<&[i64]>,
+    compat: bool,
     totals: &mut Totals,
 ) -> kldiv::Result<()> {
     let cols = p.file.cols();
@@ -198,6 +204,10 @@ fn run_block<T: Element>(
     } else {
         pb.clone()
     };
+    if compat {
+        compat_block(req, &pb, &qb, cols, targets, totals);
+        return Ok(());
+    }
     let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
     for w in &run.warnings {
         crate::warn(w);
@@ -282,6 +292,18 @@ pub fn run(a: Args) -> Result<(), Failure> {
         p.dtype()
     };
     let targets = read_targets(a.targets.as_deref(), &p, &q, kld, rows, cols)?;
+    let compat = a.llama_compat;
+    if compat
+        && (p.kld_layout().is_none()
+            || q.kld_layout().is_some()
+            || req.divergence != kldiv::Divergence::Kl)
+    {
+        return Err(Failure {
+            code: 2,
+            message: "--llama-compat reproduces llama.cpp's KL of a .kld base (P) against                       logits (Q): give the .kld first, an array of logits second, and the                       default --divergence kl"
+                .into(),
+        });
+    }
     // Before any work: a bad --out path fails now, not after the whole job.
     let out = match &a.out {
         Some(path) => Some(OutputFile::prepare(path, &[&p.path, &q.path])?),
@@ -305,10 +327,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let t = &mut totals;
         let tg = targets.as_deref().map(|v| &v[r0..r1]);
         let result = match dtype {
-            Dtype::F32 => run_block::<f32>(&engine, &req, &ps, &qs, block, tg, t),
-            Dtype::F64 => run_block::<f64>(&engine, &req, &ps, &qs, block, tg, t),
-            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &ps, &qs, block, tg, t),
-            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &ps, &qs, block, tg, t),
+            _ if compat => run_block::<f32>(&engine, &req, &ps, &qs, block, tg, true, t),
+            Dtype::F32 => run_block::<f32>(&engine, &req, &ps, &qs, block, tg, false, t),
+            Dtype::F64 => run_block::<f64>(&engine, &req, &ps, &qs, block, tg, false, t),
+            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &ps, &qs, block, tg, false, t),
+            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &ps, &qs, block, tg, false, t),
         };
         if let Err(e) = result {
             progress.abandon();
@@ -338,6 +361,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         unit: if a.bits { "bits" } else { "nats" },
         same_top: totals.same_top,
     };
+    let mode = if compat { "llama-compat" } else { "exact" };
     let llama = targets.is_some().then(|| {
         crate::llama_report::stats(&crate::llama_report::TargetRows {
             nll_p: &totals.nll_p,
@@ -356,12 +380,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 (j.as_object_mut(), crate::llama_report::json(l))
             {
                 obj.extend(extra);
+                obj.insert("mode".into(), mode.into());
             }
             format!("{j}\n")
         }
         (false, None) => report.text(&per_row),
         (false, Some(l)) => format!(
-            "{}\n{}",
+            "{}\nllama.cpp's report ({mode} arithmetic):\n{}",
             report.text(&per_row),
             crate::llama_report::text(l)
         ),
@@ -583,6 +608,48 @@ fn ln_prob_of<T: Element>(input: InputForm, row: &[T], t: usize) -> f64 {
             let s: f64 = row.iter().map(|x| (x.to_f64() - m).exp()).sum();
             row[t].to_f64() - m - s.ln()
         }
+    }
+}
+
+/// A block scored with llama.cpp's arithmetic (`--llama-compat`).
+fn compat_block<T: Element>(
+    req: &Request,
+    pb: &[T],
+    qb: &[T],
+    cols: usize,
+    targets: Option<&[i64]>,
+    totals: &mut Totals,
+) {
+    let unit = if req.unit == Unit::Bits {
+        std::f64::consts::LN_2
+    } else {
+        1.0
+    };
+    let rows: Vec<crate::llama_compat::CompatRow> = pb
+        .par_chunks(cols)
+        .zip(qb.par_chunks(cols))
+        .enumerate()
+        .map(|(i, (a, b))| {
+            let base: Vec<f32> = a.iter().map(|x| x.to_f64() as f32).collect();
+            let logits: Vec<f32> = b.iter().map(|x| x.to_f64() as f32).collect();
+            let t = targets
+                .map(|t| t[i])
+                .filter(|&t| t != IGNORE)
+                .map(|t| t as usize);
+            crate::llama_compat::row(&base, &logits, t)
+        })
+        .collect();
+    for r in rows {
+        totals.values.push(r.kld / unit);
+        totals.same_top += r.same_top as usize;
+        if let Some((nll_q, nll_base)) = r.nll {
+            totals.nll_q.push(nll_q as f64);
+            totals.nll_p.push(nll_base as f64);
+            totals.dp.push(((-nll_q).exp() - (-nll_base).exp()) as f64);
+        }
+    }
+    if totals.explain.is_none() {
+        totals.explain = Some("llama.cpp-compatible arithmetic on the CPU (--llama-compat)".into());
     }
 }
 

@@ -11,6 +11,7 @@ macro_rules! outln {
 mod bench;
 mod compare;
 mod export_kld;
+mod llama_compat;
 mod llama_report;
 mod output;
 mod plot;

@@ -316,3 +316,100 @@ fn export_then_compare_against_scored_and_all_positions() {
         "refusing to overwrite",
     );
 }
+
+#[test]
+fn llama_compat_reproduces_llama_cpp_arithmetic() {
+    // Wide logits, so that many base log-probabilities fall below −16 (llama.cpp leaves
+    // those terms out of its KL sum and keeps the quantised values).
+    let mut rng = Rng::new(11);
+    let base: Vec<f32> = (0..N_CHUNK * N_CTX * V)
+        .map(|_| (8.0 * rng.normal()) as f32)
+        .collect();
+    let quant: Vec<f32> = base
+        .iter()
+        .map(|&x| x + (0.3 * rng.normal()) as f32)
+        .collect();
+    let tokens: Vec<i32> = (0..N_CHUNK * N_CTX).map(|i| (i * 3 % V) as i32).collect();
+    let (bp, qp, tp, kp) = (
+        tmp("wide_base.npy"),
+        tmp("wide_quant.npy"),
+        tmp("wide_tokens.npy"),
+        tmp("wide.kld"),
+    );
+    f32_npy_shaped(&bp, &[N_CHUNK * N_CTX, V], &base);
+    f32_npy_shaped(&qp, &[N_CHUNK * N_CTX, V], &quant);
+    let tok_bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+    write_npy(
+        &tp,
+        &format!(
+            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
+            tokens.len()
+        ),
+        &tok_bytes,
+    );
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let n_ctx = N_CTX.to_string();
+    ok(&[
+        "export-kld",
+        &s(&bp),
+        "--tokens",
+        &s(&tp),
+        "--n-ctx",
+        &n_ctx,
+        "-o",
+        &s(&kp),
+    ]);
+    let kld = std::fs::read(&kp).unwrap();
+
+    // llama.cpp's formulas, computed here in f64 from the decoded records.
+    let (mut kl, mut nll_base, mut below) = (vec![], vec![], 0);
+    for row in 0..N_CHUNK * R {
+        let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+        let lp = decoded(&kld, row);
+        let q: Vec<f64> = quant[pos * V..(pos + 1) * V]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let m = q.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + q.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        below += lp.iter().filter(|&&x| x <= -16.0).count();
+        kl.push(
+            lp.iter()
+                .zip(&q)
+                .filter(|(x, _)| **x > -16.0)
+                .map(|(x, y)| x.exp() * (x - (y - lse)))
+                .sum::<f64>(),
+        );
+        nll_base.push(-lp[tokens[pos + 1] as usize]);
+    }
+    assert!(below > 10, "the data must exercise the −16 floor");
+    let n = kl.len() as f64;
+    let mean_kl = kl.iter().sum::<f64>() / n;
+    let ppl_base = (nll_base.iter().sum::<f64>() / n).exp();
+    let j: serde_json::Value = serde_json::from_slice(
+        &ok(&["compare", &s(&kp), &s(&qp), "--llama-compat", "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(j["mode"], "llama-compat");
+    let got = j["mean"].as_f64().unwrap();
+    // f32 arithmetic, as llama.cpp's: 1e-5 relative.
+    assert!(
+        (got - mean_kl).abs() <= 1e-5 * mean_kl,
+        "{got} vs {mean_kl}"
+    );
+    let got = j["ppl_p"]["mean"].as_f64().unwrap();
+    assert!(
+        (got - ppl_base).abs() <= 1e-5 * ppl_base,
+        "{got} vs {ppl_base}"
+    );
+    // The exact mode renormalises the record and keeps every term.
+    let exact: serde_json::Value =
+        serde_json::from_slice(&ok(&["compare", &s(&kp), &s(&qp), "--json"]).stdout).unwrap();
+    assert_eq!(exact["mode"], "exact");
+    assert_ne!(exact["mean"], j["mean"]);
+    // Only a .kld base against logits.
+    fails(
+        &["compare", &s(&qp), &s(&kp), "--llama-compat"],
+        "--llama-compat",
+    );
+}
