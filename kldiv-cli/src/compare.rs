@@ -186,17 +186,27 @@ fn kld_sides<'a>(
     Ok((side(p), side(q), Some(l)))
 }
 
+/// One block of rows: which, their targets, and whether llama.cpp's arithmetic is asked for.
+struct BlockJob<'a> {
+    rows: (usize, usize),
+    targets: Option<&'a [i64]>,
+    compat: bool,
+}
+
 /// One block of rows `[r0, r1)`, read from both files in element type `T`.
 fn run_block<T: Element>(
     engine: &Scheduler,
     req: &Request,
     p: &Side,
     q: &Side,
-    (r0, r1): (usize, usize),
-    targets: Option<&[i64]>,
-    compat: bool,
+    block: &BlockJob,
     totals: &mut Totals,
 ) -> kldiv::Result<()> {
+    let BlockJob {
+        rows: (r0, r1),
+        targets,
+        compat,
+    } = *block;
     let cols = p.file.cols();
     let pb = p.rows_as::<T>(r0, r1);
     let qb = if req.reads_q() {
@@ -325,13 +335,17 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let r1 = (r0 + per_block).min(rows);
         let block = (r0, r1);
         let t = &mut totals;
-        let tg = targets.as_deref().map(|v| &v[r0..r1]);
+        let job = BlockJob {
+            rows: block,
+            targets: targets.as_deref().map(|v| &v[r0..r1]),
+            compat,
+        };
         let result = match dtype {
-            _ if compat => run_block::<f32>(&engine, &req, &ps, &qs, block, tg, true, t),
-            Dtype::F32 => run_block::<f32>(&engine, &req, &ps, &qs, block, tg, false, t),
-            Dtype::F64 => run_block::<f64>(&engine, &req, &ps, &qs, block, tg, false, t),
-            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &ps, &qs, block, tg, false, t),
-            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &ps, &qs, block, tg, false, t),
+            _ if compat => run_block::<f32>(&engine, &req, &ps, &qs, &job, t),
+            Dtype::F32 => run_block::<f32>(&engine, &req, &ps, &qs, &job, t),
+            Dtype::F64 => run_block::<f64>(&engine, &req, &ps, &qs, &job, t),
+            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &ps, &qs, &job, t),
+            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &ps, &qs, &job, t),
         };
         if let Err(e) = result {
             progress.abandon();
