@@ -3,14 +3,16 @@
 
 use crate::output::{self, OutputFile};
 use crate::{DeviceArg, DivergenceArg, Failure, InputArg};
-use kldiv::io::kld::KldLayout;
-use kldiv::io::tensor::{common_type, Stored, TensorFile};
+use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::Scheduler;
 use kldiv::{Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit};
 use rayon::prelude::*;
-use std::borrow::Cow;
 use std::fmt::Write as _;
 
+mod sides;
+mod targets;
+use sides::{kld_sides, Side};
+use targets::{add_targets, compat_block, read_targets};
 /// Bytes of each input decoded or touched per block: bounds memory whatever the file size.
 const BLOCK_BYTES: usize = 64 << 20;
 
@@ -73,7 +75,7 @@ pub struct Args {
     quiet: bool,
 }
 
-fn load(spec: &str) -> Result<TensorFile, Failure> {
+pub(super) fn load(spec: &str) -> Result<TensorFile, Failure> {
     let t = TensorFile::open(spec)?;
     let (start, len) = t.mapped();
     crate::sigbus::watch(start, len, &t.label());
@@ -92,7 +94,7 @@ fn argmax<T: Element>(row: &[T]) -> usize {
     best.0
 }
 
-struct Totals {
+pub(super) struct Totals {
     values: Vec<f64>,
     same_top: usize,
     explain: Option<String>,
@@ -100,90 +102,6 @@ struct Totals {
     nll_p: Vec<f64>,
     nll_q: Vec<f64>,
     dp: Vec<f64>,
-}
-
-/// One side of a comparison: a file, and for an array compared with a llama.cpp `.kld` base
-/// that holds every token position, the layout whose scored positions are its rows.
-struct Side<'a> {
-    file: &'a TensorFile,
-    scored_of: Option<KldLayout>,
-}
-
-impl Side<'_> {
-    fn rows(&self) -> usize {
-        self.scored_of.map_or(self.file.rows(), |l| l.scored_rows())
-    }
-
-    /// Rows `[r0, r1)` of this side (scored positions gathered where needed).
-    fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
-        match self.scored_of {
-            None => self.file.rows_as(r0, r1),
-            Some(l) => {
-                let mut out = Vec::with_capacity((r1 - r0) * self.file.cols());
-                for r in r0..r1 {
-                    let at = l.position_of(r);
-                    out.extend_from_slice(&self.file.rows_as::<T>(at, at + 1));
-                }
-                Cow::Owned(out)
-            }
-        }
-    }
-}
-
-/// The sides of a comparison that involves a `.kld` base: both `.kld` (same layout), or an
-/// array with either the scored positions' rows or every position's.
-fn kld_sides<'a>(
-    p: &'a TensorFile,
-    q: &'a TensorFile,
-) -> Result<(Side<'a>, Side<'a>, Option<KldLayout>), Failure> {
-    let plain = |f| Side {
-        file: f,
-        scored_of: None,
-    };
-    let (l, array) = match (p.kld_layout(), q.kld_layout()) {
-        (None, None) => return Ok((plain(p), plain(q), None)),
-        (Some(a), Some(b)) if a != b => {
-            return Err(Failure {
-                code: 2,
-                message: format!(
-                    "{} ({a:?}) and {} ({b:?}) are .kld bases of different shapes",
-                    p.label(),
-                    q.label()
-                ),
-            })
-        }
-        (Some(a), Some(_)) => return Ok((plain(p), plain(q), Some(a))),
-        (Some(l), None) => (l, q),
-        (None, Some(l)) => (l, p),
-    };
-    let scored_of = if array.rows() == l.scored_rows() {
-        None
-    } else if array.rows() == l.positions() {
-        Some(l)
-    } else {
-        return Err(Failure {
-            code: 2,
-            message: format!(
-                "{} has {} rows; the .kld base scores {} of its {} chunks × {} positions: give                  one row per scored position ({}) or per position ({})",
-                array.label(),
-                array.rows(),
-                l.scored_rows(),
-                l.n_chunk,
-                l.n_ctx,
-                l.scored_rows(),
-                l.positions()
-            ),
-        });
-    };
-    let side = |f: &'a TensorFile| Side {
-        file: f,
-        scored_of: if std::ptr::eq(f, array) {
-            scored_of
-        } else {
-            None
-        },
-    };
-    Ok((side(p), side(q), Some(l)))
 }
 
 /// One block of rows: which, their targets, and whether llama.cpp's arithmetic is asked for.
@@ -549,148 +467,6 @@ fn num(v: f64) -> serde_json::Value {
         serde_json::json!(v)
     } else {
         serde_json::json!(v.to_string())
-    }
-}
-
-/// The target of every row: from `--targets`, else from a `.kld` side's tokens.
-fn read_targets(
-    spec: Option<&str>,
-    p: &TensorFile,
-    q: &TensorFile,
-    kld: Option<KldLayout>,
-    rows: usize,
-    cols: usize,
-) -> Result<Option<Vec<i64>>, Failure> {
-    let bad = |message: String| Failure { code: 2, message };
-    let ids: Vec<i64> = match (spec, kld) {
-        (Some(spec), _) => {
-            let t = load(spec)?;
-            if !matches!(t.stored(), Stored::I32 | Stored::I64) {
-                return Err(bad(format!(
-                    "{}: targets must be int32 or int64, not {}",
-                    t.label(),
-                    t.stored().name()
-                )));
-            }
-            if t.rows() * t.cols() != rows {
-                return Err(bad(format!(
-                    "{} holds {} targets for {rows} rows",
-                    t.label(),
-                    t.rows() * t.cols()
-                )));
-            }
-            t.rows_as::<f64>(0, t.rows())
-                .iter()
-                .map(|&x| x as i64)
-                .collect()
-        }
-        (None, Some(l)) => {
-            let f = if p.kld_layout().is_some() { p } else { q };
-            (0..rows)
-                .map(|r| f.kld_token(l.target_of(r)).unwrap_or(-1) as i64)
-                .collect()
-        }
-        (None, None) => return Ok(None),
-    };
-    let what = spec.unwrap_or("the .kld tokens");
-    for (r, &t) in ids.iter().enumerate() {
-        if t != IGNORE && !(0..cols as i64).contains(&t) {
-            return Err(bad(format!(
-                "{what}: target of row {r} is {t}, outside [0, {cols}) (−100 ignores a row)"
-            )));
-        }
-    }
-    Ok(Some(ids))
-}
-
-/// A target that marks a row to leave out of the target statistics (torch's ignore_index).
-const IGNORE: i64 = -100;
-
-/// ln p(t) of one row in f64: for logits and log-probabilities through the row's
-/// log-sum-exp, for probabilities as ln(p_t / Σp).
-fn ln_prob_of<T: Element>(input: InputForm, row: &[T], t: usize) -> f64 {
-    match input {
-        InputForm::Probabilities => {
-            let s: f64 = row.iter().map(|x| x.to_f64()).sum();
-            (row[t].to_f64() / s).ln()
-        }
-        _ => {
-            let m = row
-                .iter()
-                .map(|x| x.to_f64())
-                .fold(f64::NEG_INFINITY, f64::max);
-            let s: f64 = row.iter().map(|x| (x.to_f64() - m).exp()).sum();
-            row[t].to_f64() - m - s.ln()
-        }
-    }
-}
-
-/// A block scored with llama.cpp's arithmetic (`--llama-compat`).
-fn compat_block<T: Element>(
-    req: &Request,
-    pb: &[T],
-    qb: &[T],
-    cols: usize,
-    targets: Option<&[i64]>,
-    totals: &mut Totals,
-) {
-    let unit = if req.unit == Unit::Bits {
-        std::f64::consts::LN_2
-    } else {
-        1.0
-    };
-    let rows: Vec<crate::llama_compat::CompatRow> = pb
-        .par_chunks(cols)
-        .zip(qb.par_chunks(cols))
-        .enumerate()
-        .map(|(i, (a, b))| {
-            let base: Vec<f32> = a.iter().map(|x| x.to_f64() as f32).collect();
-            let logits: Vec<f32> = b.iter().map(|x| x.to_f64() as f32).collect();
-            let t = targets
-                .map(|t| t[i])
-                .filter(|&t| t != IGNORE)
-                .map(|t| t as usize);
-            crate::llama_compat::row(&base, &logits, t)
-        })
-        .collect();
-    for r in rows {
-        totals.values.push(r.kld / unit);
-        totals.same_top += r.same_top as usize;
-        if let Some((nll_q, nll_base)) = r.nll {
-            totals.nll_q.push(nll_q as f64);
-            totals.nll_p.push(nll_base as f64);
-            totals.dp.push(((-nll_q).exp() - (-nll_base).exp()) as f64);
-        }
-    }
-    if totals.explain.is_none() {
-        totals.explain = Some("llama.cpp-compatible arithmetic on the CPU (--llama-compat)".into());
-    }
-}
-
-/// NLLs and Δp of the rows of a block that have a target.
-fn add_targets<T: Element>(
-    req: &Request,
-    pb: &[T],
-    qb: &[T],
-    cols: usize,
-    targets: &[i64],
-    totals: &mut Totals,
-) {
-    let per_row: Vec<Option<(f64, f64)>> = pb
-        .par_chunks(cols)
-        .zip(qb.par_chunks(cols))
-        .zip(targets.par_iter())
-        .map(|((a, b), &t)| {
-            (t != IGNORE).then(|| {
-                let t = t as usize;
-                (ln_prob_of(req.input, a, t), ln_prob_of(req.input, b, t))
-            })
-        })
-        .collect();
-    for (lp, lq) in per_row.into_iter().flatten() {
-        totals.nll_p.push(-lp);
-        totals.nll_q.push(-lq);
-        totals.dp.push(lq.exp() - lp.exp());
     }
 }
 
