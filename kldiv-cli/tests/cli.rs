@@ -365,7 +365,7 @@ fn safetensors_every_dtype_named_tensors_and_higher_rank() {
     assert_eq!(j["rows"], 6);
     assert_eq!(j["cols"], 50);
     assert!((j["mean"].as_f64().unwrap() - want).abs() <= 1e-5 * want);
-    let same_top = j["same_top"].as_f64().unwrap();
+    let same_top = j["same_top"]["mean"].as_f64().unwrap();
     let agree = (0..6)
         .filter(|&r| {
             let am = |v: &[f64]| {
@@ -387,7 +387,7 @@ fn safetensors_every_dtype_named_tensors_and_higher_rank() {
     // Standard error with n − 1, as llama.cpp's report computes it.
     let share = agree as f64 / 6.0;
     let se = (share * (1.0 - share) / 5.0).sqrt();
-    assert!((j["same_top_sem"].as_f64().unwrap() - se).abs() < 1e-12);
+    assert!((j["same_top"]["sem"].as_f64().unwrap() - se).abs() < 1e-12);
     // One tensor per file: no name needed; f16 and bf16.
     for (dt, enc) in [
         (
@@ -511,7 +511,17 @@ fn pseudocount_smooths_counts_with_holes() {
     assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
     // Without it the hole in Q is an infinite KL; with logits it means nothing.
     let out = run_ok(&["compare", ps_, qs_, "--normalize", "--json"]);
-    assert_eq!(json(&out)["mean"], "inf");
+    let j = json(&out);
+    // Infinity is not JSON: null, counted, with the finite rows' statistics beside.
+    assert!(j["mean"].is_null());
+    assert_eq!(j["inf_rows"], 1);
+    assert_eq!(j["finite"]["count"], 0);
+    // The command line's spellings.
+    assert_eq!(
+        (j["divergence"].as_str(), j["input"].as_str()),
+        (Some("kl"), Some("probs"))
+    );
+    assert!(j["version"].is_string() && j["elapsed_s"].is_number());
     expect_fail(
         &[
             "compare",

@@ -158,6 +158,7 @@ fn run_block<T: Element>(
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
+    let started = std::time::Instant::now();
     let input = a.input.unwrap_or(InputArg::Probs);
     let mut req = Request::new(a.divergence.into()).input(input.into());
     if a.normalize {
@@ -292,6 +293,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         dtype,
         unit: if a.bits { "bits" } else { "nats" },
         same_top: totals.same_top,
+        elapsed_s: started.elapsed().as_secs_f64(),
     };
     let mode = if compat { "llama-compat" } else { "exact" };
     let llama = targets.is_some().then(|| {
@@ -354,6 +356,7 @@ struct Report<'a> {
     dtype: Dtype,
     unit: &'static str,
     same_top: usize,
+    elapsed_s: f64,
 }
 
 impl Report<'_> {
@@ -371,9 +374,15 @@ impl Report<'_> {
             .iter()
             .map(|(p, v)| (format!("p{p}"), num(*v)))
             .collect();
+        let finite: Vec<f64> = per_row.iter().copied().filter(|v| v.is_finite()).collect();
+        let f = kldiv::stats::summarize(&finite);
         let mut j = serde_json::json!({
-            "divergence": format!("{:?}", self.req.divergence),
-            "input": format!("{:?}", self.req.input),
+            "version": env!("CARGO_PKG_VERSION"),
+            "p": self.p.label(),
+            "q": self.q.label(),
+            "elapsed_s": self.elapsed_s,
+            "divergence": divergence_name(self.req.divergence),
+            "input": input_name(self.req.input),
             "unit": self.unit,
             "rows": per_row.len(),
             "cols": self.p.cols(),
@@ -389,10 +398,19 @@ impl Report<'_> {
             "max": num(s.max),
             "max_row": s.max_row,
             "percentiles": pct,
+            // Rows whose value is +inf (q = 0 < p), and the statistics of the others.
+            "inf_rows": per_row.iter().filter(|v| **v == f64::INFINITY).count(),
+            "finite": {
+                "count": f.count,
+                "mean": num(f.mean),
+                "sem": num(f.sem),
+                "min": num(f.min),
+                "median": num(f.median),
+                "max": num(f.max),
+            },
         });
         if let Some((share, se)) = self.same_top(per_row.len()) {
-            j["same_top"] = serde_json::json!(share);
-            j["same_top_sem"] = serde_json::json!(se);
+            j["same_top"] = serde_json::json!({ "mean": share, "sem": num(se) });
         }
         format!("{j}\n")
     }
@@ -445,6 +463,16 @@ impl Report<'_> {
         if s.nan_rows > 0 {
             let _ = writeln!(o, "  NaN rows  {}", s.nan_rows);
         }
+        let inf = per_row.iter().filter(|v| **v == f64::INFINITY).count();
+        if inf > 0 {
+            let finite: Vec<f64> = per_row.iter().copied().filter(|v| v.is_finite()).collect();
+            let f = kldiv::stats::summarize(&finite);
+            let _ = writeln!(
+                o,
+                "  inf rows  {inf} (q = 0 where p > 0); the other {} rows: mean {:.6e} ± {:.2e}, max {:.6e}",
+                f.count, f.mean, f.sem, f.max
+            );
+        }
         o
     }
 }
@@ -461,12 +489,34 @@ fn share_with_error(k: usize, n: usize) -> (f64, f64) {
     (share, se)
 }
 
-/// JSON has no infinity: write it as a string.
+/// JSON has no infinity or NaN: null (with `inf_rows` and `nan_rows` counted beside).
 fn num(v: f64) -> serde_json::Value {
     if v.is_finite() {
         serde_json::json!(v)
     } else {
-        serde_json::json!(v.to_string())
+        serde_json::Value::Null
+    }
+}
+
+/// The command line's spelling of a divergence (`--divergence`).
+fn divergence_name(d: kldiv::Divergence) -> &'static str {
+    use kldiv::Divergence as D;
+    match d {
+        D::Kl => "kl",
+        D::ReverseKl => "reverse-kl",
+        D::SymmetricKl => "symmetric-kl",
+        D::JensenShannon => "js",
+        D::CrossEntropy => "cross-entropy",
+        D::Entropy => "entropy",
+    }
+}
+
+/// The command line's spelling of an input form (`--input`).
+fn input_name(i: InputForm) -> &'static str {
+    match i {
+        InputForm::Probabilities => "probs",
+        InputForm::LogProbabilities => "logprobs",
+        InputForm::Logits => "logits",
     }
 }
 
