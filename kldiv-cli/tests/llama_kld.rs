@@ -28,6 +28,9 @@ fn fails(args: &[&str], needle: &str) {
     assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     assert!(err.contains(needle), "{args:?}: {err}");
     assert!(!err.contains("panicked"));
+    // One readable line: no source indentation leaked into the message.
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(!err.contains("   "), "{err}");
 }
 
 const N_CHUNK: usize = 2;

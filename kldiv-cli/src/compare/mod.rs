@@ -184,7 +184,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
         if a.input == Some(InputArg::Probs) {
             return Err(Failure {
                 code: 2,
-                message: "a .kld base holds log-probabilities: compare it with logits or                           log-probabilities (--input logits or --input logprobs)"
+                message: "a .kld base holds log-probabilities: compare it with logits or \
+                          log-probabilities (--input logits or --input logprobs)"
                     .into(),
             });
         }
@@ -229,7 +230,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
     {
         return Err(Failure {
             code: 2,
-            message: "--llama-compat reproduces llama.cpp's KL of a .kld base (P) against                       logits (Q): give the .kld first, an array of logits second, and the                       default --divergence kl"
+            message: "--llama-compat reproduces llama.cpp's KL of a .kld base (P) against \
+                      logits (Q): give the .kld first, an array of logits second, and the \
+                      default --divergence kl"
                 .into(),
         });
     }

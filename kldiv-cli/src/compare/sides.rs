@@ -69,7 +69,8 @@ pub(super) fn kld_sides<'a>(
         return Err(Failure {
             code: 2,
             message: format!(
-                "{} has {} rows; the .kld base scores {} of its {} chunks × {} positions: give                  one row per scored position ({}) or per position ({})",
+                "{} has {} rows; the .kld base scores {} of its {} chunks × {} positions: give \
+                 one row per scored position ({}) or per position ({})",
                 array.label(),
                 array.rows(),
                 l.scored_rows(),
