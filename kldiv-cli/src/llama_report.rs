@@ -97,7 +97,6 @@ pub fn stats(r: &TargetRows) -> LlamaStats {
     let mse = mean_unc(sd2, sd4, n);
     let rms = mse.0.sqrt();
     let rows = r.kld.len();
-    let top = r.same_top as f64 / rows as f64;
     LlamaStats {
         count: n,
         ppl_q: (ppl_q, uq),
@@ -114,7 +113,7 @@ pub fn stats(r: &TargetRows) -> LlamaStats {
         dp: mean_unc(sd, sd2, n),
         dp_pct: percentiles(r.dp, &DP_PCT),
         rms_dp: (rms, 0.5 / rms * mse.1),
-        same_top: (top, (top * (1.0 - top) / (rows as f64 - 1.0)).sqrt()),
+        same_top: share_with_error(r.same_top, rows),
     }
 }
 
@@ -174,12 +173,25 @@ pub fn text(s: &LlamaStats) -> String {
     o
 }
 
-fn num(v: f64) -> serde_json::Value {
+/// JSON has no infinity or NaN: null (the reports count such rows beside).
+pub fn num(v: f64) -> serde_json::Value {
     if v.is_finite() {
         serde_json::json!(v)
     } else {
         serde_json::Value::Null
     }
+}
+
+/// A share k/n with its standard error sqrt(p(1−p)/(n−1)), as llama.cpp's report computes
+/// it; NaN below two rows.
+pub fn share_with_error(k: usize, n: usize) -> (f64, f64) {
+    let share = k as f64 / n as f64;
+    let se = if n < 2 {
+        f64::NAN
+    } else {
+        (share * (1.0 - share) / (n - 1) as f64).sqrt()
+    };
+    (share, se)
 }
 
 fn mean_sem((m, u): (f64, f64)) -> serde_json::Value {
@@ -223,6 +235,15 @@ pub fn json(s: &LlamaStats) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_top_error_uses_n_minus_one() {
+        // 3 of 4 rows agree: p = 0.75, SE = sqrt(0.75 · 0.25 / 3) (llama.cpp's form).
+        let (p, se) = share_with_error(3, 4);
+        assert_eq!(p, 0.75);
+        assert!((se - 0.25).abs() < 1e-15, "{se}");
+        assert!(share_with_error(1, 1).1.is_nan());
+    }
 
     #[test]
     fn formulas_on_a_hand_example() {

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 mod sides;
 mod targets;
+use crate::llama_report::{num, share_with_error};
 use sides::{kld_sides, Side};
 use targets::{add_targets, compat_block, read_targets};
 /// Bytes of each input decoded or touched per block: bounds memory whatever the file size.
@@ -104,27 +105,16 @@ pub(super) struct Totals {
     dp: Vec<f64>,
 }
 
-/// One block of rows: which, their targets, and whether llama.cpp's arithmetic is asked for.
-struct BlockJob<'a> {
-    rows: (usize, usize),
-    targets: Option<&'a [i64]>,
-    compat: bool,
-}
-
-/// One block of rows `[r0, r1)`, read from both files in element type `T`.
+/// One block of rows `[r0, r1)`, read from both files in element type `T`; `targets` are
+/// the block's.
 fn run_block<T: Element>(
     engine: &Scheduler,
     req: &Request,
-    p: &Side,
-    q: &Side,
-    block: &BlockJob,
+    (p, q): (&Side, &Side),
+    (r0, r1): (usize, usize),
+    targets: Option<&[i64]>,
     totals: &mut Totals,
 ) -> kldiv::Result<()> {
-    let BlockJob {
-        rows: (r0, r1),
-        targets,
-        compat,
-    } = *block;
     let cols = p.file.cols();
     let pb = p.rows_as::<T>(r0, r1);
     let qb = if req.reads_q() {
@@ -132,10 +122,6 @@ fn run_block<T: Element>(
     } else {
         pb.clone()
     };
-    if compat {
-        compat_block(req, &pb, &qb, cols, targets, totals);
-        return Ok(());
-    }
     let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
     for w in &run.warnings {
         crate::warn(w);
@@ -257,17 +243,17 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let r1 = (r0 + per_block).min(rows);
         let block = (r0, r1);
         let t = &mut totals;
-        let job = BlockJob {
-            rows: block,
-            targets: targets.as_deref().map(|v| &v[r0..r1]),
-            compat,
-        };
+        let tg = targets.as_deref().map(|v| &v[r0..r1]);
+        let sides = (&ps, &qs);
         let result = match dtype {
-            _ if compat => run_block::<f32>(&engine, &req, &ps, &qs, &job, t),
-            Dtype::F32 => run_block::<f32>(&engine, &req, &ps, &qs, &job, t),
-            Dtype::F64 => run_block::<f64>(&engine, &req, &ps, &qs, &job, t),
-            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, &ps, &qs, &job, t),
-            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, &ps, &qs, &job, t),
+            _ if compat => {
+                compat_block(&req, sides, block, tg, t);
+                Ok(())
+            }
+            Dtype::F32 => run_block::<f32>(&engine, &req, sides, block, tg, t),
+            Dtype::F64 => run_block::<f64>(&engine, &req, sides, block, tg, t),
+            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, sides, block, tg, t),
+            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, sides, block, tg, t),
         };
         if let Err(e) = result {
             progress.abandon();
@@ -309,14 +295,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
         })
     });
     let text = match (a.json, &llama) {
-        (true, None) => report.json(&per_row),
-        (true, Some(l)) => {
-            let mut j: serde_json::Value =
-                serde_json::from_str(&report.json(&per_row)).unwrap_or_default();
-            if let (Some(obj), serde_json::Value::Object(extra)) =
-                (j.as_object_mut(), crate::llama_report::json(l))
-            {
-                obj.extend(extra);
+        (true, llama) => {
+            let mut j = report.json(&per_row);
+            if let (Some(l), Some(obj)) = (llama, j.as_object_mut()) {
+                if let serde_json::Value::Object(extra) = crate::llama_report::json(l) {
+                    obj.extend(extra);
+                }
                 obj.insert("mode".into(), mode.into());
             }
             format!("{j}\n")
@@ -370,7 +354,7 @@ impl Report<'_> {
             .then(|| share_with_error(self.same_top, rows))
     }
 
-    fn json(&self, per_row: &[f64]) -> String {
+    fn json(&self, per_row: &[f64]) -> serde_json::Value {
         let s = kldiv::stats::summarize(per_row);
         let pct: serde_json::Map<String, serde_json::Value> = s
             .percentiles
@@ -415,7 +399,7 @@ impl Report<'_> {
         if let Some((share, se)) = self.same_top(per_row.len()) {
             j["same_top"] = serde_json::json!({ "mean": share, "sem": num(se) });
         }
-        format!("{j}\n")
+        j
     }
 
     fn text(&self, per_row: &[f64]) -> String {
@@ -477,27 +461,6 @@ impl Report<'_> {
             );
         }
         o
-    }
-}
-
-/// A share k/n with its standard error sqrt(p(1−p)/(n−1)), as llama.cpp's perplexity
-/// report computes it (so the two agree line by line); NaN below two rows.
-fn share_with_error(k: usize, n: usize) -> (f64, f64) {
-    let share = k as f64 / n as f64;
-    let se = if n < 2 {
-        f64::NAN
-    } else {
-        (share * (1.0 - share) / (n - 1) as f64).sqrt()
-    };
-    (share, se)
-}
-
-/// JSON has no infinity or NaN: null (with `inf_rows` and `nan_rows` counted beside).
-fn num(v: f64) -> serde_json::Value {
-    if v.is_finite() {
-        serde_json::json!(v)
-    } else {
-        serde_json::Value::Null
     }
 }
 
@@ -568,19 +531,5 @@ fn locate(e: kldiv::Error, req: &Request, p: &TensorFile, q: &TensorFile) -> Fai
     Failure {
         code: Failure::from(e).code,
         message,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::share_with_error;
-
-    #[test]
-    fn same_top_error_uses_n_minus_one() {
-        // 3 of 4 rows agree: p = 0.75, SE = sqrt(0.75 · 0.25 / 3) (llama.cpp's form).
-        let (p, se) = share_with_error(3, 4);
-        assert_eq!(p, 0.75);
-        assert!((se - 0.25).abs() < 1e-15, "{se}");
-        assert!(share_with_error(1, 1).1.is_nan());
     }
 }

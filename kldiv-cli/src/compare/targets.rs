@@ -1,6 +1,7 @@
 //! Targets (the actual next tokens): where they come from, each row's NLL under P and Q and
 //! Δp, and llama.cpp's own arithmetic for `--llama-compat`.
 
+use super::sides::Side;
 use super::{load, Totals};
 use crate::Failure;
 use kldiv::io::kld::KldLayout;
@@ -82,14 +83,16 @@ fn ln_prob_of<T: Element>(input: InputForm, row: &[T], t: usize) -> f64 {
 }
 
 /// A block scored with llama.cpp's arithmetic (`--llama-compat`).
-pub(super) fn compat_block<T: Element>(
+pub(super) fn compat_block(
     req: &Request,
-    pb: &[T],
-    qb: &[T],
-    cols: usize,
+    (p, q): (&Side, &Side),
+    (r0, r1): (usize, usize),
     targets: Option<&[i64]>,
     totals: &mut Totals,
 ) {
+    // llama.cpp works on f32 base values and logits: read as such, without a detour.
+    let cols = p.file.cols();
+    let (pb, qb) = (p.rows_as::<f32>(r0, r1), q.rows_as::<f32>(r0, r1));
     let unit = if req.unit == Unit::Bits {
         std::f64::consts::LN_2
     } else {
@@ -99,14 +102,12 @@ pub(super) fn compat_block<T: Element>(
         .par_chunks(cols)
         .zip(qb.par_chunks(cols))
         .enumerate()
-        .map(|(i, (a, b))| {
-            let base: Vec<f32> = a.iter().map(|x| x.to_f64() as f32).collect();
-            let logits: Vec<f32> = b.iter().map(|x| x.to_f64() as f32).collect();
+        .map(|(i, (base, logits))| {
             let t = targets
                 .map(|t| t[i])
                 .filter(|&t| t != IGNORE)
                 .map(|t| t as usize);
-            crate::llama_compat::row(&base, &logits, t)
+            crate::llama_compat::row(base, logits, t)
         })
         .collect();
     for r in rows {
