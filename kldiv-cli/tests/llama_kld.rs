@@ -66,34 +66,68 @@ fn kl_logits(a: &[f64], b: &[f64]) -> f64 {
     la.iter().zip(&lb).map(|(x, y)| x.exp() * (x - y)).sum()
 }
 
-#[test]
-fn export_then_compare_against_scored_and_all_positions() {
-    let mut rng = Rng::new(7);
+/// Position (over all chunks) of scored row `row`: n_ctx/2 + j of chunk c.
+fn position(row: usize) -> usize {
+    (row / R) * N_CTX + N_CTX / 2 + row % R
+}
+
+/// A 1-D int32 .npy.
+fn i32_npy(path: &std::path::Path, v: &[i32]) {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(
+        path,
+        &format!(
+            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
+            v.len()
+        ),
+        &bytes,
+    );
+}
+
+/// Base and quantised logits (normal, `spread` wide, the quantised ones off by `noise`),
+/// tokens i·`step` mod V, written as files; the base exported to a .kld by `kldiv export-kld`.
+struct Exported {
+    base: Vec<f32>,
+    quant: Vec<f32>,
+    tokens: Vec<i32>,
+    tok_bytes: Vec<u8>,
+    bp: std::path::PathBuf,
+    qp: std::path::PathBuf,
+    tp: std::path::PathBuf,
+    kp: std::path::PathBuf,
+    n_ctx: String,
+}
+
+fn exported(
+    name: &str,
+    seed: u64,
+    spread: f64,
+    noise: f64,
+    step: usize,
+    base_shape: &[usize],
+) -> Exported {
+    let mut rng = Rng::new(seed);
     let base: Vec<f32> = (0..N_CHUNK * N_CTX * V)
-        .map(|_| (3.0 * rng.normal()) as f32)
+        .map(|_| (spread * rng.normal()) as f32)
         .collect();
     let quant: Vec<f32> = base
         .iter()
-        .map(|&x| x + (0.2 * rng.normal()) as f32)
+        .map(|&x| x + (noise * rng.normal()) as f32)
         .collect();
-    let tokens: Vec<i32> = (0..N_CHUNK * N_CTX).map(|i| (i * 5 % V) as i32).collect();
+    let tokens: Vec<i32> = (0..N_CHUNK * N_CTX)
+        .map(|i| (i * step % V) as i32)
+        .collect();
+    let path = |what: &str| tmp(&format!("{name}_{what}"));
     let (bp, qp, tp, kp) = (
-        tmp("base.npy"),
-        tmp("quant.npy"),
-        tmp("tokens.npy"),
-        tmp("base.kld"),
+        path("base.npy"),
+        path("quant.npy"),
+        path("tokens.npy"),
+        path("base.kld"),
     );
-    f32_npy_shaped(&bp, &[N_CHUNK, N_CTX, V], &base);
+    f32_npy_shaped(&bp, base_shape, &base);
     f32_npy_shaped(&qp, &[N_CHUNK * N_CTX, V], &quant);
+    i32_npy(&tp, &tokens);
     let tok_bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-    write_npy(
-        &tp,
-        &format!(
-            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
-            tokens.len()
-        ),
-        &tok_bytes,
-    );
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let n_ctx = N_CTX.to_string();
     ok(&[
@@ -106,6 +140,33 @@ fn export_then_compare_against_scored_and_all_positions() {
         "-o",
         &s(&kp),
     ]);
+    Exported {
+        base,
+        quant,
+        tokens,
+        tok_bytes,
+        bp,
+        qp,
+        tp,
+        kp,
+        n_ctx,
+    }
+}
+
+#[test]
+fn export_then_compare_against_scored_and_all_positions() {
+    let Exported {
+        base,
+        quant,
+        tokens,
+        tok_bytes,
+        bp,
+        qp,
+        kp,
+        n_ctx,
+        tp,
+    } = exported("base", 7, 3.0, 0.2, 5, &[N_CHUNK, N_CTX, V]);
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
 
     // The file, as the specification lays it out.
     let kld = std::fs::read(&kp).unwrap();
@@ -120,7 +181,7 @@ fn export_then_compare_against_scored_and_all_positions() {
     // Each record holds its position's log-softmax to half a 16/65535 step (above the
     // clamp 16 below the row's maximum).
     for row in 0..N_CHUNK * R {
-        let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+        let pos = position(row);
         let x: Vec<f64> = base[pos * V..(pos + 1) * V]
             .iter()
             .map(|&v| v as f64)
@@ -137,7 +198,7 @@ fn export_then_compare_against_scored_and_all_positions() {
     // KL(base record ‖ quant) per scored row, from the decoded records.
     let want: Vec<f64> = (0..N_CHUNK * R)
         .map(|row| {
-            let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+            let pos = position(row);
             let q: Vec<f64> = quant[pos * V..(pos + 1) * V]
                 .iter()
                 .map(|&v| v as f64)
@@ -155,7 +216,7 @@ fn export_then_compare_against_scored_and_all_positions() {
     assert!((j["mean"].as_f64().unwrap() - mean).abs() <= 1e-5 * mean);
     let scored: Vec<f32> = (0..N_CHUNK * R)
         .flat_map(|row| {
-            let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+            let pos = position(row);
             quant[pos * V..(pos + 1) * V].to_vec()
         })
         .collect();
@@ -181,7 +242,7 @@ fn export_then_compare_against_scored_and_all_positions() {
     };
     let (mut nll_p, mut nll_q, mut dp) = (vec![], vec![], vec![]);
     for row in 0..N_CHUNK * R {
-        let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+        let pos = position(row);
         let t = tokens[pos + 1] as usize;
         let q: Vec<f64> = quant[pos * V..(pos + 1) * V]
             .iter()
@@ -227,19 +288,11 @@ fn export_then_compare_against_scored_and_all_positions() {
     }
     // Targets for arrays, −100 leaving a row out.
     let mut t: Vec<i32> = (0..N_CHUNK * R)
-        .map(|row| tokens[(row / R) * N_CTX + N_CTX / 2 + row % R + 1])
+        .map(|row| tokens[position(row) + 1])
         .collect();
     t[0] = -100;
-    let tb: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
     let tt = tmp("targets.npy");
-    write_npy(
-        &tt,
-        &format!(
-            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
-            t.len()
-        ),
-        &tb,
-    );
+    i32_npy(&tt, &t);
     let j = json(ok(&[
         "compare",
         &s(&sp),
@@ -253,15 +306,7 @@ fn export_then_compare_against_scored_and_all_positions() {
     assert_eq!(j["target_rows"], N_CHUNK * R - 1);
     assert!(j["ln_ppl_ratio"]["mean"].as_f64().unwrap().abs() < 1e-12);
     t[1] = V as i32;
-    let tb: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
-    write_npy(
-        &tt,
-        &format!(
-            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
-            t.len()
-        ),
-        &tb,
-    );
+    i32_npy(&tt, &t);
     fails(
         &[
             "compare",
@@ -324,50 +369,20 @@ fn export_then_compare_against_scored_and_all_positions() {
 fn llama_compat_reproduces_llama_cpp_arithmetic() {
     // Wide logits, so that many base log-probabilities fall below −16 (llama.cpp leaves
     // those terms out of its KL sum and keeps the quantised values).
-    let mut rng = Rng::new(11);
-    let base: Vec<f32> = (0..N_CHUNK * N_CTX * V)
-        .map(|_| (8.0 * rng.normal()) as f32)
-        .collect();
-    let quant: Vec<f32> = base
-        .iter()
-        .map(|&x| x + (0.3 * rng.normal()) as f32)
-        .collect();
-    let tokens: Vec<i32> = (0..N_CHUNK * N_CTX).map(|i| (i * 3 % V) as i32).collect();
-    let (bp, qp, tp, kp) = (
-        tmp("wide_base.npy"),
-        tmp("wide_quant.npy"),
-        tmp("wide_tokens.npy"),
-        tmp("wide.kld"),
-    );
-    f32_npy_shaped(&bp, &[N_CHUNK * N_CTX, V], &base);
-    f32_npy_shaped(&qp, &[N_CHUNK * N_CTX, V], &quant);
-    let tok_bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-    write_npy(
-        &tp,
-        &format!(
-            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
-            tokens.len()
-        ),
-        &tok_bytes,
-    );
+    let Exported {
+        quant,
+        tokens,
+        qp,
+        kp,
+        ..
+    } = exported("wide", 11, 8.0, 0.3, 3, &[N_CHUNK * N_CTX, V]);
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let n_ctx = N_CTX.to_string();
-    ok(&[
-        "export-kld",
-        &s(&bp),
-        "--tokens",
-        &s(&tp),
-        "--n-ctx",
-        &n_ctx,
-        "-o",
-        &s(&kp),
-    ]);
     let kld = std::fs::read(&kp).unwrap();
 
     // llama.cpp's formulas, computed here in f64 from the decoded records.
     let (mut kl, mut nll_base, mut below) = (vec![], vec![], 0);
     for row in 0..N_CHUNK * R {
-        let pos = (row / R) * N_CTX + N_CTX / 2 + row % R;
+        let pos = position(row);
         let lp = decoded(&kld, row);
         let q: Vec<f64> = quant[pos * V..(pos + 1) * V]
             .iter()

@@ -346,9 +346,9 @@ fn follow_up<'a, E: PassEngine, T: Element>(
     Ok(())
 }
 
-/// One row of `req`, entirely on the exact f64 path: what every follow-up ends in.
-pub fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Result<f64> {
-    let req = &req.resolved()?;
+/// One row of `req` (resolved by `per_row`), entirely on the exact f64 path: what every
+/// follow-up ends in.
+fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Result<f64> {
     let tol = finish::sum_tolerance(req, T::DTYPE);
     let q = if req.reads_q() { q } else { p };
     let seg = |kernel, params| exact::segment(kernel, params, p, q);
