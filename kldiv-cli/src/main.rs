@@ -12,7 +12,7 @@ mod bench;
 mod compare;
 mod export_kld;
 mod llama_compat;
-mod llama_report;
+mod merge;
 mod output;
 mod plot;
 mod progress;
@@ -40,6 +40,8 @@ enum Command {
     Bench(bench::Args),
     /// Write a llama.cpp KL-divergence base (.kld) from logits of any engine.
     ExportKld(export_kld::Args),
+    /// Merge shard summaries (`compare --summary-out`) and print the report of the whole run.
+    Merge(merge::Args),
     /// Describe the CPU (SIMD level, threads) and any GPU adapters.
     Info,
 }
@@ -200,6 +202,7 @@ fn run() -> i32 {
         Command::Compare(a) => compare::run(a),
         Command::Bench(a) => bench::run(a),
         Command::ExportKld(a) => export_kld::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Info => info(),
     };
     match result {

@@ -4,7 +4,7 @@
 
 #[path = "../../kldiv/tests/common/mod.rs"]
 mod common;
-use common::files::{f32_npy_shaped, tmp, write_npy};
+use common::files::{f32_npy_shaped, i32_npy, tmp};
 use common::*;
 use std::process::Command;
 
@@ -69,19 +69,6 @@ fn kl_logits(a: &[f64], b: &[f64]) -> f64 {
 /// Position (over all chunks) of scored row `row`: n_ctx/2 + j of chunk c.
 fn position(row: usize) -> usize {
     (row / R) * N_CTX + N_CTX / 2 + row % R
-}
-
-/// A 1-D int32 .npy.
-fn i32_npy(path: &std::path::Path, v: &[i32]) {
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    write_npy(
-        path,
-        &format!(
-            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
-            v.len()
-        ),
-        &bytes,
-    );
 }
 
 /// Base and quantised logits (normal, `spread` wide, the quantised ones off by `noise`),

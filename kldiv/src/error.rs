@@ -73,6 +73,9 @@ pub enum Error {
     DtypeMismatch { p: &'static str, q: &'static str },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A serialised summary that cannot be read, or two that cannot be merged.
+    #[error("summary: {0}")]
+    Summary(String),
     #[error("no usable GPU: {0}")]
     GpuUnavailable(String),
     #[error("GPU failure: {0}")]

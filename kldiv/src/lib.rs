@@ -47,6 +47,7 @@ mod request;
 pub mod scheduler;
 pub mod semantics;
 pub mod stats;
+pub mod summary;
 pub mod workloads;
 
 pub use cpu::{CpuEngine, SimdLevel};
@@ -61,6 +62,7 @@ pub use request::{
     default_sum_tolerance, Divergence, InputForm, NanPolicy, Normalization, Reduction, Request,
     Unit,
 };
+pub use summary::Summary;
 
 use ndarray::ArrayView2;
 

@@ -173,3 +173,42 @@ pub fn default_sum_tolerance(dtype: crate::element::Dtype) -> f64 {
         crate::element::Dtype::BF16 => 3e-2,
     }
 }
+
+/// The names used by the command line, the JSON reports and the Python package.
+macro_rules! named {
+    ($t:ty { $($v:ident = $n:literal),* $(,)? }) => {
+        impl $t {
+            pub const ALL: &'static [$t] = &[$(<$t>::$v),*];
+
+            /// Its name on the command line and in reports.
+            pub fn name(self) -> &'static str {
+                match self { $(<$t>::$v => $n),* }
+            }
+
+            /// The value of a name; `None` when unknown.
+            pub fn from_name(name: &str) -> Option<$t> {
+                Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+        }
+    };
+}
+
+named!(Divergence {
+    Kl = "kl",
+    ReverseKl = "reverse-kl",
+    SymmetricKl = "symmetric-kl",
+    JensenShannon = "js",
+    CrossEntropy = "cross-entropy",
+    Entropy = "entropy",
+});
+
+named!(InputForm {
+    Probabilities = "probs",
+    LogProbabilities = "logprobs",
+    Logits = "logits",
+});
+
+named!(Unit {
+    Nats = "nats",
+    Bits = "bits",
+});

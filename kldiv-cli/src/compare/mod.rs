@@ -6,14 +6,12 @@ use crate::{DeviceArg, DivergenceArg, Failure, InputArg};
 use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::Scheduler;
 use kldiv::{Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit};
-use rayon::prelude::*;
-use std::fmt::Write as _;
 
 mod sides;
 mod targets;
-use crate::llama_report::{num, share_with_error};
+use kldiv::summary::{report, Meta, Summary};
 use sides::{kld_sides, Side};
-use targets::{add_targets, compat_block, read_targets};
+use targets::{compat_block, read_targets};
 /// Bytes of each input decoded or touched per block: bounds memory whatever the file size.
 const BLOCK_BYTES: usize = 64 << 20;
 
@@ -71,6 +69,13 @@ pub struct Args {
     /// number for number. The default is exact.
     #[arg(long)]
     llama_compat: bool,
+    /// Also write the run's mergeable statistics here (JSON), for `kldiv merge`.
+    #[arg(long, value_name = "FILE")]
+    summary_out: Option<std::path::PathBuf>,
+    /// The global index of this input's first row (a shard's place in the whole run), so
+    /// that the rows named in reports and merged summaries are global.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    row_offset: u64,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -83,26 +88,9 @@ pub(super) fn load(spec: &str) -> Result<TensorFile, Failure> {
     Ok(t)
 }
 
-/// Index of the largest value (first on ties; NaN never wins).
-fn argmax<T: Element>(row: &[T]) -> usize {
-    let mut best = (0, f64::NEG_INFINITY);
-    for (i, v) in row.iter().enumerate() {
-        let v = v.to_f64();
-        if v > best.1 {
-            best = (i, v);
-        }
-    }
-    best.0
-}
-
 pub(super) struct Totals {
-    values: Vec<f64>,
-    same_top: usize,
+    summary: Summary,
     explain: Option<String>,
-    /// Per row with a target: −ln p_P(t), −ln p_Q(t), p_Q(t) − p_P(t).
-    nll_p: Vec<f64>,
-    nll_q: Vec<f64>,
-    dp: Vec<f64>,
 }
 
 /// One block of rows `[r0, r1)`, read from both files in element type `T`; `targets` are
@@ -129,18 +117,9 @@ fn run_block<T: Element>(
     if totals.explain.is_none() {
         totals.explain = Some(run.plan.to_string());
     }
-    totals.values.extend_from_slice(&run.values);
-    if req.reads_q() {
-        if let Some(t) = targets {
-            add_targets(req, &pb, &qb, cols, t, totals);
-        }
-        totals.same_top += pb
-            .par_chunks(cols)
-            .zip(qb.par_chunks(cols))
-            .filter(|(a, b)| argmax(a) == argmax(b))
-            .count();
-    }
-    Ok(())
+    totals
+        .summary
+        .add_block(req, (&pb, &qb), cols, &run.values, targets)
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -227,15 +206,23 @@ pub fn run(a: Args) -> Result<(), Failure> {
         Some(path) => Some(OutputFile::prepare(path, &[&p.path, &q.path])?),
         None => None,
     };
+    let summary_out = match &a.summary_out {
+        Some(path) => Some(OutputFile::prepare(path, &[&p.path, &q.path])?),
+        None => None,
+    };
     let engine = crate::engine(a.device)?;
     let per_block = (BLOCK_BYTES / (cols * dtype.size_bytes()).max(1)).max(1);
+    let mut meta = Meta::of(&req, cols, dtype);
+    (meta.p, meta.q) = (p.label(), q.label());
+    (meta.p_dtype, meta.q_dtype) = (p.stored().name().into(), q.stored().name().into());
+    meta.mode = if compat { "llama-compat" } else { "exact" }.into();
+    let mut summary = Summary::new(meta, true, a.row_offset);
+    if targets.is_some() {
+        summary = summary.with_targets(true);
+    }
     let mut totals = Totals {
-        values: Vec::with_capacity(rows),
-        same_top: 0,
+        summary,
         explain: None,
-        nll_p: vec![],
-        nll_q: vec![],
-        dp: vec![],
     };
     let mut progress = crate::progress::bar(rows as u64, a.quiet);
     let mut r0 = 0;
@@ -271,48 +258,20 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if a.explain {
         explain(&engine, totals.explain.take().unwrap_or_default());
     }
-    let per_row = totals.values;
+    let mut summary = totals.summary;
+    summary.elapsed_s = started.elapsed().as_secs_f64();
     if let Some(out) = out {
-        out.commit(|w| kldiv::io::npy::write_f64_to(w, &[per_row.len()], &per_row))?;
+        let per_row = summary.values.exact().unwrap_or_default();
+        out.commit(|w| kldiv::io::npy::write_f64_to(w, &[per_row.len()], per_row))?;
     }
-    let report = Report {
-        req: &req,
-        p: &p,
-        q: &q,
-        dtype,
-        unit: if a.bits { "bits" } else { "nats" },
-        same_top: totals.same_top,
-        elapsed_s: started.elapsed().as_secs_f64(),
-    };
-    let mode = if compat { "llama-compat" } else { "exact" };
-    let llama = targets.is_some().then(|| {
-        crate::llama_report::stats(&crate::llama_report::TargetRows {
-            nll_p: &totals.nll_p,
-            nll_q: &totals.nll_q,
-            dp: &totals.dp,
-            kld: &per_row,
-            same_top: totals.same_top,
-        })
-    });
-    let text = match (a.json, &llama) {
-        (true, llama) => {
-            let mut j = report.json(&per_row);
-            if let (Some(l), Some(obj)) = (llama, j.as_object_mut()) {
-                if let serde_json::Value::Object(extra) = crate::llama_report::json(l) {
-                    obj.extend(extra);
-                }
-                obj.insert("mode".into(), mode.into());
-            }
-            format!("{j}\n")
-        }
-        (false, None) => report.text(&per_row),
-        (false, Some(l)) => format!(
-            "{}\nllama.cpp's report ({mode} arithmetic):\n{}",
-            report.text(&per_row),
-            crate::llama_report::text(l)
-        ),
-    };
-    output::print(&text)
+    if let Some(f) = summary_out {
+        f.commit(|w| w.write_all(summary.to_json().as_bytes()))?;
+    }
+    output::print(&if a.json {
+        format!("{}\n", report::json(&summary))
+    } else {
+        report::text(&summary)
+    })
 }
 
 fn explain(engine: &Scheduler, plan: String) {
@@ -333,156 +292,6 @@ fn explain(engine: &Scheduler, plan: String) {
                 st.chunks,
             ));
         }
-    }
-}
-
-struct Report<'a> {
-    req: &'a Request,
-    p: &'a TensorFile,
-    q: &'a TensorFile,
-    dtype: Dtype,
-    unit: &'static str,
-    same_top: usize,
-    elapsed_s: f64,
-}
-
-impl Report<'_> {
-    /// Share of rows whose argmax agrees, with its standard error.
-    fn same_top(&self, rows: usize) -> Option<(f64, f64)> {
-        self.req
-            .reads_q()
-            .then(|| share_with_error(self.same_top, rows))
-    }
-
-    fn json(&self, per_row: &[f64]) -> serde_json::Value {
-        let s = kldiv::stats::summarize(per_row);
-        let pct: serde_json::Map<String, serde_json::Value> = s
-            .percentiles
-            .iter()
-            .map(|(p, v)| (format!("p{p}"), num(*v)))
-            .collect();
-        let finite: Vec<f64> = per_row.iter().copied().filter(|v| v.is_finite()).collect();
-        let f = kldiv::stats::summarize(&finite);
-        let mut j = serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "p": self.p.label(),
-            "q": self.q.label(),
-            "elapsed_s": self.elapsed_s,
-            "divergence": divergence_name(self.req.divergence),
-            "input": input_name(self.req.input),
-            "unit": self.unit,
-            "rows": per_row.len(),
-            "cols": self.p.cols(),
-            "dtype": self.dtype.name(),
-            "count": s.count,
-            "nan_rows": s.nan_rows,
-            "mean": num(s.mean),
-            "sem": num(s.sem),
-            "std": num(s.std),
-            "min": num(s.min),
-            "min_row": s.min_row,
-            "median": num(s.median),
-            "max": num(s.max),
-            "max_row": s.max_row,
-            "percentiles": pct,
-            // Rows whose value is +inf (q = 0 < p), and the statistics of the others.
-            "inf_rows": per_row.iter().filter(|v| **v == f64::INFINITY).count(),
-            "finite": {
-                "count": f.count,
-                "mean": num(f.mean),
-                "sem": num(f.sem),
-                "min": num(f.min),
-                "median": num(f.median),
-                "max": num(f.max),
-            },
-        });
-        if let Some((share, se)) = self.same_top(per_row.len()) {
-            j["same_top"] = serde_json::json!({ "mean": share, "sem": num(se) });
-        }
-        j
-    }
-
-    fn text(&self, per_row: &[f64]) -> String {
-        let s = kldiv::stats::summarize(per_row);
-        let mut o = String::new();
-        let dtypes = if self.req.reads_q() && self.p.stored() != self.q.stored() {
-            format!(
-                "{} and {}, read as {}",
-                self.p.stored().name(),
-                self.q.stored().name(),
-                self.dtype
-            )
-        } else {
-            self.p.stored().name().to_string()
-        };
-        let _ = writeln!(
-            o,
-            "{:?}(P‖Q) of {} and {}: {} rows × {} columns, {dtypes} {:?}, in {}",
-            self.req.divergence,
-            self.p.label(),
-            self.q.label(),
-            self.p.rows(),
-            self.p.cols(),
-            self.req.input,
-            self.unit
-        );
-        let _ = writeln!(o, "  mean      {:.6e} ± {:.2e}", s.mean, s.sem);
-        let _ = writeln!(o, "  std       {:.6e}", s.std);
-        let _ = writeln!(o, "  min       {:.6e}  (row {})", s.min, s.min_row);
-        for (pct, v) in s.percentiles.iter().rev() {
-            if *pct < 50.0 {
-                let _ = writeln!(o, "  p{pct:<8} {v:.6e}");
-            }
-        }
-        let _ = writeln!(o, "  median    {:.6e}", s.median);
-        for (pct, v) in s.percentiles.iter().rev() {
-            if *pct > 50.0 {
-                let _ = writeln!(o, "  p{pct:<8} {v:.6e}");
-            }
-        }
-        let _ = writeln!(o, "  max       {:.6e}  (row {})", s.max, s.max_row);
-        if let Some((share, se)) = self.same_top(per_row.len()) {
-            let _ = writeln!(
-                o,
-                "  same top  {share:.4} ± {se:.4}  (rows whose argmax agrees)"
-            );
-        }
-        if s.nan_rows > 0 {
-            let _ = writeln!(o, "  NaN rows  {}", s.nan_rows);
-        }
-        let inf = per_row.iter().filter(|v| **v == f64::INFINITY).count();
-        if inf > 0 {
-            let finite: Vec<f64> = per_row.iter().copied().filter(|v| v.is_finite()).collect();
-            let f = kldiv::stats::summarize(&finite);
-            let _ = writeln!(
-                o,
-                "  inf rows  {inf} (q = 0 where p > 0); the other {} rows: mean {:.6e} ± {:.2e}, max {:.6e}",
-                f.count, f.mean, f.sem, f.max
-            );
-        }
-        o
-    }
-}
-
-/// The command line's spelling of a divergence (`--divergence`).
-fn divergence_name(d: kldiv::Divergence) -> &'static str {
-    use kldiv::Divergence as D;
-    match d {
-        D::Kl => "kl",
-        D::ReverseKl => "reverse-kl",
-        D::SymmetricKl => "symmetric-kl",
-        D::JensenShannon => "js",
-        D::CrossEntropy => "cross-entropy",
-        D::Entropy => "entropy",
-    }
-}
-
-/// The command line's spelling of an input form (`--input`).
-fn input_name(i: InputForm) -> &'static str {
-    match i {
-        InputForm::Probabilities => "probs",
-        InputForm::LogProbabilities => "logprobs",
-        InputForm::Logits => "logits",
     }
 }
 

@@ -6,7 +6,8 @@ use super::{load, Totals};
 use crate::Failure;
 use kldiv::io::kld::KldLayout;
 use kldiv::io::tensor::{Stored, TensorFile};
-use kldiv::{Element, InputForm, Request, Unit};
+use kldiv::summary::{RowTarget, IGNORE};
+use kldiv::{Request, Unit};
 use rayon::prelude::*;
 
 /// The target of every row: from `--targets`, else from a `.kld` side's tokens.
@@ -60,28 +61,6 @@ pub(super) fn read_targets(
     Ok(Some(ids))
 }
 
-/// A target that marks a row to leave out of the target statistics (torch's ignore_index).
-const IGNORE: i64 = -100;
-
-/// ln p(t) of one row in f64: for logits and log-probabilities through the row's
-/// log-sum-exp, for probabilities as ln(p_t / Σp).
-fn ln_prob_of<T: Element>(input: InputForm, row: &[T], t: usize) -> f64 {
-    match input {
-        InputForm::Probabilities => {
-            let s: f64 = row.iter().map(|x| x.to_f64()).sum();
-            (row[t].to_f64() / s).ln()
-        }
-        _ => {
-            let m = row
-                .iter()
-                .map(|x| x.to_f64())
-                .fold(f64::NEG_INFINITY, f64::max);
-            let s: f64 = row.iter().map(|x| (x.to_f64() - m).exp()).sum();
-            row[t].to_f64() - m - s.ln()
-        }
-    }
-}
-
 /// A block scored with llama.cpp's arithmetic (`--llama-compat`).
 pub(super) fn compat_block(
     req: &Request,
@@ -111,42 +90,14 @@ pub(super) fn compat_block(
         })
         .collect();
     for r in rows {
-        totals.values.push(r.kld / unit);
-        totals.same_top += r.same_top as usize;
-        if let Some((nll_q, nll_base)) = r.nll {
-            totals.nll_q.push(nll_q as f64);
-            totals.nll_p.push(nll_base as f64);
-            totals.dp.push(((-nll_q).exp() - (-nll_base).exp()) as f64);
-        }
+        let target = r.nll.map(|(nll_q, nll_base)| RowTarget {
+            nll_p: nll_base as f64,
+            nll_q: nll_q as f64,
+            dp: ((-nll_q).exp() - (-nll_base).exp()) as f64,
+        });
+        totals.summary.push_row(r.kld / unit, r.same_top, target);
     }
     if totals.explain.is_none() {
         totals.explain = Some("llama.cpp-compatible arithmetic on the CPU (--llama-compat)".into());
-    }
-}
-
-/// NLLs and Δp of the rows of a block that have a target.
-pub(super) fn add_targets<T: Element>(
-    req: &Request,
-    pb: &[T],
-    qb: &[T],
-    cols: usize,
-    targets: &[i64],
-    totals: &mut Totals,
-) {
-    let per_row: Vec<Option<(f64, f64)>> = pb
-        .par_chunks(cols)
-        .zip(qb.par_chunks(cols))
-        .zip(targets.par_iter())
-        .map(|((a, b), &t)| {
-            (t != IGNORE).then(|| {
-                let t = t as usize;
-                (ln_prob_of(req.input, a, t), ln_prob_of(req.input, b, t))
-            })
-        })
-        .collect();
-    for (lp, lq) in per_row.into_iter().flatten() {
-        totals.nll_p.push(-lp);
-        totals.nll_q.push(-lq);
-        totals.dp.push(lq.exp() - lp.exp());
     }
 }

@@ -135,3 +135,16 @@ pub fn read_f64_npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
         .collect();
     (shape, values)
 }
+
+/// A 1-D int32 .npy.
+pub fn i32_npy(path: &Path, v: &[i32]) {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(
+        path,
+        &format!(
+            "{{'descr': '<i4', 'fortran_order': False, 'shape': ({},), }}",
+            v.len()
+        ),
+        &bytes,
+    );
+}

@@ -1,46 +1,12 @@
-//! The statistics of llama.cpp's `llama-perplexity --kl-divergence` report, from per-row
-//! values, with its formulas and its layout (same labels, same order, same precision), so
+//! The statistics of llama.cpp's `llama-perplexity --kl-divergence` report, from a
+//! [`Summary`], with its formulas and its layout (same labels, same order, same precision), so
 //! scripts that parse llama.cpp's output read ours:
 //! - mean ± uncertainty: SE = sqrt((mean(x²) − mean(x)²)/(n − 1));
 //! - covariance of two means: (mean(xy) − mean(x)·mean(y))/(n − 1);
 //! - percentiles: linear interpolation at f·(n − 1) of the sorted values.
 
+use super::{Summary, TargetStats};
 use std::fmt::Write as _;
-
-/// Per-row values of a comparison with targets (rows whose target is ignored left out).
-pub struct TargetRows<'a> {
-    /// −ln p_P(target), −ln p_Q(target).
-    pub nll_p: &'a [f64],
-    pub nll_q: &'a [f64],
-    /// p_Q(target) − p_P(target).
-    pub dp: &'a [f64],
-    /// KL(P‖Q) of every row.
-    pub kld: &'a [f64],
-    /// Rows whose argmax agrees, of all rows.
-    pub same_top: usize,
-}
-
-/// Mean and its uncertainty, as llama.cpp computes them from sums.
-fn mean_unc(sum: f64, sum2: f64, n: usize) -> (f64, f64) {
-    let n_f = n as f64;
-    let mean = sum / n_f;
-    let var = sum2 / n_f - mean * mean;
-    let unc = if n > 1 {
-        (var.max(0.0) / (n_f - 1.0)).sqrt()
-    } else {
-        f64::NAN
-    };
-    (mean, unc)
-}
-
-fn cov(sum_a: f64, sum_b: f64, sum_ab: f64, n: usize) -> f64 {
-    let n_f = n as f64;
-    (sum_ab / n_f - (sum_a / n_f) * (sum_b / n_f)) / (n_f - 1.0)
-}
-
-fn moments(v: &[f64]) -> (f64, f64) {
-    (v.iter().sum(), v.iter().map(|x| x * x).sum())
-}
 
 /// Every number of the report.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,36 +35,30 @@ pub const DP_PCT: [f64; 13] = [
     100.0, 99.9, 99.0, 95.0, 90.0, 75.0, 50.0, 25.0, 10.0, 5.0, 1.0, 0.1, 0.0,
 ];
 
-fn percentiles(v: &[f64], pcts: &[f64]) -> Vec<(f64, f64)> {
-    let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
-    s.sort_by(f64::total_cmp);
-    pcts.iter()
-        .map(|&p| (p, kldiv::stats::percentile(&s, p)))
-        .collect()
-}
-
-pub fn stats(r: &TargetRows) -> LlamaStats {
-    let n = r.nll_q.len();
-    let (sq, sq2) = moments(r.nll_q);
-    let (sp, sp2) = moments(r.nll_p);
-    let sqp: f64 = r.nll_q.iter().zip(r.nll_p).map(|(a, b)| a * b).sum();
-    let lq = mean_unc(sq, sq2, n);
-    let lp = mean_unc(sp, sp2, n);
-    let c = cov(sq, sp, sqp, n);
+/// The report's numbers from a summary's target statistics.
+pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
+    let lq = t.nll.x.mean_unc();
+    let lp = t.nll.y.mean_unc();
+    let c = t.nll.cov_of_means();
     let ppl_q = lq.0.exp();
     let ppl_p = lp.0.exp();
     let ratio_unc = (lq.1 * lq.1 + lp.1 * lp.1 - 2.0 * c).max(0.0).sqrt();
     let ratio = (lq.0 - lp.0).exp();
     let ppl_cov = ppl_q * ppl_p * c;
     let (uq, up) = (ppl_q * lq.1, ppl_p * lp.1);
-    let (sk, sk2) = moments(r.kld);
-    let (sd, sd2) = moments(r.dp);
-    let sd4: f64 = r.dp.iter().map(|x| x.powi(4)).sum();
-    let mse = mean_unc(sd2, sd4, n);
+    let mse = t.dp2.mean_unc();
     let rms = mse.0.sqrt();
-    let rows = r.kld.len();
+    // Rows with KLD = +inf make the mean infinite and its uncertainty undefined.
+    let kld = if s.values.inf_count() > 0 {
+        (f64::INFINITY, f64::NAN)
+    } else {
+        s.values.finite_moments().mean_unc()
+    };
+    let pct = |v: &super::Values, p: &[f64]| -> Vec<(f64, f64)> {
+        p.iter().map(|&p| (p, v.percentile(p))).collect()
+    };
     LlamaStats {
-        count: n,
+        count: t.nll.x.n as usize,
         ppl_q: (ppl_q, uq),
         ppl_p: (ppl_p, up),
         cor_ln_ppl: c / (lq.1 * lp.1),
@@ -108,12 +68,12 @@ pub fn stats(r: &TargetRows) -> LlamaStats {
             ppl_q - ppl_p,
             (uq * uq + up * up - 2.0 * ppl_cov).max(0.0).sqrt(),
         ),
-        kld: mean_unc(sk, sk2, rows),
-        kld_pct: percentiles(r.kld, &KLD_PCT),
-        dp: mean_unc(sd, sd2, n),
-        dp_pct: percentiles(r.dp, &DP_PCT),
+        kld,
+        kld_pct: pct(&s.values, &KLD_PCT),
+        dp: t.dp.finite_moments().mean_unc(),
+        dp_pct: pct(&t.dp, &DP_PCT),
         rms_dp: (rms, 0.5 / rms * mse.1),
-        same_top: share_with_error(r.same_top, rows),
+        same_top: share_with_error(s.same_top as usize, s.rows as usize),
     }
 }
 
@@ -252,13 +212,18 @@ mod tests {
         let nll_p = [1.0, 1.0, 3.0, 3.0];
         let dp = [0.1, -0.1, 0.2, 0.0];
         let kld = [0.0, 0.1, 0.2, 0.3];
-        let s = stats(&TargetRows {
-            nll_p: &nll_p,
-            nll_q: &nll_q,
-            dp: &dp,
-            kld: &kld,
-            same_top: 3,
-        });
+        let req = crate::Request::new(crate::Divergence::Kl);
+        let mut sum = Summary::new(super::super::Meta::of(&req, 4, crate::Dtype::F32), true, 0)
+            .with_targets(true);
+        for i in 0..4 {
+            let t = super::super::RowTarget {
+                nll_p: nll_p[i],
+                nll_q: nll_q[i],
+                dp: dp[i],
+            };
+            sum.push_row(kld[i], i != 0, Some(t));
+        }
+        let s = sum.llama().unwrap();
         // mean ln PPL(Q) = 2, var = (1+4+9+4)/4 − 4 = 0.5, SE = sqrt(0.5/3).
         let se = (0.5f64 / 3.0).sqrt();
         assert!((s.ppl_q.0 - 2f64.exp()).abs() < 1e-12);

@@ -1,0 +1,445 @@
+//! Mergeable statistics: every report (`kldiv compare`, llama.cpp's, the Python package's) is
+//! built from a [`Summary`], and two summaries of disjoint rows merge into the summary of
+//! their union: counts exactly, moments to rounding (Chan's merge), min/max with global rows,
+//! quantiles exactly while every value is kept (one machine) and within [`sketch::ALPHA`]
+//! (relative) from the sketch otherwise (shards, see `kldiv merge`).
+
+pub mod llama;
+pub mod moments;
+pub mod report;
+pub mod sketch;
+mod values;
+
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::request::{Divergence, InputForm, Request, Unit};
+use moments::{Bivariate, Moments};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+pub use values::Values;
+use values::ValuesWire;
+
+/// What was compared, and how: the part of a report that is not a statistic. Summaries merge
+/// only when their divergence, input form, unit, width and mode agree.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meta {
+    /// Where P and Q came from (file labels; "array" from Python).
+    pub p: String,
+    pub q: String,
+    pub divergence: String,
+    pub input: String,
+    pub unit: String,
+    pub cols: u64,
+    /// The element types stored, and the type computed in.
+    pub p_dtype: String,
+    pub q_dtype: String,
+    pub dtype: String,
+    /// "exact", or "llama-compat" (llama.cpp's own arithmetic).
+    pub mode: String,
+}
+
+impl Meta {
+    /// The metadata of `req` over rows of `cols` values.
+    pub fn of(req: &Request, cols: usize, dtype: crate::Dtype) -> Meta {
+        Meta {
+            p: "P".into(),
+            q: "Q".into(),
+            divergence: req.divergence.name().into(),
+            input: req.input.name().into(),
+            unit: req.unit.name().into(),
+            cols: cols as u64,
+            p_dtype: dtype.name().into(),
+            q_dtype: dtype.name().into(),
+            dtype: dtype.name().into(),
+            mode: "exact".into(),
+        }
+    }
+
+    pub fn divergence(&self) -> Option<Divergence> {
+        Divergence::from_name(&self.divergence)
+    }
+
+    pub fn input(&self) -> Option<InputForm> {
+        InputForm::from_name(&self.input)
+    }
+
+    pub fn unit(&self) -> Option<Unit> {
+        Unit::from_name(&self.unit)
+    }
+
+    /// Whether Q is read (every divergence but entropy).
+    pub fn reads_q(&self) -> bool {
+        self.divergence() != Some(Divergence::Entropy)
+    }
+}
+
+/// The statistics of the rows that have a target (the actual next token).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetStats {
+    /// x = −ln p_Q(target), y = −ln p_P(target).
+    pub nll: Bivariate,
+    /// Δp = p_Q(target) − p_P(target).
+    pub dp: Values,
+    /// Moments of Δp² (RMS Δp and its uncertainty).
+    pub dp2: Moments,
+}
+
+/// One row's target values.
+#[derive(Clone, Copy, Debug)]
+pub struct RowTarget {
+    pub nll_p: f64,
+    pub nll_q: f64,
+    pub dp: f64,
+}
+
+/// The statistics of a comparison, mergeable across shards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub meta: Meta,
+    /// Global index of the first row, and rows seen (NaN rows included).
+    pub first_row: u64,
+    pub rows: u64,
+    /// The per-row values (the divergence).
+    pub values: Values,
+    /// Rows whose argmax agrees (when Q is read).
+    pub same_top: u64,
+    /// With targets: the statistics of the rows that have one.
+    pub targets: Option<TargetStats>,
+    /// Wall time (a merge keeps the longest shard's: shards run side by side).
+    pub elapsed_s: f64,
+}
+
+/// The format name and version written in every serialised summary.
+pub const FORMAT: &str = "kldiv-summary";
+pub const VERSION: u32 = 1;
+
+/// A target id that leaves its row out of the target statistics (torch's ignore_index).
+pub const IGNORE: i64 = -100;
+
+impl Summary {
+    /// An empty summary whose rows start at global row `first_row`. `keep`: keep every value
+    /// for exact percentiles (8 bytes a row; a serialised summary never holds them).
+    pub fn new(meta: Meta, keep: bool, first_row: u64) -> Summary {
+        Summary {
+            meta,
+            first_row,
+            rows: 0,
+            values: Values::new(keep),
+            same_top: 0,
+            targets: None,
+            elapsed_s: 0.0,
+        }
+    }
+
+    /// Turns on the target statistics (before the first row).
+    pub fn with_targets(mut self, keep: bool) -> Summary {
+        self.targets = Some(TargetStats {
+            nll: Bivariate::default(),
+            dp: Values::new(keep),
+            dp2: Moments::default(),
+        });
+        self
+    }
+
+    /// Adds the next row.
+    pub fn push_row(&mut self, value: f64, same_top: bool, target: Option<RowTarget>) {
+        let row = self.first_row + self.rows;
+        self.rows += 1;
+        self.values.push(value, row);
+        self.same_top += same_top as u64;
+        if let (Some(ts), Some(t)) = (&mut self.targets, target) {
+            ts.nll.push(t.nll_q, t.nll_p);
+            ts.dp.push(t.dp, row);
+            ts.dp2.push(t.dp * t.dp);
+        }
+    }
+
+    /// Adds a block of rows: `values` computed by an engine for `req` over `p`, `q`
+    /// (row-major, `cols` wide), and each row's target (`IGNORE` to leave one out). The
+    /// argmax agreement and the targets' log-probabilities are computed here, in f64.
+    pub fn add_block<T: Element>(
+        &mut self,
+        req: &Request,
+        (p, q): (&[T], &[T]),
+        cols: usize,
+        values: &[f64],
+        targets: Option<&[i64]>,
+    ) -> Result<()> {
+        let rows = values.len();
+        if cols == 0 || p.len() != rows * cols || (req.reads_q() && q.len() != rows * cols) {
+            return Err(Error::InvalidRequest(format!(
+                "a block of {rows} values needs {rows} × {cols} elements per side"
+            )));
+        }
+        if let Some(t) = targets {
+            check_targets(t, rows, cols)?;
+            if self.targets.is_none() {
+                return Err(Error::InvalidRequest(
+                    "targets given to a summary made without them".into(),
+                ));
+            }
+        }
+        let reads_q = req.reads_q();
+        let extra: Vec<(bool, Option<RowTarget>)> = (0..rows)
+            .into_par_iter()
+            .map(|r| {
+                let a = &p[r * cols..(r + 1) * cols];
+                if !reads_q {
+                    return (false, None);
+                }
+                let b = &q[r * cols..(r + 1) * cols];
+                let t = targets.map(|t| t[r]).filter(|&t| t != IGNORE).map(|t| {
+                    let (lp, lq) = (
+                        ln_prob_of(req.input, a, t as usize),
+                        ln_prob_of(req.input, b, t as usize),
+                    );
+                    RowTarget {
+                        nll_p: -lp,
+                        nll_q: -lq,
+                        dp: lq.exp() - lp.exp(),
+                    }
+                });
+                (argmax(a) == argmax(b), t)
+            })
+            .collect();
+        for (v, (same, t)) in values.iter().zip(extra) {
+            self.push_row(*v, same, t);
+        }
+        Ok(())
+    }
+
+    /// Adds `o`'s rows. The two must describe the same comparison over disjoint rows.
+    pub fn merge(&mut self, o: &Summary) -> Result<()> {
+        let bad = |m: String| Err(Error::Summary(m));
+        let (a, b) = (&self.meta, &o.meta);
+        for (what, x, y) in [
+            ("divergence", &a.divergence, &b.divergence),
+            ("input", &a.input, &b.input),
+            ("unit", &a.unit, &b.unit),
+            ("mode", &a.mode, &b.mode),
+        ] {
+            if x != y {
+                return bad(format!("cannot merge a {what} of {x} with one of {y}"));
+            }
+        }
+        if a.cols != b.cols {
+            return bad(format!(
+                "cannot merge rows of {} values with rows of {}",
+                a.cols, b.cols
+            ));
+        }
+        if self.targets.is_some() != o.targets.is_some() {
+            return bad("cannot merge a summary with targets and one without".into());
+        }
+        let (s0, s1) = (self.first_row, self.first_row + self.rows);
+        let (o0, o1) = (o.first_row, o.first_row + o.rows);
+        if self.rows > 0 && o.rows > 0 && s0 < o1 && o0 < s1 {
+            return bad(format!(
+                "rows {s0}..{s1} and {o0}..{o1} overlap (give each shard its first global row \
+                 with --row-offset, or merge each shard once)"
+            ));
+        }
+        // Merge in row order, so that ties of min/max keep the first row.
+        let (mut first, second) = if o0 < s0 && o.rows > 0 {
+            (o.clone(), &*self)
+        } else {
+            (self.clone(), o)
+        };
+        first.values.merge(&second.values);
+        if let (Some(x), Some(y)) = (&mut first.targets, &second.targets) {
+            x.nll = x.nll.merge(&y.nll);
+            x.dp.merge(&y.dp);
+            x.dp2 = x.dp2.merge(&y.dp2);
+        }
+        first.meta.p = join_labels(&first.meta.p, &second.meta.p);
+        first.meta.q = join_labels(&first.meta.q, &second.meta.q);
+        for (x, y) in [
+            (&mut first.meta.p_dtype, &second.meta.p_dtype),
+            (&mut first.meta.q_dtype, &second.meta.q_dtype),
+            (&mut first.meta.dtype, &second.meta.dtype),
+        ] {
+            if x != y && !x.split('+').any(|d| d == y) {
+                *x = format!("{x}+{y}");
+            }
+        }
+        first.first_row = s0.min(o0);
+        if self.rows == 0 {
+            first.first_row = o0;
+        } else if o.rows == 0 {
+            first.first_row = s0;
+        }
+        first.rows = self.rows + o.rows;
+        first.same_top = self.same_top + o.same_top;
+        first.elapsed_s = self.elapsed_s.max(o.elapsed_s);
+        *self = first;
+        Ok(())
+    }
+
+    /// The summary as versioned JSON (without kept values: percentiles of a summary read
+    /// back come from the sketch).
+    pub fn to_json(&self) -> String {
+        let w = Wire {
+            format: FORMAT.into(),
+            version: VERSION,
+            meta: self.meta.clone(),
+            first_row: self.first_row,
+            rows: self.rows,
+            values: self.values.to_wire(),
+            same_top: self.same_top,
+            targets: self.targets.as_ref().map(|t| TargetsWire {
+                nll: t.nll,
+                dp: t.dp.to_wire(),
+                dp2: t.dp2,
+            }),
+            elapsed_s: self.elapsed_s,
+        };
+        serde_json::to_string(&w).expect("a summary always serialises")
+    }
+
+    /// Reads `to_json`'s output, checking the format, the version and the consistency of
+    /// every count: a corrupt or foreign summary is an error, never a wrong number.
+    pub fn from_json(s: &str) -> Result<Summary> {
+        let bad = |m: String| Error::Summary(m);
+        let v: serde_json::Value =
+            serde_json::from_str(s).map_err(|e| bad(format!("not JSON: {e}")))?;
+        if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(bad(format!("not a {FORMAT} (no \"format\": \"{FORMAT}\")")));
+        }
+        match v.get("version").and_then(|f| f.as_u64()) {
+            Some(ver) if ver == VERSION as u64 => {}
+            other => {
+                return Err(bad(format!(
+                    "version {} is not supported (this kldiv reads version {VERSION})",
+                    other.map_or("none".into(), |v| v.to_string())
+                )))
+            }
+        }
+        let w: Wire = serde_json::from_value(v).map_err(|e| bad(e.to_string()))?;
+        let values = Values::from_wire(&w.values).map_err(|e| bad(format!("values: {e}")))?;
+        let targets = match &w.targets {
+            None => None,
+            Some(t) => Some(TargetStats {
+                nll: t.nll,
+                dp: Values::from_wire(&t.dp).map_err(|e| bad(format!("delta_p: {e}")))?,
+                dp2: t.dp2,
+            }),
+        };
+        let seen = values.count() + values.nan_count();
+        let target_rows = targets
+            .as_ref()
+            .map_or(0, |t| t.dp.count() + t.dp.nan_count());
+        let nll_rows = targets.as_ref().map_or(0, |t| t.nll.x.n);
+        if seen != w.rows || w.same_top > w.rows || target_rows > w.rows || nll_rows != target_rows
+        {
+            return Err(bad(format!(
+                "counts disagree: {} rows, {seen} values, {} same top, {target_rows} rows with \
+                 targets",
+                w.rows, w.same_top
+            )));
+        }
+        if w.meta.divergence().is_none() || w.meta.input().is_none() || w.meta.unit().is_none() {
+            return Err(bad(format!(
+                "unknown divergence, input or unit: {}, {}, {}",
+                w.meta.divergence, w.meta.input, w.meta.unit
+            )));
+        }
+        if w.first_row.checked_add(w.rows).is_none() {
+            return Err(bad("row numbers overflow".into()));
+        }
+        Ok(Summary {
+            meta: w.meta,
+            first_row: w.first_row,
+            rows: w.rows,
+            values,
+            same_top: w.same_top,
+            targets,
+            elapsed_s: w.elapsed_s,
+        })
+    }
+
+    /// llama.cpp's report numbers, when the rows had targets.
+    pub fn llama(&self) -> Option<llama::LlamaStats> {
+        self.targets.as_ref().map(|t| llama::stats(self, t))
+    }
+}
+
+fn join_labels(a: &str, b: &str) -> String {
+    if a == b || a.split(", ").any(|x| x == b) {
+        a.to_string()
+    } else {
+        format!("{a}, {b}")
+    }
+}
+
+fn check_targets(t: &[i64], rows: usize, cols: usize) -> Result<()> {
+    if t.len() != rows {
+        return Err(Error::InvalidRequest(format!(
+            "{} targets for {rows} rows",
+            t.len()
+        )));
+    }
+    match t
+        .iter()
+        .position(|&x| x != IGNORE && !(0..cols as i64).contains(&x))
+    {
+        Some(r) => Err(Error::InvalidRequest(format!(
+            "target of row {r} is {}, outside [0, {cols}) (−100 ignores a row)",
+            t[r]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Index of the largest value (first on ties; NaN never wins).
+pub fn argmax<T: Element>(row: &[T]) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (i, v) in row.iter().enumerate() {
+        let v = v.to_f64();
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+/// ln p(t) of one row in f64: for logits and log-probabilities through the row's
+/// log-sum-exp, for probabilities as ln(p_t / Σp).
+pub fn ln_prob_of<T: Element>(input: InputForm, row: &[T], t: usize) -> f64 {
+    match input {
+        InputForm::Probabilities => {
+            let s: f64 = row.iter().map(|x| x.to_f64()).sum();
+            (row[t].to_f64() / s).ln()
+        }
+        _ => {
+            let m = row
+                .iter()
+                .map(|x| x.to_f64())
+                .fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = row.iter().map(|x| (x.to_f64() - m).exp()).sum();
+            row[t].to_f64() - m - s.ln()
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    format: String,
+    version: u32,
+    meta: Meta,
+    first_row: u64,
+    rows: u64,
+    values: ValuesWire,
+    same_top: u64,
+    targets: Option<TargetsWire>,
+    elapsed_s: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetsWire {
+    nll: Bivariate,
+    dp: ValuesWire,
+    dp2: Moments,
+}

@@ -1,0 +1,143 @@
+//! The report of a comparison, as text and as JSON, from its [`Summary`]: what `kldiv compare`
+//! and `kldiv merge` print and what the Python package returns.
+
+use super::llama::{self, num, share_with_error};
+use super::Summary;
+use std::fmt::Write as _;
+
+impl Summary {
+    /// Share of rows whose argmax agrees, with its standard error (when Q is read).
+    fn same_top_share(&self) -> Option<(f64, f64)> {
+        self.meta
+            .reads_q()
+            .then(|| share_with_error(self.same_top as usize, self.rows as usize))
+    }
+}
+
+/// The report as one JSON object (stable snake_case keys; non-finite values are null).
+pub fn json(s: &Summary) -> serde_json::Value {
+    let st = s.values.stats();
+    let pct: serde_json::Map<String, serde_json::Value> = st
+        .percentiles
+        .iter()
+        .map(|(p, v)| (format!("p{p}"), num(*v)))
+        .collect();
+    let f = s.values.finite_stats();
+    let m = &s.meta;
+    let mut j = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "p": m.p,
+        "q": m.q,
+        "elapsed_s": s.elapsed_s,
+        "divergence": m.divergence,
+        "input": m.input,
+        "unit": m.unit,
+        "rows": s.rows,
+        "first_row": s.first_row,
+        "cols": m.cols,
+        "dtype": m.dtype,
+        "count": st.count,
+        "nan_rows": st.nan_rows,
+        "mean": num(st.mean),
+        "sem": num(st.sem),
+        "std": num(st.std),
+        "min": num(st.min),
+        "min_row": st.min_row,
+        "median": num(st.median),
+        "max": num(st.max),
+        "max_row": st.max_row,
+        "percentiles": pct,
+        // Exact, or from the quantile sketch (summaries merged from shards).
+        "percentiles_exact": s.values.is_exact(),
+        // Rows whose value is +inf (q = 0 < p), and the statistics of the others.
+        "inf_rows": s.values.inf_count(),
+        "finite": {
+            "count": f.count,
+            "mean": num(f.mean),
+            "sem": num(f.sem),
+            "min": num(f.min),
+            "median": num(f.median),
+            "max": num(f.max),
+        },
+    });
+    if let Some((share, se)) = s.same_top_share() {
+        j["same_top"] = serde_json::json!({ "mean": share, "sem": num(se) });
+    }
+    if let (Some(l), Some(obj)) = (s.llama(), j.as_object_mut()) {
+        if let serde_json::Value::Object(extra) = llama::json(&l) {
+            obj.extend(extra);
+        }
+        obj.insert("mode".into(), m.mode.clone().into());
+    }
+    j
+}
+
+/// The report as text: the summary, then llama.cpp's three blocks when rows had targets.
+pub fn text(s: &Summary) -> String {
+    let st = s.values.stats();
+    let m = &s.meta;
+    let mut o = String::new();
+    let dtypes = if m.reads_q() && m.p_dtype != m.q_dtype {
+        format!("{} and {}, read as {}", m.p_dtype, m.q_dtype, m.dtype)
+    } else {
+        m.p_dtype.clone()
+    };
+    let div = m
+        .divergence()
+        .map_or(m.divergence.clone(), |d| format!("{d:?}"));
+    let input = m.input().map_or(m.input.clone(), |i| format!("{i:?}"));
+    let _ = writeln!(
+        o,
+        "{div}(P‖Q) of {} and {}: {} rows × {} columns, {dtypes} {input}, in {}",
+        m.p, m.q, s.rows, m.cols, m.unit
+    );
+    let _ = writeln!(o, "  mean      {:.6e} ± {:.2e}", st.mean, st.sem);
+    let _ = writeln!(o, "  std       {:.6e}", st.std);
+    let _ = writeln!(o, "  min       {:.6e}  (row {})", st.min, st.min_row);
+    for (pct, v) in st.percentiles.iter().rev() {
+        if *pct < 50.0 {
+            let _ = writeln!(o, "  p{pct:<8} {v:.6e}");
+        }
+    }
+    let _ = writeln!(o, "  median    {:.6e}", st.median);
+    for (pct, v) in st.percentiles.iter().rev() {
+        if *pct > 50.0 {
+            let _ = writeln!(o, "  p{pct:<8} {v:.6e}");
+        }
+    }
+    let _ = writeln!(o, "  max       {:.6e}  (row {})", st.max, st.max_row);
+    if let Some((share, se)) = s.same_top_share() {
+        let _ = writeln!(
+            o,
+            "  same top  {share:.4} ± {se:.4}  (rows whose argmax agrees)"
+        );
+    }
+    if st.nan_rows > 0 {
+        let _ = writeln!(o, "  NaN rows  {}", st.nan_rows);
+    }
+    let inf = s.values.inf_count();
+    if inf > 0 {
+        let f = s.values.finite_stats();
+        let _ = writeln!(
+            o,
+            "  inf rows  {inf} (q = 0 where p > 0); the other {} rows: mean {:.6e} ± {:.2e}, max {:.6e}",
+            f.count, f.mean, f.sem, f.max
+        );
+    }
+    if !s.values.is_exact() {
+        let _ = writeln!(
+            o,
+            "  (percentiles from the merged quantile sketch: within {}% of the exact values)",
+            super::sketch::ALPHA * 100.0
+        );
+    }
+    if let Some(l) = s.llama() {
+        let _ = write!(
+            o,
+            "\nllama.cpp's report ({} arithmetic):\n{}",
+            m.mode,
+            llama::text(&l)
+        );
+    }
+    o
+}

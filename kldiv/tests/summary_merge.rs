@@ -1,0 +1,158 @@
+//! Mergeable statistics: a run split into shards and merged equals one run over all rows
+//! (counts exactly, moments to rounding, min/max with global rows, percentiles within the
+//! sketch's relative bound), and a serialised summary is validated on read.
+
+use kldiv::summary::{report, sketch::ALPHA, Meta, RowTarget, Summary};
+use kldiv::{Divergence, Dtype, Request};
+use proptest::prelude::*;
+
+fn meta() -> Meta {
+    Meta::of(&Request::new(Divergence::Kl), 8, Dtype::F32)
+}
+
+/// One summary over `rows`, starting at global row `first`.
+fn summary_of(rows: &[(f64, bool, Option<RowTarget>)], first: u64, keep: bool) -> Summary {
+    let mut s = Summary::new(meta(), keep, first).with_targets(keep);
+    for &(v, same, t) in rows {
+        s.push_row(v, same, t);
+    }
+    s
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    a == b || (a - b).abs() <= rel * a.abs().max(b.abs())
+}
+
+/// Per-row values like KLD (heavy-tailed, many tiny, some exact zeros and +inf) with
+/// targets like Δp (both signs).
+fn rows_strategy() -> impl Strategy<Value = Vec<(f64, bool, Option<RowTarget>)>> {
+    prop::collection::vec(
+        (
+            prop_oneof![
+                8 => (-12.0f64..1.5).prop_map(|e| 10f64.powf(e)),
+                1 => Just(0.0),
+                1 => Just(f64::INFINITY),
+            ],
+            any::<bool>(),
+            prop::option::of((0.0f64..12.0, 0.0f64..12.0)),
+        )
+            .prop_map(|(v, same, t)| {
+                let t = t.map(|(a, b)| RowTarget {
+                    nll_p: a,
+                    nll_q: b,
+                    dp: (-b).exp() - (-a).exp(),
+                });
+                (v, same, t)
+            }),
+        2..400,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn merged_shards_equal_one_run(rows in rows_strategy(), cuts in prop::collection::vec(0.0f64..1.0, 1..5)) {
+        let n = rows.len();
+        let mut at: Vec<usize> = cuts.iter().map(|c| (c * n as f64) as usize).collect();
+        at.extend([0, n]);
+        at.sort();
+        let whole = summary_of(&rows, 0, true);
+        // Shards, serialised and read back as `kldiv merge` does, merged out of order.
+        let mut shards: Vec<Summary> = at
+            .windows(2)
+            .map(|w| summary_of(&rows[w[0]..w[1]], w[0] as u64, false))
+            .map(|s| Summary::from_json(&s.to_json()).unwrap())
+            .collect();
+        shards.reverse();
+        let mut merged = shards[0].clone();
+        for s in &shards[1..] {
+            merged.merge(s).unwrap();
+        }
+        prop_assert_eq!(merged.rows, n as u64);
+        prop_assert_eq!(merged.first_row, 0);
+        prop_assert_eq!(merged.same_top, whole.same_top);
+        let (a, b) = (whole.values.stats(), merged.values.stats());
+        prop_assert_eq!((a.count, a.nan_rows), (b.count, b.nan_rows));
+        prop_assert_eq!((a.min, a.min_row), (b.min, b.min_row));
+        prop_assert_eq!((a.max, a.max_row), (b.max, b.max_row));
+        prop_assert_eq!(whole.values.inf_count(), merged.values.inf_count());
+        let (fa, fb) = (whole.values.finite_stats(), merged.values.finite_stats());
+        prop_assert!(close(fa.mean, fb.mean, 1e-12), "{} {}", fa.mean, fb.mean);
+        prop_assert!(close(fa.std, fb.std, 1e-9), "{} {}", fa.std, fb.std);
+        for ((p, x), (_, y)) in a.percentiles.iter().zip(&b.percentiles) {
+            prop_assert!(close(*x, *y, ALPHA * 1.0001), "p{}: {} vs {}", p, x, y);
+        }
+        // llama.cpp's numbers: moments to rounding, percentiles within the sketch bound.
+        let (la, lb) = (whole.llama().unwrap(), merged.llama().unwrap());
+        prop_assert_eq!(la.count, lb.count);
+        if la.count > 2 {
+            prop_assert!(close(la.ppl_q.0, lb.ppl_q.0, 1e-12));
+            prop_assert!(close(la.ppl_q.1, lb.ppl_q.1, 1e-8));
+            prop_assert!(close(la.cor_ln_ppl, lb.cor_ln_ppl, 1e-8) || la.cor_ln_ppl.is_nan());
+            prop_assert!(close(la.rms_dp.0, lb.rms_dp.0, 1e-12));
+            for ((p, x), (_, y)) in la.dp_pct.iter().zip(&lb.dp_pct) {
+                prop_assert!(close(*x, *y, ALPHA * 1.0001), "Δp p{}: {} vs {}", p, x, y);
+            }
+        }
+        prop_assert_eq!(la.same_top, lb.same_top);
+    }
+}
+
+#[test]
+fn summary_json_round_trips_and_reports_the_same() {
+    let rows: Vec<_> = (0..50)
+        .map(|i| (i as f64 * 0.01, i % 3 == 0, None))
+        .collect();
+    let s = summary_of(&rows, 7, false);
+    let back = Summary::from_json(&s.to_json()).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(report::text(&back), report::text(&s));
+    assert_eq!(back.values.stats().min_row, 7);
+}
+
+#[test]
+fn a_corrupt_or_foreign_summary_is_an_error() {
+    let rows: Vec<_> = (0..20).map(|i| (i as f64, true, None)).collect();
+    let good = summary_of(&rows, 0, false).to_json();
+    let v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = v.clone();
+        f(&mut v);
+        Summary::from_json(&v.to_string()).unwrap_err().to_string()
+    };
+    assert!(with(&|v| v["version"] = 2.into()).contains("version 2"));
+    assert!(with(&|v| v["format"] = "other".into()).contains("not a kldiv-summary"));
+    assert!(with(&|v| v["rows"] = 21.into()).contains("counts disagree"));
+    assert!(with(&|v| v["values"]["count"] = 19.into()).contains("counts disagree"));
+    assert!(with(&|v| v["values"]["sketch"]["zeros"] = 5.into()).contains("counts disagree"));
+    assert!(with(&|v| v["values"]["finite"]["mean"] = 1e9.into()).contains("not consistent"));
+    assert!(with(&|v| v["meta"]["divergence"] = "kll".into()).contains("unknown divergence"));
+    assert!(with(&|v| v["same_top"] = 30.into()).contains("counts disagree"));
+    assert!(with(&|v| v["extra"] = 1.into()).contains("unknown field"));
+    assert!(Summary::from_json("{")
+        .unwrap_err()
+        .to_string()
+        .contains("not JSON"));
+}
+
+#[test]
+fn summaries_of_different_comparisons_or_overlapping_rows_do_not_merge() {
+    let rows: Vec<_> = (0..10).map(|i| (i as f64, true, None)).collect();
+    let a = summary_of(&rows, 0, false);
+    let mut b = a.clone();
+    assert!(b.merge(&a).unwrap_err().to_string().contains("overlap"));
+    let mut c = summary_of(&rows, 10, false);
+    c.meta.divergence = "js".into();
+    let mut a2 = a.clone();
+    assert!(a2.merge(&c).unwrap_err().to_string().contains("divergence"));
+    let mut d = summary_of(&rows, 10, false);
+    d.meta.cols = 9;
+    assert!(a2.merge(&d).is_err());
+    let plain = Summary::new(meta(), false, 10);
+    assert!(a2
+        .merge(&plain)
+        .unwrap_err()
+        .to_string()
+        .contains("targets"));
+}
