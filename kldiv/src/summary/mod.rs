@@ -209,6 +209,16 @@ impl Summary {
         Ok(())
     }
 
+    /// Places these rows `by` rows later in the whole run (a shard computed from row 0 whose
+    /// global place is known only afterwards).
+    pub fn shift_rows(&mut self, by: u64) {
+        self.first_row += by;
+        self.values.shift_rows(by);
+        if let Some(t) = &mut self.targets {
+            t.dp.shift_rows(by);
+        }
+    }
+
     /// Adds `o`'s rows. The two must describe the same comparison over disjoint rows.
     pub fn merge(&mut self, o: &Summary) -> Result<()> {
         let bad = |m: String| Err(Error::Summary(m));

@@ -91,6 +91,12 @@ impl Values {
         };
     }
 
+    /// Moves the rows named by min/max by `by` (a shard placed after others).
+    pub fn shift_rows(&mut self, by: u64) {
+        self.min.1 += by;
+        self.max.1 += by;
+    }
+
     /// Values that are not NaN.
     pub fn count(&self) -> u64 {
         self.finite.n + self.pos_inf + self.neg_inf

@@ -1,0 +1,160 @@
+"""kldiv: KL divergence and its family over large batches of distributions.
+
+Rows are the leading axes of an array, the distribution its last axis. Every function takes
+numpy arrays (float32, float64, float16, and bfloat16 from ``ml_dtypes``) or anything numpy
+can view without a copy (``__array__``, DLPack: e.g. torch CPU tensors). Row-contiguous
+arrays are read in place; others are copied once. The computation runs in Rust with the GIL
+released, and Ctrl-C stops it between blocks of rows.
+
+>>> import numpy as np, kldiv
+>>> p = np.array([[0.5, 0.5], [0.9, 0.1]])
+>>> q = np.array([[0.5, 0.5], [0.5, 0.5]])
+>>> kldiv.kl(p, q).round(6).tolist()
+[0.0, 0.368064]
+"""
+
+from __future__ import annotations
+
+import numpy as _np
+
+from ._kldiv import Error, Summary, __version__
+from ._kldiv import _compare_files, _compute
+
+__all__ = ["Error", "Summary", "kl", "compare_files", "DIVERGENCES", "INPUTS", "__version__"]
+
+DIVERGENCES = ("kl", "reverse-kl", "symmetric-kl", "js", "cross-entropy", "entropy")
+INPUTS = ("probs", "logprobs", "logits")
+
+
+def _bf16():
+    try:
+        import ml_dtypes
+
+        return _np.dtype(ml_dtypes.bfloat16)
+    except ImportError:
+        return None
+
+
+def _array(x, name):
+    """x as a numpy array without copying where numpy can view it."""
+    if isinstance(x, _np.ndarray):
+        return x
+    if not hasattr(x, "__array__") and hasattr(x, "__dlpack__"):
+        return _np.from_dlpack(x)
+    try:
+        return _np.asarray(x)
+    except (TypeError, RuntimeError) as e:
+        raise TypeError(f"{name}: cannot read as an array ({e})") from e
+
+
+def _kind(dt):
+    """'f16', 'bf16', 'f32', 'f64', or None for types read as float64 (integers, counts)."""
+    bf16 = _bf16()
+    if bf16 is not None and dt == bf16:
+        return "bf16"
+    return {"float16": "f16", "float32": "f32", "float64": "f64"}.get(dt.name)
+
+
+# The type both sides are read in: the one that holds each exactly (as the command line).
+_COMMON = {
+    frozenset({"f16", "bf16"}): "f32",
+    frozenset({"f16", "f32"}): "f32",
+    frozenset({"bf16", "f32"}): "f32",
+}
+
+
+def _pair(p, q):
+    p = _array(p, "p")
+    q = None if q is None else _array(q, "q")
+    kp = _kind(p.dtype)
+    kq = kp if q is None else _kind(q.dtype)
+    if kp is None or kq is None:
+        kind = "f64"
+    elif kp == kq:
+        kind = kp
+    else:
+        kind = _COMMON.get(frozenset({kp, kq}), "f64")
+    dt = {"f16": _np.float16, "f32": _np.float32, "f64": _np.float64, "bf16": _bf16()}[kind]
+    p = p if kp == kind else p.astype(dt)
+    if q is not None and kq != kind:
+        q = q.astype(dt)
+    return p, q
+
+
+def kl(
+    p,
+    q=None,
+    *,
+    input: str = "probs",
+    divergence: str = "kl",
+    reduction: str = "none",
+    unit: str = "nats",
+    normalize: bool = False,
+    pseudocount: float | None = None,
+    propagate_nan: bool = False,
+    targets=None,
+    device: str = "auto",
+):
+    """The divergence of every row of ``p`` from the same row of ``q``.
+
+    input: "probs" (each row sums to 1, checked), "logprobs", or "logits" (a softmax per
+    row, fused; -inf is probability 0).
+    divergence: "kl" (KL(P‖Q) = Σ p·ln(p/q), +inf where q = 0 < p), "reverse-kl",
+    "symmetric-kl", "js" (Jensen–Shannon; scipy's jensenshannon is its square root),
+    "cross-entropy", "entropy" (q not read).
+    reduction: "none" (an array shaped as p's leading axes; a float for 1-D p), "sum",
+    "mean" or "batchmean" (the mean over rows, torch's batchmean).
+    normalize: divide each probability row by its sum instead of rejecting it.
+    pseudocount: add this to every probability of p and q, then normalise (smoothed KL).
+    targets: the actual next token of each row (int array, -100 ignores a row): returns a
+    ``Summary`` (per-row values in ``.values``; perplexities, Δp and llama.cpp's report in
+    ``.to_dict()`` and ``str()``).
+    device: "auto" (the scheduler picks), "cpu", "gpu" or "split".
+
+    Bad input raises ``kldiv.Error`` (a ValueError) naming the side, row and column.
+    """
+    p, q = _pair(p, q)
+    if targets is not None:
+        s = Summary(
+            divergence=divergence,
+            input=input,
+            unit=unit,
+            normalize=normalize,
+            pseudocount=pseudocount,
+            propagate_nan=propagate_nan,
+            device=device,
+            targets=True,
+        )
+        s.update(p, q, _array(targets, "targets").reshape(-1))
+        return s
+    return _compute(
+        p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, reduction
+    )
+
+
+def compare_files(
+    p: str,
+    q: str,
+    *,
+    input: str = "probs",
+    divergence: str = "kl",
+    unit: str = "nats",
+    normalize: bool = False,
+    pseudocount: float | None = None,
+    propagate_nan: bool = False,
+    targets=None,
+    device: str = "auto",
+    first_row: int = 0,
+) -> Summary:
+    """``kldiv compare P Q``: two files (.npy, .safetensors, FILE.safetensors:NAME), memory
+    mapped and streamed a block at a time; returns the run's ``Summary`` (``str()`` is the
+    command line's report, ``.to_dict()`` its ``--json``). ``targets``: an int array, or a
+    path to an .npy of them. ``first_row``: this file's first global row (for shards)."""
+    if isinstance(targets, str):
+        targets = _np.load(targets, mmap_mode="r")
+    if targets is not None:
+        targets = _np.ascontiguousarray(_array(targets, "targets").reshape(-1))
+    return _compare_files(
+        p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets,
+        first_row,
+    )

@@ -1,0 +1,251 @@
+"""The Python package against scipy (and torch's documented F.kl_div formula), on random rows
+and on the edges; errors, dtypes, strides, threads, summaries."""
+
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import ml_dtypes
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.special import log_softmax, rel_entr, softmax
+from scipy.stats import entropy
+
+import kldiv
+
+DEVICES = ["cpu", "gpu"]
+rng = np.random.default_rng(7)
+
+
+def probs(rows, cols, dtype=np.float64):
+    a = rng.gamma(0.5, size=(rows, cols))
+    return (a / a.sum(-1, keepdims=True)).astype(dtype)
+
+
+def close(got, want, rtol, atol=0.0):
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cols", [1, 7, 1000])
+def test_kl_matches_scipy_rel_entr(device, cols):
+    p, q = probs(33, cols), probs(33, cols)
+    want = rel_entr(p, q).sum(-1)
+    # f64 keeps f64 accuracy on the CPU; the GPU computes f64 in f32 (README: 1e-5).
+    close(kldiv.kl(p, q, device=device), want, 1e-12 if device == "cpu" else 1e-5, 1e-12)
+    p32, q32 = p.astype(np.float32), q.astype(np.float32)
+    want32 = rel_entr(p32.astype(np.float64), q32.astype(np.float64)).sum(-1)
+    # The f32 rows are not normalised to f64 precision: normalise as the reference does.
+    got = kldiv.kl(p32, q32, device=device, normalize=True)
+    want_n = entropy(p32.astype(np.float64), q32.astype(np.float64), axis=-1)
+    close(got, want_n, 1e-5, 1e-7)
+    assert want32.shape == got.shape
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_divergence_matches_scipy(device):
+    p, q = probs(20, 50), probs(20, 50)
+    tol = 1e-12 if device == "cpu" else 1e-5
+    kw = dict(device=device)
+    close(kldiv.kl(p, q, divergence="reverse-kl", **kw), rel_entr(q, p).sum(-1), tol)
+    close(
+        kldiv.kl(p, q, divergence="symmetric-kl", **kw),
+        rel_entr(p, q).sum(-1) + rel_entr(q, p).sum(-1),
+        tol,
+    )
+    # scipy's jensenshannon is the distance: the square root of the divergence.
+    close(kldiv.kl(p, q, divergence="js", **kw), jensenshannon(p, q, axis=-1) ** 2, tol)
+    close(kldiv.kl(p, divergence="entropy", **kw), entropy(p, axis=-1), tol)
+    close(
+        kldiv.kl(p, q, divergence="cross-entropy", **kw),
+        entropy(p, axis=-1) + entropy(p, q, axis=-1),
+        tol,
+    )
+    close(kldiv.kl(p, q, unit="bits", **kw), entropy(p, q, axis=-1, base=2), tol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_logits_and_logprobs(device):
+    a = rng.normal(scale=3, size=(16, 300))
+    b = a + rng.normal(scale=0.5, size=a.shape) + 1e4  # a softmax is shift-invariant
+    want = rel_entr(softmax(a, -1), softmax(b, -1)).sum(-1)
+    tol = 1e-10 if device == "cpu" else 1e-5
+    close(kldiv.kl(a, b, input="logits", device=device), want, tol)
+    close(
+        kldiv.kl(log_softmax(a, -1), log_softmax(b, -1), input="logprobs", device=device),
+        want,
+        tol,
+    )
+    a[0, 3] = -np.inf  # probability 0 in P: its term is 0
+    want0 = rel_entr(softmax(a, -1), softmax(b, -1)).sum(-1)[0]
+    assert abs(kldiv.kl(a[0], b[0], input="logits", device=device) - want0) <= tol * want0
+
+
+def test_torch_kl_div_batchmean_formula():
+    # torch.nn.functional.kl_div(input=log q, target=p, reduction="batchmean") is documented
+    # as sum(p·(log p − input)) / batch size.
+    p, q = probs(12, 40), probs(12, 40)
+    want = (p * (np.log(p) - np.log(q))).sum() / p.shape[0]
+    close(kldiv.kl(p, q, reduction="batchmean", device="cpu"), want, 1e-12)
+    close(kldiv.kl(p, q, reduction="sum", device="cpu"), want * 12, 1e-12)
+    lq = log_softmax(rng.normal(size=(12, 40)), -1)
+    want = (p * (np.log(p) - lq)).sum() / 12
+    # P is read as log-probabilities too: pass log p.
+    got = kldiv.kl(np.log(p), lq, input="logprobs", reduction="batchmean", device="cpu")
+    close(got, want, 1e-12)
+
+
+def test_edges_follow_the_mathematics():
+    p = np.array([[1.0, 0.0], [0.5, 0.5], [0.25, 0.75]])
+    q = np.array([[0.0, 1.0], [0.5, 0.5], [0.25, 0.75]])
+    got = kldiv.kl(p, q, device="cpu")
+    assert got[0] == np.inf and got[1] == 0.0 and got[2] == 0.0
+    # SciPy gh-20710: a q below the f32 range keeps its f64 value.
+    got = kldiv.kl(np.array([1.0, 0.0]), np.array([1e-50, 1.0]), device="cpu", normalize=True)
+    close(got, rel_entr(1.0, 1e-50 / (1 + 1e-50)), 1e-12)
+    # One element per row; odd shapes; leading axes are rows.
+    one = np.ones((3, 4, 1))
+    assert kldiv.kl(one, one, device="cpu").shape == (3, 4)
+    # Smoothing is opt-in.
+    s = kldiv.kl(p[:1], q[:1], pseudocount=1e-3, device="cpu")
+    ps, qs = (p[:1] + 1e-3), (q[:1] + 1e-3)
+    close(s, entropy(ps, qs, axis=-1), 1e-12)
+
+
+def test_errors_name_side_row_and_column():
+    p, q = probs(5, 6), probs(5, 6)
+    q[3, 2] = np.nan
+    with pytest.raises(kldiv.Error) as e:
+        kldiv.kl(p, q, device="cpu")
+    assert isinstance(e.value, ValueError)
+    assert (e.value.side, e.value.row, e.value.col) == ("Q", 3, 2)
+    assert "row 3" in str(e.value) and "column 2" in str(e.value)
+    q[3, 2] = 0.5  # row 3 no longer sums to 1
+    with pytest.raises(kldiv.Error) as e:
+        kldiv.kl(p, q, device="cpu")
+    assert (e.value.side, e.value.row, e.value.col) == ("Q", 3, None)
+    with pytest.raises(kldiv.Error, match="shape mismatch"):
+        kldiv.kl(p, q[:4], device="cpu")
+    with pytest.raises(kldiv.Error, match="divergence must be one of"):
+        kldiv.kl(p, p, divergence="kll")
+    with pytest.raises(kldiv.Error, match="device"):
+        kldiv.kl(p, p, device="tpu")
+    assert np.isnan(kldiv.kl(p, np.where(q == 0.5, np.nan, q), device="cpu", propagate_nan=True, normalize=True)[3])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
+def test_half_width_inputs(dtype):
+    p, q = probs(10, 64, dtype), probs(10, 64, dtype)
+    p64, q64 = p.astype(np.float64), q.astype(np.float64)
+    want = entropy(p64, q64, axis=-1)
+    for device in DEVICES:
+        close(kldiv.kl(p, q, normalize=True, device=device), want, 1e-5, 1e-7)
+    # Mixed types are read in the type that holds both exactly.
+    close(kldiv.kl(p, q.astype(np.float32), normalize=True, device="cpu"), want, 1e-5, 1e-7)
+
+
+def test_strided_and_foreign_arrays():
+    big = probs(8, 40)
+    p = big[:, ::2]  # not row-contiguous: copied once
+    q = probs(8, 20)
+    want = entropy(p, q, axis=-1)
+    close(kldiv.kl(p, q, normalize=True, device="cpu"), want, 1e-12)
+    close(kldiv.kl(np.asfortranarray(p), q, normalize=True, device="cpu"), want, 1e-12)
+    close(kldiv.kl(p.tolist(), q.tolist(), normalize=True, device="cpu"), want, 1e-12)
+
+    class Wrapped:  # anything with __array__ (as torch CPU tensors have)
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    close(kldiv.kl(Wrapped(p), Wrapped(q), normalize=True, device="cpu"), want, 1e-12)
+    counts = rng.integers(1, 9, size=(4, 6))
+    close(kldiv.kl(counts, counts[::-1], normalize=True, device="cpu"),
+          entropy(counts, counts[::-1], axis=-1), 1e-12)
+
+
+def test_threads_from_python_agree():
+    p, q = probs(2000, 128), probs(2000, 128)
+    want = kldiv.kl(p, q, device="cpu")
+    with ThreadPoolExecutor(4) as ex:
+        parts = list(ex.map(lambda i: kldiv.kl(p[i::4], q[i::4], device="cpu"), range(4)))
+    for i in range(4):
+        np.testing.assert_array_equal(parts[i], want[i::4])
+
+
+def test_gil_is_released_while_computing():
+    p, q = probs(3000, 4000, np.float32), probs(3000, 4000, np.float32)
+    ticks, done = [], threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(1)
+
+    t = threading.Thread(target=count)
+    t.start()
+    before = len(ticks)
+    kldiv.kl(p, q, device="cpu", normalize=True)
+    during = len(ticks) - before
+    done.set()
+    t.join()
+    # With the GIL held for the whole call the counter could not advance meanwhile.
+    assert during > 100, during
+
+
+def test_summary_merges_like_one_run_and_round_trips():
+    p, q = probs(500, 30), probs(500, 30)
+    t = rng.integers(0, 30, size=500)
+    t[::50] = -100
+    whole = kldiv.kl(p, q, targets=t, device="cpu")
+    a = kldiv.Summary(targets=True, device="cpu")
+    a.update(p[:200], q[:200], t[:200])
+    b = kldiv.Summary(targets=True, device="cpu", first_row=200)
+    b.update(p[200:], q[200:], t[200:])
+    # Through JSON (as shards do), then merged.
+    a2, b2 = kldiv.Summary.from_json(a.to_json()), kldiv.Summary.from_json(b.to_json())
+    b2.merge(a2)
+    w, m = whole.to_dict(), b2.to_dict()
+    for k in ["rows", "count", "min_row", "max_row", "min", "max", "target_rows", "same_top"]:
+        assert w[k] == m[k], k
+    assert abs(w["mean"] - m["mean"]) <= 1e-12 * w["mean"]
+    for k, v in w["percentiles"].items():
+        assert abs(v - m["percentiles"][k]) <= 1.0001e-3 * abs(v), k
+    for k in ["ppl_q", "ppl_p", "kld", "delta_p", "rms_delta_p"]:
+        assert abs(w[k]["mean"] - m[k]["mean"]) <= 1e-10 * abs(w[k]["mean"]), k
+    # llama.cpp's quantities from their definitions.
+    sp, sq = p[t != -100], q[t != -100]
+    tt = t[t != -100]
+    nll_q = -np.log(sq[np.arange(len(tt)), tt])
+    nll_p = -np.log(sp[np.arange(len(tt)), tt])
+    close(w["ppl_q"]["mean"], np.exp(nll_q.mean()), 1e-12)
+    close(w["ppl_p"]["mean"], np.exp(nll_p.mean()), 1e-12)
+    dp = np.exp(-nll_q) - np.exp(-nll_p)
+    close(w["delta_p"]["mean"], dp.mean(), 1e-12)
+    close(w["kld"]["mean"], rel_entr(p, q).sum(-1).mean(), 1e-12)
+    close(whole.values, rel_entr(p, q).sum(-1), 1e-12)
+    assert "====== KL divergence statistics ======" in str(whole)
+    with pytest.raises(kldiv.Error, match="overlap"):
+        a.merge(a)
+    with pytest.raises(kldiv.Error, match="version"):
+        bad = json.loads(a.to_json())
+        bad["version"] = 99
+        kldiv.Summary.from_json(json.dumps(bad))
+
+
+def test_compare_files_mirrors_the_command_line(tmp_path):
+    p, q = probs(40, 12, np.float32), probs(40, 12, np.float32)
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "q.npy", q)
+    s = kldiv.compare_files(str(tmp_path / "p.npy"), str(tmp_path / "q.npy"), device="cpu")
+    close(s.values, kldiv.kl(p, q, device="cpu"), 0)
+    d = s.to_dict()
+    assert d["rows"] == 40 and d["p"].endswith("p.npy") and d["dtype"] == "f32"
+    q[5, 3] = -1.0
+    np.save(tmp_path / "q.npy", q)
+    with pytest.raises(kldiv.Error) as e:
+        kldiv.compare_files(str(tmp_path / "p.npy"), str(tmp_path / "q.npy"), device="cpu")
+    assert "q.npy" in str(e.value) and (e.value.row, e.value.col) == (5, 3)
