@@ -35,11 +35,11 @@ def compare_shards(pairs, *, resources=None, **options):
     ``Summary``."""
     import ray
 
-    @ray.remote(**(resources or {}))
     def one(p, q, targets, options):
         s = _kldiv.compare_files(p, q, targets=targets, **options)
         return s.to_json(), s.rows
 
+    one = ray.remote(one).options(**(resources or {}))
     refs = []
     for pair in pairs:
         p, q, *rest = pair
@@ -64,9 +64,10 @@ class SummarizeBatch:
         return {"summary": _np.array([s.to_json()], dtype=object), "rows": _np.array([s.rows])}
 
 
-def summarize_dataset(ds, *, p="p", q="q", targets=None, concurrency=2, **options):
+def summarize_dataset(ds, *, p="p", q="q", targets=None, concurrency=2, num_cpus=1, **options):
     """The merged ``Summary`` of a Ray Dataset whose rows hold P and Q rows (columns ``p``
-    and ``q``; ``targets`` an optional int column), computed by ``concurrency`` actors.
+    and ``q``; ``targets`` an optional int column), computed by ``concurrency`` actors of
+    ``num_cpus`` each (leave CPUs for the dataset's own read tasks, or the pipeline stalls).
     Row numbers (min_row, max_row) follow the dataset's order when
     ``DataContext.execution_options.preserve_order`` is set, else the order batches finish."""
     out = ds.map_batches(
@@ -74,6 +75,7 @@ def summarize_dataset(ds, *, p="p", q="q", targets=None, concurrency=2, **option
         fn_constructor_kwargs=dict(p=p, q=q, targets=targets, **options),
         batch_format="numpy",
         concurrency=concurrency,
+        num_cpus=num_cpus,
     )
     rows = out.take_all()
     return _merge((r["summary"], int(r["rows"])) for r in rows)

@@ -7,7 +7,9 @@ use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::{DeviceMode, Scheduler};
 use kldiv::semantics::rows::relocate_row_by;
 use kldiv::summary::{report, Meta};
-use kldiv::{bf16, f16, Divergence, Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit};
+use kldiv::{
+    bf16, f16, Divergence, Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit,
+};
 use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods, ToPyArray};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -55,9 +57,11 @@ fn bad(msg: impl Into<String>) -> PyErr {
 /// One scheduler per device mode, shared by every call and thread (the GPU opens once).
 fn engine(device: &str) -> PyResult<Arc<Scheduler>> {
     static ENGINES: OnceLock<Mutex<HashMap<String, Arc<Scheduler>>>> = OnceLock::new();
-    let mode: DeviceMode = device
-        .parse()
-        .map_err(|_| bad(format!("device must be auto, cpu, gpu or split, not {device:?}")))?;
+    let mode: DeviceMode = device.parse().map_err(|_| {
+        bad(format!(
+            "device must be auto, cpu, gpu or split, not {device:?}"
+        ))
+    })?;
     let mut map = ENGINES
         .get_or_init(Default::default)
         .lock()
@@ -286,7 +290,15 @@ fn _compute<'py>(
     device: &str,
     reduction: &str,
 ) -> PyResult<Py<PyAny>> {
-    let o = options(divergence, input, unit, normalize, pseudocount, propagate_nan, device)?;
+    let o = options(
+        divergence,
+        input,
+        unit,
+        normalize,
+        pseudocount,
+        propagate_nan,
+        device,
+    )?;
     let (a, b) = pair(p, q, &o)?;
     let shape = a.shape();
     let v = each_type!(&a, &b, |x, y| per_row(py, &o, x, y, |_, _, _, _| Ok(()))?);
@@ -347,7 +359,15 @@ impl PySummary {
         keep_values: bool,
         first_row: u64,
     ) -> PyResult<Self> {
-        let o = options(divergence, input, unit, normalize, pseudocount, propagate_nan, device)?;
+        let o = options(
+            divergence,
+            input,
+            unit,
+            normalize,
+            pseudocount,
+            propagate_nan,
+            device,
+        )?;
         let mut meta = Meta::of(&o.req, 0, Dtype::F32);
         (meta.p, meta.q) = ("array".into(), "array".into());
         let mut inner = kldiv::Summary::new(meta, keep_values, first_row);
@@ -399,13 +419,19 @@ impl PySummary {
         let req = o.req;
         let mut r0 = 0usize;
         let started = std::time::Instant::now();
-        let v = each_type!(&a, &b, |x, y| per_row(py, o, x, y, |pb, qb, cols, vals| {
-            let tb = t.as_ref().map(|t| &t[r0..r0 + vals.len()]);
-            r0 += vals.len();
-            summary
-                .add_block(&req, (pb, qb), cols, vals, tb)
-                .map_err(|e| to_py(py, e))
-        })?);
+        let v = each_type!(&a, &b, |x, y| per_row(
+            py,
+            o,
+            x,
+            y,
+            |pb, qb, cols, vals| {
+                let tb = t.as_ref().map(|t| &t[r0..r0 + vals.len()]);
+                r0 += vals.len();
+                summary
+                    .add_block(&req, (pb, qb), cols, vals, tb)
+                    .map_err(|e| to_py(py, e))
+            }
+        )?);
         summary.elapsed_s += started.elapsed().as_secs_f64();
         let lead = shape[..shape.len() - 1].to_vec();
         v.to_pyarray(py).reshape(lead)
@@ -481,7 +507,15 @@ fn _compare_files(
     targets: Option<&Bound<'_, PyAny>>,
     first_row: u64,
 ) -> PyResult<PySummary> {
-    let o = options(divergence, input, unit, normalize, pseudocount, propagate_nan, device)?;
+    let o = options(
+        divergence,
+        input,
+        unit,
+        normalize,
+        pseudocount,
+        propagate_nan,
+        device,
+    )?;
     let open = |s: &str| TensorFile::open(s).map_err(|e| to_py(py, e));
     let (pf, qf) = (open(p)?, open(q)?);
     if pf.kld_layout().is_some() || qf.kld_layout().is_some() {
@@ -525,7 +559,11 @@ fn _compare_files(
                 kldiv::Error::BadValue { side, .. }
                 | kldiv::Error::NotNormalized { side, .. }
                 | kldiv::Error::NoMass { side, .. } => {
-                    if *side == kldiv::Side::P { pf.label() } else { qf.label() }
+                    if *side == kldiv::Side::P {
+                        pf.label()
+                    } else {
+                        qf.label()
+                    }
                 }
                 _ => return to_py(py, e),
             };
@@ -546,7 +584,11 @@ fn _compare_files(
             ) -> kldiv::Result<()> {
                 let cols = pf.cols();
                 let pb = pf.rows_as::<T>(r0, r1);
-                let qb = if req.reads_q() { qf.rows_as::<T>(r0, r1) } else { pb.clone() };
+                let qb = if req.reads_q() {
+                    qf.rows_as::<T>(r0, r1)
+                } else {
+                    pb.clone()
+                };
                 let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
                 s.add_block(req, (&pb, &qb), cols, &run.values, tb)
             }

@@ -1,0 +1,56 @@
+"""Type stubs of the compiled module (the public functions live in kldiv/__init__.py)."""
+
+from typing import Any, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class Error(ValueError):
+    """Bad input. ``side`` ('P' or 'Q'), ``row`` and ``col`` (0-based) are set when the
+    error is about one value, else None."""
+
+    side: Optional[str]
+    row: Optional[int]
+    col: Optional[int]
+
+class Summary:
+    """Mergeable statistics of a comparison: counts, moments (merged exactly), min/max with
+    their global rows, a quantile sketch (0.1 % relative) and, while kept, every value."""
+
+    def __init__(
+        self,
+        *,
+        divergence: str = "kl",
+        input: str = "probs",
+        unit: str = "nats",
+        normalize: bool = False,
+        pseudocount: Optional[float] = None,
+        propagate_nan: bool = False,
+        device: str = "auto",
+        targets: bool = False,
+        keep_values: bool = True,
+        first_row: int = 0,
+    ) -> None: ...
+    def update(
+        self, p: npt.ArrayLike, q: Optional[npt.ArrayLike] = None, targets: Optional[npt.ArrayLike] = None
+    ) -> npt.NDArray[np.float64]:
+        """Adds rows; returns their per-row values."""
+    def merge(self, other: Summary) -> None:
+        """Adds another summary's rows (disjoint rows of the same comparison)."""
+    def to_json(self) -> str: ...
+    @staticmethod
+    def from_json(s: str) -> Summary: ...
+    def to_dict(self) -> dict[str, Any]:
+        """The report: the keys of ``kldiv compare --json``."""
+    def shift_rows(self, by: int) -> None: ...
+    @property
+    def values(self) -> Optional[npt.NDArray[np.float64]]: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def first_row(self) -> int: ...
+
+def _compute(*args: Any) -> Any: ...
+def _compare_files(*args: Any) -> Summary: ...
