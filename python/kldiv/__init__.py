@@ -63,9 +63,22 @@ _COMMON = {
 }
 
 
+def _check_real(a, name):
+    """Real numbers only: a complex, string or object array would be cast with loss or fail
+    deep inside numpy."""
+    if _kind(a.dtype) is None and a.dtype.kind not in "iub":
+        raise TypeError(
+            f"{name} must hold real numbers (float16/32/64, bfloat16 or integers), "
+            f"not {a.dtype}"
+        )
+
+
 def _pair(p, q):
     p = _array(p, "p")
     q = None if q is None else _array(q, "q")
+    _check_real(p, "p")
+    if q is not None:
+        _check_real(q, "q")
     kp = _kind(p.dtype)
     kq = kp if q is None else _kind(q.dtype)
     if kp is None or kq is None:

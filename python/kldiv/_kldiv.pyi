@@ -37,6 +37,8 @@ class Summary:
         self, p: npt.ArrayLike, q: Optional[npt.ArrayLike] = None, targets: Optional[npt.ArrayLike] = None
     ) -> npt.NDArray[np.float64]:
         """Adds rows; returns their per-row values."""
+    def add_values(self, values: npt.NDArray[np.float64]) -> None:
+        """Adds rows whose values were computed elsewhere (summaries without targets)."""
     def merge(self, other: Summary) -> None:
         """Adds another summary's rows (disjoint rows of the same comparison)."""
     def to_json(self) -> str: ...

@@ -437,6 +437,18 @@ impl PySummary {
         v.to_pyarray(py).reshape(lead)
     }
 
+    /// Adds rows whose values were computed elsewhere (no argmax or targets: a summary
+    /// without targets only). NaN and infinities are counted as in a comparison.
+    fn add_values(&mut self, values: PyReadonlyArrayDyn<'_, f64>) -> PyResult<()> {
+        if self.inner.targets.is_some() {
+            return Err(bad("add_values: this summary has targets; use update()"));
+        }
+        for &v in values.as_array().iter() {
+            self.inner.push_row(v, false, None);
+        }
+        Ok(())
+    }
+
     /// Adds another summary's rows (disjoint rows of the same comparison).
     fn merge(slf: &Bound<'_, Self>, other: &Bound<'_, Self>) -> PyResult<()> {
         // Read `other` first: it may be this very object (an overlap, reported as such).

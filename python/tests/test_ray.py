@@ -12,7 +12,7 @@ import kldiv.ray
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"KLDIV_DEVICE": "cpu"}})
     yield
     ray.shutdown()
@@ -26,7 +26,7 @@ def probs(rng, rows, cols):
 def test_file_shards_merge_to_the_whole_run(cluster, tmp_path):
     rng = np.random.default_rng(3)
     p, q = probs(rng, 300, 16), probs(rng, 300, 16)
-    cuts = [0, 90, 91, 300]
+    cuts = [0, 90, 91, 200, 300]
     pairs = []
     for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
         np.save(tmp_path / f"p{i}.npy", p[a:b])
@@ -47,7 +47,7 @@ def test_dataset_batches_merge_to_the_whole_run(cluster):
     rng = np.random.default_rng(4)
     p, q = probs(rng, 256, 8), probs(rng, 256, 8)
     ds = ray.data.from_items([{"p": p[i], "q": q[i]} for i in range(256)]).repartition(4)
-    s = kldiv.ray.summarize_dataset(ds, device="cpu", normalize=True, concurrency=2, num_cpus=1)
+    s = kldiv.ray.summarize_dataset(ds, device="cpu", normalize=True, concurrency=1, num_cpus=1)
     d = s.to_dict()
     whole = kldiv.kl(p, q, device="cpu", normalize=True)
     assert d["rows"] == 256
