@@ -149,7 +149,7 @@ def compare_files(
     p: str,
     q: str,
     *,
-    input: str = "probs",
+    input: str | None = None,
     divergence: str = "kl",
     unit: str = "nats",
     normalize: bool = False,
@@ -159,10 +159,12 @@ def compare_files(
     device: str = "auto",
     first_row: int = 0,
 ) -> Summary:
-    """``kldiv compare P Q``: two files (.npy, .safetensors, FILE.safetensors:NAME), memory
-    mapped and streamed a block at a time; returns the run's ``Summary`` (``str()`` is the
-    command line's report, ``.to_dict()`` its ``--json``). ``targets``: an int array, or a
-    path to an .npy of them. ``first_row``: this file's first global row (for shards)."""
+    """``kldiv compare P Q``: two files (.npy, .safetensors, FILE.safetensors:NAME, or a
+    llama.cpp ``.kld`` base), memory mapped and streamed a block at a time; returns the run's
+    ``Summary`` (``str()`` is the command line's report, ``.to_dict()`` its ``--json``).
+    ``input`` defaults to "probs", or "logits" with a .kld side (whose tokens are then the
+    targets). ``targets``: an int array, or a path to an .npy of them. ``first_row``: this
+    file's first global row (for shards)."""
     if isinstance(targets, str):
         targets = _np.load(targets, mmap_mode="r")
     if targets is not None:

@@ -3,6 +3,7 @@
 //! row-contiguous (copied once otherwise); the GIL is released while rows are computed, a
 //! block at a time, and Ctrl-C is honoured between blocks.
 
+use kldiv::io::sides::{kld_sides, kld_targets, Side};
 use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::{DeviceMode, Scheduler};
 use kldiv::semantics::rows::relocate_row_by;
@@ -501,7 +502,8 @@ impl PySummary {
     }
 }
 
-/// `kldiv compare P Q` on files (.npy, .safetensors[:NAME]) without the command line.
+/// `kldiv compare P Q` on files (.npy, .safetensors[:NAME], llama.cpp .kld) without the
+/// command line.
 #[pyfunction]
 #[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets, first_row))]
 #[allow(clippy::too_many_arguments)]
@@ -510,7 +512,7 @@ fn _compare_files(
     p: &str,
     q: &str,
     divergence: &str,
-    input: &str,
+    input: Option<&str>,
     unit: &str,
     normalize: bool,
     pseudocount: Option<f64>,
@@ -519,6 +521,20 @@ fn _compare_files(
     targets: Option<&Bound<'_, PyAny>>,
     first_row: u64,
 ) -> PyResult<PySummary> {
+    let open = |s: &str| TensorFile::open(s).map_err(|e| to_py(py, e));
+    let (pf, qf) = (open(p)?, open(q)?);
+    let (ps, qs, kld) = kld_sides(&pf, &qf).map_err(|e| to_py(py, e))?;
+    // A .kld base holds log-probabilities: both sides are read as logits (a row's softmax).
+    let input = match (kld, input) {
+        (Some(_), None | Some("logits") | Some("logprobs")) => "logits",
+        (Some(_), Some(other)) => {
+            return Err(bad(format!(
+                "a .kld base holds log-probabilities: compare it with logits or \
+                 log-probabilities (input=\"logits\" or \"logprobs\"), not {other:?}"
+            )))
+        }
+        (None, i) => i.unwrap_or("probs"),
+    };
     let o = options(
         divergence,
         input,
@@ -528,15 +544,8 @@ fn _compare_files(
         propagate_nan,
         device,
     )?;
-    let open = |s: &str| TensorFile::open(s).map_err(|e| to_py(py, e));
-    let (pf, qf) = (open(p)?, open(q)?);
-    if pf.kld_layout().is_some() || qf.kld_layout().is_some() {
-        return Err(bad(
-            "llama.cpp .kld files: use the command line (kldiv compare) for now",
-        ));
-    }
-    let (rows, cols) = (pf.rows(), pf.cols());
-    if o.req.reads_q() && (qf.rows(), qf.cols()) != (rows, cols) {
+    let (rows, cols) = (ps.rows(), pf.cols());
+    if o.req.reads_q() && (qs.rows(), qf.cols()) != (rows, cols) {
         return Err(bad(format!(
             "shape mismatch: {} is {:?}, {} is {:?}",
             pf.label(),
@@ -550,7 +559,11 @@ fn _compare_files(
     } else {
         pf.dtype()
     };
-    let t = targets_vec(targets, rows)?;
+    let t = match (targets_vec(targets, rows)?, kld) {
+        (Some(t), _) => Some(t),
+        (None, Some(l)) => Some(kld_targets(&pf, &qf, l, rows)),
+        (None, None) => None,
+    };
     let mut meta = Meta::of(&o.req, cols, dtype);
     (meta.p, meta.q) = (pf.label(), qf.label());
     (meta.p_dtype, meta.q_dtype) = (pf.stored().name().into(), qf.stored().name().into());
@@ -581,30 +594,29 @@ fn _compare_files(
             };
             let err = to_py(py, e);
             let msg = format!("{file}: {}", err.value(py));
-            let v = err.value(py);
-            let _ = v.setattr("args", (msg,));
+            let _ = err.value(py).setattr("args", (msg,));
             err
         };
         py.detach(|| -> kldiv::Result<()> {
             fn block<T: Element>(
                 engine: &Scheduler,
                 req: &Request,
-                (pf, qf): (&TensorFile, &TensorFile),
+                (p, q): (&Side, &Side),
                 (r0, r1): (usize, usize),
                 tb: Option<&[i64]>,
                 s: &mut kldiv::Summary,
             ) -> kldiv::Result<()> {
-                let cols = pf.cols();
-                let pb = pf.rows_as::<T>(r0, r1);
+                let cols = p.file.cols();
+                let pb = p.rows_as::<T>(r0, r1);
                 let qb = if req.reads_q() {
-                    qf.rows_as::<T>(r0, r1)
+                    q.rows_as::<T>(r0, r1)
                 } else {
                     pb.clone()
                 };
                 let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
                 s.add_block(req, (&pb, &qb), cols, &run.values, tb)
             }
-            let f = (&pf, &qf);
+            let f = (&ps, &qs);
             match dtype {
                 Dtype::F32 => block::<f32>(&engine, &o.req, f, (r0, r1), tb, &mut s),
                 Dtype::F64 => block::<f64>(&engine, &o.req, f, (r0, r1), tb, &mut s),

@@ -314,3 +314,67 @@ def test_row_contiguous_arrays_are_not_copied():
     # The same rows in Fortran order must be copied once: the measurement sees copies.
     pf = np.asfortranarray(p)
     assert _rss_growth_mib(lambda: kldiv.kl(pf, q, device="cpu")) > 200
+
+
+def write_kld(path, logits, tokens, n_ctx):
+    """A llama.cpp --kl-divergence-base file, written from its format's rules."""
+    n_chunk, n_vocab = len(tokens) // n_ctx, logits.shape[1]
+    first = n_ctx // 2
+    out = [b"_logits_", np.array([n_ctx, n_vocab, n_chunk], "<i4").tobytes(),
+           np.asarray(tokens, "<i4").tobytes()]
+    for c in range(n_chunk):
+        for pos in range(first, n_ctx - 1):
+            l = logits[c * n_ctx + pos].astype(np.float32)
+            mx = l.max()
+            mn = max(l.min(), mx - np.float32(16))
+            lse = np.float32(np.log(np.exp(l - mx).sum(dtype=np.float32)))
+            scale = np.float32((mx - mn) / np.float32(65535))
+            q = np.where(l > mn, np.rint((l - mn) / scale), 0).astype("<u2")
+            rec = np.array([scale, mn - mx - lse], "<f4").tobytes() + q.tobytes()
+            rec += b"\0\0" * (n_vocab % 2)
+            out.append(rec)
+    with open(path, "wb") as f:
+        f.write(b"".join(out))
+
+
+def test_compare_files_reads_llama_cpp_kld_bases(tmp_path):
+    n_ctx, n_chunk, n_vocab = 8, 2, 5
+    base = rng.normal(scale=2, size=(n_ctx * n_chunk, n_vocab)).astype(np.float32)
+    quant = (base + rng.normal(scale=0.3, size=base.shape)).astype(np.float32)
+    tokens = rng.integers(0, n_vocab, size=n_ctx * n_chunk)
+    write_kld(tmp_path / "base.kld", base, tokens, n_ctx)
+    np.save(tmp_path / "quant.npy", quant)
+    s = kldiv.compare_files(str(tmp_path / "base.kld"), str(tmp_path / "quant.npy"), device="cpu")
+    # The scored positions n_ctx/2 … n_ctx − 2 of each chunk; record j predicts token j + 1.
+    pos = [c * n_ctx + j for c in range(n_chunk) for j in range(n_ctx // 2, n_ctx - 1)]
+    raw = np.fromfile(tmp_path / "base.kld", dtype=np.uint8)[20 + 4 * len(tokens):]
+    recs = raw.reshape(len(pos), -1)
+    scale = recs[:, 0:4].copy().view("<f4")[:, 0].astype(np.float64)
+    mlp = recs[:, 4:8].copy().view("<f4")[:, 0].astype(np.float64)
+    qv = recs[:, 8:8 + 2 * n_vocab].copy().view("<u2").astype(np.float64)
+    logp = scale[:, None] * qv + mlp[:, None]
+    want = rel_entr(softmax(logp, -1), softmax(quant[pos].astype(np.float64), -1)).sum(-1)
+    close(s.values, want, 1e-5, 1e-9)
+    d = s.to_dict()
+    assert d["target_rows"] == len(pos) and d["input"] == "logits"
+    t = tokens[np.array(pos) + 1]
+    nll_q = -log_softmax(quant[pos].astype(np.float64), -1)[np.arange(len(pos)), t]
+    close(d["ppl_q"]["mean"], np.exp(nll_q.mean()), 1e-6)
+    with pytest.raises(kldiv.Error, match="log-probabilities"):
+        kldiv.compare_files(str(tmp_path / "base.kld"), str(tmp_path / "quant.npy"), input="probs")
+
+
+def test_ctrl_c_stops_a_long_call_between_blocks():
+    import signal
+
+    # Jensen–Shannon over logits: two passes over 2 × 128 MiB, several blocks of rows.
+    a = rng.standard_normal((4096, 8192)).astype(np.float32)
+    b = a + np.float32(0.1)
+    timer = threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(20):  # however fast the machine, the signal lands during a call
+                kldiv.kl(a, b, input="logits", divergence="js", device="cpu")
+    finally:
+        timer.cancel()

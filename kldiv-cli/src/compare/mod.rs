@@ -7,10 +7,9 @@ use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::Scheduler;
 use kldiv::{Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit};
 
-mod sides;
 mod targets;
+use kldiv::io::sides::{kld_sides, Side};
 use kldiv::summary::{report, Meta, Summary};
-use sides::{kld_sides, Side};
 use targets::{compat_block, read_targets};
 /// Bytes of each input decoded or touched per block: bounds memory whatever the file size.
 const BLOCK_BYTES: usize = 64 << 20;

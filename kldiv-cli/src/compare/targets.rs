@@ -1,10 +1,10 @@
 //! Targets (the actual next tokens): where they come from, each row's NLL under P and Q and
 //! Δp, and llama.cpp's own arithmetic for `--llama-compat`.
 
-use super::sides::Side;
 use super::{load, Totals};
 use crate::Failure;
 use kldiv::io::kld::KldLayout;
+use kldiv::io::sides::{kld_targets, Side};
 use kldiv::io::tensor::{Stored, TensorFile};
 use kldiv::summary::{RowTarget, IGNORE};
 use kldiv::{Request, Unit};
@@ -42,12 +42,7 @@ pub(super) fn read_targets(
                 .map(|&x| x as i64)
                 .collect()
         }
-        (None, Some(l)) => {
-            let f = if p.kld_layout().is_some() { p } else { q };
-            (0..rows)
-                .map(|r| f.kld_token(l.target_of(r)).unwrap_or(-1) as i64)
-                .collect()
-        }
+        (None, Some(l)) => kld_targets(p, q, l, rows),
         (None, None) => return Ok(None),
     };
     let what = spec.unwrap_or("the .kld tokens");

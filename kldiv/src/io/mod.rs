@@ -2,4 +2,5 @@
 
 pub mod kld;
 pub mod npy;
+pub mod sides;
 pub mod tensor;

@@ -1,26 +1,26 @@
 //! The sides of a comparison, where one is a llama.cpp `.kld` base: its scored positions
 //! against an array of the same rows or of every position.
 
-use crate::Failure;
-use kldiv::io::kld::KldLayout;
-use kldiv::io::tensor::TensorFile;
-use kldiv::Element;
+use super::kld::KldLayout;
+use super::tensor::TensorFile;
+use crate::element::Element;
+use crate::error::{Error, Result};
 use std::borrow::Cow;
 
 /// One side of a comparison: a file, and for an array compared with a llama.cpp `.kld` base
 /// that holds every token position, the layout whose scored positions are its rows.
-pub(super) struct Side<'a> {
-    pub(super) file: &'a TensorFile,
+pub struct Side<'a> {
+    pub file: &'a TensorFile,
     scored_of: Option<KldLayout>,
 }
 
 impl Side<'_> {
-    pub(super) fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         self.scored_of.map_or(self.file.rows(), |l| l.scored_rows())
     }
 
     /// Rows `[r0, r1)` of this side (scored positions gathered where needed).
-    pub(super) fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
+    pub fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
         match self.scored_of {
             None => self.file.rows_as(r0, r1),
             Some(l) => {
@@ -35,12 +35,21 @@ impl Side<'_> {
     }
 }
 
+/// The target of every row of a comparison with a `.kld` side: the token record j of chunk c
+/// predicts (position first + j + 1 of chunk c); −1 where the file has none.
+pub fn kld_targets(p: &TensorFile, q: &TensorFile, l: KldLayout, rows: usize) -> Vec<i64> {
+    let f = if p.kld_layout().is_some() { p } else { q };
+    (0..rows)
+        .map(|r| f.kld_token(l.target_of(r)).map_or(-1, |t| t as i64))
+        .collect()
+}
+
 /// The sides of a comparison that involves a `.kld` base: both `.kld` (same layout), or an
 /// array with either the scored positions' rows or every position's.
-pub(super) fn kld_sides<'a>(
+pub fn kld_sides<'a>(
     p: &'a TensorFile,
     q: &'a TensorFile,
-) -> Result<(Side<'a>, Side<'a>, Option<KldLayout>), Failure> {
+) -> Result<(Side<'a>, Side<'a>, Option<KldLayout>)> {
     let plain = |f| Side {
         file: f,
         scored_of: None,
@@ -48,12 +57,11 @@ pub(super) fn kld_sides<'a>(
     let (l, array) = match (p.kld_layout(), q.kld_layout()) {
         (None, None) => return Ok((plain(p), plain(q), None)),
         (Some(a), Some(b)) if a != b => {
-            return Err(Failure {
-                code: 2,
+            return Err(Error::File {
+                path: q.path.clone(),
                 message: format!(
-                    "{} ({a:?}) and {} ({b:?}) are .kld bases of different shapes",
-                    p.label(),
-                    q.label()
+                    "a .kld base of another shape ({b:?}) than {} ({a:?})",
+                    p.label()
                 ),
             })
         }
@@ -66,12 +74,11 @@ pub(super) fn kld_sides<'a>(
     } else if array.rows() == l.positions() {
         Some(l)
     } else {
-        return Err(Failure {
-            code: 2,
+        return Err(Error::File {
+            path: array.path.clone(),
             message: format!(
-                "{} has {} rows; the .kld base scores {} of its {} chunks × {} positions: give \
+                "{} rows; the .kld base scores {} of its {} chunks × {} positions: give \
                  one row per scored position ({}) or per position ({})",
-                array.label(),
                 array.rows(),
                 l.scored_rows(),
                 l.n_chunk,
