@@ -75,6 +75,7 @@ fn merged_shards_print_the_whole_runs_report() {
             "--row-offset",
             &r0.to_string(),
             "--quiet",
+            "--agreement",
         ]);
     }
     let whole = json(&kldiv(&[
@@ -87,6 +88,7 @@ fn merged_shards_print_the_whole_runs_report() {
         &path("t.npy"),
         "--json",
         "--quiet",
+        "--agreement",
     ]));
     // Shards given in any order.
     let merged = json(&kldiv(&[
@@ -135,6 +137,28 @@ fn merged_shards_print_the_whole_runs_report() {
         assert!(close(&whole[k]["sem"], &merged[k]["sem"], 1e-8), "{k}");
     }
     assert!(close(&whole["cor_ln_ppl"], &merged["cor_ln_ppl"], 1e-8));
+    // Agreement: counts exactly, means to rounding.
+    let (wa, ma) = (&whole["agreement"], &merged["agreement"]);
+    assert_eq!(wa["rows"], ma["rows"]);
+    for k in ["top1", "top5", "top10"] {
+        assert!(close(
+            &wa["top_k"][k]["p_top1_in_q_topk"],
+            &ma["top_k"][k]["p_top1_in_q_topk"],
+            1e-15
+        ));
+        assert!(close(
+            &wa["top_k"][k]["overlap"],
+            &ma["top_k"][k]["overlap"],
+            1e-12
+        ));
+    }
+    assert!(close(&wa["sum_min"]["mean"], &ma["sum_min"]["mean"], 1e-12));
+    for i in 0..5 {
+        assert_eq!(
+            wa["kld_by_p_confidence"][i]["rows"],
+            ma["kld_by_p_confidence"][i]["rows"]
+        );
+    }
     for (k, v) in whole["delta_p"]["percentiles"].as_object().unwrap() {
         assert!(
             close(v, &merged["delta_p"]["percentiles"][k], 1.0001e-3),

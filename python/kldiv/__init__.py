@@ -106,6 +106,7 @@ def kl(
     pseudocount: float | None = None,
     propagate_nan: bool = False,
     targets=None,
+    agreement: bool = False,
     device: str = "auto",
 ):
     """The divergence of every row of ``p`` from the same row of ``q``.
@@ -122,12 +123,14 @@ def kl(
     targets: the actual next token of each row (int array, -100 ignores a row): returns a
     ``Summary`` (per-row values in ``.values``; perplexities, Δp and llama.cpp's report in
     ``.to_dict()`` and ``str()``).
+    agreement: also return a ``Summary``, with top-K agreement (K = 1, 5, 10), Σ min(p, q)
+    (1 − total variation) and mean KLD by P's confidence (``to_dict()["agreement"]``).
     device: "auto" (the scheduler picks), "cpu", "gpu" or "split".
 
     Bad input raises ``kldiv.Error`` (a ValueError) naming the side, row and column.
     """
     p, q = _pair(p, q)
-    if targets is not None:
+    if targets is not None or agreement:
         s = Summary(
             divergence=divergence,
             input=input,
@@ -136,9 +139,10 @@ def kl(
             pseudocount=pseudocount,
             propagate_nan=propagate_nan,
             device=device,
-            targets=True,
+            targets=targets is not None,
+            agreement=agreement,
         )
-        s.update(p, q, _array(targets, "targets").reshape(-1))
+        s.update(p, q, None if targets is None else _array(targets, "targets").reshape(-1))
         return s
     return _compute(
         p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, reduction
@@ -158,6 +162,7 @@ def compare_files(
     targets=None,
     device: str = "auto",
     first_row: int = 0,
+    agreement: bool = False,
 ) -> Summary:
     """``kldiv compare P Q``: two files (.npy, .safetensors, FILE.safetensors:NAME, or a
     llama.cpp ``.kld`` base), memory mapped and streamed a block at a time; returns the run's
@@ -171,5 +176,5 @@ def compare_files(
         targets = _np.ascontiguousarray(_array(targets, "targets").reshape(-1))
     return _compare_files(
         p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets,
-        first_row,
+        first_row, agreement,
     )

@@ -32,6 +32,7 @@ class Summary:
         targets: bool = False,
         keep_values: bool = True,
         first_row: int = 0,
+        agreement: bool = False,
     ) -> None: ...
     def update(
         self, p: npt.ArrayLike, q: Optional[npt.ArrayLike] = None, targets: Optional[npt.ArrayLike] = None

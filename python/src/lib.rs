@@ -346,7 +346,7 @@ fn targets_vec(t: Option<&Bound<'_, PyAny>>, rows: usize) -> PyResult<Option<Vec
 #[pymethods]
 impl PySummary {
     #[new]
-    #[pyo3(signature = (*, divergence="kl", input="probs", unit="nats", normalize=false, pseudocount=None, propagate_nan=false, device="auto", targets=false, keep_values=true, first_row=0))]
+    #[pyo3(signature = (*, divergence="kl", input="probs", unit="nats", normalize=false, pseudocount=None, propagate_nan=false, device="auto", targets=false, keep_values=true, first_row=0, agreement=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         divergence: &str,
@@ -359,6 +359,7 @@ impl PySummary {
         targets: bool,
         keep_values: bool,
         first_row: u64,
+        agreement: bool,
     ) -> PyResult<Self> {
         let o = options(
             divergence,
@@ -374,6 +375,9 @@ impl PySummary {
         let mut inner = kldiv::Summary::new(meta, keep_values, first_row);
         if targets {
             inner = inner.with_targets(keep_values);
+        }
+        if agreement {
+            inner = inner.with_agreement();
         }
         Ok(PySummary {
             inner,
@@ -505,7 +509,7 @@ impl PySummary {
 /// `kldiv compare P Q` on files (.npy, .safetensors[:NAME], llama.cpp .kld) without the
 /// command line.
 #[pyfunction]
-#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets, first_row))]
+#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets, first_row, agreement))]
 #[allow(clippy::too_many_arguments)]
 fn _compare_files(
     py: Python<'_>,
@@ -520,6 +524,7 @@ fn _compare_files(
     device: &str,
     targets: Option<&Bound<'_, PyAny>>,
     first_row: u64,
+    agreement: bool,
 ) -> PyResult<PySummary> {
     let open = |s: &str| TensorFile::open(s).map_err(|e| to_py(py, e));
     let (pf, qf) = (open(p)?, open(q)?);
@@ -570,6 +575,9 @@ fn _compare_files(
     let mut s = kldiv::Summary::new(meta, true, first_row);
     if t.is_some() {
         s = s.with_targets(true);
+    }
+    if agreement {
+        s = s.with_agreement();
     }
     let engine = engine(&o.device)?;
     let started = std::time::Instant::now();

@@ -378,3 +378,41 @@ def test_ctrl_c_stops_a_long_call_between_blocks():
                 kldiv.kl(a, b, input="logits", divergence="js", device="cpu")
     finally:
         timer.cancel()
+
+
+def test_agreement_metrics_from_their_definitions():
+    a = rng.normal(scale=2, size=(300, 40))
+    b = a + rng.normal(scale=1.0, size=a.shape)
+    s = kldiv.kl(a, b, input="logits", agreement=True, device="cpu")
+    g = s.to_dict()["agreement"]
+    pa, pb = softmax(a, -1), softmax(b, -1)
+    order_a = np.argsort(-pa, axis=-1, kind="stable")
+    order_b = np.argsort(-pb, axis=-1, kind="stable")
+    assert g["rows"] == 300
+    for k in (1, 5, 10):
+        ta, tb = order_a[:, :k], order_b[:, :k]
+        top1 = np.mean([order_a[r, 0] in tb[r] for r in range(300)])
+        overlap = np.mean([len(set(ta[r]) & set(tb[r])) / k for r in range(300)])
+        assert g["top_k"][f"top{k}"]["p_top1_in_q_topk"] == pytest.approx(top1, abs=1e-12)
+        assert g["top_k"][f"top{k}"]["overlap"] == pytest.approx(overlap, abs=1e-12)
+    close(g["sum_min"]["mean"], np.minimum(pa, pb).sum(-1).mean(), 1e-12)
+    kld = rel_entr(pa, pb).sum(-1)
+    edges = [0, 0.25, 0.5, 0.75, 0.95, 1.0001]
+    conf = pa.max(-1)
+    for i, bk in enumerate(g["kld_by_p_confidence"]):
+        sel = (conf >= edges[i]) & (conf < edges[i + 1])
+        assert bk["rows"] == sel.sum()
+        if sel.any():
+            close(bk["mean_kld"], kld[sel].mean(), 1e-10)
+    # Merged shards keep the counts exactly.
+    x = kldiv.Summary(input="logits", agreement=True, device="cpu")
+    x.update(a[:100], b[:100])
+    y = kldiv.Summary(input="logits", agreement=True, device="cpu", first_row=100)
+    y.update(a[100:], b[100:])
+    x.merge(kldiv.Summary.from_json(y.to_json()))
+    gm = x.to_dict()["agreement"]
+    assert gm["top_k"] == g["top_k"] or all(
+        abs(gm["top_k"][k][m] - g["top_k"][k][m]) < 1e-12 for k in g["top_k"] for m in g["top_k"][k]
+    )
+    assert [b_["rows"] for b_ in gm["kld_by_p_confidence"]] == [b_["rows"] for b_ in g["kld_by_p_confidence"]]
+    assert "Σ min(p, q)" in str(s)

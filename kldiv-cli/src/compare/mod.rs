@@ -68,6 +68,12 @@ pub struct Args {
     /// number for number. The default is exact.
     #[arg(long)]
     llama_compat: bool,
+    /// Also report how P and Q agree: top-K agreement (K = 1, 5, 10), Σ min(p, q) (1 − total
+    /// variation: speculative decoding's acceptance rate), and mean KLD by P's confidence
+    /// (max p in [0, .25), [.25, .5), [.5, .75), [.75, .95), [.95, 1]). One more f64 pass
+    /// over each row, on the CPU.
+    #[arg(long)]
+    agreement: bool,
     /// Also write the run's mergeable statistics here (JSON), for `kldiv merge`.
     #[arg(long, value_name = "FILE")]
     summary_out: Option<std::path::PathBuf>,
@@ -218,6 +224,17 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let mut summary = Summary::new(meta, true, a.row_offset);
     if targets.is_some() {
         summary = summary.with_targets(true);
+    }
+    if a.agreement {
+        if compat || !req.reads_q() {
+            return Err(Failure {
+                code: 2,
+                message: "--agreement compares two distributions in exact arithmetic: not with \
+                          --llama-compat or --divergence entropy"
+                    .into(),
+            });
+        }
+        summary = summary.with_agreement();
     }
     let mut totals = Totals {
         summary,

@@ -4,6 +4,7 @@
 //! quantiles exactly while every value is kept (one machine) and within [`sketch::ALPHA`]
 //! (relative) from the sketch otherwise (shards, see `kldiv merge`).
 
+pub mod agreement;
 pub mod llama;
 pub mod moments;
 pub mod report;
@@ -13,6 +14,7 @@ mod values;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::request::{Divergence, InputForm, Request, Unit};
+use agreement::Agreement;
 use moments::{Bivariate, Moments};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -106,6 +108,8 @@ pub struct Summary {
     pub same_top: u64,
     /// With targets: the statistics of the rows that have one.
     pub targets: Option<TargetStats>,
+    /// Opt-in: top-K agreement, Σ min(p, q), KLD by P's confidence.
+    pub agreement: Option<Agreement>,
     /// Wall time (a merge keeps the longest shard's: shards run side by side).
     pub elapsed_s: f64,
 }
@@ -128,8 +132,16 @@ impl Summary {
             values: Values::new(keep),
             same_top: 0,
             targets: None,
+            agreement: None,
             elapsed_s: 0.0,
         }
+    }
+
+    /// Turns on the agreement statistics (before the first row; one more f64 pass over
+    /// each row, on the host).
+    pub fn with_agreement(mut self) -> Summary {
+        self.agreement = Some(Agreement::default());
+        self
     }
 
     /// Turns on the target statistics (before the first row).
@@ -181,12 +193,14 @@ impl Summary {
             }
         }
         let reads_q = req.reads_q();
-        let extra: Vec<(bool, Option<RowTarget>)> = (0..rows)
+        let agree = self.agreement.is_some() && reads_q;
+        type Extra = (bool, Option<RowTarget>, Option<agreement::RowAgreement>);
+        let extra: Vec<Extra> = (0..rows)
             .into_par_iter()
             .map(|r| {
                 let a = &p[r * cols..(r + 1) * cols];
                 if !reads_q {
-                    return (false, None);
+                    return (false, None, None);
                 }
                 let b = &q[r * cols..(r + 1) * cols];
                 let t = targets.map(|t| t[r]).filter(|&t| t != IGNORE).map(|t| {
@@ -200,11 +214,19 @@ impl Summary {
                         dp: lq.exp() - lp.exp(),
                     }
                 });
-                (argmax(a) == argmax(b), t)
+                let g = if agree {
+                    agreement::row(req.input, a, b)
+                } else {
+                    None
+                };
+                (argmax(a) == argmax(b), t, g)
             })
             .collect();
-        for (v, (same, t)) in values.iter().zip(extra) {
+        for (v, (same, t, g)) in values.iter().zip(extra) {
             self.push_row(*v, same, t);
+            if let (Some(ag), Some(g)) = (&mut self.agreement, g) {
+                ag.push(&g, *v);
+            }
         }
         Ok(())
     }
@@ -242,6 +264,9 @@ impl Summary {
         if self.targets.is_some() != o.targets.is_some() {
             return bad("cannot merge a summary with targets and one without".into());
         }
+        if self.agreement.is_some() != o.agreement.is_some() {
+            return bad("cannot merge a summary with agreement statistics and one without".into());
+        }
         let (s0, s1) = (self.first_row, self.first_row + self.rows);
         let (o0, o1) = (o.first_row, o.first_row + o.rows);
         if self.rows > 0 && o.rows > 0 && s0 < o1 && o0 < s1 {
@@ -261,6 +286,9 @@ impl Summary {
             x.nll = x.nll.merge(&y.nll);
             x.dp.merge(&y.dp);
             x.dp2 = x.dp2.merge(&y.dp2);
+        }
+        if let (Some(x), Some(y)) = (&mut first.agreement, &second.agreement) {
+            x.merge(y);
         }
         first.meta.p = join_labels(&first.meta.p, &second.meta.p);
         first.meta.q = join_labels(&first.meta.q, &second.meta.q);
@@ -302,6 +330,7 @@ impl Summary {
                 dp: t.dp.to_wire(),
                 dp2: t.dp2,
             }),
+            agreement: self.agreement.clone(),
             elapsed_s: self.elapsed_s,
         };
         serde_json::to_string(&w).expect("a summary always serialises")
@@ -354,6 +383,9 @@ impl Summary {
                 w.meta.divergence, w.meta.input, w.meta.unit
             )));
         }
+        if let Some(a) = &w.agreement {
+            a.check(w.rows).map_err(bad)?;
+        }
         if w.first_row.checked_add(w.rows).is_none() {
             return Err(bad("row numbers overflow".into()));
         }
@@ -364,6 +396,7 @@ impl Summary {
             values,
             same_top: w.same_top,
             targets,
+            agreement: w.agreement,
             elapsed_s: w.elapsed_s,
         })
     }
@@ -443,6 +476,8 @@ struct Wire {
     values: ValuesWire,
     same_top: u64,
     targets: Option<TargetsWire>,
+    #[serde(default)]
+    agreement: Option<Agreement>,
     elapsed_s: f64,
 }
 

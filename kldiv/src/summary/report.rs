@@ -63,6 +63,9 @@ pub fn json(s: &Summary) -> serde_json::Value {
     if let Some((share, se)) = s.same_top_share() {
         j["same_top"] = serde_json::json!({ "mean": share, "sem": num(se) });
     }
+    if let Some(a) = &s.agreement {
+        j["agreement"] = a.json();
+    }
     if let (Some(l), Some(obj)) = (s.llama(), j.as_object_mut()) {
         if let serde_json::Value::Object(extra) = llama::json(&l) {
             obj.extend(extra);
@@ -123,6 +126,9 @@ pub fn text(s: &Summary) -> String {
             "  inf rows  {inf} (q = 0 where p > 0); the other {} rows: mean {:.6e} ± {:.2e}, max {:.6e}",
             f.count, f.mean, f.sem, f.max
         );
+    }
+    if let Some(a) = &s.agreement {
+        o.push_str(&a.text());
     }
     if !s.values.is_exact() {
         let _ = writeln!(
