@@ -541,3 +541,52 @@ fn pseudocount_smooths_counts_with_holes() {
         &["pseudocount"],
     );
 }
+
+#[test]
+fn rows_keep_their_leading_shape_in_out_and_reports() {
+    // P, Q of shape [2, 3, 4]: row (1, 2) (flat 5) differs most, row (0, 1) not at all.
+    let (b, s, v) = (2, 3, 4);
+    let mut p = vec![0.25f32; b * s * v];
+    let mut q = p.clone();
+    for r in 0..b * s {
+        let d = if r == 1 { 0.0 } else { 0.01 * (r + 1) as f32 };
+        p[r * v] += d;
+        p[r * v + 1] -= d;
+        q[r * v + 2] += d / 2.0;
+        q[r * v + 3] -= d / 2.0;
+    }
+    let (pp, qp, op) = (tmp("shape-p.npy"), tmp("shape-q.npy"), tmp("shape-out.npy"));
+    files::f32_npy_shaped(&pp, &[b, s, v], &p);
+    files::f32_npy_shaped(&qp, &[b, s, v], &q);
+    let (ps, qs, os) = (
+        pp.to_str().unwrap(),
+        qp.to_str().unwrap(),
+        op.to_str().unwrap(),
+    );
+    let j = json(&run_ok(&[
+        "compare", ps, qs, "--json", "--out", os, "--quiet",
+    ]));
+    assert_eq!(
+        (j["min_row"].as_u64(), j["max_row"].as_u64()),
+        (Some(1), Some(5))
+    );
+    assert_eq!(j["min_index"], serde_json::json!([0, 1]));
+    assert_eq!(j["max_index"], serde_json::json!([1, 2]));
+    let (shape, values) = files::read_f64_npy(&op);
+    assert_eq!(shape, vec![b, s]);
+    assert_eq!(values.len(), b * s);
+    let text = String::from_utf8(run_ok(&["compare", ps, qs, "--quiet"]).stdout).unwrap();
+    assert!(text.contains("(row 5, index (1, 2))"), "{text}");
+    // Two-dimensional input: plain row numbers, as before.
+    let (p2, q2) = (tmp("shape-p2.npy"), tmp("shape-q2.npy"));
+    f32_npy(&p2, b * s, v, &p);
+    f32_npy(&q2, b * s, v, &q);
+    let j = json(&run_ok(&[
+        "compare",
+        p2.to_str().unwrap(),
+        q2.to_str().unwrap(),
+        "--json",
+        "--quiet",
+    ]));
+    assert!(j.get("max_index").is_none());
+}

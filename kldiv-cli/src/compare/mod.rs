@@ -221,6 +221,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
     (meta.p, meta.q) = (p.label(), q.label());
     (meta.p_dtype, meta.q_dtype) = (p.stored().name().into(), q.stored().name().into());
     meta.mode = if compat { "llama-compat" } else { "exact" }.into();
+    // Rows are numbered by P's leading axes, unless a .kld side picks scored positions.
+    let row_shape: Vec<usize> = if kld.is_none() && !p.row_shape().is_empty() {
+        p.row_shape().to_vec()
+    } else {
+        vec![rows]
+    };
+    meta.row_shape = row_shape.iter().map(|&d| d as u64).collect();
     let mut summary = Summary::new(meta, true, a.row_offset);
     if targets.is_some() {
         summary = summary.with_targets(true);
@@ -278,7 +285,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
     summary.elapsed_s = started.elapsed().as_secs_f64();
     if let Some(out) = out {
         let per_row = summary.values.exact().unwrap_or_default();
-        out.commit(|w| kldiv::io::npy::write_f64_to(w, &[per_row.len()], per_row))?;
+        // The per-row values keep the input's leading shape ([batch, seq] → [batch, seq]).
+        out.commit(|w| kldiv::io::npy::write_f64_to(w, &row_shape, per_row))?;
     }
     if let Some(f) = summary_out {
         f.commit(|w| w.write_all(summary.to_json().as_bytes()))?;

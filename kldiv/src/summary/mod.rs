@@ -39,6 +39,27 @@ pub struct Meta {
     pub dtype: String,
     /// "exact", or "llama-compat" (llama.cpp's own arithmetic).
     pub mode: String,
+    /// The leading axes that number the rows ([batch, seq]), when there are several: rows
+    /// in reports are then also named by their multi-index. Empty after a merge.
+    #[serde(default)]
+    pub row_shape: Vec<u64>,
+}
+
+impl Meta {
+    /// Row `r` as a multi-index of `row_shape` (C order), when it has several axes.
+    pub fn index_of(&self, r: u64) -> Option<Vec<u64>> {
+        let n: u64 = self.row_shape.iter().product();
+        if self.row_shape.len() < 2 || r >= n {
+            return None;
+        }
+        let mut idx = vec![0; self.row_shape.len()];
+        let mut rest = r;
+        for (i, d) in self.row_shape.iter().enumerate().rev() {
+            idx[i] = rest % d;
+            rest /= d;
+        }
+        Some(idx)
+    }
 }
 
 impl Meta {
@@ -55,6 +76,7 @@ impl Meta {
             q_dtype: dtype.name().into(),
             dtype: dtype.name().into(),
             mode: "exact".into(),
+            row_shape: vec![],
         }
     }
 
@@ -301,6 +323,8 @@ impl Summary {
                 *x = format!("{x}+{y}");
             }
         }
+        // A shard's leading shape does not describe the merged rows.
+        first.meta.row_shape.clear();
         first.first_row = s0.min(o0);
         if self.rows == 0 {
             first.first_row = o0;

@@ -63,6 +63,10 @@ pub fn json(s: &Summary) -> serde_json::Value {
     if let Some((share, se)) = s.same_top_share() {
         j["same_top"] = serde_json::json!({ "mean": share, "sem": num(se) });
     }
+    if let (Some(a), Some(b)) = (m.index_of(st.min_row as u64), m.index_of(st.max_row as u64)) {
+        j["min_index"] = a.into();
+        j["max_index"] = b.into();
+    }
     if let Some(a) = &s.agreement {
         j["agreement"] = a.json();
     }
@@ -96,7 +100,11 @@ pub fn text(s: &Summary) -> String {
     );
     let _ = writeln!(o, "  mean      {:.6e} ± {:.2e}", st.mean, st.sem);
     let _ = writeln!(o, "  std       {:.6e}", st.std);
-    let _ = writeln!(o, "  min       {:.6e}  (row {})", st.min, st.min_row);
+    let at = |r: usize| match m.index_of(r as u64) {
+        Some(i) => format!("row {r}, index ({})", join(&i)),
+        None => format!("row {r}"),
+    };
+    let _ = writeln!(o, "  min       {:.6e}  ({})", st.min, at(st.min_row));
     for (pct, v) in st.percentiles.iter().rev() {
         if *pct < 50.0 {
             let _ = writeln!(o, "  p{pct:<8} {v:.6e}");
@@ -108,7 +116,7 @@ pub fn text(s: &Summary) -> String {
             let _ = writeln!(o, "  p{pct:<8} {v:.6e}");
         }
     }
-    let _ = writeln!(o, "  max       {:.6e}  (row {})", st.max, st.max_row);
+    let _ = writeln!(o, "  max       {:.6e}  ({})", st.max, at(st.max_row));
     if let Some((share, se)) = s.same_top_share() {
         let _ = writeln!(
             o,
@@ -146,4 +154,8 @@ pub fn text(s: &Summary) -> String {
         );
     }
     o
+}
+
+fn join(i: &[u64]) -> String {
+    i.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
