@@ -3,7 +3,7 @@
 //! row-contiguous (copied once otherwise); the GIL is released while rows are computed, a
 //! block at a time, and Ctrl-C is honoured between blocks.
 
-use kldiv::io::sides::{kld_sides, kld_targets, Side};
+use kldiv::io::sides::{kld_sides, kld_targets};
 use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::{DeviceMode, Scheduler};
 use kldiv::semantics::rows::relocate_row_by;
@@ -605,32 +605,8 @@ fn _compare_files(
             let _ = err.value(py).setattr("args", (msg,));
             err
         };
-        py.detach(|| -> kldiv::Result<()> {
-            fn block<T: Element>(
-                engine: &Scheduler,
-                req: &Request,
-                (p, q): (&Side, &Side),
-                (r0, r1): (usize, usize),
-                tb: Option<&[i64]>,
-                s: &mut kldiv::Summary,
-            ) -> kldiv::Result<()> {
-                let cols = p.file.cols();
-                let pb = p.rows_as::<T>(r0, r1);
-                let qb = if req.reads_q() {
-                    q.rows_as::<T>(r0, r1)
-                } else {
-                    pb.clone()
-                };
-                let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
-                s.add_block(req, (&pb, &qb), cols, &run.values, tb)
-            }
-            let f = (&ps, &qs);
-            match dtype {
-                Dtype::F32 => block::<f32>(&engine, &o.req, f, (r0, r1), tb, &mut s),
-                Dtype::F64 => block::<f64>(&engine, &o.req, f, (r0, r1), tb, &mut s),
-                Dtype::F16 => block::<f16>(&engine, &o.req, f, (r0, r1), tb, &mut s),
-                Dtype::BF16 => block::<bf16>(&engine, &o.req, f, (r0, r1), tb, &mut s),
-            }
+        py.detach(|| {
+            kldiv::io::sides::run_block(&engine, &o.req, (&ps, &qs), (r0, r1), tb, &mut s)
         })
         .map_err(label)?;
         py.check_signals()?;

@@ -5,7 +5,7 @@ use crate::output::{self, OutputFile};
 use crate::{DeviceArg, DivergenceArg, Failure, InputArg};
 use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::Scheduler;
-use kldiv::{Dtype, Element, InputForm, NanPolicy, Normalization, Request, Unit};
+use kldiv::{InputForm, NanPolicy, Normalization, Request, Unit};
 
 mod targets;
 use kldiv::io::sides::{kld_sides, Side};
@@ -98,33 +98,23 @@ pub(super) struct Totals {
     explain: Option<String>,
 }
 
-/// One block of rows `[r0, r1)`, read from both files in element type `T`; `targets` are
-/// the block's.
-fn run_block<T: Element>(
+/// One block of rows `[r0, r1)` through the scheduler into the summary.
+fn run_block(
     engine: &Scheduler,
     req: &Request,
-    (p, q): (&Side, &Side),
-    (r0, r1): (usize, usize),
+    sides: (&Side, &Side),
+    rows: (usize, usize),
     targets: Option<&[i64]>,
     totals: &mut Totals,
 ) -> kldiv::Result<()> {
-    let cols = p.file.cols();
-    let pb = p.rows_as::<T>(r0, r1);
-    let qb = if req.reads_q() {
-        q.rows_as::<T>(r0, r1)
-    } else {
-        pb.clone()
-    };
-    let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
+    let run = kldiv::io::sides::run_block(engine, req, sides, rows, targets, &mut totals.summary)?;
     for w in &run.warnings {
         crate::warn(w);
     }
     if totals.explain.is_none() {
         totals.explain = Some(run.plan.to_string());
     }
-    totals
-        .summary
-        .add_block(req, (&pb, &qb), cols, &run.values, targets)
+    Ok(())
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -255,15 +245,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let t = &mut totals;
         let tg = targets.as_deref().map(|v| &v[r0..r1]);
         let sides = (&ps, &qs);
-        let result = match dtype {
-            _ if compat => {
-                compat_block(&req, sides, block, tg, t);
-                Ok(())
-            }
-            Dtype::F32 => run_block::<f32>(&engine, &req, sides, block, tg, t),
-            Dtype::F64 => run_block::<f64>(&engine, &req, sides, block, tg, t),
-            Dtype::F16 => run_block::<kldiv::f16>(&engine, &req, sides, block, tg, t),
-            Dtype::BF16 => run_block::<kldiv::bf16>(&engine, &req, sides, block, tg, t),
+        let result = if compat {
+            compat_block(&req, sides, block, tg, t);
+            Ok(())
+        } else {
+            run_block(&engine, &req, sides, block, tg, t)
         };
         if let Err(e) = result {
             progress.abandon();

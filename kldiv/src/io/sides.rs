@@ -98,3 +98,46 @@ pub fn kld_sides<'a>(
     };
     Ok((side(p), side(q), Some(l)))
 }
+
+/// Rows `[r0, r1)` of both sides, read in element type `dtype`, through the scheduler into
+/// `summary` (`targets` are the block's). Returns the engine's run (its plan and warnings).
+pub fn run_block(
+    engine: &crate::scheduler::Scheduler,
+    req: &crate::Request,
+    sides: (&Side, &Side),
+    rows: (usize, usize),
+    targets: Option<&[i64]>,
+    summary: &mut crate::Summary,
+) -> Result<crate::scheduler::Run> {
+    fn typed<T: Element>(
+        engine: &crate::scheduler::Scheduler,
+        req: &crate::Request,
+        (p, q): (&Side, &Side),
+        (r0, r1): (usize, usize),
+        targets: Option<&[i64]>,
+        summary: &mut crate::Summary,
+    ) -> Result<crate::scheduler::Run> {
+        let cols = p.file.cols();
+        let pb = p.rows_as::<T>(r0, r1);
+        let qb = if req.reads_q() {
+            q.rows_as::<T>(r0, r1)
+        } else {
+            pb.clone()
+        };
+        let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
+        summary.add_block(req, (&pb, &qb), cols, &run.values, targets)?;
+        Ok(run)
+    }
+    let dtype = if req.reads_q() {
+        super::tensor::common_type(sides.0.file.stored(), sides.1.file.stored())
+    } else {
+        sides.0.file.dtype()
+    };
+    use crate::Dtype as D;
+    match dtype {
+        D::F32 => typed::<f32>(engine, req, sides, rows, targets, summary),
+        D::F64 => typed::<f64>(engine, req, sides, rows, targets, summary),
+        D::F16 => typed::<half::f16>(engine, req, sides, rows, targets, summary),
+        D::BF16 => typed::<half::bf16>(engine, req, sides, rows, targets, summary),
+    }
+}
