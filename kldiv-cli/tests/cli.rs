@@ -590,3 +590,68 @@ fn rows_keep_their_leading_shape_in_out_and_reports() {
     ]));
     assert!(j.get("max_index").is_none());
 }
+
+#[test]
+fn temperatures_divide_each_sides_logits() {
+    let (rows, cols) = (7, 33);
+    let mut rng = Rng::new(12);
+    let (a, b) = logit_pair(&mut rng, rows, cols, 1.0);
+    let (pp, qp, op) = (tmp("temp-p.npy"), tmp("temp-q.npy"), tmp("temp-out.npy"));
+    f32_npy(&pp, rows, cols, &to_f32(&a));
+    f32_npy(&qp, rows, cols, &to_f32(&b));
+    let (ps, qs, os) = (
+        pp.to_str().unwrap(),
+        qp.to_str().unwrap(),
+        op.to_str().unwrap(),
+    );
+    run_ok(&[
+        "compare",
+        ps,
+        qs,
+        "--input",
+        "logits",
+        "--temperature-p",
+        "2",
+        "--temperature-q",
+        "0.5",
+        "--out",
+        os,
+        "--quiet",
+    ]);
+    let got = read_f64_npy(&op);
+    let (a, b) = (to_f64(&to_f32(&a)), to_f64(&to_f32(&b)));
+    for r in 0..rows {
+        let x: Vec<f64> = a[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|v| v / 2.0)
+            .collect();
+        let y: Vec<f64> = b[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|v| v / 0.5)
+            .collect();
+        let want = reference_logits_kl(&x, &y);
+        assert!(
+            close(got[r], want, 1e-12, 1e-15),
+            "row {r}: {} vs {want}",
+            got[r]
+        );
+    }
+    expect_fail(
+        &["compare", ps, qs, "--temperature-p", "2"],
+        2,
+        &["--input logits"],
+    );
+    expect_fail(
+        &[
+            "compare",
+            ps,
+            qs,
+            "--input",
+            "logits",
+            "--temperature-q",
+            "0",
+        ],
+        2,
+        &["positive"],
+    );
+}

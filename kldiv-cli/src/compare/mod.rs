@@ -5,7 +5,7 @@ use crate::output::{self, OutputFile};
 use crate::{DeviceArg, DivergenceArg, Failure, InputArg};
 use kldiv::io::tensor::{common_type, TensorFile};
 use kldiv::scheduler::Scheduler;
-use kldiv::{InputForm, NanPolicy, Normalization, Request, Unit};
+use kldiv::{Dtype, InputForm, NanPolicy, Normalization, Request, Unit};
 
 mod targets;
 use kldiv::io::sides::{kld_sides, Side};
@@ -68,6 +68,12 @@ pub struct Args {
     /// number for number. The default is exact.
     #[arg(long)]
     llama_compat: bool,
+    /// Divide P's logits by T before their softmax (sampling temperature; --input logits).
+    #[arg(long, value_name = "T")]
+    temperature_p: Option<f64>,
+    /// Divide Q's logits by T before their softmax.
+    #[arg(long, value_name = "T")]
+    temperature_q: Option<f64>,
     /// Also report how P and Q agree: top-K agreement (K = 1, 5, 10), Σ min(p, q) (1 − total
     /// variation: speculative decoding's acceptance rate), and mean KLD by P's confidence
     /// (max p in [0, .25), [.25, .5), [.5, .75), [.75, .95), [.95, 1]). One more f64 pass
@@ -176,7 +182,24 @@ pub fn run(a: Args) -> Result<(), Failure> {
             ),
         });
     }
-    let dtype = if req.reads_q() {
+    let (tp, tq) = (a.temperature_p, a.temperature_q);
+    if (tp.is_some() || tq.is_some()) && req.input != InputForm::Logits {
+        return Err(Failure {
+            code: 2,
+            message: "--temperature-p/--temperature-q divide logits: give --input logits".into(),
+        });
+    }
+    let ps = match tp {
+        Some(t) => ps.with_temperature(t)?,
+        None => ps,
+    };
+    let qs = match tq {
+        Some(t) => qs.with_temperature(t)?,
+        None => qs,
+    };
+    let dtype = if tp.is_some() || tq.is_some() {
+        Dtype::F64 // scaled logits are formed in f64 (io::sides)
+    } else if req.reads_q() {
         common_type(p.stored(), q.stored())
     } else {
         p.dtype()

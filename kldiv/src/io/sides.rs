@@ -12,15 +12,37 @@ use std::borrow::Cow;
 pub struct Side<'a> {
     pub file: &'a TensorFile,
     scored_of: Option<KldLayout>,
+    /// Logits are divided by this (1: as stored); rows are then read in f64.
+    temperature: f64,
 }
 
 impl Side<'_> {
+    /// Logits of this side divided by `t` (> 0, finite) before their softmax.
+    pub fn with_temperature(mut self, t: f64) -> Result<Self> {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(Error::InvalidRequest(format!(
+                "a temperature must be positive and finite, not {t}"
+            )));
+        }
+        self.temperature = t;
+        Ok(self)
+    }
+
     pub fn rows(&self) -> usize {
         self.scored_of.map_or(self.file.rows(), |l| l.scored_rows())
     }
 
     /// Rows `[r0, r1)` of this side (scored positions gathered where needed).
     pub fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
+        if self.temperature != 1.0 {
+            let t = self.temperature;
+            let v = self.unscaled::<f64>(r0, r1);
+            return Cow::Owned(v.iter().map(|&x| T::from_f64(x / t)).collect());
+        }
+        self.unscaled(r0, r1)
+    }
+
+    fn unscaled<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
         match self.scored_of {
             None => self.file.rows_as(r0, r1),
             Some(l) => {
@@ -53,6 +75,7 @@ pub fn kld_sides<'a>(
     let plain = |f| Side {
         file: f,
         scored_of: None,
+        temperature: 1.0,
     };
     let (l, array) = match (p.kld_layout(), q.kld_layout()) {
         (None, None) => return Ok((plain(p), plain(q), None)),
@@ -90,6 +113,7 @@ pub fn kld_sides<'a>(
     };
     let side = |f: &'a TensorFile| Side {
         file: f,
+        temperature: 1.0,
         scored_of: if std::ptr::eq(f, array) {
             scored_of
         } else {
@@ -128,7 +152,10 @@ pub fn run_block(
         summary.add_block(req, (&pb, &qb), cols, &run.values, targets)?;
         Ok(run)
     }
-    let dtype = if req.reads_q() {
+    let dtype = if sides.0.temperature != 1.0 || sides.1.temperature != 1.0 {
+        // Scaled logits are formed in f64, exactly as the division rounds there.
+        crate::Dtype::F64
+    } else if req.reads_q() {
         super::tensor::common_type(sides.0.file.stored(), sides.1.file.stored())
     } else {
         sides.0.file.dtype()
