@@ -4,7 +4,7 @@
 //! block at a time, and Ctrl-C is honoured between blocks.
 
 use kldiv::io::sides::{kld_sides, kld_targets};
-use kldiv::io::tensor::{common_type, TensorFile};
+use kldiv::io::tensor::TensorFile;
 use kldiv::scheduler::{DeviceMode, Scheduler};
 use kldiv::semantics::rows::relocate_row_by;
 use kldiv::summary::{report, Meta};
@@ -559,11 +559,7 @@ fn _compare_files(
             qf.shape()
         )));
     }
-    let dtype = if o.req.reads_q() {
-        common_type(pf.stored(), qf.stored())
-    } else {
-        pf.dtype()
-    };
+    let dtype = kldiv::io::sides::read_type(&o.req, (&ps, &qs));
     let t = match (targets_vec(targets, rows)?, kld) {
         (Some(t), _) => Some(t),
         (None, Some(l)) => Some(kld_targets(&pf, &qf, l, rows)),

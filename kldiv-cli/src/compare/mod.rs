@@ -3,9 +3,9 @@
 
 use crate::output::{self, OutputFile};
 use crate::{DeviceArg, DivergenceArg, Failure, InputArg};
-use kldiv::io::tensor::{common_type, TensorFile};
+use kldiv::io::tensor::TensorFile;
 use kldiv::scheduler::Scheduler;
-use kldiv::{Dtype, InputForm, NanPolicy, Normalization, Request, Unit};
+use kldiv::{InputForm, NanPolicy, Normalization, Request, Unit};
 
 mod targets;
 use kldiv::io::sides::{kld_sides, Side};
@@ -197,13 +197,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         Some(t) => qs.with_temperature(t)?,
         None => qs,
     };
-    let dtype = if tp.is_some() || tq.is_some() {
-        Dtype::F64 // scaled logits are formed in f64 (io::sides)
-    } else if req.reads_q() {
-        common_type(p.stored(), q.stored())
-    } else {
-        p.dtype()
-    };
+    let dtype = kldiv::io::sides::read_type(&req, (&ps, &qs));
     let targets = read_targets(a.targets.as_deref(), &p, &q, kld, rows, cols)?;
     let compat = a.llama_compat;
     if compat

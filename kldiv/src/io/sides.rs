@@ -123,7 +123,19 @@ pub fn kld_sides<'a>(
     Ok((side(p), side(q), Some(l)))
 }
 
-/// Rows `[r0, r1)` of both sides, read in element type `dtype`, through the scheduler into
+/// The element type both sides are read in: the one that holds each exactly, or f64 where a
+/// temperature scales the logits (the division is formed there).
+pub fn read_type(req: &crate::Request, (p, q): (&Side, &Side)) -> crate::Dtype {
+    if p.temperature != 1.0 || q.temperature != 1.0 {
+        crate::Dtype::F64
+    } else if req.reads_q() {
+        super::tensor::common_type(p.file.stored(), q.file.stored())
+    } else {
+        p.file.dtype()
+    }
+}
+
+/// Rows `[r0, r1)` of both sides, read in the `read_type`, through the scheduler into
 /// `summary` (`targets` are the block's). Returns the engine's run (its plan and warnings).
 pub fn run_block(
     engine: &crate::scheduler::Scheduler,
@@ -152,16 +164,8 @@ pub fn run_block(
         summary.add_block(req, (&pb, &qb), cols, &run.values, targets)?;
         Ok(run)
     }
-    let dtype = if sides.0.temperature != 1.0 || sides.1.temperature != 1.0 {
-        // Scaled logits are formed in f64, exactly as the division rounds there.
-        crate::Dtype::F64
-    } else if req.reads_q() {
-        super::tensor::common_type(sides.0.file.stored(), sides.1.file.stored())
-    } else {
-        sides.0.file.dtype()
-    };
     use crate::Dtype as D;
-    match dtype {
+    match read_type(req, sides) {
         D::F32 => typed::<f32>(engine, req, sides, rows, targets, summary),
         D::F64 => typed::<f64>(engine, req, sides, rows, targets, summary),
         D::F16 => typed::<half::f16>(engine, req, sides, rows, targets, summary),

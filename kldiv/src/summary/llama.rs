@@ -55,7 +55,7 @@ pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
         s.values.finite_moments().mean_unc()
     };
     let pct = |v: &super::Values, p: &[f64]| -> Vec<(f64, f64)> {
-        p.iter().map(|&p| (p, v.percentile(p))).collect()
+        p.iter().copied().zip(v.percentiles(p)).collect()
     };
     LlamaStats {
         count: t.nll.x.n as usize,

@@ -146,12 +146,19 @@ impl Values {
 
     /// Percentile over the non-NaN values, numpy's linear interpolation.
     pub fn percentile(&self, pct: f64) -> f64 {
+        self.percentiles(&[pct])[0]
+    }
+
+    /// Several percentiles (kept values are sorted once for all of them).
+    pub fn percentiles(&self, pcts: &[f64]) -> Vec<f64> {
         if let Some(e) = &self.exact {
             let mut s: Vec<f64> = e.iter().copied().filter(|v| !v.is_nan()).collect();
             s.sort_by(f64::total_cmp);
-            return percentile(&s, pct);
+            return pcts.iter().map(|&p| percentile(&s, p)).collect();
         }
-        interpolate(self.count(), pct, |r| self.at_rank(r))
+        pcts.iter()
+            .map(|&p| interpolate(self.count(), p, |r| self.at_rank(r)))
+            .collect()
     }
 
     /// The report's statistics over every non-NaN value.
@@ -185,7 +192,8 @@ impl Values {
                     median: self.percentile(50.0),
                     percentiles: PERCENTILES
                         .iter()
-                        .map(|&p| (p, self.percentile(p)))
+                        .copied()
+                        .zip(self.percentiles(&PERCENTILES))
                         .collect(),
                 }
             }
