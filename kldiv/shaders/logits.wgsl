@@ -2,30 +2,31 @@
 // the CPU's logit kernel. −inf means probability 0 and is handled by bit tests; NaN, +inf
 // and |x| > 1e30 set `bad`.
 //
-// x = a − b − c is formed in plain f32 (compensated sums are not reliable in WGSL); instead
+// Computes in `real` (f32, or f64 for f64 inputs on adapters with SHADER_F64).
+// x = a − b − c is formed in plain `real` (compensated sums are not reliable in WGSL); instead
 // each element's rounding is bounded from the exponents (`sub_err`) and summed into xerr_*,
 // and the host re-reads rows whose bound is too large for the accuracy target.
 // Uses: SHIFT_COLS, NO_MAX (src/gpu/shaders.rs), exp_nonpos, ln_pos, sub_err,
 // weighted_psi, logit_ok, is_neg_inf. `LogitRec` is mirrored by src/gpu/records.rs.
 
 struct LogitRec {
-    ma: f32,
-    mb: f32,
-    sa: f32,
-    sb: f32,
-    ea: f32,
-    eb: f32,
-    xa: f32,
-    xb: f32,
-    ax_a: f32,
-    ax_b: f32,
-    psi_a: f32,
-    psi_b: f32,
-    xerr_a: f32,
-    xerr_b: f32,
+    ma: real,
+    mb: real,
+    sa: real,
+    sb: real,
+    ea: real,
+    eb: real,
+    xa: real,
+    xb: real,
+    ax_a: real,
+    ax_b: real,
+    psi_a: real,
+    psi_b: real,
+    xerr_a: real,
+    xerr_b: real,
     // The row's shift c = c_hi + c_lo, as this kernel subtracted it.
-    c_hi: f32,
-    c_lo: f32,
+    c_hi: real,
+    c_lo: real,
     // Elements at the maximum weigh exactly 1: sa, sb hold the rest, these count them, so
     // that f32 keeps the rest to its own precision (ln Σ of a peaked row needs it).
     na: u32,
@@ -67,10 +68,10 @@ fn shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
             fb = true;
         }
     }
-    var shift = vec4<f32>(0.0);
+    var shift = vec4<real>(0.0);
     if (fa && fb) {
-        var sa = 0.0;
-        var sb = 0.0;
+        var sa: real = 0.0;
+        var sb: real = 0.0;
         for (var c = 0u; c < n; c++) {
             let x = load_p(elem(row, c));
             let y = load_q(elem(row, c));
@@ -81,19 +82,19 @@ fn shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
                 sb += exp_nonpos(y - mb);
             }
         }
-        shift = vec4<f32>(ma - mb, ln_pos(sa) - ln_pos(sb), 0.0, 0.0);
+        shift = vec4<real>(ma - mb, ln_pos(sa) - ln_pos(sb), 0.0, 0.0);
     }
     row_data[params.row0 + row] = shift;
 }
 
-fn rec_empty(r: vec4<f32>) -> LogitRec {
+fn rec_empty(r: vec4<real>) -> LogitRec {
     return LogitRec(NO_MAX, NO_MAX, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                     r.x, r.y, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
 }
 
 // e^(m − m_new), for moving sums onto another maximum: 0 from "no maximum"; above 1 only for
 // a side without mass measured from a stand-in maximum (see `rows_wg`).
-fn factor(m: f32, m_new: f32) -> f32 {
+fn factor(m: real, m_new: real) -> real {
     if (m <= NO_MAX) {
         return 0.0;
     }
@@ -105,12 +106,12 @@ fn factor(m: f32, m_new: f32) -> f32 {
 }
 
 // v·k with 0·k = 0 for any k.
-fn scaled(v: f32, k: f32) -> f32 {
+fn scaled(v: real, k: real) -> real {
     return select(v * k, 0.0, v == 0.0);
 }
 
 // Σ w·(v − m) moved onto max m_new: Σ w(v − m_new) = Σ w(v − m) + (m − m_new)·Σ w.
-fn moved(e: f32, m: f32, m_new: f32, s: f32) -> f32 {
+fn moved(e: real, m: real, m_new: real, s: real) -> real {
     if (s == 0.0) {
         return e;
     }
@@ -118,7 +119,7 @@ fn moved(e: f32, m: f32, m_new: f32, s: f32) -> f32 {
 }
 
 // The merged maximum: the larger of the pieces that have mass on this side.
-fn top(m1: f32, s1: f32, m2: f32, s2: f32) -> f32 {
+fn top(m1: real, s1: real, m2: real, s2: real) -> real {
     if (s1 > 0.0 && !(s2 > 0.0)) {
         return m1;
     }
@@ -130,35 +131,35 @@ fn top(m1: f32, s1: f32, m2: f32, s2: f32) -> f32 {
 
 struct Counted {
     n: u32,
-    rest: f32,
+    rest: real,
 }
 
 // A side's (count at the maximum, rest) merged onto maximum m: a piece whose maximum is
 // below m joins the rest, scaled.
-fn merge_counted(an: u32, ar: f32, am: f32, x: f32, bn: u32, br: f32, bm: f32, y: f32, m: f32) -> Counted {
+fn merge_counted(an: u32, ar: real, am: real, x: real, bn: u32, br: real, bm: real, y: real, m: real) -> Counted {
     var n = 0u;
-    var rest = 0.0;
-    if (bitcast<u32>(am) == bitcast<u32>(m)) {
+    var rest: real = 0.0;
+    if (same(am, m)) {
         n += an;
         rest += ar;
     } else {
-        rest += scaled(f32(an) + ar, x);
+        rest += scaled(real(an) + ar, x);
     }
-    if (bitcast<u32>(bm) == bitcast<u32>(m)) {
+    if (same(bm, m)) {
         n += bn;
         rest += br;
     } else {
-        rest += scaled(f32(bn) + br, y);
+        rest += scaled(real(bn) + br, y);
     }
     return Counted(n, rest);
 }
 
 fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     var r = a;
-    let sa_a = f32(a.na) + a.sa;
-    let sa_b = f32(b.na) + b.sa;
-    let sb_a = f32(a.nb) + a.sb;
-    let sb_b = f32(b.nb) + b.sb;
+    let sa_a = real(a.na) + a.sa;
+    let sa_b = real(b.na) + b.sa;
+    let sb_a = real(a.nb) + a.sb;
+    let sb_b = real(b.nb) + b.sb;
     r.ma = top(a.ma, sa_a, b.ma, sa_b);
     r.mb = top(a.mb, sb_a, b.mb, sb_b);
     let xa = factor(a.ma, r.ma);
@@ -191,7 +192,7 @@ fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     return r;
 }
 
-var<workgroup> part: array<LogitRec, 256>;
+var<workgroup> part: array<LogitRec, HALF_WG>;
 
 // One workgroup per 4096-element segment. Each thread holds its 16 elements in registers,
 // takes their maxima, then sums relative to them (each element is read from memory once);
@@ -207,15 +208,15 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     let shift = row_data[params.row0 + row];
     let c_hi = shift.x;
     let c_lo = shift.y;
-    var xa: array<f32, 16>;
-    var xb: array<f32, 16>;
+    var xa: array<real, EPT>;
+    var xb: array<real, EPT>;
     var acc = rec_empty(shift);
     var ma = NO_MAX;
     var mb = NO_MAX;
     let base = seg * SEG;
     for (var k = 0u; k < EPT; k++) {
         let c = base + k * WG + lid;
-        var x = bitcast<f32>(NEG_INF_BITS);
+        var x = neg_inf();
         var y = x;
         if (c < params.cols) {
             x = load_p(elem(row, c));
@@ -226,7 +227,7 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
                 if (acc.bad == 0u) {
                     acc.bad = params.col0 + c + 1u;
                 }
-                x = bitcast<f32>(NEG_INF_BITS);
+                x = neg_inf();
                 y = x;
             }
             if (logit_ok(x)) {
@@ -254,7 +255,7 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     // Beyond e^±80 (wildly different rows) the ψ form is flagged and the host uses the
     // plain form for the row instead.
     let arg = (c_hi - (ma - mb)) + c_lo;
-    var gam = 1.0;
+    var gam: real = 1.0;
     if (abs(arg) <= 80.0) {
         gam = select(1.0 / exp_nonpos(-arg), exp_nonpos(arg), arg <= 0.0);
     } else if (has_a || has_b) {
@@ -265,11 +266,11 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         let y = xb[k];
         let na = is_neg_inf(x);
         let nb = is_neg_inf(y);
-        var wa = 0.0;
-        var wb = 0.0;
+        var wa: real = 0.0;
+        var wb: real = 0.0;
         if (!na) {
             wa = exp_nonpos(x - ma);
-            if (bitcast<u32>(x) == bitcast<u32>(ma)) {
+            if (same(x, ma)) {
                 acc.na += 1u;
             } else {
                 acc.sa += wa;
@@ -277,7 +278,7 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         }
         if (!nb) {
             wb = exp_nonpos(y - mb);
-            if (bitcast<u32>(y) == bitcast<u32>(mb)) {
+            if (same(y, mb)) {
                 acc.nb += 1u;
             } else {
                 acc.sb += wb;
@@ -308,9 +309,16 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             acc.psi_a += gam * wb;
         }
     }
-    part[lid] = acc;
+    // The upper half hands its sums to the lower half, then a tree (see probs.wgsl).
+    if (lid >= HALF_WG) {
+        part[lid - HALF_WG] = acc;
+    }
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < HALF_WG) {
+        part[lid] = merge(acc, part[lid]);
+    }
+    workgroupBarrier();
+    for (var s = HALF_WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             part[lid] = merge(part[lid], part[lid + s]);
         }

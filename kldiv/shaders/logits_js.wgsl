@@ -1,47 +1,27 @@
 // Jensen–Shannon over logits, second pass: the rows' maxima and log-sums are known
 // (row_data = (ma, ln sa, mb, ln sb)). Each element adds m·F(u), m = (p+q)/2 and
 // u = ln p − ln q = (a − b − (ma − mb)) + (ln sb − ln sa), so near-identical rows keep their
-// digits (src/cpu/scalar.rs `logit_js_segment`, the CPU twin). u is formed in plain f32; its
-// rounding is bounded from the exponents (`sub_err`) and the host re-reads rows whose bound
-// is too large. Uses: JS_G, JS_NEAR, LN2 (src/consts.rs), exp_nonpos, ln_pos, sub_err,
-// logit_ok, is_neg_inf. `JsRec` is mirrored by src/gpu/records.rs.
+// digits (src/semantics/exact.rs `logit_js_segment`, the exact twin). u is formed in plain
+// `real` (f32, or f64); its rounding is bounded from the exponents (`sub_err`) and the host
+// re-reads rows whose bound is too large. Uses: LN2, js_f, exp_nonpos, sub_err, logit_ok,
+// is_neg_inf. `JsRec` is mirrored by src/gpu/records.rs.
 
 struct JsRec {
-    h: f32,     // Σ m·F(u)
-    err: f32,   // Σ m·δ·(|u| + 2δ), δ the rounding bound of u
-    amu: f32,   // Σ m·|u|, for the rounding of the row constants
-    sp: f32,
-    sq: f32,
+    h: real,     // Σ m·F(u)
+    err: real,   // Σ m·δ·(|u| + 2δ), δ the rounding bound of u
+    amu: real,   // Σ m·|u|, for the rounding of the row constants
+    sp: real,
+    sq: real,
     bad: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(2) var<storage, read_write> out: array<JsRec>;
 
-// F(u) = u²·G(u²) for |u| ≤ JS_NEAR (Taylor series of G in JS_G), else
-// 2(ln 2 − ln(1+e) − e|u|/(1+e)), e = e^−|u|.
-fn js_f(u: f32) -> f32 {
-    let a = abs(u);
-    if (a <= JS_NEAR) {
-        let v = u * u;
-        var g = JS_G[8];
-        g = fma(g, v, JS_G[7]);
-        g = fma(g, v, JS_G[6]);
-        g = fma(g, v, JS_G[5]);
-        g = fma(g, v, JS_G[4]);
-        g = fma(g, v, JS_G[3]);
-        g = fma(g, v, JS_G[2]);
-        g = fma(g, v, JS_G[1]);
-        g = fma(g, v, JS_G[0]);
-        return v * g;
-    }
-    let e = exp_nonpos(-a);
-    return 2.0 * (LN2 - ln_pos(1.0 + e) - e * a / (1.0 + e));
-}
-
 fn js_zero() -> JsRec {
-    return JsRec(0.0, 0.0, 0.0, 0.0, 0.0, 0u, 0u, 0u);
+    return JsRec(0.0, 0.0, 0.0, 0.0, 0.0, 0u, 0u, 0u, 0u);
 }
 
 fn js_merge(a: JsRec, b: JsRec) -> JsRec {
@@ -49,10 +29,10 @@ fn js_merge(a: JsRec, b: JsRec) -> JsRec {
     if (bad == 0u || (b.bad != 0u && b.bad < bad)) {
         bad = b.bad;
     }
-    return JsRec(a.h + b.h, a.err + b.err, a.amu + b.amu, a.sp + b.sp, a.sq + b.sq, bad, 0u, 0u);
+    return JsRec(a.h + b.h, a.err + b.err, a.amu + b.amu, a.sp + b.sp, a.sq + b.sq, bad, 0u, 0u, 0u);
 }
 
-fn js_step(acc: ptr<function, JsRec>, x: f32, y: f32, r: vec4<f32>, c: f32, l: f32, col: u32) {
+fn js_step(acc: ptr<function, JsRec>, x: real, y: real, r: vec4<real>, c: real, l: real, col: u32) {
     let okx = logit_ok(x) || is_neg_inf(x);
     let oky = logit_ok(y) || is_neg_inf(y);
     if (!okx || !oky) {
@@ -63,8 +43,8 @@ fn js_step(acc: ptr<function, JsRec>, x: f32, y: f32, r: vec4<f32>, c: f32, l: f
     }
     let na = is_neg_inf(x);
     let nb = is_neg_inf(y);
-    var p = 0.0;
-    var q = 0.0;
+    var p: real = 0.0;
+    var q: real = 0.0;
     if (!na) {
         p = exp_nonpos((x - r.x) - r.y);
     }
@@ -91,7 +71,7 @@ fn js_step(acc: ptr<function, JsRec>, x: f32, y: f32, r: vec4<f32>, c: f32, l: f
     (*acc).amu = fma(m, abs(u), (*acc).amu);
 }
 
-var<workgroup> js_part: array<JsRec, 256>;
+var<workgroup> js_part: array<JsRec, HALF_WG>;
 
 @compute @workgroup_size(WG)
 fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -113,9 +93,16 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             js_step(&acc, load_p(elem(row, col)), load_q(elem(row, col)), r, c, l, params.col0 + col);
         }
     }
-    js_part[lid] = acc;
+    // The upper half hands its sums to the lower half, then a tree (see probs.wgsl).
+    if (lid >= HALF_WG) {
+        js_part[lid - HALF_WG] = acc;
+    }
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < HALF_WG) {
+        js_part[lid] = js_merge(acc, js_part[lid]);
+    }
+    workgroupBarrier();
+    for (var s = HALF_WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             js_part[lid] = js_merge(js_part[lid], js_part[lid + s]);
         }

@@ -1,6 +1,7 @@
 // Probability inputs: per-row (or per-segment) sums for every divergence, the twin of
 // src/cpu/kernels.rs. The host turns the sums into values (src/semantics/finish.rs).
-// Uses: DIV_* and TRANSFORM_* codes (src/gpu/shaders.rs), prob_ok, gkl, ln_pos.
+// `real` is f32, or f64 for f64 inputs where the adapter has SHADER_F64 (src/gpu/shaders.rs).
+// Uses: DIV_* and TRANSFORM_* codes (src/gpu/shaders.rs), prob_ok, gkl, ln_pos, is_zero.
 // `ProbRec` is mirrored by src/gpu/records.rs (layout checked by a test).
 //
 // Zeros are handled by bit tests and counted rather than turned into infinities; values
@@ -8,14 +9,15 @@
 // host recomputes that row exactly.
 
 struct ProbRec {
-    main: f32,
-    main2: f32,
-    sp: f32,
-    sq: f32,
-    diff: f32,
+    main: real,
+    main2: real,
+    sp: real,
+    sq: real,
+    diff: real,
     q_zero: u32, // q = 0 < p: KL(P‖Q) is +inf
     p_zero: u32, // p = 0 < q: KL(Q‖P) is +inf
     bad: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(2) var<storage, read_write> out: array<ProbRec>;
@@ -27,36 +29,36 @@ override DIV: u32 = 0u;
 override TRANSFORM: u32 = 0u;
 
 fn rec_zero() -> ProbRec {
-    return ProbRec(0.0, 0.0, 0.0, 0.0, 0.0, 0u, 0u, 0u);
+    return ProbRec(0.0, 0.0, 0.0, 0.0, 0.0, 0u, 0u, 0u, 0u);
 }
 
-fn load_pair(row: u32, col: u32) -> vec2<f32> {
+fn load_pair(row: u32, col: u32) -> vec2<real> {
     let i = elem(row, col);
-    var v = vec2<f32>(load_p(i), load_q(i));
+    var v = vec2<real>(load_p(i), load_q(i));
     if (TRANSFORM == TRANSFORM_SCALE) {
         let d = row_data[params.row0 + row];
-        v = (v + select(vec2<f32>(0.0), vec2<f32>(d.z), v >= vec2<f32>(0.0))) * d.xy;
+        v = (v + select(vec2<real>(0.0), vec2<real>(d.z), v >= vec2<real>(0.0))) * d.xy;
     }
     return v;
 }
 
 // t(x, m) for m = (x+y)/2 with t(0, m) = m.
-fn js_half(x: f32, m: f32) -> f32 {
-    if (bitcast<u32>(x) == 0u) {
+fn js_half(x: real, m: real) -> real {
+    if (is_zero(x)) {
         return m;
     }
     return gkl(x, m);
 }
 
-fn step(acc: ptr<function, ProbRec>, x: f32, y: f32, col: u32) {
+fn step(acc: ptr<function, ProbRec>, x: real, y: real, col: u32) {
     if (!prob_ok(x) || !prob_ok(y)) {
         if ((*acc).bad == 0u) {
             (*acc).bad = col + 1u;
         }
         return;
     }
-    let xz = bitcast<u32>(x) == 0u;
-    let yz = bitcast<u32>(y) == 0u;
+    let xz = is_zero(x);
+    let yz = is_zero(y);
     (*acc).sp += x;
     (*acc).sq += y;
     (*acc).diff += x - y;
@@ -70,7 +72,7 @@ fn step(acc: ptr<function, ProbRec>, x: f32, y: f32, col: u32) {
         }
     }
     if (DIV == DIV_REVERSE || DIV == DIV_SYMMETRIC) {
-        var t = 0.0;
+        var t: real = 0.0;
         if (yz) {
             t = x;
         } else if (xz) {
@@ -106,7 +108,7 @@ fn merge(a: ProbRec, b: ProbRec) -> ProbRec {
         bad = b.bad;
     }
     return ProbRec(a.main + b.main, a.main2 + b.main2, a.sp + b.sp, a.sq + b.sq,
-                   a.diff + b.diff, a.q_zero + b.q_zero, a.p_zero + b.p_zero, bad);
+                   a.diff + b.diff, a.q_zero + b.q_zero, a.p_zero + b.p_zero, bad, 0u);
 }
 
 // Short rows: one thread per row (W2: a 16-column row is a few loads, not a workgroup).
@@ -124,7 +126,7 @@ fn rows_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     out[row] = acc;
 }
 
-var<workgroup> part: array<ProbRec, 256>;
+var<workgroup> part: array<ProbRec, HALF_WG>;
 
 // Medium and long rows: one workgroup per 4096-element segment, coalesced loads, a tree
 // reduction in workgroup memory. The host adds the segments of a row in f64.
@@ -145,9 +147,17 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             step(&acc, v.x, v.y, params.col0 + c);
         }
     }
-    part[lid] = acc;
+    // The upper half hands its sums to the lower half, then a tree over HALF_WG entries
+    // (half the workgroup memory of a tree over WG: f64 records are large).
+    if (lid >= HALF_WG) {
+        part[lid - HALF_WG] = acc;
+    }
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < HALF_WG) {
+        part[lid] = merge(acc, part[lid]);
+    }
+    workgroupBarrier();
+    for (var s = HALF_WG / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             part[lid] = merge(part[lid], part[lid + s]);
         }

@@ -99,3 +99,163 @@ pub const JS_G: [f64; 9] = [
     4.251_465_901_724_481e-9,
 ];
 pub const JS_NEAR: f32 = 1.0;
+
+// The f64 kernels (GPU adapters with SHADER_F64): every series is long enough that its
+// truncation is below 1e-17 relative on its range, so they keep f64 accuracy; the tests
+// below check each against the standard library.
+
+/// ln 2 split as fdlibm splits it: k·LN2_HI_F64 is exact for |k| < 2^20.
+pub const LN2_HI_F64: f64 = 6.931_471_803_691_238e-1;
+pub const LN2_LO_F64: f64 = 1.908_214_929_270_587_7e-10;
+/// e^x is taken as 0 below this (e^−708 is still a normal f64).
+pub const EXP_MIN_F64: f64 = -708.0;
+/// Near-one branch bounds of the f64 `gkl`, `weighted_psi` and `js_f`.
+pub const U_NEAR_F64: f64 = 0.15;
+pub const PSI_NEAR_F64: f64 = 0.5;
+pub const JS_NEAR_F64: f64 = 1.0;
+/// What the f64 loads turn −inf into, and NaN, +inf and magnitudes ≥ 2^1000 (finite, so
+/// that no driver has to honour infinities; no input value decodes to either).
+pub const NEG_INF_STANDIN_F64: f64 = -8.98846567431158e307; // −2^1020
+pub const BAD_STANDIN_F64: f64 = 8.98846567431158e307;
+
+/// ln(1+f) = f − (f²/2 − s(f²/2 + R)), s = f/(2+f), R = z·Σ_j 2z^j/(2j+3) with z = s²
+/// (|s| ≤ 0.172: z^11 < 2e-17).
+pub const LN_SERIES_F64: [f64; 11] = {
+    let mut c = [0.0; 11];
+    let mut j = 0;
+    while j < c.len() {
+        c[j] = 2.0 / (2 * j + 3) as f64;
+        j += 1;
+    }
+    c
+};
+
+/// Σ_j r^j/(j+2)!: e^r = 1 + r + r²·Σ, and ψ(x) = x²·Σ at r = −x (|r| ≤ 1: 1/20! < 5e-19).
+pub const EXP_SERIES_F64: [f64; 18] = {
+    let mut c = [0.0; 18];
+    let mut fact = 2.0;
+    let mut j = 0;
+    while j < c.len() {
+        c[j] = 1.0 / fact;
+        fact *= (j + 3) as f64;
+        j += 1;
+    }
+    c
+};
+
+/// P(u) = 1 + u/3 + u²/3 + u³/5 + u⁴/5 + … of [`GKL_P`], to u²¹ (0.15²² < 1e-18).
+pub const GKL_SERIES_F64: [f64; 22] = {
+    let mut c = [0.0; 22];
+    let mut j = 0;
+    while j < c.len() {
+        c[j] = 1.0 / (2 * j.div_ceil(2) + 1) as f64;
+        j += 1;
+    }
+    c
+};
+
+/// F(u) = Σ_{k≥1} τ^2k/(k(2k−1)) = v·Σ_j v^j/((j+1)(2j+1)), v = τ² ≤ tanh²(½) < 0.214
+/// (to v²¹: the next term is 0.214²¹/1035 < 1e-17 of the first). The exact path uses it
+/// too ([`JS_G`] is an f32-grade series).
+pub const JS_SERIES_F64: [f64; 22] = {
+    let mut c = [0.0; 22];
+    let mut j = 0;
+    while j < c.len() {
+        c[j] = 1.0 / ((j + 1) as f64 * (2 * j + 1) as f64);
+        j += 1;
+    }
+    c
+};
+
+/// Σ c[j]·x^j by Horner.
+#[inline]
+pub fn horner(c: &[f64], x: f64) -> f64 {
+    c.iter().rev().fold(0.0, |p, &k| p.mul_add(x, k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulps(got: f64, want: f64) -> f64 {
+        (got - want).abs() / (want.abs() * f64::EPSILON).max(f64::MIN_POSITIVE)
+    }
+
+    /// The f64 kernels' ln and exp (shaders/shared/math_f64.wgsl, step for step) against the
+    /// standard library: the series and splits here are what the shaders get.
+    #[test]
+    fn f64_series_give_ln_and_exp_to_a_few_ulp() {
+        let ln = |x: f64| {
+            let mut k = x.log2().round() as i32;
+            let mut m = x / 2f64.powi(k);
+            if m > std::f64::consts::SQRT_2 {
+                m *= 0.5;
+                k += 1;
+            }
+            if m < std::f64::consts::FRAC_1_SQRT_2 {
+                m *= 2.0;
+                k -= 1;
+            }
+            let f = m - 1.0;
+            let s = f / (2.0 + f);
+            let z = s * s;
+            let hfsq = 0.5 * f * f;
+            let r = z * horner(&LN_SERIES_F64, z);
+            let kf = k as f64;
+            kf.mul_add(LN2_HI_F64, (f - (hfsq - s * (hfsq + r))) + kf * LN2_LO_F64)
+        };
+        let exp = |x: f64| {
+            let n = (x * std::f64::consts::LOG2_E).round();
+            let r = n.mul_add(-LN2_LO_F64, n.mul_add(-LN2_HI_F64, x));
+            let e = (r * r).mul_add(horner(&EXP_SERIES_F64, r), r) + 1.0;
+            e * 2f64.powi(n as i32)
+        };
+        let mut worst = (0.0f64, 0.0f64);
+        for i in 0..20_000 {
+            let t = i as f64 / 20_000.0;
+            let x = 2f64.powf(-120.0 + 240.0 * t) * (1.0 + 0.37 * (i as f64 * 0.618).fract());
+            worst.0 = worst.0.max(ulps(ln(x), x.ln()));
+            let y = -708.0 * t;
+            worst.1 = worst.1.max(ulps(exp(y), y.exp()));
+        }
+        for x in [1.0 + 1e-12, 1.0 - 1e-12, 0.75, 1.4, 1.0] {
+            if x != 1.0 {
+                worst.0 = worst.0.max(ulps(ln(x), f64::ln(x)));
+            }
+        }
+        assert!(worst.0 <= 2.0 && worst.1 <= 2.0, "{worst:?}");
+    }
+
+    /// ψ, the near-one t-term and the Jensen–Shannon F of the f64 kernels against their
+    /// definitions in long-enough exact forms.
+    #[test]
+    fn f64_series_give_psi_gkl_and_js_terms() {
+        for i in 1..=1000 {
+            let x = PSI_NEAR_F64 * (i as f64 / 1000.0) * if i % 2 == 0 { 1.0 } else { -1.0 };
+            let psi = x * x * horner(&EXP_SERIES_F64, -x);
+            // The reference cancels: |x|/ψ of its own rounding.
+            let want = (-x).exp_m1() + x;
+            assert!(
+                ulps(psi, want) <= 4.0 * (x / want).abs(),
+                "psi({x}): {psi} vs {want}"
+            );
+
+            let u = U_NEAR_F64 * (i as f64 / 1000.0) * if i % 2 == 0 { 1.0 } else { -1.0 };
+            // x = 1+u, y = 1−u: t = (1+u)ln((1+u)/(1−u)) − 2u.
+            let t = 2.0 * u * u * horner(&GKL_SERIES_F64, u);
+            let want = (1.0 + u) * 2.0 * u.atanh() - 2.0 * u;
+            assert!(
+                ulps(t, want) <= 8.0 * (2.0 * u / want).abs().max(1.0),
+                "t({u}): {t} vs {want}"
+            );
+
+            let u = JS_NEAR_F64 * i as f64 / 1000.0;
+            let em = (u * u).mul_add(horner(&EXP_SERIES_F64, u), u);
+            assert!(ulps(em, u.exp_m1()) <= 2.0, "expm1({u})");
+            let tau = em / (em + 2.0);
+            let f = tau * tau * horner(&JS_SERIES_F64, tau * tau);
+            let want = (1.0 + tau) * tau.ln_1p() + (1.0 - tau) * (-tau).ln_1p();
+            assert!(ulps(f, want) <= 8.0 / tau, "F({u}): {f} vs {want}");
+        }
+    }
+}

@@ -41,7 +41,8 @@ macro_rules! engine_suite {
                 f16_softmax_rows_pass_the_default_tolerance,
                 never_negative_for_normalised_inputs,
                 precision_cases_from_other_suites,
-                pseudocount_smooths_both_rows
+                pseudocount_smooths_both_rows,
+                f64_inputs_keep_f64_accuracy
             );
         }
     };

@@ -230,3 +230,73 @@ fn more_rows_than_one_dispatch_dimension() {
         assert!((a - b).abs() <= 1e-5 * b, "row {r}: {a} vs {b}");
     }
 }
+
+/// f64 inputs run through the f64 kernels where the adapter has SHADER_F64 (lavapipe has it:
+/// in CI this is required): ordinary rows never leave the GPU, nothing is narrowed, and the
+/// values are the exact path's to 2e-12 relative (the bound `every_engine` holds every f64
+/// engine to).
+#[test]
+fn f64_inputs_run_in_f64_kernels() {
+    let Some(gpu) = engine() else {
+        return;
+    };
+    if required() {
+        assert!(gpu.adapter().f64, "lavapipe has SHADER_F64");
+    }
+    if !gpu.computes_f64() {
+        eprintln!("skipping: this adapter has no SHADER_F64");
+        return;
+    }
+    let exact = CpuEngine::with_level(kldiv::SimdLevel::Reference).unwrap();
+    let mut rng = Rng::new(77);
+    for (rows, cols) in [(300, 16), (20, 1000), (2, 9000)] {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.4);
+        let (a, b) = logit_pair(&mut rng, rows, cols, 0.5);
+        for &div in Divergence::ALL {
+            for (input, x, y) in [
+                (InputForm::Probabilities, &p, &q),
+                (InputForm::Logits, &a, &b),
+            ] {
+                let req = Request::new(div).input(input);
+                let got = gpu.per_row(&req, x, y, rows, cols).unwrap();
+                let stats = gpu.last_call();
+                let want = exact.per_row(&req, x, y, rows, cols).unwrap();
+                assert!(!stats.f64_in_f32, "{div:?} {input:?}");
+                assert_eq!(stats.rows_on_cpu, 0, "{div:?} {input:?} {rows}x{cols}");
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(close(*g, *w, 2e-12, 1e-15), "{div:?} {input:?}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
+
+/// Where f64 kernels are off (adapters without SHADER_F64; forced here), f64 inputs are
+/// narrowed to f32, the call says so, values carry f32 rounding only, and values narrowing
+/// would change (a q below f32's range) still go to the exact path: never 0 or +inf.
+#[test]
+fn f64_without_f64_kernels_is_narrowed_and_says_so() {
+    if engine().is_none() {
+        return;
+    }
+    let mut gpu = GpuEngine::new().unwrap();
+    gpu.set_f64_kernels(false);
+    assert!(!gpu.computes_f64());
+    let kl = Request::new(Divergence::Kl);
+    let got = gpu
+        .per_row(&kl, &[1.0f64, 0.0], &[1e-50, 1.0], 1, 2)
+        .unwrap()[0];
+    let stats = gpu.last_call();
+    assert!(stats.f64_in_f32);
+    assert_eq!(stats.rows_on_cpu, 1);
+    assert!(close(got, 50.0 * 10f64.ln(), 1e-12, 0.0), "{got}");
+    let mut rng = Rng::new(78);
+    let (p, q) = prob_pair(&mut rng, 40, 300, 0.4);
+    let exact = CpuEngine::with_level(kldiv::SimdLevel::Reference).unwrap();
+    let got = gpu.per_row(&kl, &p, &q, 40, 300).unwrap();
+    let want = exact.per_row(&kl, &p, &q, 40, 300).unwrap();
+    assert!(gpu.last_call().f64_in_f32);
+    for (g, w) in got.iter().zip(&want) {
+        assert!(close(*g, *w, 1e-5, 0.0), "{g} vs {w}");
+    }
+}

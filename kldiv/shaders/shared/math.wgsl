@@ -5,7 +5,7 @@
 // by their bits.
 //
 // Uses: TINY_BITS, HUGE_BITS, NEG_INF_BITS, BIG_LOGIT_BITS, LN_P, LN2_HI, LN2_LO, EXP_Q,
-// LOG2_E, EXP_MIN, GKL_P, U_NEAR, PSI_P, PSI_NEAR.
+// LOG2_E, EXP_MIN, GKL_P, U_NEAR, PSI_P, PSI_NEAR, JS_G, JS_NEAR, LN2.
 
 // 0, or a positive value in [TINY, HUGE]. False for NaN, ±inf, negatives (and −0).
 fn prob_ok(v: f32) -> bool {
@@ -15,6 +15,21 @@ fn prob_ok(v: f32) -> bool {
 
 fn is_neg_inf(v: f32) -> bool {
     return bitcast<u32>(v) == NEG_INF_BITS;
+}
+
+// The stand-in for −inf the kernels use (the bits of −inf).
+fn neg_inf() -> f32 {
+    return bitcast<f32>(NEG_INF_BITS);
+}
+
+// +0 (−0 fails `prob_ok` and is left to the exact path).
+fn is_zero(v: f32) -> bool {
+    return bitcast<u32>(v) == 0u;
+}
+
+// Bit-for-bit equality.
+fn same(a: f32, b: f32) -> bool {
+    return bitcast<u32>(a) == bitcast<u32>(b);
 }
 
 // A finite logit with |v| ≤ BIG_LOGIT.
@@ -114,4 +129,25 @@ fn sub_err(x: f32, y: f32, r: f32) -> f32 {
         return 1.4e-45;
     }
     return bitcast<f32>((er - 24u) << 23u);
+}
+
+// F(u) = u²·G(u²) for |u| ≤ JS_NEAR (Taylor series of G in JS_G), else
+// 2(ln 2 − ln(1+e) − e|u|/(1+e)), e = e^−|u|.
+fn js_f(u: f32) -> f32 {
+    let a = abs(u);
+    if (a <= JS_NEAR) {
+        let v = u * u;
+        var g = JS_G[8];
+        g = fma(g, v, JS_G[7]);
+        g = fma(g, v, JS_G[6]);
+        g = fma(g, v, JS_G[5]);
+        g = fma(g, v, JS_G[4]);
+        g = fma(g, v, JS_G[3]);
+        g = fma(g, v, JS_G[2]);
+        g = fma(g, v, JS_G[1]);
+        g = fma(g, v, JS_G[0]);
+        return v * g;
+    }
+    let e = exp_nonpos(-a);
+    return 2.0 * (LN2 - ln_pos(1.0 + e) - e * a / (1.0 + e));
 }

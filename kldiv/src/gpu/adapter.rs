@@ -92,12 +92,13 @@ pub fn preferred_info() -> Result<AdapterDescription> {
 }
 
 /// A device on `adapter` with what the kernels use: its storage-binding and buffer limits,
-/// and timestamp queries when it has them.
+/// timestamp queries and f64 arithmetic (SHADER_F64) when it has them.
 pub(super) fn open(
     adapter: &wgpu::Adapter,
 ) -> Result<(wgpu::Device, wgpu::Queue, AdapterDescription)> {
     let alimits = adapter.limits();
-    let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+    let features =
+        adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F64);
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: alimits.max_storage_buffer_binding_size,
         max_buffer_size: alimits.max_buffer_size,
@@ -111,8 +112,7 @@ pub(super) fn open(
     }))
     .map_err(|e| Error::GpuUnavailable(format!("request_device failed: {e}")))?;
     let mut desc = AdapterDescription::of(adapter);
-    desc.timestamps = !features.is_empty();
-    // Not requested (the kernels are f32): f64 inputs are narrowed, see `GpuEngine`.
-    desc.f64 = false;
+    desc.timestamps = features.contains(wgpu::Features::TIMESTAMP_QUERY);
+    desc.f64 = features.contains(wgpu::Features::SHADER_F64);
     Ok((device, queue, desc))
 }

@@ -1,6 +1,6 @@
 //! What crosses between host memory and the kernels' element types: the bytes of a chunk as
-//! the kernels read them (f64 narrowed to f32, with the rows narrowing changed flagged for
-//! the exact path), and rows read back for the exact path.
+//! the kernels read them (f64 narrowed to f32 where the adapter has no f64 kernels, with the
+//! rows narrowing changed flagged for the exact path), and rows read back for the exact path.
 
 use super::dispatch::Chunk;
 use super::{gpu_err, GpuEngine, Source};
@@ -61,27 +61,30 @@ impl GpuEngine {
     }
 }
 
-/// The element type the kernels read: f64 is narrowed to f32 (the kernels compute in f32).
-pub(super) fn gpu_dtype(d: Dtype) -> Dtype {
-    if d == Dtype::F64 {
+/// The element type the kernels read: f64 stays f64 where the engine has f64 kernels
+/// (SHADER_F64), and is narrowed to f32 elsewhere.
+pub(super) fn gpu_dtype(d: Dtype, f64_kernels: bool) -> Dtype {
+    if d == Dtype::F64 && !f64_kernels {
         Dtype::F32
     } else {
         d
     }
 }
 
-/// The bytes of one chunk as the kernels read them (4-byte padded; f64 narrowed to f32),
-/// and the chunk's rows where narrowing changed what a value means (a non-zero that became
-/// 0, a finite value that became infinite): those go to the exact path.
+/// The bytes of one chunk as kernels reading `dtype` read them (4-byte padded; f64 narrowed
+/// to f32 for f32 kernels), and the chunk's rows where narrowing changed what a value means
+/// (a non-zero that became 0, a finite value that became infinite): those go to the exact
+/// path.
 pub(super) fn chunk_bytes<T: Element>(
     v: &[T],
     chunk: Chunk,
     cols: usize,
+    dtype: Dtype,
 ) -> (Cow<'_, [u8]>, Vec<usize>) {
     let start = chunk.first * cols + chunk.col0;
     let len = (chunk.rows - 1) * cols + chunk.cols;
     let slice = &v[start..start + len];
-    if T::DTYPE == Dtype::F64 {
+    if T::DTYPE == Dtype::F64 && dtype == Dtype::F32 {
         let mut flagged = vec![];
         let f: Vec<f32> = slice
             .iter()

@@ -9,8 +9,9 @@
 //! - `records`: what kernels write, and how it becomes `semantics` sums.
 //! - `shaders`: WGSL assembly, the constants shared with Rust, and their checks.
 //!
-//! Rows holding values the kernels do not handle (NaN, negatives, ±inf probabilities,
-//! magnitudes outside [2^-60, 2^60], f64 values that narrowing to f32 would change) are
+//! f64 inputs run through f64 kernels where the adapter has SHADER_F64, and are narrowed to
+//! f32 elsewhere. Rows holding values the kernels do not handle (NaN, negatives, ±inf
+//! probabilities, magnitudes outside [2^-60, 2^60], f64 values that narrowing would change) are
 //! flagged by bit tests; `semantics::run` recomputes them on the exact path, which also
 //! reports bad input exactly as the CPU engine does.
 
@@ -56,8 +57,9 @@ pub struct CallStats {
     /// Time the kernels ran on the GPU, from timestamp queries (None without
     /// TIMESTAMP_QUERY).
     pub kernel_ns: Option<u64>,
-    /// f64 inputs were narrowed to f32 for the kernels: results carry f32 rounding (values
-    /// narrowing would change still went to the exact path).
+    /// f64 inputs were narrowed to f32 for the kernels (the adapter has no SHADER_F64):
+    /// results carry f32 rounding (values narrowing would change still went to the exact
+    /// path). False where f64 inputs ran through the f64 kernels.
     pub f64_in_f32: bool,
 }
 
@@ -87,6 +89,8 @@ pub struct GpuEngine {
     chunk_bytes: u64,
     /// min_storage_buffer_offset_alignment.
     align: u64,
+    /// f64 inputs run through the f64 kernels (the device has SHADER_F64).
+    f64_kernels: bool,
     /// The call in progress, then the last one completed.
     current: Mutex<CallStats>,
     last: Mutex<CallStats>,
@@ -117,7 +121,9 @@ impl GpuEngine {
         device.set_device_lost_callback(move |_, _| flag.store(true, Ordering::SeqCst));
         let chunk_bytes = info.max_storage_binding.min(info.max_buffer).min(1 << 30);
         let align = device.limits().min_storage_buffer_offset_alignment.max(4) as u64;
+        let f64_kernels = info.f64 && device.features().contains(wgpu::Features::SHADER_F64);
         GpuEngine {
+            f64_kernels,
             pipelines: Pipelines::new(&device),
             device,
             queue,
@@ -143,6 +149,18 @@ impl GpuEngine {
             8 * shaders::SEG as u64,
             self.info.max_storage_binding.min(self.info.max_buffer),
         );
+    }
+
+    /// Narrow f64 inputs to f32 kernels even where the device has f64 ones. A test hook: it
+    /// keeps the path of adapters without SHADER_F64 tested on one that has it.
+    #[doc(hidden)]
+    pub fn set_f64_kernels(&mut self, on: bool) {
+        self.f64_kernels = on && self.info.f64;
+    }
+
+    /// Whether f64 inputs are computed in f64 here (else narrowed to f32 kernels).
+    pub fn computes_f64(&self) -> bool {
+        self.f64_kernels
     }
 
     /// Host → device bandwidth in bytes/s, from one timed write of `bytes`.
@@ -194,7 +212,8 @@ impl GpuEngine {
     }
 
     /// Per-row values for inputs already on this engine's device: `p` and `q` hold
-    /// `rows × cols` row-major elements of `T` (f32, f16 or bf16) from byte 0, with
+    /// `rows × cols` row-major elements of `T` (f32, f16, bf16; f64 where the engine
+    /// [computes f64](GpuEngine::computes_f64)) from byte 0, with
     /// STORAGE and COPY_SRC usage (see [`GpuEngine::upload`]). Nothing crosses to the host
     /// but the per-row sums (and rows only the exact path handles).
     pub fn per_row_resident<T: Element>(
@@ -205,9 +224,11 @@ impl GpuEngine {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<f64>> {
-        if T::DTYPE == Dtype::F64 {
+        if T::DTYPE == Dtype::F64 && !self.f64_kernels {
             return Err(Error::InvalidRequest(
-                "GPU-resident inputs must be f32, f16 or bf16".into(),
+                "GPU-resident f64 inputs need an adapter with SHADER_F64; this one has \
+                 f32, f16 and bf16 kernels"
+                    .into(),
             ));
         }
         if rows == 0 || cols == 0 {
@@ -240,7 +261,7 @@ impl GpuEngine {
         self.check_alive()?;
         if let Ok(mut c) = self.current.lock() {
             *c = CallStats {
-                f64_in_f32: T::DTYPE == Dtype::F64,
+                f64_in_f32: T::DTYPE == Dtype::F64 && !self.f64_kernels,
                 ..CallStats::default()
             };
         }
@@ -304,12 +325,11 @@ impl PassEngine for GpuEngine {
             None => src,
         };
         let visits = pass.len(shape.rows);
-        let row_data: Vec<[f32; 4]> = if !pass.has_row_data() {
+        let in_f64 = shaders::is_f64(host::gpu_dtype(T::DTYPE, self.f64_kernels));
+        let row_data: Vec<u8> = if !pass.has_row_data() {
             vec![]
         } else {
-            (0..visits)
-                .map(|i| records::row_data(pass.params(i)))
-                .collect()
+            records::row_data_bytes((0..visits).map(|i| pass.params(i)), in_f64)
         };
         let file = KernelFile::of(pass.kernel);
         let (div, transform) = match pass.kernel {
@@ -346,7 +366,7 @@ impl PassEngine for GpuEngine {
                 match folded {
                     Some(Folded::Probs(s)) => Ok(Partial::Probs(s)),
                     Some(Folded::Logits(s)) => Ok(Partial::Logits(s)),
-                    Some(Folded::Js(s)) => Ok(Partial::Js(s.sums(params))),
+                    Some(Folded::Js(s)) => Ok(Partial::Js(s.sums(params, in_f64))),
                     None => Err(Irregular::NeedsExact),
                 }
             };
@@ -367,8 +387,11 @@ impl PassEngine for GpuEngine {
         GpuEngine::host_row(self, src, shape.cols, row, 0, shape.cols)
     }
 
-    fn sums_eps(&self, _: Dtype) -> f64 {
-        // The kernels compute in f32 whatever the input type.
-        finish::SUMS_EPS_F32
+    fn sums_eps(&self, dtype: Dtype) -> f64 {
+        if shaders::is_f64(host::gpu_dtype(dtype, self.f64_kernels)) {
+            finish::SUMS_EPS_F64
+        } else {
+            finish::SUMS_EPS_F32
+        }
     }
 }

@@ -4,7 +4,7 @@
 use super::shaders::KernelFile;
 use crate::request::Divergence;
 use crate::semantics::plan::RowParams;
-use crate::semantics::sums::{JsSums, LogitSums, ProbSums};
+use crate::semantics::sums::{two_sum, JsSums, LogitSums, ProbSums};
 
 /// shaders/shared/layout.wgsl `Params`: one per dispatch.
 #[repr(C)]
@@ -24,41 +24,48 @@ pub struct Params {
     pub col0: u32,
 }
 
+/// The type a kernel computes and records in: f32, or f64 (f64 inputs on adapters with
+/// SHADER_F64). The records below are generic over it.
+pub trait Real: Copy + Default + std::fmt::Debug + bytemuck::Pod + Into<f64> + 'static {}
+impl Real for f32 {}
+impl Real for f64 {}
+
 /// shaders/probs.wgsl `ProbRec`: one per row (short rows) or segment.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct ProbRec {
-    pub main: f32,
-    pub main2: f32,
-    pub sp: f32,
-    pub sq: f32,
-    pub diff: f32,
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbRec<R> {
+    pub main: R,
+    pub main2: R,
+    pub sp: R,
+    pub sq: R,
+    pub diff: R,
     pub q_zero: u32,
     pub p_zero: u32,
     /// 1 + the first column holding a value the kernel does not handle; 0 when none.
     pub bad: u32,
+    pub _pad: u32,
 }
 
 /// shaders/logits.wgsl `LogitRec`: one per segment.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct LogitRec {
-    pub ma: f32,
-    pub mb: f32,
-    pub sa: f32,
-    pub sb: f32,
-    pub ea: f32,
-    pub eb: f32,
-    pub xa: f32,
-    pub xb: f32,
-    pub ax_a: f32,
-    pub ax_b: f32,
-    pub psi_a: f32,
-    pub psi_b: f32,
-    pub xerr_a: f32,
-    pub xerr_b: f32,
-    pub c_hi: f32,
-    pub c_lo: f32,
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogitRec<R> {
+    pub ma: R,
+    pub mb: R,
+    pub sa: R,
+    pub sb: R,
+    pub ea: R,
+    pub eb: R,
+    pub xa: R,
+    pub xb: R,
+    pub ax_a: R,
+    pub ax_b: R,
+    pub psi_a: R,
+    pub psi_b: R,
+    pub xerr_a: R,
+    pub xerr_b: R,
+    pub c_hi: R,
+    pub c_lo: R,
     pub na: u32,
     pub nb: u32,
     pub q_zero: u32,
@@ -70,18 +77,32 @@ pub struct LogitRec {
 
 /// shaders/logits_js.wgsl `JsRec`: one per row (short rows) or segment.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct JsRec {
-    pub h: f32,
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JsRec<R> {
+    pub h: R,
     /// Σ m·δ·(|u| + 2δ), δ the kernel's bound on the rounding of u.
-    pub err: f32,
+    pub err: R,
     /// Σ m·|u|.
-    pub amu: f32,
-    pub sp: f32,
-    pub sq: f32,
+    pub amu: R,
+    pub sp: R,
+    pub sq: R,
     pub bad: u32,
-    pub _pad: [u32; 2],
+    pub _pad: [u32; 3],
 }
+
+// SAFETY: each record is `repr(C)`, made only of `Pod` fields, and has no implicit padding
+// for R = f32 (every field 4 bytes) or R = f64 (the f64 fields first, then an even number
+// of u32: 56, 160 and 56 bytes). `shaders::tests` checks every offset and size against the
+// shaders' own layout.
+macro_rules! pod_records {
+    ($($t:ident),*) => {$(
+        unsafe impl bytemuck::Zeroable for $t<f32> {}
+        unsafe impl bytemuck::Pod for $t<f32> {}
+        unsafe impl bytemuck::Zeroable for $t<f64> {}
+        unsafe impl bytemuck::Pod for $t<f64> {}
+    )*};
+}
+pod_records!(ProbRec, LogitRec, JsRec);
 
 /// The "no finite value yet" stand-in the logits kernels use for −inf (drivers need not
 /// honour infinities); shared with the shaders by `shaders::constants`.
@@ -89,14 +110,14 @@ pub const NO_MAX: f32 = -3.4e38;
 
 /// A probability record as the CPU's sums: counted zeros become the infinities they stand
 /// for.
-pub fn prob_sums(div: Divergence, r: &ProbRec) -> ProbSums {
+pub fn prob_sums<R: Real>(div: Divergence, r: &ProbRec<R>) -> ProbSums {
     let inf = f64::INFINITY;
     let mut s = ProbSums {
-        main: r.main as f64,
-        main2: r.main2 as f64,
-        sp: r.sp as f64,
-        sq: r.sq as f64,
-        diff: r.diff as f64,
+        main: r.main.into(),
+        main2: r.main2.into(),
+        sp: r.sp.into(),
+        sq: r.sq.into(),
+        diff: r.diff.into(),
     };
     match div {
         Divergence::Kl if r.q_zero > 0 => s.main = inf,
@@ -116,35 +137,36 @@ pub fn prob_sums(div: Divergence, r: &ProbRec) -> ProbSums {
 }
 
 /// A logits record as the CPU's sums.
-pub fn logit_sums(r: &LogitRec) -> LogitSums {
+pub fn logit_sums<R: Real>(r: &LogitRec<R>) -> LogitSums {
     // Elements at the maximum are counted apart from the rest of the sum.
-    let (sa, sb) = (r.na as f64 + r.sa as f64, r.nb as f64 + r.sb as f64);
-    let max = |v: f32, s: f64| {
-        if s == 0.0 && v <= NO_MAX {
+    let f = |v: R| -> f64 { v.into() };
+    let (sa, sb) = (r.na as f64 + f(r.sa), r.nb as f64 + f(r.sb));
+    let max = |v: R, s: f64| {
+        if s == 0.0 && f(v) <= NO_MAX as f64 {
             f64::NEG_INFINITY
         } else {
-            v as f64
+            f(v)
         }
     };
-    let psi = |v: f32| if r.psi_bad != 0 { f64::NAN } else { v as f64 };
+    let psi = |v: R| if r.psi_bad != 0 { f64::NAN } else { f(v) };
     LogitSums {
         ma: max(r.ma, sa),
         mb: max(r.mb, sb),
         sa,
         sb,
-        ea: r.ea as f64,
-        eb: r.eb as f64,
-        xa: r.xa as f64,
-        xb: r.xb as f64,
-        ax_a: r.ax_a as f64,
-        ax_b: r.ax_b as f64,
+        ea: f(r.ea),
+        eb: f(r.eb),
+        xa: f(r.xa),
+        xb: f(r.xb),
+        ax_a: f(r.ax_a),
+        ax_b: f(r.ax_b),
         psi_a: psi(r.psi_a),
         psi_b: psi(r.psi_b),
-        xerr_a: r.xerr_a as f64,
-        xerr_b: r.xerr_b as f64,
+        xerr_a: f(r.xerr_a),
+        xerr_b: f(r.xerr_b),
         // The shift as the kernel subtracted it.
-        shift_hi: r.c_hi as f64,
-        shift_lo: r.c_lo as f64,
+        shift_hi: f(r.c_hi),
+        shift_lo: f(r.c_lo),
         q_zero: r.q_zero as u64,
         p_zero: r.p_zero as u64,
     }
@@ -162,39 +184,50 @@ pub struct JsParts {
 }
 
 impl JsParts {
-    pub fn add(&mut self, r: &JsRec) {
-        self.h += r.h as f64;
-        self.err += r.err as f64;
-        self.amu += r.amu as f64;
-        self.sp += r.sp as f64;
-        self.sq += r.sq as f64;
+    pub fn add<R: Real>(&mut self, r: &JsRec<R>) {
+        self.h += r.h.into();
+        self.err += r.err.into();
+        self.amu += r.amu.into();
+        self.sp += r.sp.into();
+        self.sq += r.sq.into();
     }
 
     /// The row's sums with a bound on what rounding cost them. Each element's u is off by its
-    /// own δ (bounded in the kernel) plus the rounding of the kernel's f32 row constants
-    /// c = ma − mb and l = ln sb − ln sa (`params` as given, against [`row_data`]'s f32);
-    /// F changes by at most ½(|u| + |Δu|)·|Δu| for a change Δu of its argument, and
-    /// JS = ½ Σ m·F.
-    pub fn sums(&self, params: RowParams) -> JsSums {
+    /// own δ (bounded in the kernel) plus the rounding of the kernel's row constants
+    /// c = ma − mb and l = ln sb − ln sa (`params` as given, against [`row_data`]'s f32, or
+    /// formed in f64 by f64 kernels); F changes by at most ½(|u| + |Δu|)·|Δu| for a change Δu
+    /// of its argument, and JS = ½ Σ m·F.
+    pub fn sums(&self, params: RowParams, in_f64: bool) -> JsSums {
         let RowParams::Softmax { ma, lnsa, mb, lnsb } = params else {
             return JsSums::default();
         };
-        let k = row_data(params);
-        let c32 = (k[0] - k[2]) as f64;
-        let l32 = (k[3] - k[1]) as f64;
-        let dc = ((ma - mb) - c32).abs() + ((lnsb - lnsa) - l32).abs();
+        let (dc, eps) = if in_f64 {
+            // The kernel forms ma − mb and ln sb − ln sa in f64: each off by its rounding.
+            let (_, c_lo) = two_sum(ma, -mb);
+            let (_, l_lo) = two_sum(lnsb, -lnsa);
+            (
+                c_lo.abs() + l_lo.abs(),
+                crate::semantics::finish::SUMS_EPS_F64,
+            )
+        } else {
+            let k = row_data(params);
+            let c32 = (k[0] - k[2]) as f64;
+            let l32 = (k[3] - k[1]) as f64;
+            let dc = ((ma - mb) - c32).abs() + ((lnsb - lnsa) - l32).abs();
+            (dc, crate::semantics::finish::SUMS_EPS_F32)
+        };
         let sum_m = 0.5 * (self.sp + self.sq);
         let f_err = 0.5 * (self.err + dc * self.amu + 2.0 * dc * dc * sum_m);
         JsSums {
             h: self.h,
             sp: self.sp,
             sq: self.sq,
-            err: 0.5 * f_err + crate::semantics::finish::SUMS_EPS_F32 * self.h,
+            err: 0.5 * f_err + eps * self.h,
         }
     }
 }
 
-/// A row's parameters as the kernels read them (shaders/shared/layout.wgsl `row_data`).
+/// A row's parameters as the f32 kernels read them (shaders/shared/layout.wgsl `row_data`).
 pub fn row_data(params: RowParams) -> [f32; 4] {
     match params {
         RowParams::None | RowParams::Skip => [0.0; 4],
@@ -211,13 +244,49 @@ pub fn row_data(params: RowParams) -> [f32; 4] {
     }
 }
 
+/// A row's parameters as the f64 kernels read them: as they are.
+pub fn row_data_f64(params: RowParams) -> [f64; 4] {
+    match params {
+        RowParams::None | RowParams::Skip => [0.0; 4],
+        RowParams::Affine { add, p, q } => [p, q, add, 0.0],
+        RowParams::Softmax { ma, lnsa, mb, lnsb } => [ma, lnsa, mb, lnsb],
+        RowParams::Shift { hi, lo } => [hi, lo, 0.0, 0.0],
+    }
+}
+
+/// The `row_data` bytes of `rows` for the kernels of one precision.
+pub fn row_data_bytes(rows: impl Iterator<Item = RowParams>, in_f64: bool) -> Vec<u8> {
+    if in_f64 {
+        let v: Vec<[f64; 4]> = rows.map(row_data_f64).collect();
+        bytemuck::cast_slice(&v).to_vec()
+    } else {
+        let v: Vec<[f32; 4]> = rows.map(row_data).collect();
+        bytemuck::cast_slice(&v).to_vec()
+    }
+}
+
+/// Bytes of one `row_data` entry.
+pub fn row_data_size(in_f64: bool) -> u64 {
+    if in_f64 {
+        32
+    } else {
+        16
+    }
+}
+
 /// Bytes of one record of a kernel file.
-pub fn rec_size(file: super::shaders::KernelFile) -> u64 {
-    use super::shaders::KernelFile;
-    (match file {
-        KernelFile::Probs => std::mem::size_of::<ProbRec>(),
-        KernelFile::Logits => std::mem::size_of::<LogitRec>(),
-        KernelFile::LogitsJs => std::mem::size_of::<JsRec>(),
+pub fn rec_size(file: KernelFile, in_f64: bool) -> u64 {
+    fn size<R: Real>(file: KernelFile) -> usize {
+        match file {
+            KernelFile::Probs => std::mem::size_of::<ProbRec<R>>(),
+            KernelFile::Logits => std::mem::size_of::<LogitRec<R>>(),
+            KernelFile::LogitsJs => std::mem::size_of::<JsRec<R>>(),
+        }
+    }
+    (if in_f64 {
+        size::<f64>(file)
+    } else {
+        size::<f32>(file)
     }) as u64
 }
 
@@ -233,13 +302,32 @@ pub(super) enum Folded {
 /// does not handle.
 pub(super) fn fold(
     file: KernelFile,
+    in_f64: bool,
     div: Divergence,
     view: &[u8],
     span: std::ops::Range<usize>,
 ) -> (bool, Folded) {
+    if in_f64 {
+        fold_as::<f64>(file, div, view, span)
+    } else {
+        fold_as::<f32>(file, div, view, span)
+    }
+}
+
+fn fold_as<R: Real>(
+    file: KernelFile,
+    div: Divergence,
+    view: &[u8],
+    span: std::ops::Range<usize>,
+) -> (bool, Folded)
+where
+    ProbRec<R>: bytemuck::Pod,
+    LogitRec<R>: bytemuck::Pod,
+    JsRec<R>: bytemuck::Pod,
+{
     match file {
         KernelFile::Probs => {
-            let recs: &[ProbRec] = bytemuck::cast_slice(view);
+            let recs: &[ProbRec<R>] = bytemuck::cast_slice(view);
             let mut s = ProbSums::default();
             let mut bad = false;
             for r in &recs[span] {
@@ -249,7 +337,7 @@ pub(super) fn fold(
             (bad, Folded::Probs(s))
         }
         KernelFile::Logits => {
-            let recs: &[LogitRec] = bytemuck::cast_slice(view);
+            let recs: &[LogitRec<R>] = bytemuck::cast_slice(view);
             let mut s = LogitSums::default();
             let mut bad = false;
             for r in &recs[span] {
@@ -259,7 +347,7 @@ pub(super) fn fold(
             (bad, Folded::Logits(s))
         }
         KernelFile::LogitsJs => {
-            let recs: &[JsRec] = bytemuck::cast_slice(view);
+            let recs: &[JsRec<R>] = bytemuck::cast_slice(view);
             let mut s = JsParts::default();
             let mut bad = false;
             for r in &recs[span] {

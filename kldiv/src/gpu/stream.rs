@@ -6,7 +6,7 @@ use super::dispatch::{self, Chunk};
 use super::host::{chunk_bytes, gpu_dtype};
 use super::pipelines::PipeKey;
 use super::records::{self, fold, Folded};
-use super::shaders::KernelFile;
+use super::shaders::{is_f64, KernelFile};
 use super::{gpu_err, CallStats, GpuEngine, Source, WAIT};
 use crate::element::{Dtype, Element};
 use crate::error::{Error, Result};
@@ -35,8 +35,8 @@ pub(super) struct StreamPass<'a, T> {
     pub src: Source<'a, T>,
     pub visits: usize,
     pub cols: usize,
-    /// One per visited row, or empty.
-    pub row_data: &'a [[f32; 4]],
+    /// One entry per visited row (`records::row_data_bytes`), or empty.
+    pub row_data: &'a [u8],
     /// Whether logits take their shift from the shift kernel (else from `row_data`).
     pub shift_kernel: bool,
 }
@@ -55,13 +55,13 @@ impl GpuEngine {
         pass: &StreamPass<'_, T>,
         stats: &mut CallStats,
     ) -> Result<Streamed> {
-        let dtype = gpu_dtype(T::DTYPE);
+        let dtype = gpu_dtype(T::DTYPE, self.f64_kernels);
         let short = dispatch::short(pass.file, pass.cols);
         let chunks = dispatch::chunks(
             pass.visits,
             pass.cols,
             dtype.size_bytes() as u64,
-            records::rec_size(pass.file),
+            records::rec_size(pass.file, is_f64(dtype)),
             short,
             self.chunk_bytes,
             self.align,
@@ -86,7 +86,7 @@ impl GpuEngine {
             }
             // Read the previous chunk while this one runs.
             if let Some((s, c, bytes)) = pending.take() {
-                let ns = self.collect(&slots[s], pass, short, c, bytes, &mut out)?;
+                let ns = self.collect(&slots[s], pass, dtype, short, c, bytes, &mut out)?;
                 if let Some(ns) = ns {
                     *stats.kernel_ns.get_or_insert(0) += ns;
                 }
@@ -116,8 +116,8 @@ impl GpuEngine {
         let cols = pass.cols;
         let (pbuf, qbuf, offset, size, elem_offset) = match pass.src {
             Source::Host(p, q) => {
-                let (pb, fp) = chunk_bytes(p, chunk, cols);
-                let (qb, fq) = chunk_bytes(q, chunk, cols);
+                let (pb, fp) = chunk_bytes(p, chunk, cols, dtype);
+                let (qb, fq) = chunk_bytes(q, chunk, cols, dtype);
                 for r in fp.into_iter().chain(fq) {
                     out.flagged[chunk.first + r] = true;
                 }
@@ -149,7 +149,9 @@ impl GpuEngine {
         stats.chunks += 1;
 
         let segs = dispatch::segs(short, chunk.cols);
-        let out_bytes = (chunk.rows * segs) as u64 * records::rec_size(pass.file);
+        let in_f64 = is_f64(dtype);
+        let out_bytes = (chunk.rows * segs) as u64 * records::rec_size(pass.file, in_f64);
+        let rd_size = records::row_data_size(in_f64);
         let rec_buf = ensure(
             &self.device,
             &mut slot.out,
@@ -165,22 +167,27 @@ impl GpuEngine {
         let rd = ensure(
             &self.device,
             &mut slot.row_data,
-            (chunk.rows as u64 * 16).max(16),
+            (chunk.rows as u64 * rd_size).max(rd_size),
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         );
         let mut shift_kernel = pass.shift_kernel;
         if !pass.row_data.is_empty() {
-            let data = &pass.row_data[chunk.first..chunk.first + chunk.rows];
-            self.queue.write_buffer(&rd, 0, bytemuck::cast_slice(data));
-            stats.bytes_uploaded += chunk.rows as u64 * 16;
+            let (a, b) = (
+                chunk.first as u64 * rd_size,
+                (chunk.first + chunk.rows) as u64 * rd_size,
+            );
+            self.queue
+                .write_buffer(&rd, 0, &pass.row_data[a as usize..b as usize]);
+            stats.bytes_uploaded += b - a;
         } else if pass.file == KernelFile::Logits && chunk.splits_row(cols) {
             // A row split over chunks needs its shift in every chunk: the host takes it
             // from the row's first block, as the CPU engine does.
             let n = cols.min(crate::consts::BLOCK);
             let (pr, qr) = self.host_row(pass.src, cols, chunk.first, 0, n)?;
             let (hi, lo) = crate::semantics::exact::row_shift(&pr, &qr);
-            let data = records::row_data(crate::semantics::plan::RowParams::Shift { hi, lo });
-            self.queue.write_buffer(&rd, 0, bytemuck::cast_slice(&data));
+            let shift = crate::semantics::plan::RowParams::Shift { hi, lo };
+            let data = records::row_data_bytes(std::iter::once(shift), in_f64);
+            self.queue.write_buffer(&rd, 0, &data);
             shift_kernel = false;
         }
 
@@ -301,10 +308,12 @@ impl GpuEngine {
     }
 
     /// Wait for a chunk's records and fold them into per-row sums; the kernels' time.
+    #[allow(clippy::too_many_arguments)]
     fn collect<T: Element>(
         &self,
         slot: &Slot,
         pass: &StreamPass<'_, T>,
+        dtype: Dtype,
         short: bool,
         chunk: Chunk,
         bytes: u64,
@@ -323,7 +332,7 @@ impl GpuEngine {
             for r in 0..chunk.rows {
                 let i = chunk.first + r;
                 let span = r * segs..(r + 1) * segs;
-                let (bad, folded) = fold(pass.file, pass.div, &view, span);
+                let (bad, folded) = fold(pass.file, is_f64(dtype), pass.div, &view, span);
                 if bad {
                     out.flagged[i] = true;
                 }

@@ -170,10 +170,14 @@ impl Calibration {
         let cpu_s = reads * n / cpu_rate;
         let gpu_rate = self.gpu[r][f];
         let has_gpu = gpu_rate > 0.0;
+        // f64 inputs are narrowed to f32 on a GPU without f64: only asked for explicitly.
+        let narrowed = job.dtype == Dtype::F64 && !self.gpu_f64;
         let upload_bytes = if job.on_gpu {
             0.0
+        } else if narrowed {
+            2.0 * n * 4.0
         } else {
-            2.0 * n * job.dtype.size_bytes().min(4) as f64
+            2.0 * n * job.dtype.size_bytes() as f64
         };
         let gpu_s = has_gpu.then(|| {
             self.gpu_latency + reads * (upload_bytes / self.upload.max(1.0) + n / gpu_rate)
@@ -191,8 +195,6 @@ impl Calibration {
             )
         });
         let split_s = split.map(|s| s.0);
-        // f64 inputs are narrowed to f32 on a GPU without f64: only asked for explicitly.
-        let narrowed = job.dtype == Dtype::F64 && !self.gpu_f64;
         let (placement, reason) = match mode {
             DeviceMode::Cpu => (Placement::Cpu, "cpu requested".to_string()),
             DeviceMode::Gpu if narrowed => (

@@ -282,16 +282,17 @@ pub fn logit_row_exact<T: Element>(a: &[T], b: &[T]) -> Result<LogitSums, Bad> {
     logit_segment(a, b, Some(max_shift(a, b)))
 }
 
-/// F(u) of `consts::JS_G` in f64 (the Jensen–Shannon term of one element is m·F(ln p − ln q)).
+/// F(u) = (1+τ)ln(1+τ) + (1−τ)ln(1−τ), τ = tanh(u/2), in f64 (the Jensen–Shannon term of
+/// one element is m·F(ln p − ln q)): near 0 as Σ τ^2k/(k(2k−1)) (`consts::JS_SERIES_F64`),
+/// which keeps every digit as F → u²/4.
 pub fn js_f(u: f64) -> f64 {
+    use crate::consts::{horner, JS_NEAR_F64, JS_SERIES_F64};
     let a = u.abs();
-    if a <= crate::consts::JS_NEAR as f64 {
-        let v = u * u;
-        let mut g = 0.0;
-        for &c in crate::consts::JS_G.iter().rev() {
-            g = g * v + c;
-        }
-        return v * g;
+    if a <= JS_NEAR_F64 {
+        let em = a.exp_m1();
+        let t = em / (em + 2.0);
+        let v = t * t;
+        return v * horner(&JS_SERIES_F64, v);
     }
     let e = (-a).exp();
     2.0 * (std::f64::consts::LN_2 - e.ln_1p() - e * a / (1.0 + e))

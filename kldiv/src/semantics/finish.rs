@@ -146,11 +146,11 @@ pub fn finish_probs(req: &Request, s: &ProbSums, tol: Option<f64>, row: usize) -
 }
 
 /// The value of a Jensen–Shannon-over-logits row from its second-pass sums, or `None` when
-/// the engine's rounding bound is above [`LOGIT_TARGET`] of it (the row is then computed on
-/// the exact path).
-pub fn finish_js(req: &Request, s: &JsSums) -> Option<f64> {
+/// the engine's rounding bound is above the target for sums of relative error `eps`
+/// ([`logit_target`]; the row is then computed on the exact path).
+pub fn finish_js(req: &Request, s: &JsSums, eps: f64) -> Option<f64> {
     let v = 0.5 * s.h;
-    (s.err <= LOGIT_TARGET * v || v.is_nan()).then(|| finalize(req, v, true))
+    (s.err <= logit_target(eps) * v || v.is_nan()).then(|| finalize(req, v, true))
 }
 
 /// Short probability rows finished in the SIMD lanes that summed them (one row per lane),
@@ -309,6 +309,20 @@ pub enum LogitOutcome {
 /// re-read (the documented bound is 1e-5: the margin covers the estimate's own looseness).
 pub const LOGIT_TARGET: f64 = 4e-6;
 
+/// The same for f64 sums (the exact path's, or f64 GPU kernels'): what the rounding of
+/// x = a − b − c may cost (the exact path forms it by TwoSum, at no cost; f64 kernels bound
+/// it) before the row is re-read. Sums' own rounding (1e-13 relative) is always accepted.
+pub const LOGIT_TARGET_F64: f64 = 1e-12;
+
+/// The target for sums of relative error `eps` ([`SUMS_EPS_F32`] or [`SUMS_EPS_F64`]).
+pub fn logit_target(eps: f64) -> f64 {
+    if eps < SUMS_EPS_F32 {
+        LOGIT_TARGET_F64
+    } else {
+        LOGIT_TARGET
+    }
+}
+
 /// Relative error of the sums each kind of pass produces (per accumulated quantity), as the
 /// error estimates of [`finish_logits`] assume it: f32 lanes of at most 32 terms (CPU) or a
 /// 16-term thread sum and a 256-way tree (GPU), then f64; or the f64 path.
@@ -334,7 +348,8 @@ fn kl_forms(ex: f64, eax: f64, epsi: f64, l: f64, dx: f64, eps: f64) -> (f64, f6
 
 /// The value of one logits / log-probabilities row from its sums, or the follow-up that
 /// gets it within [`LOGIT_TARGET`]. `eps` is the relative error of the sums (see
-/// [`SUMS_EPS_F32`]); sums from the exact path (`SUMS_EPS_F64`) are always taken.
+/// [`SUMS_EPS_F32`]); f64 sums (`SUMS_EPS_F64`) are taken unless the rounding of x they carry
+/// is above [`LOGIT_TARGET_F64`] (never on the exact path, whose x is exact).
 /// `reshifted` says the sums already come from a re-read with the ideal shift.
 pub fn finish_logits(
     req: &Request,
@@ -381,7 +396,17 @@ pub fn finish_logits(
             unreachable!("Jensen–Shannon over logits runs as probabilities in a second pass")
         }
     };
-    if eps < SUMS_EPS_F32 || v.is_nan() || err <= LOGIT_TARGET * v.abs() || v == inf {
+    // Cross-entropy and entropy do not use x.
+    let x_cost = match req.divergence {
+        Divergence::CrossEntropy | Divergence::Entropy => 0.0,
+        _ => dx,
+    };
+    let within = if eps < SUMS_EPS_F32 {
+        x_cost <= LOGIT_TARGET_F64 * v.abs()
+    } else {
+        err <= LOGIT_TARGET * v.abs()
+    };
+    if within || v.is_nan() || v == inf {
         return Ok(LogitOutcome::Value(finalize(req, v, true)));
     }
     Ok(if reshifted {

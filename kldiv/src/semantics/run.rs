@@ -208,6 +208,8 @@ struct SecondPass<'a> {
     req: &'a Request,
     /// The request as the second pass sees it: probabilities already normalised.
     second: Request,
+    /// The relative error of the engine's sums (`PassEngine::sums_eps`).
+    eps: f64,
     later: Later,
 }
 
@@ -220,7 +222,7 @@ impl Finish for SecondPass<'_> {
             Err(Irregular::Bad(bad)) => Err(located(row, bad)),
             Err(Irregular::NeedsExact) => self.later.push(row, FollowUp::Exact),
             Ok(Partial::Probs(s)) => finish::finish_probs(&self.second, &s, None, row),
-            Ok(Partial::Js(s)) => match finish::finish_js(self.req, &s) {
+            Ok(Partial::Js(s)) => match finish::finish_js(self.req, &s, self.eps) {
                 Some(v) => Ok(v),
                 None => self.later.push(row, FollowUp::Exact),
             },
@@ -278,6 +280,7 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
                     normalization: Normalization::Normalize,
                     ..*req
                 },
+                eps,
                 later: Later::default(),
             };
             let mut out = engine.run_pass(&pass, src, shape, &second)?;
@@ -396,6 +399,7 @@ fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Result<
                     normalization: Normalization::Normalize,
                     ..*req
                 },
+                eps: finish::SUMS_EPS_F64,
                 later: Later::default(),
             };
             // Exact sums carry no rounding bound: the value is taken.

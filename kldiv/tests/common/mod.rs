@@ -198,6 +198,21 @@ pub fn check_all_divergences(
     normalize: bool,
     run: &mut dyn FnMut(&kldiv::Request) -> Result<Vec<f64>, kldiv::Error>,
 ) {
+    check_all_divergences_within(what, form, pe, qe, cols, normalize, (1e-5, 1e-12), run);
+}
+
+/// [`check_all_divergences`] to a given (relative, absolute) tolerance.
+#[allow(clippy::too_many_arguments)]
+pub fn check_all_divergences_within(
+    what: &str,
+    form: Form,
+    pe: &[f64],
+    qe: &[f64],
+    cols: usize,
+    normalize: bool,
+    (rel, abs): (f64, f64),
+    run: &mut dyn FnMut(&kldiv::Request) -> Result<Vec<f64>, kldiv::Error>,
+) {
     use kldiv::{Divergence, InputForm, Normalization, Request};
     let input = match form {
         Form::Probs => InputForm::Probabilities,
@@ -237,7 +252,7 @@ pub fn check_all_divergences(
             };
             let g = got[r];
             assert!(
-                close(g, want, 1e-5, 1e-12 + slack),
+                close(g, want, rel, abs + slack),
                 "{what} {form:?} {div:?} {}x{cols} norm={normalize} row {r}: got {g:e} want {want:e} rel {:e}",
                 pe.len() / cols,
                 (g - want).abs() / want.abs()

@@ -82,12 +82,22 @@ impl TestEngine {
         !matches!(self, TestEngine::Cpu(..))
     }
 
-    /// What the engine computes f64 inputs from: the values themselves, or (GPU) the values
-    /// narrowed to f32.
+    /// Whether f64 inputs are computed in f64 (CPU: the exact path; GPU: f64 kernels where
+    /// the adapter has SHADER_F64).
+    pub fn computes_f64(&self) -> bool {
+        match self {
+            TestEngine::Cpu(..) => true,
+            #[cfg(feature = "gpu")]
+            TestEngine::Gpu(_, e) => e.computes_f64(),
+        }
+    }
+
+    /// What the engine computes f64 inputs from: the values themselves, or (a GPU without
+    /// f64) the values narrowed to f32.
     pub fn seen<T: Element>(&self, v: &[T]) -> Vec<f64> {
         v.iter()
             .map(|x| {
-                if self.is_gpu() && T::DTYPE == Dtype::F64 {
+                if !self.computes_f64() && T::DTYPE == Dtype::F64 {
                     x.to_f64() as f32 as f64
                 } else {
                     x.to_f64()
@@ -915,12 +925,13 @@ pub fn never_negative_for_normalised_inputs(e: &TestEngine) {
 /// at the bound the engine documents.
 pub fn precision_cases_from_other_suites(e: &TestEngine) {
     let js = Request::new(Divergence::JensenShannon);
-    // 1. JS with Normalize on f64 keeps f64 precision on f64 engines (f32 on the GPU).
+    // 1. JS with Normalize on f64 keeps f64 precision on f64 engines (f32 on a GPU without
+    //    f64).
     let p = [1.0f64, 2.0, 4.0];
     let q = [3.0f64, 1.0, 1.0];
     let want = reference(Div::Js, Form::Probs, &p, &q, true);
     let got = e.ok(&js.normalization(Normalization::Normalize), &p, &q, 1, 3)[0];
-    let rel = if e.is_gpu() { 1e-6 } else { 1e-13 };
+    let rel = if e.computes_f64() { 1e-13 } else { 1e-6 };
     assert!(
         close(got, want, rel, 0.0),
         "{}: JS normalize f64 {got:.12} vs {want:.12}",
@@ -1036,6 +1047,88 @@ pub fn pseudocount_smooths_both_rows(e: &TestEngine) {
             matches!(e.err(&bad, &p, &q, 1, 2), Error::InvalidRequest(_)),
             "{}",
             e.name()
+        );
+    }
+}
+
+/// f64 inputs keep f64 accuracy, 2e-12 relative per row, on every engine that computes f64
+/// (the CPU's exact path; the GPU's f64 kernels): probabilities as given and normalised on
+/// request, logits, log-probabilities, and logits offset by +1e4 (P) and −3e3 (Q), where
+/// forming a − b − c in f64 rounds. An engine that narrows f64 to f32 (a GPU without
+/// SHADER_F64) is held to the f32 bound on the values it sees. The references are the
+/// textbook formulas in f64 (their own rounding is ~1e-15 relative on these rows); offset
+/// logits are referred back to their offsets exactly (x ± offset is exact in f64 here, and
+/// softmax is shift-invariant).
+pub fn f64_inputs_keep_f64_accuracy(e: &TestEngine) {
+    let tol = if e.computes_f64() {
+        (2e-12, 1e-15)
+    } else {
+        (1e-5, 1e-12)
+    };
+    let mut rng = Rng::new(43);
+    let run =
+        |what: String, form, (p, q): (&[f64], &[f64]), (pe, qe): (&[f64], &[f64]), cols, norm| {
+            let rows = p.len() / cols;
+            let what = format!("{} f64 {what}", e.name());
+            check_all_divergences_within(&what, form, pe, qe, cols, norm, tol, &mut |req| {
+                e.run(req, p, q, rows, cols)
+            });
+        };
+    for (rows, cols) in SHAPES {
+        let (p, q) = prob_pair(&mut rng, rows, cols, 0.3);
+        let (pe, qe) = (e.seen(&p), e.seen(&q));
+        run(
+            "probs".into(),
+            Form::Probs,
+            (&p, &q),
+            (&pe, &qe),
+            cols,
+            false,
+        );
+        let (p3, q3): (Vec<f64>, Vec<f64>) = (
+            p.iter().map(|x| 3.0 * x).collect(),
+            q.iter().map(|x| 0.7 * x).collect(),
+        );
+        let (pe, qe) = (e.seen(&p3), e.seen(&q3));
+        run(
+            "probs normalised".into(),
+            Form::Probs,
+            (&p3, &q3),
+            (&pe, &qe),
+            cols,
+            true,
+        );
+        let (a, b) = logit_pair(&mut rng, rows, cols, 0.5);
+        let (ae, be) = (e.seen(&a), e.seen(&b));
+        run(
+            "logits".into(),
+            Form::Logits,
+            (&a, &b),
+            (&ae, &be),
+            cols,
+            false,
+        );
+        let (la, lb) = (log_softmax_rows(&a, cols), log_softmax_rows(&b, cols));
+        let (lae, lbe) = (e.seen(&la), e.seen(&lb));
+        run(
+            "log-probs".into(),
+            Form::LogProbs,
+            (&la, &lb),
+            (&lae, &lbe),
+            cols,
+            false,
+        );
+        let ao: Vec<f64> = a.iter().map(|x| x + 1e4).collect();
+        let bo: Vec<f64> = b.iter().map(|x| x - 3e3).collect();
+        let ae: Vec<f64> = e.seen(&ao).iter().map(|x| x - 1e4).collect();
+        let be: Vec<f64> = e.seen(&bo).iter().map(|x| x + 3e3).collect();
+        run(
+            "logits offset".into(),
+            Form::Logits,
+            (&ao, &bo),
+            (&ae, &be),
+            cols,
+            false,
         );
     }
 }

@@ -1,0 +1,34 @@
+// Element loads for f64 inputs (adapters with SHADER_F64): each element as its two 32-bit
+// words, decoded exactly by integer operations and ldexp (naga has no f64 bitcast), so that
+// no NaN or infinity reaches the arithmetic: −inf becomes NEG_INF_STANDIN; NaN, +inf and
+// magnitudes of 2^1000 or more become BAD_STANDIN, which every check refuses (the exact path
+// then reports or computes the row).
+@group(0) @binding(0) var<storage, read> p_in: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read> q_in: array<vec2<u32>>;
+
+fn decode_f64(w: vec2<u32>) -> f64 {
+    let e = (w.y >> 20u) & 0x7ffu;
+    let neg = (w.y & 0x80000000u) != 0u;
+    if (e >= 2023u) {
+        if (neg && e == 0x7ffu && (w.y & 0xfffffu) == 0u && w.x == 0u) {
+            return NEG_INF_STANDIN;
+        }
+        return BAD_STANDIN;
+    }
+    var m = f64(w.y & 0xfffffu) * 4294967296.0 + f64(w.x);
+    var k = -1074;
+    if (e != 0u) {
+        m = m + 4503599627370496.0;
+        k = i32(e) - 1075;
+    }
+    let v = ldexp(m, k);
+    return select(v, -v, neg);
+}
+
+fn load_p(i: u32) -> f64 {
+    return decode_f64(p_in[i]);
+}
+
+fn load_q(i: u32) -> f64 {
+    return decode_f64(q_in[i]);
+}
