@@ -509,7 +509,7 @@ impl PySummary {
 /// `kldiv compare P Q` on files (.npy, .safetensors[:NAME], llama.cpp .kld) without the
 /// command line.
 #[pyfunction]
-#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets, first_row, agreement))]
+#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets, first_row, agreement, temperature_p, temperature_q))]
 #[allow(clippy::too_many_arguments)]
 fn _compare_files(
     py: Python<'_>,
@@ -525,6 +525,8 @@ fn _compare_files(
     targets: Option<&Bound<'_, PyAny>>,
     first_row: u64,
     agreement: bool,
+    temperature_p: Option<f64>,
+    temperature_q: Option<f64>,
 ) -> PyResult<PySummary> {
     let open = |s: &str| TensorFile::open(s).map_err(|e| to_py(py, e));
     let (pf, qf) = (open(p)?, open(q)?);
@@ -559,6 +561,21 @@ fn _compare_files(
             qf.shape()
         )));
     }
+    if (temperature_p.is_some() || temperature_q.is_some())
+        && o.req.input != kldiv::InputForm::Logits
+    {
+        return Err(bad(
+            "temperature_p/temperature_q divide logits: give input=\"logits\"",
+        ));
+    }
+    let ps = match temperature_p {
+        Some(t) => ps.with_temperature(t).map_err(|e| to_py(py, e))?,
+        None => ps,
+    };
+    let qs = match temperature_q {
+        Some(t) => qs.with_temperature(t).map_err(|e| to_py(py, e))?,
+        None => qs,
+    };
     let dtype = kldiv::io::sides::read_type(&o.req, (&ps, &qs));
     let t = match (targets_vec(targets, rows)?, kld) {
         (Some(t), _) => Some(t),

@@ -251,6 +251,28 @@ def test_compare_files_mirrors_the_command_line(tmp_path):
     assert "q.npy" in str(e.value) and (e.value.row, e.value.col) == (5, 3)
 
 
+def test_compare_files_divides_each_side_by_its_temperature(tmp_path):
+    a = rng.normal(scale=2, size=(30, 17)).astype(np.float32)
+    b = (a + rng.normal(scale=0.4, size=a.shape)).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    tp, tq = 0.7, 1.3
+    s = kldiv.compare_files(
+        str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), input="logits", device="cpu",
+        temperature_p=tp, temperature_q=tq,
+    )
+    # The definition: softmax(a / T_p) against softmax(b / T_q), in f64 (scipy).
+    p = softmax(a.astype(np.float64) / tp, axis=1)
+    q = softmax(b.astype(np.float64) / tq, axis=1)
+    close(s.values, rel_entr(p, q).sum(axis=1), 1e-12)
+    with pytest.raises(kldiv.Error, match="logits"):
+        kldiv.compare_files(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), temperature_p=2.0)
+    with pytest.raises(kldiv.Error, match="positive"):
+        kldiv.compare_files(
+            str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), input="logits", temperature_q=0.0
+        )
+
+
 def test_bad_input_raises_clear_exceptions():
     p = probs(4, 5)
     for bad in (p.astype(np.complex128), np.array([["a", "b"]]), np.array([[object()]])):
