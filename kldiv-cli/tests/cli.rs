@@ -655,3 +655,64 @@ fn temperatures_divide_each_sides_logits() {
         &["positive"],
     );
 }
+
+/// ExLlamaV3- and vLLM-style dumps: a [B, T, V] safetensors tensor against [B·T, V] logits
+/// of another vocabulary size. Different sizes are an error naming both shapes, unless
+/// --vocab-min compares the common prefix: each row's first min(V_P, V_Q) logits, softmaxed
+/// (the reference computes exactly that, in f64).
+#[test]
+fn vocabularies_of_different_sizes_need_vocab_min() {
+    let mut rng = Rng::new(91);
+    let (b, t, vp, vq) = (2, 3, 40, 37);
+    let a: Vec<f32> = (0..b * t * vp)
+        .map(|_| (2.0 * rng.normal()) as f32)
+        .collect();
+    let q: Vec<f32> = (0..b * t * vq)
+        .map(|_| (2.0 * rng.normal()) as f32)
+        .collect();
+    let (pp, qp) = (tmp("vocab_p.safetensors"), tmp("vocab_q.npy"));
+    let bytes: Vec<u8> = a.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_safetensors(&pp, &[("model.logits", "F32", vec![b, t, vp], bytes)]);
+    files::f32_npy(&qp, b * t, vq, &q);
+    let (ps, qs) = (
+        format!("{}:model.logits", pp.display()),
+        qp.display().to_string(),
+    );
+    expect_fail(
+        &["compare", &ps, &qs, "--input", "logits"],
+        2,
+        &[
+            "vocabularies differ",
+            "[2, 3, 40]",
+            "[6, 37]",
+            "--vocab-min",
+        ],
+    );
+    let op = tmp("vocab_out.npy");
+    let out = bin()
+        .args([
+            "compare",
+            &ps,
+            &qs,
+            "--input",
+            "logits",
+            "--vocab-min",
+            "--json",
+        ])
+        .args(["--out", op.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let j = json(&out);
+    assert_eq!(j["cols"], vq);
+    let got = read_f64_npy(&op);
+    for r in 0..b * t {
+        let pa = to_f64(&a[r * vp..r * vp + vq]);
+        let qa = to_f64(&q[r * vq..(r + 1) * vq]);
+        let want = reference(Div::Kl, Form::Logits, &pa, &qa, false);
+        assert!(
+            close(got[r], want, 1e-5, 1e-12),
+            "row {r}: {} vs {want}",
+            got[r]
+        );
+    }
+}

@@ -165,6 +165,7 @@ def compare_files(
     agreement: bool = False,
     temperature_p: float | None = None,
     temperature_q: float | None = None,
+    vocab_min: bool = False,
 ) -> Summary:
     """``kldiv compare P Q``: two files (.npy, .safetensors, FILE.safetensors:NAME, or a
     llama.cpp ``.kld`` base), memory mapped and streamed a block at a time; returns the run's
@@ -172,12 +173,14 @@ def compare_files(
     ``input`` defaults to "probs", or "logits" with a .kld side (whose tokens are then the
     targets). ``targets``: an int array, or a path to an .npy of them. ``first_row``: this
     file's first global row (for shards). ``temperature_p``/``temperature_q``: divide that
-    side's logits by T (formed in f64) before the softmax (``input="logits"``)."""
+    side's logits by T (formed in f64) before the softmax (``input="logits"``).
+    ``vocab_min``: vocabularies of different sizes compared over their common prefix (each
+    row's first min(V_P, V_Q) columns, renormalised), as ExLlamaV3 does; else an error."""
     if isinstance(targets, str):
         targets = _np.load(targets, mmap_mode="r")
     if targets is not None:
         targets = _np.ascontiguousarray(_array(targets, "targets").reshape(-1))
     return _compare_files(
         p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets,
-        first_row, agreement, temperature_p, temperature_q,
+        first_row, agreement, temperature_p, temperature_q, vocab_min,
     )

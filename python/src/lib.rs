@@ -509,7 +509,7 @@ impl PySummary {
 /// `kldiv compare P Q` on files (.npy, .safetensors[:NAME], llama.cpp .kld) without the
 /// command line.
 #[pyfunction]
-#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets, first_row, agreement, temperature_p, temperature_q))]
+#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets, first_row, agreement, temperature_p, temperature_q, vocab_min))]
 #[allow(clippy::too_many_arguments)]
 fn _compare_files(
     py: Python<'_>,
@@ -527,6 +527,7 @@ fn _compare_files(
     agreement: bool,
     temperature_p: Option<f64>,
     temperature_q: Option<f64>,
+    vocab_min: bool,
 ) -> PyResult<PySummary> {
     let open = |s: &str| TensorFile::open(s).map_err(|e| to_py(py, e));
     let (pf, qf) = (open(p)?, open(q)?);
@@ -551,8 +552,30 @@ fn _compare_files(
         propagate_nan,
         device,
     )?;
-    let (rows, cols) = (ps.rows(), pf.cols());
-    if o.req.reads_q() && (qs.rows(), qf.cols()) != (rows, cols) {
+    let (ps, qs) = if o.req.reads_q() && ps.rows() == qs.rows() && pf.cols() != qf.cols() {
+        if !vocab_min {
+            return Err(bad(format!(
+                "vocabularies differ: {} is {:?} ({} columns), {} is {:?} ({} columns); give \
+                 vocab_min=True to compare over the first {}",
+                pf.label(),
+                pf.shape(),
+                pf.cols(),
+                qf.label(),
+                qf.shape(),
+                qf.cols(),
+                pf.cols().min(qf.cols())
+            )));
+        }
+        let n = pf.cols().min(qf.cols());
+        (
+            ps.with_cols(n).map_err(|e| to_py(py, e))?,
+            qs.with_cols(n).map_err(|e| to_py(py, e))?,
+        )
+    } else {
+        (ps, qs)
+    };
+    let (rows, cols) = (ps.rows(), ps.cols());
+    if o.req.reads_q() && (qs.rows(), qs.cols()) != (rows, cols) {
         return Err(bad(format!(
             "shape mismatch: {} is {:?}, {} is {:?}",
             pf.label(),

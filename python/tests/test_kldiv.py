@@ -273,6 +273,20 @@ def test_compare_files_divides_each_side_by_its_temperature(tmp_path):
         )
 
 
+def test_compare_files_vocab_min_compares_the_common_prefix(tmp_path):
+    a = rng.normal(scale=2, size=(2, 3, 40)).astype(np.float32)  # [B, T, V_P]
+    b = rng.normal(scale=2, size=(6, 37)).astype(np.float32)  # [B·T, V_Q]
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    pa, pb = str(tmp_path / "a.npy"), str(tmp_path / "b.npy")
+    with pytest.raises(kldiv.Error, match="vocabularies differ.*vocab_min"):
+        kldiv.compare_files(pa, pb, input="logits")
+    s = kldiv.compare_files(pa, pb, input="logits", vocab_min=True, device="cpu")
+    p = softmax(a.reshape(6, 40)[:, :37].astype(np.float64), axis=1)
+    q = softmax(b.astype(np.float64), axis=1)
+    close(s.values, rel_entr(p, q).sum(axis=1), 1e-5)
+
+
 def test_bad_input_raises_clear_exceptions():
     p = probs(4, 5)
     for bad in (p.astype(np.complex128), np.array([["a", "b"]]), np.array([[object()]])):

@@ -87,6 +87,11 @@ pub struct Args {
     /// that the rows named in reports and merged summaries are global.
     #[arg(long, default_value_t = 0, value_name = "N")]
     row_offset: u64,
+    /// Vocabularies of different sizes are compared over their common prefix (the first
+    /// min(V_P, V_Q) columns of every row, each row renormalised by its softmax; probabilities
+    /// need --normalize), as ExLlamaV3 does. Without it, different sizes are an error.
+    #[arg(long)]
+    vocab_min: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -157,7 +162,37 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
         req = req.input(InputForm::Logits);
     }
-    if req.reads_q() && (ps.rows(), p.cols()) != (qs.rows(), q.cols()) {
+    let (ps, qs) = if req.reads_q() && ps.rows() == qs.rows() && p.cols() != q.cols() {
+        if !a.vocab_min {
+            return Err(Failure {
+                code: 2,
+                message: format!(
+                    "vocabularies differ: {} is {:?} ({} columns), {} is {:?} ({} columns); \
+                     give --vocab-min to compare over the first {}",
+                    p.label(),
+                    p.shape(),
+                    p.cols(),
+                    q.label(),
+                    q.shape(),
+                    q.cols(),
+                    p.cols().min(q.cols())
+                ),
+            });
+        }
+        if a.llama_compat {
+            return Err(Failure {
+                code: 2,
+                message: "--llama-compat needs the .kld base's vocabulary on both sides \
+                          (llama.cpp refuses others): not with --vocab-min"
+                    .into(),
+            });
+        }
+        let n = p.cols().min(q.cols());
+        (ps.with_cols(n)?, qs.with_cols(n)?)
+    } else {
+        (ps, qs)
+    };
+    if req.reads_q() && (ps.rows(), ps.cols()) != (qs.rows(), qs.cols()) {
         return Err(Failure {
             code: 2,
             message: format!(
@@ -169,7 +204,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             ),
         });
     }
-    let (rows, cols) = (ps.rows(), p.cols());
+    let (rows, cols) = (ps.rows(), ps.cols());
     if rows == 0 || cols == 0 {
         return Err(Failure {
             code: 2,

@@ -65,7 +65,7 @@ pub(super) fn compat_block(
     totals: &mut Totals,
 ) {
     // llama.cpp works on f32 base values and logits: read as such, without a detour.
-    let cols = p.file.cols();
+    let cols = p.cols();
     let (pb, qb) = (p.rows_as::<f32>(r0, r1), q.rows_as::<f32>(r0, r1));
     let unit = if req.unit == Unit::Bits {
         std::f64::consts::LN_2

@@ -14,6 +14,8 @@ pub struct Side<'a> {
     scored_of: Option<KldLayout>,
     /// Logits are divided by this (1: as stored); rows are then read in f64.
     temperature: f64,
+    /// Columns read from each row: all of them, or a prefix (`with_cols`).
+    cols: usize,
 }
 
 impl Side<'_> {
@@ -28,8 +30,28 @@ impl Side<'_> {
         Ok(self)
     }
 
+    /// Only the first `cols` columns of each row (≤ the file's): two vocabularies compared
+    /// over their common prefix, as ExLlamaV3 does (each row then renormalised by its
+    /// softmax, or by `--normalize` for probabilities).
+    pub fn with_cols(mut self, cols: usize) -> Result<Self> {
+        if cols == 0 || cols > self.file.cols() {
+            return Err(Error::InvalidRequest(format!(
+                "{} has {} columns: cannot read the first {cols}",
+                self.file.label(),
+                self.file.cols()
+            )));
+        }
+        self.cols = cols;
+        Ok(self)
+    }
+
     pub fn rows(&self) -> usize {
         self.scored_of.map_or(self.file.rows(), |l| l.scored_rows())
+    }
+
+    /// Columns read from each row.
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 
     /// Rows `[r0, r1)` of this side (scored positions gathered where needed).
@@ -43,6 +65,15 @@ impl Side<'_> {
     }
 
     fn unscaled<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
+        let all = self.whole_rows::<T>(r0, r1);
+        let (n, stored) = (self.cols, self.file.cols());
+        if n == stored {
+            return all;
+        }
+        Cow::Owned(all.chunks(stored).flat_map(|r| &r[..n]).copied().collect())
+    }
+
+    fn whole_rows<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
         match self.scored_of {
             None => self.file.rows_as(r0, r1),
             Some(l) => {
@@ -72,10 +103,11 @@ pub fn kld_sides<'a>(
     p: &'a TensorFile,
     q: &'a TensorFile,
 ) -> Result<(Side<'a>, Side<'a>, Option<KldLayout>)> {
-    let plain = |f| Side {
+    let plain = |f: &'a TensorFile| Side {
         file: f,
         scored_of: None,
         temperature: 1.0,
+        cols: f.cols(),
     };
     let (l, array) = match (p.kld_layout(), q.kld_layout()) {
         (None, None) => return Ok((plain(p), plain(q), None)),
@@ -114,6 +146,7 @@ pub fn kld_sides<'a>(
     let side = |f: &'a TensorFile| Side {
         file: f,
         temperature: 1.0,
+        cols: f.cols(),
         scored_of: if std::ptr::eq(f, array) {
             scored_of
         } else {
@@ -153,7 +186,7 @@ pub fn run_block(
         targets: Option<&[i64]>,
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
-        let cols = p.file.cols();
+        let cols = p.cols();
         let pb = p.rows_as::<T>(r0, r1);
         let qb = if req.reads_q() {
             q.rows_as::<T>(r0, r1)
