@@ -716,3 +716,72 @@ fn vocabularies_of_different_sizes_need_vocab_min() {
         );
     }
 }
+
+/// Several divergences in one run: each one's per-row values (the --out table's columns, in
+/// the order given) and its mean in the JSON report match the f64 references; a repeated
+/// name and entropy in a list are usage errors.
+#[test]
+fn several_divergences_in_one_run() {
+    let mut rng = Rng::new(92);
+    let (rows, cols) = (20, 50);
+    let (a, b) = logit_pair(&mut rng, rows, cols, 0.6);
+    let (af, bf) = (to_f32(&a), to_f32(&b));
+    let (pp, qp, op) = (tmp("multi_p.npy"), tmp("multi_q.npy"), tmp("multi_out.npy"));
+    f32_npy(&pp, rows, cols, &af);
+    f32_npy(&qp, rows, cols, &bf);
+    let (ps, qs) = (pp.to_str().unwrap(), qp.to_str().unwrap());
+    let out = bin()
+        .args(["compare", ps, qs, "--input", "logits", "--json"])
+        .args([
+            "--divergence",
+            "kl,reverse-kl,js",
+            "--out",
+            op.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let j = json(&out);
+    let (shape, table) = files::read_f64_npy(&op);
+    assert_eq!(shape, vec![rows, 3]);
+    for (k, (div, key)) in [(Div::Kl, ""), (Div::Reverse, "reverse-kl"), (Div::Js, "js")]
+        .into_iter()
+        .enumerate()
+    {
+        let want: Vec<f64> = af
+            .chunks(cols)
+            .zip(bf.chunks(cols))
+            .map(|(x, y)| reference(div, Form::Logits, &to_f64(x), &to_f64(y), false))
+            .collect();
+        for r in 0..rows {
+            assert!(
+                close(table[r * 3 + k], want[r], 1e-5, 1e-12),
+                "{div:?} row {r}"
+            );
+        }
+        let mean = want.iter().sum::<f64>() / rows as f64;
+        let got = if key.is_empty() {
+            j["mean"].as_f64()
+        } else {
+            j["also"][key]["mean"].as_f64()
+        };
+        assert!(close(got.unwrap(), mean, 1e-5, 0.0), "{div:?} mean");
+    }
+    expect_fail(
+        &[
+            "compare",
+            ps,
+            qs,
+            "--input",
+            "logits",
+            "--divergence",
+            "kl,kl",
+        ],
+        2,
+        &["twice"],
+    );
+    expect_fail(
+        &["compare", ps, qs, "--divergence", "kl,entropy"],
+        2,
+        &["entropy"],
+    );
+}

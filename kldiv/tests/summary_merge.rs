@@ -168,3 +168,63 @@ fn summaries_of_different_comparisons_or_overlapping_rows_do_not_merge() {
         .to_string()
         .contains("targets"));
 }
+
+/// Further divergences (`--divergence kl,reverse-kl,js`) merge like the main one: two shards
+/// equal one run (moments to rounding, max with its global row), survive JSON, and a summary
+/// whose further values do not cover its rows, or merging different lists, is an error.
+#[test]
+fn further_divergences_merge_and_round_trip() {
+    let also = [Divergence::ReverseKl, Divergence::JensenShannon];
+    let vals: Vec<(f64, f64, f64)> = (0..100)
+        .map(|i| {
+            let x = (i as f64 * 0.37).sin().abs();
+            (x, 2.0 * x + 0.1, (x / 3.0).min(std::f64::consts::LN_2))
+        })
+        .collect();
+    let shard = |rows: &[(f64, f64, f64)], first: u64| {
+        let mut s = Summary::new(meta(), true, first).with_also(&also, true);
+        for &(a, _, _) in rows {
+            s.push_row(a, false, None);
+        }
+        let b: Vec<f64> = rows.iter().map(|r| r.1).collect();
+        let c: Vec<f64> = rows.iter().map(|r| r.2).collect();
+        s.push_also(0, &b).unwrap();
+        s.push_also(1, &c).unwrap();
+        s
+    };
+    let whole = shard(&vals, 0);
+    let mut merged = Summary::from_json(&shard(&vals[..37], 0).to_json()).unwrap();
+    merged
+        .merge(&Summary::from_json(&shard(&vals[37..], 37).to_json()).unwrap())
+        .unwrap();
+    assert_eq!(merged.also.len(), 2);
+    for k in 0..2 {
+        let (name, w) = (&whole.also[k].0, whole.also[k].1.stats());
+        let (mname, m) = (&merged.also[k].0, merged.also[k].1.stats());
+        assert_eq!(name, mname);
+        assert_eq!(m.count, vals.len());
+        assert!(
+            close(m.mean, w.mean, 1e-14),
+            "{name}: {} vs {}",
+            m.mean,
+            w.mean
+        );
+        assert_eq!((m.max, m.max_row), (w.max, w.max_row), "{name}");
+    }
+    let want_mean = vals.iter().map(|r| r.1).sum::<f64>() / vals.len() as f64;
+    assert!(close(whole.also[0].1.stats().mean, want_mean, 1e-14));
+    let j = report::json(&merged);
+    assert!(j["also"]["reverse-kl"]["mean"].as_f64().is_some());
+    assert!(j["also"]["js"]["max"].as_f64().is_some());
+    assert!(report::text(&merged).contains("js: mean"));
+
+    // Further values that do not cover the rows, and different lists, are refused.
+    let mut short = Summary::new(meta(), false, 0).with_also(&also, false);
+    short.push_row(0.5, false, None);
+    short.push_also(0, &[0.5]).unwrap();
+    assert!(Summary::from_json(&short.to_json()).is_err());
+    let mut other = Summary::new(meta(), false, 200).with_also(&also[..1], false);
+    other.push_row(0.5, false, None);
+    other.push_also(0, &[0.5]).unwrap();
+    assert!(merged.merge(&other).is_err());
+}

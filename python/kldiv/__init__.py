@@ -175,7 +175,10 @@ def compare_files(
     file's first global row (for shards). ``temperature_p``/``temperature_q``: divide that
     side's logits by T (formed in f64) before the softmax (``input="logits"``).
     ``vocab_min``: vocabularies of different sizes compared over their common prefix (each
-    row's first min(V_P, V_Q) columns, renormalised), as ExLlamaV3 does; else an error."""
+    row's first min(V_P, V_Q) columns, renormalised), as ExLlamaV3 does; else an error.
+    ``divergence`` may list several, comma-separated ("kl,reverse-kl,js"), computed over the
+    same read of both files: the first drives the report, the others are in
+    ``to_dict()["also"]`` and their per-row values in ``Summary.also``."""
     if isinstance(targets, str):
         targets = _np.load(targets, mmap_mode="r")
     if targets is not None:

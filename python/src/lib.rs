@@ -495,6 +495,19 @@ impl PySummary {
         self.inner.values.exact().map(|v| v.to_pyarray(py))
     }
 
+    /// The further divergences' per-row values (`divergence="kl,reverse-kl,js"`), by name,
+    /// when kept.
+    #[getter]
+    fn also<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        for (name, v) in &self.inner.also {
+            if let Some(x) = v.exact() {
+                d.set_item(name, x.to_pyarray(py))?;
+            }
+        }
+        Ok(d)
+    }
+
     #[getter]
     fn rows(&self) -> u64 {
         self.inner.rows
@@ -543,8 +556,10 @@ fn _compare_files(
         }
         (None, i) => i.unwrap_or("probs"),
     };
+    // Several divergences, comma-separated: the first drives the report, the others follow.
+    let names: Vec<&str> = divergence.split(',').map(str::trim).collect();
     let o = options(
-        divergence,
+        names[0],
         input,
         unit,
         normalize,
@@ -552,6 +567,29 @@ fn _compare_files(
         propagate_nan,
         device,
     )?;
+    let mut also = vec![];
+    for (i, n) in names.iter().enumerate().skip(1) {
+        let d = options(
+            n,
+            input,
+            unit,
+            normalize,
+            pseudocount,
+            propagate_nan,
+            device,
+        )?
+        .req
+        .divergence;
+        if names[..i].contains(n) {
+            return Err(bad(format!("divergence lists {n} twice")));
+        }
+        if d == Divergence::Entropy || o.req.divergence == Divergence::Entropy {
+            return Err(bad(
+                "entropy reads P alone: compute it on its own, not in a list",
+            ));
+        }
+        also.push(d);
+    }
     let (ps, qs) = if o.req.reads_q() && ps.rows() == qs.rows() && pf.cols() != qf.cols() {
         if !vocab_min {
             return Err(bad(format!(
@@ -608,7 +646,7 @@ fn _compare_files(
     let mut meta = Meta::of(&o.req, cols, dtype);
     (meta.p, meta.q) = (pf.label(), qf.label());
     (meta.p_dtype, meta.q_dtype) = (pf.stored().name().into(), qf.stored().name().into());
-    let mut s = kldiv::Summary::new(meta, true, first_row);
+    let mut s = kldiv::Summary::new(meta, true, first_row).with_also(&also, true);
     if t.is_some() {
         s = s.with_targets(true);
     }

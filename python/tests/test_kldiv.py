@@ -287,6 +287,26 @@ def test_compare_files_vocab_min_compares_the_common_prefix(tmp_path):
     close(s.values, rel_entr(p, q).sum(axis=1), 1e-5)
 
 
+def test_compare_files_computes_several_divergences_from_one_read(tmp_path):
+    a = rng.normal(scale=2, size=(25, 30)).astype(np.float32)
+    b = (a + rng.normal(scale=0.5, size=a.shape)).astype(np.float32)
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    s = kldiv.compare_files(
+        str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), input="logits",
+        divergence="kl,reverse-kl,js", device="cpu",
+    )
+    p = softmax(a.astype(np.float64), axis=1)
+    q = softmax(b.astype(np.float64), axis=1)
+    close(s.values, rel_entr(p, q).sum(axis=1), 1e-5)
+    close(s.also["reverse-kl"], rel_entr(q, p).sum(axis=1), 1e-5)
+    close(s.also["js"], jensenshannon(p, q, axis=1) ** 2, 1e-5)
+    d = s.to_dict()
+    close(d["also"]["js"]["mean"], (jensenshannon(p, q, axis=1) ** 2).mean(), 1e-5)
+    with pytest.raises(kldiv.Error, match="twice"):
+        kldiv.compare_files(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), divergence="kl,kl")
+
+
 def test_bad_input_raises_clear_exceptions():
     p = probs(4, 5)
     for bad in (p.astype(np.complex128), np.array([["a", "b"]]), np.array([[object()]])):

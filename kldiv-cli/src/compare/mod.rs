@@ -28,9 +28,12 @@ pub struct Args {
     /// records are log-probabilities: --input then describes the other side).
     #[arg(long, value_enum)]
     input: Option<InputArg>,
-    /// What to compute per row.
-    #[arg(long, value_enum, default_value = "kl")]
-    divergence: DivergenceArg,
+    /// What to compute per row. Several, comma-separated (kl,reverse-kl,js), are computed
+    /// over the same read of both files: the first drives the report and the others follow
+    /// it (their mean ± s.e., median, p99 and max; all of it in --json under "also"), and
+    /// --out then gets a last axis with one value per divergence, in the order given.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kl")]
+    divergence: Vec<DivergenceArg>,
     /// Where to run (default: KLDIV_DEVICE, else auto).
     #[arg(long, value_enum)]
     device: Option<DeviceArg>,
@@ -131,7 +134,25 @@ fn run_block(
 pub fn run(a: Args) -> Result<(), Failure> {
     let started = std::time::Instant::now();
     let input = a.input.unwrap_or(InputArg::Probs);
-    let mut req = Request::new(a.divergence.into()).input(input.into());
+    let divs: Vec<kldiv::Divergence> = a.divergence.iter().map(|&d| d.into()).collect();
+    let main = divs.first().copied().unwrap_or(kldiv::Divergence::Kl);
+    let also: Vec<kldiv::Divergence> = divs.iter().skip(1).copied().collect();
+    for (i, d) in divs.iter().enumerate() {
+        if divs[..i].contains(d) {
+            return Err(Failure {
+                code: 2,
+                message: format!("--divergence lists {} twice", d.name()),
+            });
+        }
+    }
+    if divs.len() > 1 && divs.contains(&kldiv::Divergence::Entropy) {
+        return Err(Failure {
+            code: 2,
+            message: "entropy reads P alone: run --divergence entropy on its own, not in a list"
+                .into(),
+        });
+    }
+    let mut req = Request::new(main).input(input.into());
     if a.normalize {
         req = req.normalization(Normalization::Normalize);
     }
@@ -238,7 +259,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
     if compat
         && (p.kld_layout().is_none()
             || q.kld_layout().is_some()
-            || req.divergence != kldiv::Divergence::Kl)
+            || req.divergence != kldiv::Divergence::Kl
+            || !also.is_empty())
     {
         return Err(Failure {
             code: 2,
@@ -270,7 +292,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         vec![rows]
     };
     meta.row_shape = row_shape.iter().map(|&d| d as u64).collect();
-    let mut summary = Summary::new(meta, true, a.row_offset);
+    let mut summary = Summary::new(meta, true, a.row_offset).with_also(&also, true);
     if targets.is_some() {
         summary = summary.with_targets(true);
     }
@@ -323,8 +345,26 @@ pub fn run(a: Args) -> Result<(), Failure> {
     summary.elapsed_s = started.elapsed().as_secs_f64();
     if let Some(out) = out {
         let per_row = summary.values.exact().unwrap_or_default();
-        // The per-row values keep the input's leading shape ([batch, seq] → [batch, seq]).
-        out.commit(|w| kldiv::io::npy::write_f64_to(w, &row_shape, per_row))?;
+        // The per-row values keep the input's leading shape ([batch, seq] → [batch, seq]);
+        // with several divergences, one more axis holds them in the order given.
+        if summary.also.is_empty() {
+            out.commit(|w| kldiv::io::npy::write_f64_to(w, &row_shape, per_row))?;
+        } else {
+            let columns: Vec<&[f64]> = std::iter::once(per_row)
+                .chain(
+                    summary
+                        .also
+                        .iter()
+                        .map(|(_, v)| v.exact().unwrap_or_default()),
+                )
+                .collect();
+            let table: Vec<f64> = (0..per_row.len())
+                .flat_map(|r| columns.iter().map(move |c| c[r]))
+                .collect();
+            let mut shape = row_shape.clone();
+            shape.push(columns.len());
+            out.commit(|w| kldiv::io::npy::write_f64_to(w, &shape, &table))?;
+        }
     }
     if let Some(f) = summary_out {
         f.commit(|w| w.write_all(summary.to_json().as_bytes()))?;

@@ -169,7 +169,9 @@ pub fn read_type(req: &crate::Request, (p, q): (&Side, &Side)) -> crate::Dtype {
 }
 
 /// Rows `[r0, r1)` of both sides, read in the `read_type`, through the scheduler into
-/// `summary` (`targets` are the block's). Returns the engine's run (its plan and warnings).
+/// `summary` (`targets` are the block's), with the summary's further divergences
+/// (`Summary::also`) over the same block. Returns the main divergence's run (its plan and
+/// warnings).
 pub fn run_block(
     engine: &crate::scheduler::Scheduler,
     req: &crate::Request,
@@ -195,6 +197,15 @@ pub fn run_block(
         };
         let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
         summary.add_block(req, (&pb, &qb), cols, &run.values, targets)?;
+        // Further divergences over the same block, read from the files once.
+        for (k, div) in summary.also_divergences().into_iter().enumerate() {
+            let other = crate::Request {
+                divergence: div,
+                ..*req
+            };
+            let values = engine.run(&other, &pb, &qb, r1 - r0, cols)?.values;
+            summary.push_also(k, &values)?;
+        }
         Ok(run)
     }
     use crate::Dtype as D;

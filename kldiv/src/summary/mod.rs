@@ -132,6 +132,10 @@ pub struct Summary {
     pub targets: Option<TargetStats>,
     /// Opt-in: top-K agreement, Σ min(p, q), KLD by P's confidence.
     pub agreement: Option<Agreement>,
+    /// Further divergences of the same rows (`--divergence kl,reverse-kl,js`): each one's
+    /// name (as `Divergence::name`) and the distribution of its per-row values, in the
+    /// order asked.
+    pub also: Vec<(String, Values)>,
     /// Wall time (a merge keeps the longest shard's: shards run side by side).
     pub elapsed_s: f64,
 }
@@ -155,8 +159,43 @@ impl Summary {
             same_top: 0,
             targets: None,
             agreement: None,
+            also: vec![],
             elapsed_s: 0.0,
         }
+    }
+
+    /// Also keeps the per-row values of these divergences (before the first row; `keep` as
+    /// in [`Summary::new`]).
+    pub fn with_also(mut self, divergences: &[Divergence], keep: bool) -> Summary {
+        self.also = divergences
+            .iter()
+            .map(|d| (d.name().to_string(), Values::new(keep)))
+            .collect();
+        self
+    }
+
+    /// The further divergences, parsed.
+    pub fn also_divergences(&self) -> Vec<Divergence> {
+        self.also
+            .iter()
+            .filter_map(|(n, _)| Divergence::from_name(n))
+            .collect()
+    }
+
+    /// Adds the next rows' values of further divergence `k` (the rows `add_block` or
+    /// `push_row` add, in the same order).
+    pub fn push_also(&mut self, k: usize, values: &[f64]) -> Result<()> {
+        let first = self.first_row;
+        let Some((_, v)) = self.also.get_mut(k) else {
+            return Err(Error::InvalidRequest(format!(
+                "no further divergence {k} in this summary"
+            )));
+        };
+        for &x in values {
+            let row = first + v.count() + v.nan_count();
+            v.push(x, row);
+        }
+        Ok(())
     }
 
     /// Turns on the agreement statistics (before the first row; one more f64 pass over
@@ -258,6 +297,9 @@ impl Summary {
     pub fn shift_rows(&mut self, by: u64) {
         self.first_row += by;
         self.values.shift_rows(by);
+        for (_, v) in &mut self.also {
+            v.shift_rows(by);
+        }
         if let Some(t) = &mut self.targets {
             t.dp.shift_rows(by);
         }
@@ -289,6 +331,14 @@ impl Summary {
         if self.agreement.is_some() != o.agreement.is_some() {
             return bad("cannot merge a summary with agreement statistics and one without".into());
         }
+        let names = |s: &Summary| s.also.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        if names(self) != names(o) {
+            return bad(format!(
+                "cannot merge summaries of different further divergences ({:?} and {:?})",
+                names(self),
+                names(o)
+            ));
+        }
         let (s0, s1) = (self.first_row, self.first_row + self.rows);
         let (o0, o1) = (o.first_row, o.first_row + o.rows);
         if self.rows > 0 && o.rows > 0 && s0 < o1 && o0 < s1 {
@@ -310,6 +360,9 @@ impl Summary {
             x.dp2 = x.dp2.merge(&y.dp2);
         }
         if let (Some(x), Some(y)) = (&mut first.agreement, &second.agreement) {
+            x.merge(y);
+        }
+        for ((_, x), (_, y)) in first.also.iter_mut().zip(&second.also) {
             x.merge(y);
         }
         first.meta.p = join_labels(&first.meta.p, &second.meta.p);
@@ -355,6 +408,14 @@ impl Summary {
                 dp2: t.dp2,
             }),
             agreement: self.agreement.clone(),
+            also: self
+                .also
+                .iter()
+                .map(|(n, v)| AlsoWire {
+                    divergence: n.clone(),
+                    values: v.to_wire(),
+                })
+                .collect(),
             elapsed_s: self.elapsed_s,
         };
         serde_json::to_string(&w).expect("a summary always serialises")
@@ -413,6 +474,23 @@ impl Summary {
         if w.first_row.checked_add(w.rows).is_none() {
             return Err(bad("row numbers overflow".into()));
         }
+        let mut also = Vec::with_capacity(w.also.len());
+        for a in &w.also {
+            if Divergence::from_name(&a.divergence).is_none() {
+                return Err(bad(format!("unknown divergence {:?}", a.divergence)));
+            }
+            let v =
+                Values::from_wire(&a.values).map_err(|e| bad(format!("{}: {e}", a.divergence)))?;
+            if v.count() + v.nan_count() != w.rows {
+                return Err(bad(format!(
+                    "counts disagree: {} rows, {} values of {}",
+                    w.rows,
+                    v.count() + v.nan_count(),
+                    a.divergence
+                )));
+            }
+            also.push((a.divergence.clone(), v));
+        }
         Ok(Summary {
             meta: w.meta,
             first_row: w.first_row,
@@ -421,6 +499,7 @@ impl Summary {
             same_top: w.same_top,
             targets,
             agreement: w.agreement,
+            also,
             elapsed_s: w.elapsed_s,
         })
     }
@@ -502,7 +581,16 @@ struct Wire {
     targets: Option<TargetsWire>,
     #[serde(default)]
     agreement: Option<Agreement>,
+    #[serde(default)]
+    also: Vec<AlsoWire>,
     elapsed_s: f64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlsoWire {
+    divergence: String,
+    values: ValuesWire,
 }
 
 #[derive(Serialize, Deserialize)]

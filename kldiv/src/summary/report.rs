@@ -70,6 +70,14 @@ pub fn json(s: &Summary) -> serde_json::Value {
     if let Some(a) = &s.agreement {
         j["agreement"] = a.json();
     }
+    if !s.also.is_empty() {
+        let also: serde_json::Map<String, serde_json::Value> = s
+            .also
+            .iter()
+            .map(|(name, v)| (name.clone(), values_json(v)))
+            .collect();
+        j["also"] = also.into();
+    }
     if let (Some(l), Some(obj)) = (s.llama(), j.as_object_mut()) {
         if let serde_json::Value::Object(extra) = llama::json(&l) {
             obj.extend(extra);
@@ -77,6 +85,30 @@ pub fn json(s: &Summary) -> serde_json::Value {
         obj.insert("mode".into(), m.mode.clone().into());
     }
     j
+}
+
+/// One further divergence's distribution, with the keys of the main one.
+fn values_json(v: &super::values::Values) -> serde_json::Value {
+    let st = v.stats();
+    let pct: serde_json::Map<String, serde_json::Value> = st
+        .percentiles
+        .iter()
+        .map(|(p, v)| (format!("p{p}"), num(*v)))
+        .collect();
+    serde_json::json!({
+        "count": st.count,
+        "nan_rows": st.nan_rows,
+        "inf_rows": v.inf_count(),
+        "mean": num(st.mean),
+        "sem": num(st.sem),
+        "std": num(st.std),
+        "min": num(st.min),
+        "min_row": st.min_row,
+        "median": num(st.median),
+        "max": num(st.max),
+        "max_row": st.max_row,
+        "percentiles": pct,
+    })
 }
 
 /// The report as text: the summary, then llama.cpp's three blocks when rows had targets.
@@ -133,6 +165,27 @@ pub fn text(s: &Summary) -> String {
             o,
             "  inf rows  {inf} (q = 0 where p > 0); the other {} rows: mean {:.6e} ± {:.2e}, max {:.6e}",
             f.count, f.mean, f.sem, f.max
+        );
+    }
+    for (name, v) in &s.also {
+        let st = v.stats();
+        let p99 = st
+            .percentiles
+            .iter()
+            .find(|(p, _)| *p == 99.0)
+            .map_or(f64::NAN, |x| x.1);
+        let _ = writeln!(
+            o,
+            "  {name}: mean {:.6e} ± {:.2e}, median {:.6e}, p99 {p99:.6e}, max {:.6e} ({}){}",
+            st.mean,
+            st.sem,
+            st.median,
+            st.max,
+            at(st.max_row),
+            match v.inf_count() {
+                0 => String::new(),
+                n => format!(", {n} inf rows"),
+            }
         );
     }
     if let Some(a) = &s.agreement {
