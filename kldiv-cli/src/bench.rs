@@ -129,6 +129,9 @@ struct Ctx {
     /// The GPU is a software rasteriser (lavapipe): as slow as one CPU thread, so its
     /// placements are timed once after the warm-up instead of filling 0.25 s.
     software_gpu: bool,
+    /// The GPU's own read limit (a plain read kernel timed by timestamp queries), GB/s: the
+    /// "% limit" of GPU rows.
+    gpu_limit: Option<f64>,
 }
 
 impl Ctx {
@@ -236,8 +239,15 @@ pub fn run(a: Args) -> Result<(), Failure> {
         split,
         has_gpu,
         software_gpu,
+        gpu_limit: None,
     };
     let limit = read_limit(if a.quick { 256 << 20 } else { 1 << 30 });
+    let mut ctx = ctx;
+    if a.device != Some(DeviceArg::Cpu) {
+        if let Ok(g) = ctx.auto.gpu() {
+            ctx.gpu_limit = g.read_limit(if a.quick { 64 << 20 } else { 1 << 30 }, 5)?;
+        }
+    }
     let simd = ctx.auto.cpu().simd_name();
     let gpu_name = match ctx.auto.gpu() {
         Ok(g) => format!("{} ({})", g.adapter().name, g.adapter().backend),
@@ -249,6 +259,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
         ctx.auto.cpu().threads()
     );
     outln!("memory-read limit {limit:.1} GB/s (two-stream read, all threads, measured now)");
+    if let Some(g) = ctx.gpu_limit {
+        outln!(
+            "GPU read limit {g:.1} GB/s (plain two-stream read kernel, timestamp queries, \
+             measured now): the % limit of gpu rows"
+        );
+    }
     let rows = if a.sweep {
         sweep(&a, &ctx, dtype, limit, repeat)?
     } else {
@@ -352,6 +368,10 @@ fn measure(
     let m = data.time(ctx, way, &req, w.rows, w.cols, reps)?;
     let gelem = w.elements() as f64 / m / 1e9;
     let gbs = gelem * 2.0 * dtype.size_bytes() as f64;
+    let limit = match (way, ctx.gpu_limit) {
+        (Way::Gpu, Some(g)) => g,
+        _ => limit,
+    };
     let plan = ctx.auto.plan(&Job::of(&req, w.rows, w.cols, dtype, false));
     Ok(Row {
         workload: name.to_string(),
@@ -421,7 +441,7 @@ fn suite(
                         median_s: m,
                         gelem,
                         gbs,
-                        frac: gbs / limit,
+                        frac: gbs / ctx.gpu_limit.unwrap_or(limit),
                         ..gpu_row
                     };
                     print_row(&k)?;

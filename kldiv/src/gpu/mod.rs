@@ -8,6 +8,7 @@
 //! - `stream`: chunks uploaded (or bound from the caller's buffers), run, read back.
 //! - `records`: what kernels write, and how it becomes `semantics` sums.
 //! - `shaders`: WGSL assembly, the constants shared with Rust, and their checks.
+//! - `probe`: the adapter's own read limit (a plain read kernel), for benchmarks.
 //!
 //! f64 inputs run through f64 kernels where the adapter has SHADER_F64, and are narrowed to
 //! f32 elsewhere. Rows holding values the kernels do not handle (NaN, negatives, ±inf
@@ -19,6 +20,7 @@ mod adapter;
 mod dispatch;
 mod host;
 mod pipelines;
+mod probe;
 mod records;
 mod shaders;
 mod stream;

@@ -223,6 +223,20 @@ mod tests {
         }
     }
 
+    /// The read probe (`gpu::probe`) parses and validates too.
+    #[test]
+    fn read_probe_validates_with_naga() {
+        let src = super::super::probe::read_source();
+        let m = naga::front::wgsl::parse_str(src)
+            .unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::default(),
+        )
+        .validate(&m)
+        .unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
+    }
+
     /// (name, offset) of each member of a struct, and its size.
     type Layout = (Vec<(String, u32)>, u32);
 
