@@ -319,12 +319,20 @@ pub fn run(a: Args) -> Result<(), Failure> {
         let t = &mut totals;
         let tg = targets.as_deref().map(|v| &v[r0..r1]);
         let sides = (&ps, &qs);
+        // The kernel reads the next block ahead (asynchronously) while this one computes, and
+        // this block's pages are unmapped once it is done: resident memory stays at a few
+        // blocks whatever the file size.
+        let next = (r1, (r1 + per_block).min(rows));
+        ps.read_ahead(next.0, next.1);
+        qs.read_ahead(next.0, next.1);
         let result = if compat {
             compat_block(&req, sides, block, tg, t);
             Ok(())
         } else {
             run_block(&engine, &req, sides, block, tg, t)
         };
+        ps.release(r0, r1);
+        qs.release(r0, r1);
         if let Err(e) = result {
             progress.abandon();
             return Err(locate(

@@ -49,6 +49,20 @@ impl Side<'_> {
         self.scored_of.map_or(self.file.rows(), |l| l.scored_rows())
     }
 
+    /// Reads rows `[r0, r1)` ahead (see `TensorFile::read_ahead`), for the next block.
+    pub fn read_ahead(&self, r0: usize, r1: usize) {
+        if self.scored_of.is_none() {
+            self.file.read_ahead(r0, r1.min(self.rows()));
+        }
+    }
+
+    /// Unmaps rows `[r0, r1)` from this process (see `TensorFile::release`).
+    pub fn release(&self, r0: usize, r1: usize) {
+        if self.scored_of.is_none() {
+            self.file.release(r0, r1);
+        }
+    }
+
     /// Columns read from each row.
     pub fn cols(&self) -> usize {
         self.cols

@@ -402,6 +402,55 @@ impl TensorFile {
         (self.map.as_ptr() as usize, self.map.len())
     }
 
+    /// The bytes of rows `[r0, r1)` in the mapping, where they are one run (row-major arrays;
+    /// not .kld records or Fortran order).
+    fn row_run(&self, r0: usize, r1: usize) -> Option<(usize, usize)> {
+        let row_major =
+            !self.fortran || self.shape.len() <= 1 || (self.shape.len() == 2 && self.cols == 1);
+        if self.kld.is_some() || !row_major || r0 >= r1 || r1 > self.rows {
+            return None;
+        }
+        let row = self.cols * self.stored.size_bytes();
+        Some((self.data_start + r0 * row, (r1 - r0) * row))
+    }
+
+    /// Asks the kernel to read rows `[r0, r1)` ahead (MADV_WILLNEED: asynchronous, returns at
+    /// once), so that a block not yet in the page cache is read while the previous one is
+    /// computed. A hint, never an error.
+    pub fn read_ahead(&self, r0: usize, r1: usize) {
+        if let Some((off, len)) = self.row_run(r0, r1) {
+            let _ = self.map.advise_range(memmap2::Advice::WillNeed, off, len);
+        }
+    }
+
+    /// Unmaps the whole pages of rows `[r0, r1)` from this process (MADV_DONTNEED; they stay
+    /// in the page cache, and a later read maps them again), so that resident memory stays
+    /// at a few blocks however large the file. Call it once nothing borrows those rows.
+    pub fn release(&self, r0: usize, r1: usize) {
+        // 64 KiB: a multiple of every page size in use, so only pages wholly inside the run.
+        const GRAIN: usize = 64 << 10;
+        let Some((off, len)) = self.row_run(r0, r1) else {
+            return;
+        };
+        let base = self.map.as_ptr() as usize;
+        let (a0, a1) = (
+            (base + off).next_multiple_of(GRAIN),
+            (base + off + len) / GRAIN * GRAIN,
+        );
+        if a1 > a0 {
+            // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only drops page
+            // table entries: a later access reads the same bytes from the file again.
+            // Callers release rows no slice borrows any more.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    a0 - base,
+                    a1 - a0,
+                )
+            };
+        }
+    }
+
     /// "FILE" or "FILE:NAME", for messages.
     pub fn label(&self) -> String {
         match &self.name {
