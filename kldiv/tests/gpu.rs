@@ -160,6 +160,23 @@ fn resident_inputs_match_host_inputs() {
                         "{form:?} {div:?} bf16: {a} vs {b}"
                     );
                 }
+                // f64 stays resident where the engine computes f64 (row data: 4 f64).
+                if e.computes_f64() {
+                    let host = e.per_row(&req, &p, &q, rows, cols).unwrap();
+                    let (pb, qb) = (e.upload(&p), e.upload(&q));
+                    let dev = e
+                        .per_row_resident::<f64>(&req, &pb, &qb, rows, cols)
+                        .unwrap();
+                    // No input crosses: at most a row-data entry per row of each chunk.
+                    let st = e.last_call();
+                    assert!(st.bytes_uploaded <= 32 * rows as u64 * st.chunks, "{st:?}");
+                    for (a, b) in host.iter().zip(&dev) {
+                        assert!(
+                            close(*a, *b, 1e-13, 1e-15),
+                            "{form:?} {div:?} f64: {a} vs {b}"
+                        );
+                    }
+                }
             }
         }
     }
