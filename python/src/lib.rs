@@ -3,8 +3,6 @@
 //! row-contiguous (copied once otherwise); the GIL is released while rows are computed, a
 //! block at a time, and Ctrl-C is honoured between blocks.
 
-use kldiv::io::sides::{kld_sides, kld_targets};
-use kldiv::io::tensor::TensorFile;
 use kldiv::scheduler::{DeviceMode, Scheduler};
 use kldiv::semantics::rows::relocate_row_by;
 use kldiv::summary::{report, Meta};
@@ -18,6 +16,8 @@ use pyo3::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+
+mod files;
 
 create_exception!(
     kldiv,
@@ -519,192 +519,12 @@ impl PySummary {
     }
 }
 
-/// `kldiv compare P Q` on files (.npy, .safetensors[:NAME], llama.cpp .kld) without the
-/// command line.
-#[pyfunction]
-#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets, first_row, agreement, temperature_p, temperature_q, vocab_min))]
-#[allow(clippy::too_many_arguments)]
-fn _compare_files(
-    py: Python<'_>,
-    p: &str,
-    q: &str,
-    divergence: &str,
-    input: Option<&str>,
-    unit: &str,
-    normalize: bool,
-    pseudocount: Option<f64>,
-    propagate_nan: bool,
-    device: &str,
-    targets: Option<&Bound<'_, PyAny>>,
-    first_row: u64,
-    agreement: bool,
-    temperature_p: Option<f64>,
-    temperature_q: Option<f64>,
-    vocab_min: bool,
-) -> PyResult<PySummary> {
-    let open = |s: &str| TensorFile::open(s).map_err(|e| to_py(py, e));
-    let (pf, qf) = (open(p)?, open(q)?);
-    let (ps, qs, kld) = kld_sides(&pf, &qf).map_err(|e| to_py(py, e))?;
-    // A .kld base holds log-probabilities: both sides are read as logits (a row's softmax).
-    let input = match (kld, input) {
-        (Some(_), None | Some("logits") | Some("logprobs")) => "logits",
-        (Some(_), Some(other)) => {
-            return Err(bad(format!(
-                "a .kld base holds log-probabilities: compare it with logits or \
-                 log-probabilities (input=\"logits\" or \"logprobs\"), not {other:?}"
-            )))
-        }
-        (None, i) => i.unwrap_or("probs"),
-    };
-    // Several divergences, comma-separated: the first drives the report, the others follow.
-    let names: Vec<&str> = divergence.split(',').map(str::trim).collect();
-    let o = options(
-        names[0],
-        input,
-        unit,
-        normalize,
-        pseudocount,
-        propagate_nan,
-        device,
-    )?;
-    let mut also = vec![];
-    for (i, n) in names.iter().enumerate().skip(1) {
-        let d = options(
-            n,
-            input,
-            unit,
-            normalize,
-            pseudocount,
-            propagate_nan,
-            device,
-        )?
-        .req
-        .divergence;
-        if names[..i].contains(n) {
-            return Err(bad(format!("divergence lists {n} twice")));
-        }
-        if d == Divergence::Entropy || o.req.divergence == Divergence::Entropy {
-            return Err(bad(
-                "entropy reads P alone: compute it on its own, not in a list",
-            ));
-        }
-        also.push(d);
-    }
-    let (ps, qs) = if o.req.reads_q() && ps.rows() == qs.rows() && pf.cols() != qf.cols() {
-        if !vocab_min {
-            return Err(bad(format!(
-                "vocabularies differ: {} is {:?} ({} columns), {} is {:?} ({} columns); give \
-                 vocab_min=True to compare over the first {}",
-                pf.label(),
-                pf.shape(),
-                pf.cols(),
-                qf.label(),
-                qf.shape(),
-                qf.cols(),
-                pf.cols().min(qf.cols())
-            )));
-        }
-        let n = pf.cols().min(qf.cols());
-        (
-            ps.with_cols(n).map_err(|e| to_py(py, e))?,
-            qs.with_cols(n).map_err(|e| to_py(py, e))?,
-        )
-    } else {
-        (ps, qs)
-    };
-    let (rows, cols) = (ps.rows(), ps.cols());
-    if o.req.reads_q() && (qs.rows(), qs.cols()) != (rows, cols) {
-        return Err(bad(format!(
-            "shape mismatch: {} is {:?}, {} is {:?}",
-            pf.label(),
-            pf.shape(),
-            qf.label(),
-            qf.shape()
-        )));
-    }
-    if (temperature_p.is_some() || temperature_q.is_some())
-        && o.req.input != kldiv::InputForm::Logits
-    {
-        return Err(bad(
-            "temperature_p/temperature_q divide logits: give input=\"logits\"",
-        ));
-    }
-    let ps = match temperature_p {
-        Some(t) => ps.with_temperature(t).map_err(|e| to_py(py, e))?,
-        None => ps,
-    };
-    let qs = match temperature_q {
-        Some(t) => qs.with_temperature(t).map_err(|e| to_py(py, e))?,
-        None => qs,
-    };
-    let dtype = kldiv::io::sides::read_type(&o.req, (&ps, &qs));
-    let t = match (targets_vec(targets, rows)?, kld) {
-        (Some(t), _) => Some(t),
-        (None, Some(l)) => Some(kld_targets(&pf, &qf, l, rows)),
-        (None, None) => None,
-    };
-    let mut meta = Meta::of(&o.req, cols, dtype);
-    (meta.p, meta.q) = (pf.label(), qf.label());
-    (meta.p_dtype, meta.q_dtype) = (pf.stored().name().into(), qf.stored().name().into());
-    let mut s = kldiv::Summary::new(meta, true, first_row).with_also(&also, true);
-    if t.is_some() {
-        s = s.with_targets(true);
-    }
-    if agreement {
-        s = s.with_agreement();
-    }
-    let engine = engine(&o.device)?;
-    let started = std::time::Instant::now();
-    let per_block = (BLOCK_ELEMS / cols.max(1)).max(1);
-    let mut r0 = 0;
-    while r0 < rows {
-        let r1 = (r0 + per_block).min(rows);
-        let tb = t.as_deref().map(|t| &t[r0..r1]);
-        let label = |e: kldiv::Error| {
-            let e = relocate_row_by(e, r0);
-            let file = match &e {
-                kldiv::Error::BadValue { side, .. }
-                | kldiv::Error::NotNormalized { side, .. }
-                | kldiv::Error::NoMass { side, .. } => {
-                    if *side == kldiv::Side::P {
-                        pf.label()
-                    } else {
-                        qf.label()
-                    }
-                }
-                _ => return to_py(py, e),
-            };
-            let err = to_py(py, e);
-            let msg = format!("{file}: {}", err.value(py));
-            let _ = err.value(py).setattr("args", (msg,));
-            err
-        };
-        // As the command line does: the next block read ahead, this one unmapped after.
-        let next = (r1 + per_block).min(rows);
-        ps.read_ahead(r1, next);
-        qs.read_ahead(r1, next);
-        py.detach(|| {
-            kldiv::io::sides::run_block(&engine, &o.req, (&ps, &qs), (r0, r1), tb, &mut s)
-        })
-        .map_err(label)?;
-        ps.release(r0, r1);
-        qs.release(r0, r1);
-        py.check_signals()?;
-        r0 = r1;
-    }
-    s.elapsed_s = started.elapsed().as_secs_f64();
-    Ok(PySummary {
-        inner: s,
-        opts: Some(o),
-    })
-}
-
 #[pymodule]
 fn _kldiv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Error", m.py().get_type::<Error>())?;
     m.add_class::<PySummary>()?;
     m.add_function(wrap_pyfunction!(_compute, m)?)?;
-    m.add_function(wrap_pyfunction!(_compare_files, m)?)?;
+    m.add_function(wrap_pyfunction!(files::_compare_files, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
