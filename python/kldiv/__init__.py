@@ -18,9 +18,11 @@ from __future__ import annotations
 import numpy as _np
 
 from ._kldiv import Error, Summary, __version__
-from ._kldiv import _compare_files, _compute
+from ._kldiv import _compare_files, _compute, _gpu_info
 
-__all__ = ["Error", "Summary", "kl", "compare_files", "DIVERGENCES", "INPUTS", "__version__"]
+__all__ = [
+    "Error", "Summary", "kl", "compare_files", "gpu_info", "DIVERGENCES", "INPUTS", "__version__",
+]
 
 DIVERGENCES = ("kl", "reverse-kl", "symmetric-kl", "js", "cross-entropy", "entropy")
 INPUTS = ("probs", "logprobs", "logits")
@@ -187,3 +189,10 @@ def compare_files(
         p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, targets,
         first_row, agreement, temperature_p, temperature_q, vocab_min,
     )
+
+
+def gpu_info() -> dict | None:
+    """The GPU that ``device="gpu"`` runs on: ``name``, ``backend``, ``device_type``,
+    ``driver``, ``software`` (a CPU rasteriser such as lavapipe), ``timestamps``, and
+    ``computes_f64`` (f64 inputs computed in f64; else narrowed to f32). None without one."""
+    return _gpu_info()

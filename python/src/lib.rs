@@ -519,12 +519,32 @@ impl PySummary {
     }
 }
 
+/// The GPU that `device="gpu"` runs on, as a dict; None where there is none.
+#[pyfunction]
+fn _gpu_info(py: Python<'_>) -> PyResult<Option<Bound<'_, pyo3::types::PyDict>>> {
+    let s = engine("gpu")?;
+    let Ok(g) = s.gpu() else {
+        return Ok(None);
+    };
+    let a = g.adapter();
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("name", &a.name)?;
+    d.set_item("backend", &a.backend)?;
+    d.set_item("device_type", &a.device_type)?;
+    d.set_item("driver", &a.driver)?;
+    d.set_item("software", a.is_software)?;
+    d.set_item("timestamps", a.timestamps)?;
+    d.set_item("computes_f64", g.computes_f64())?;
+    Ok(Some(d))
+}
+
 #[pymodule]
 fn _kldiv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Error", m.py().get_type::<Error>())?;
     m.add_class::<PySummary>()?;
     m.add_function(wrap_pyfunction!(_compute, m)?)?;
     m.add_function(wrap_pyfunction!(files::_compare_files, m)?)?;
+    m.add_function(wrap_pyfunction!(_gpu_info, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

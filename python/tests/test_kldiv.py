@@ -17,6 +17,13 @@ import kldiv
 
 DEVICES = ["cpu", "gpu"]
 rng = np.random.default_rng(7)
+# f64 keeps f64 accuracy on the CPU and on a GPU with SHADER_F64 (lavapipe has it); a GPU
+# without it computes f64 in f32 (README: 1e-5).
+GPU_F64 = (kldiv.gpu_info() or {}).get("computes_f64", False)
+
+
+def f64_tol(device):
+    return 1e-12 if device == "cpu" or GPU_F64 else 1e-5
 
 
 def probs(rows, cols, dtype=np.float64):
@@ -33,8 +40,7 @@ def close(got, want, rtol, atol=0.0):
 def test_kl_matches_scipy_rel_entr(device, cols):
     p, q = probs(33, cols), probs(33, cols)
     want = rel_entr(p, q).sum(-1)
-    # f64 keeps f64 accuracy on the CPU; the GPU computes f64 in f32 (README: 1e-5).
-    close(kldiv.kl(p, q, device=device), want, 1e-12 if device == "cpu" else 1e-5, 1e-12)
+    close(kldiv.kl(p, q, device=device), want, f64_tol(device), 1e-12)
     p32, q32 = p.astype(np.float32), q.astype(np.float32)
     want32 = rel_entr(p32.astype(np.float64), q32.astype(np.float64)).sum(-1)
     # The f32 rows are not normalised to f64 precision: normalise as the reference does.
@@ -47,7 +53,7 @@ def test_kl_matches_scipy_rel_entr(device, cols):
 @pytest.mark.parametrize("device", DEVICES)
 def test_every_divergence_matches_scipy(device):
     p, q = probs(20, 50), probs(20, 50)
-    tol = 1e-12 if device == "cpu" else 1e-5
+    tol = f64_tol(device)
     kw = dict(device=device)
     close(kldiv.kl(p, q, divergence="reverse-kl", **kw), rel_entr(q, p).sum(-1), tol)
     close(
@@ -71,7 +77,7 @@ def test_logits_and_logprobs(device):
     a = rng.normal(scale=3, size=(16, 300))
     b = a + rng.normal(scale=0.5, size=a.shape) + 1e4  # a softmax is shift-invariant
     want = rel_entr(softmax(a, -1), softmax(b, -1)).sum(-1)
-    tol = 1e-10 if device == "cpu" else 1e-5
+    tol = 1e-10 if device == "cpu" or GPU_F64 else 1e-5
     close(kldiv.kl(a, b, input="logits", device=device), want, tol)
     close(
         kldiv.kl(log_softmax(a, -1), log_softmax(b, -1), input="logprobs", device=device),
@@ -249,6 +255,15 @@ def test_compare_files_mirrors_the_command_line(tmp_path):
     with pytest.raises(kldiv.Error) as e:
         kldiv.compare_files(str(tmp_path / "p.npy"), str(tmp_path / "q.npy"), device="cpu")
     assert "q.npy" in str(e.value) and (e.value.row, e.value.col) == (5, 3)
+
+
+def test_gpu_info_describes_the_gpu():
+    info = kldiv.gpu_info()
+    if os.environ.get("CI") in ("true", "1"):
+        # CI runs on lavapipe, which computes f64 in f64.
+        assert info is not None and info["backend"] == "Vulkan" and info["computes_f64"]
+    if info is not None:
+        assert {"name", "software", "timestamps", "computes_f64"} <= set(info)
 
 
 def test_compare_files_divides_each_side_by_its_temperature(tmp_path):
