@@ -155,6 +155,27 @@ impl Request {
     }
 }
 
+impl Divergence {
+    /// Checks the divergences of one run (`--divergence kl,reverse-kl,js`, the first
+    /// driving the report): at least one, none twice, and entropy (which reads P alone)
+    /// only on its own.
+    pub fn check_list(divs: &[Divergence]) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::InvalidRequest(m));
+        if divs.is_empty() {
+            return bad("no divergence given".into());
+        }
+        for (i, d) in divs.iter().enumerate() {
+            if divs[..i].contains(d) {
+                return bad(format!("divergence {} is listed twice", d.name()));
+            }
+        }
+        if divs.len() > 1 && divs.contains(&Divergence::Entropy) {
+            return bad("entropy reads P alone: compute it on its own, not in a list".into());
+        }
+        Ok(())
+    }
+}
+
 /// Default tolerance on |row sum − 1|, per element type: it accepts the rounding of genuinely
 /// normalised data stored in that type (a 128k-entry f16 softmax row is not exactly 1), and
 /// rejects rows that are not distributions at all.

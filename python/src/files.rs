@@ -47,18 +47,8 @@ pub(crate) fn _compare_files(
         (None, i) => i.unwrap_or("probs"),
     };
     // Several divergences, comma-separated: the first drives the report, the others follow.
-    let names: Vec<&str> = divergence.split(',').map(str::trim).collect();
-    let o = options(
-        names[0],
-        input,
-        unit,
-        normalize,
-        pseudocount,
-        propagate_nan,
-        device,
-    )?;
-    let mut also = vec![];
-    for (i, n) in names.iter().enumerate().skip(1) {
+    let mut divs = vec![];
+    for n in divergence.split(',').map(str::trim) {
         let d = options(
             n,
             input,
@@ -67,19 +57,20 @@ pub(crate) fn _compare_files(
             pseudocount,
             propagate_nan,
             device,
-        )?
-        .req
-        .divergence;
-        if names[..i].contains(n) {
-            return Err(bad(format!("divergence lists {n} twice")));
-        }
-        if d == Divergence::Entropy || o.req.divergence == Divergence::Entropy {
-            return Err(bad(
-                "entropy reads P alone: compute it on its own, not in a list",
-            ));
-        }
-        also.push(d);
+        )?;
+        divs.push(d.req.divergence);
     }
+    Divergence::check_list(&divs).map_err(|e| to_py(py, e))?;
+    let o = options(
+        divs[0].name(),
+        input,
+        unit,
+        normalize,
+        pseudocount,
+        propagate_nan,
+        device,
+    )?;
+    let also = divs[1..].to_vec();
     let (ps, qs) = if o.req.reads_q() && ps.rows() == qs.rows() && pf.cols() != qf.cols() {
         if !vocab_min {
             return Err(bad(format!(

@@ -135,23 +135,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let started = std::time::Instant::now();
     let input = a.input.unwrap_or(InputArg::Probs);
     let divs: Vec<kldiv::Divergence> = a.divergence.iter().map(|&d| d.into()).collect();
-    let main = divs.first().copied().unwrap_or(kldiv::Divergence::Kl);
-    let also: Vec<kldiv::Divergence> = divs.iter().skip(1).copied().collect();
-    for (i, d) in divs.iter().enumerate() {
-        if divs[..i].contains(d) {
-            return Err(Failure {
-                code: 2,
-                message: format!("--divergence lists {} twice", d.name()),
-            });
-        }
-    }
-    if divs.len() > 1 && divs.contains(&kldiv::Divergence::Entropy) {
-        return Err(Failure {
-            code: 2,
-            message: "entropy reads P alone: run --divergence entropy on its own, not in a list"
-                .into(),
-        });
-    }
+    kldiv::Divergence::check_list(&divs)?;
+    let (main, also) = (divs[0], divs[1..].to_vec());
     let mut req = Request::new(main).input(input.into());
     if a.normalize {
         req = req.normalization(Normalization::Normalize);

@@ -17,14 +17,10 @@ impl Summary {
 /// The report as one JSON object (stable snake_case keys; non-finite values are null).
 pub fn json(s: &Summary) -> serde_json::Value {
     let st = s.values.stats();
-    let pct: serde_json::Map<String, serde_json::Value> = st
-        .percentiles
-        .iter()
-        .map(|(p, v)| (format!("p{p}"), num(*v)))
-        .collect();
     let f = s.values.finite_stats();
     let m = &s.meta;
-    let mut j = serde_json::json!({
+    let mut j = values_json(&s.values);
+    let extra = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "p": m.p,
         "q": m.q,
@@ -36,21 +32,9 @@ pub fn json(s: &Summary) -> serde_json::Value {
         "first_row": s.first_row,
         "cols": m.cols,
         "dtype": m.dtype,
-        "count": st.count,
-        "nan_rows": st.nan_rows,
-        "mean": num(st.mean),
-        "sem": num(st.sem),
-        "std": num(st.std),
-        "min": num(st.min),
-        "min_row": st.min_row,
-        "median": num(st.median),
-        "max": num(st.max),
-        "max_row": st.max_row,
-        "percentiles": pct,
         // Exact, or from the quantile sketch (summaries merged from shards).
         "percentiles_exact": s.values.is_exact(),
-        // Rows whose value is +inf (q = 0 < p), and the statistics of the others.
-        "inf_rows": s.values.inf_count(),
+        // The statistics of the rows whose value is finite (`inf_rows`: q = 0 < p).
         "finite": {
             "count": f.count,
             "mean": num(f.mean),
@@ -60,6 +44,9 @@ pub fn json(s: &Summary) -> serde_json::Value {
             "max": num(f.max),
         },
     });
+    if let (Some(obj), serde_json::Value::Object(extra)) = (j.as_object_mut(), extra) {
+        obj.extend(extra);
+    }
     if let Some((share, se)) = s.same_top_share() {
         j["same_top"] = serde_json::json!({ "mean": share, "sem": num(se) });
     }
@@ -87,7 +74,8 @@ pub fn json(s: &Summary) -> serde_json::Value {
     j
 }
 
-/// One further divergence's distribution, with the keys of the main one.
+/// A distribution of per-row values: the main block's statistics, and each further
+/// divergence's.
 fn values_json(v: &super::values::Values) -> serde_json::Value {
     let st = v.stats();
     let pct: serde_json::Map<String, serde_json::Value> = st
