@@ -1,8 +1,8 @@
 //! `compare_files`: `kldiv compare P Q` on files (.npy, .safetensors[:NAME], llama.cpp .kld)
 //! from Python, block by block through the library's block runner.
 
-use crate::{bad, engine, options, targets_vec, to_py, PySummary, BLOCK_ELEMS};
-use kldiv::io::sides::{kld_sides, kld_targets};
+use crate::{bad, divergence_named, engine, options, targets_vec, to_py, PySummary, BLOCK_ELEMS};
+use kldiv::io::sides::{common_vocab, kld_sides, kld_targets};
 use kldiv::io::tensor::TensorFile;
 use kldiv::semantics::rows::relocate_row_by;
 use kldiv::summary::Meta;
@@ -47,19 +47,10 @@ pub(crate) fn _compare_files(
         (None, i) => i.unwrap_or("probs"),
     };
     // Several divergences, comma-separated: the first drives the report, the others follow.
-    let mut divs = vec![];
-    for n in divergence.split(',').map(str::trim) {
-        let d = options(
-            n,
-            input,
-            unit,
-            normalize,
-            pseudocount,
-            propagate_nan,
-            device,
-        )?;
-        divs.push(d.req.divergence);
-    }
+    let divs = divergence
+        .split(',')
+        .map(|n| divergence_named(n.trim()))
+        .collect::<PyResult<Vec<_>>>()?;
     Divergence::check_list(&divs).map_err(|e| to_py(py, e))?;
     let o = options(
         divs[0].name(),
@@ -71,28 +62,8 @@ pub(crate) fn _compare_files(
         device,
     )?;
     let also = divs[1..].to_vec();
-    let (ps, qs) = if o.req.reads_q() && ps.rows() == qs.rows() && pf.cols() != qf.cols() {
-        if !vocab_min {
-            return Err(bad(format!(
-                "vocabularies differ: {} is {:?} ({} columns), {} is {:?} ({} columns); give \
-                 vocab_min=True to compare over the first {}",
-                pf.label(),
-                pf.shape(),
-                pf.cols(),
-                qf.label(),
-                qf.shape(),
-                qf.cols(),
-                pf.cols().min(qf.cols())
-            )));
-        }
-        let n = pf.cols().min(qf.cols());
-        (
-            ps.with_cols(n).map_err(|e| to_py(py, e))?,
-            qs.with_cols(n).map_err(|e| to_py(py, e))?,
-        )
-    } else {
-        (ps, qs)
-    };
+    let (ps, qs) = common_vocab((ps, qs), o.req.reads_q(), vocab_min, "vocab_min=True")
+        .map_err(|e| to_py(py, e))?;
     let (rows, cols) = (ps.rows(), ps.cols());
     if o.req.reads_q() && (qs.rows(), qs.cols()) != (rows, cols) {
         return Err(bad(format!(

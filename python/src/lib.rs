@@ -88,6 +88,17 @@ struct Options {
     device: String,
 }
 
+/// The divergence spelled `name` as the command line spells it.
+fn divergence_named(name: &str) -> PyResult<Divergence> {
+    Divergence::from_name(name).ok_or_else(|| {
+        let all: Vec<&str> = Divergence::ALL.iter().map(|d| d.name()).collect();
+        bad(format!(
+            "divergence must be one of {}, not {name:?}",
+            all.join(", ")
+        ))
+    })
+}
+
 fn options(
     divergence: &str,
     input: &str,
@@ -98,12 +109,7 @@ fn options(
     device: &str,
 ) -> PyResult<Options> {
     let names = |all: Vec<&str>| all.join(", ");
-    let div = Divergence::from_name(divergence).ok_or_else(|| {
-        bad(format!(
-            "divergence must be one of {}, not {divergence:?}",
-            names(Divergence::ALL.iter().map(|d| d.name()).collect())
-        ))
-    })?;
+    let div = divergence_named(divergence)?;
     let form = InputForm::from_name(input).ok_or_else(|| {
         bad(format!(
             "input must be one of {}, not {input:?}",

@@ -168,36 +168,16 @@ pub fn run(a: Args) -> Result<(), Failure> {
         }
         req = req.input(InputForm::Logits);
     }
-    let (ps, qs) = if req.reads_q() && ps.rows() == qs.rows() && p.cols() != q.cols() {
-        if !a.vocab_min {
-            return Err(Failure {
-                code: 2,
-                message: format!(
-                    "vocabularies differ: {} is {:?} ({} columns), {} is {:?} ({} columns); \
-                     give --vocab-min to compare over the first {}",
-                    p.label(),
-                    p.shape(),
-                    p.cols(),
-                    q.label(),
-                    q.shape(),
-                    q.cols(),
-                    p.cols().min(q.cols())
-                ),
-            });
-        }
-        if a.llama_compat {
-            return Err(Failure {
-                code: 2,
-                message: "--llama-compat needs the .kld base's vocabulary on both sides \
-                          (llama.cpp refuses others): not with --vocab-min"
-                    .into(),
-            });
-        }
-        let n = p.cols().min(q.cols());
-        (ps.with_cols(n)?, qs.with_cols(n)?)
-    } else {
-        (ps, qs)
-    };
+    if a.vocab_min && a.llama_compat && p.cols() != q.cols() {
+        return Err(Failure {
+            code: 2,
+            message: "--llama-compat needs the .kld base's vocabulary on both sides \
+                      (llama.cpp refuses others): not with --vocab-min"
+                .into(),
+        });
+    }
+    let (ps, qs) =
+        kldiv::io::sides::common_vocab((ps, qs), req.reads_q(), a.vocab_min, "--vocab-min")?;
     if req.reads_q() && (ps.rows(), ps.cols()) != (qs.rows(), qs.cols()) {
         return Err(Failure {
             code: 2,

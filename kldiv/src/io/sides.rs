@@ -102,6 +102,34 @@ impl Side<'_> {
     }
 }
 
+/// Both sides over a common vocabulary: as they are when their column counts agree (or Q is
+/// not read); the first min(V_P, V_Q) columns of each when `vocab_min` (ExLlamaV3's
+/// rule); else an error naming both shapes and `option`, the spelling that allows it.
+pub fn common_vocab<'a>(
+    (p, q): (Side<'a>, Side<'a>),
+    reads_q: bool,
+    vocab_min: bool,
+    option: &str,
+) -> Result<(Side<'a>, Side<'a>)> {
+    let (vp, vq) = (p.file.cols(), q.file.cols());
+    if !reads_q || p.rows() != q.rows() || vp == vq {
+        return Ok((p, q));
+    }
+    if !vocab_min {
+        return Err(Error::InvalidRequest(format!(
+            "vocabularies differ: {} is {:?} ({vp} columns), {} is {:?} ({vq} columns); give \
+             {option} to compare over the first {}",
+            p.file.label(),
+            p.file.shape(),
+            q.file.label(),
+            q.file.shape(),
+            vp.min(vq)
+        )));
+    }
+    let n = vp.min(vq);
+    Ok((p.with_cols(n)?, q.with_cols(n)?))
+}
+
 /// The target of every row of a comparison with a `.kld` side: the token record j of chunk c
 /// predicts (position first + j + 1 of chunk c); −1 where the file has none.
 pub fn kld_targets(p: &TensorFile, q: &TensorFile, l: KldLayout, rows: usize) -> Vec<i64> {
