@@ -69,33 +69,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Two-stream read limit (Σ a·b over two large arrays, all threads), in GB/s.
-pub fn read_limit(bytes_each: usize) -> f64 {
-    let n = bytes_each / 4;
-    let a: Vec<f32> = (0..n).into_par_iter().map(|i| (i % 7) as f32).collect();
-    let b: Vec<f32> = (0..n).into_par_iter().map(|i| (i % 5) as f32).collect();
-    let mut times = vec![];
-    for _ in 0..3 {
-        let t = Instant::now();
-        let s: f32 = a
-            .par_chunks(1 << 16)
-            .zip(b.par_chunks(1 << 16))
-            .map(|(x, y)| {
-                let mut acc = [0f32; 16];
-                for (xc, yc) in x.chunks_exact(16).zip(y.chunks_exact(16)) {
-                    for k in 0..16 {
-                        acc[k] += xc[k] * yc[k];
-                    }
-                }
-                acc.iter().sum::<f32>()
-            })
-            .sum();
-        times.push(t.elapsed().as_secs_f64());
-        std::hint::black_box(s);
-    }
-    2.0 * bytes_each as f64 / median(times) / 1e9
-}
-
 /// One way of running a job.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Way {
@@ -241,7 +214,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
         software_gpu,
         gpu_limit: None,
     };
-    let limit = read_limit(if a.quick { 256 << 20 } else { 1 << 30 });
+    let read = ctx
+        .auto
+        .cpu()
+        .read_limit(if a.quick { 256 << 20 } else { 1 << 30 }, 3);
+    let limit = read.best_gbs;
     let mut ctx = ctx;
     if a.device != Some(DeviceArg::Cpu) {
         if let Ok(g) = ctx.auto.gpu() {
@@ -258,7 +235,15 @@ pub fn run(a: Args) -> Result<(), Failure> {
         if a.quick { " --quick" } else { "" },
         ctx.auto.cpu().threads()
     );
-    outln!("memory-read limit {limit:.1} GB/s (two-stream read, all threads, measured now)");
+    let each: Vec<String> = read
+        .per_kernel
+        .iter()
+        .map(|(k, g)| format!("{} {g:.1}", k.name()))
+        .collect();
+    outln!(
+        "memory-read limit {limit:.1} GB/s (best two-stream read of all threads, measured now: {})",
+        each.join(", ")
+    );
     if let Some(g) = ctx.gpu_limit {
         outln!(
             "GPU read limit {g:.1} GB/s (plain two-stream read kernel, timestamp queries, \

@@ -25,7 +25,11 @@ fn main() {
             let req = Request::new(Divergence::Kl).input(w.input);
             let e = CpuEngine::new();
             let mut best = f64::MAX;
-            for _ in 0..5 {
+            let reps = std::env::var("REPS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(5);
+            for _ in 0..reps {
                 let t = Instant::now();
                 std::hint::black_box(e.per_row(&req, &pb, &qb, w.rows, w.cols).unwrap());
                 best = best.min(t.elapsed().as_secs_f64());

@@ -5,8 +5,11 @@
 
 mod kernels;
 mod pool;
+mod read_probe;
 mod simd_math;
 mod transpose;
+
+pub use read_probe::{ReadKernel, ReadLimit};
 
 use crate::element::{Dtype, Element};
 use crate::error::{Error, Result};
