@@ -241,6 +241,15 @@ fn info() -> Result<(), Failure> {
                 a.max_buffer >> 20,
                 a.timestamps
             );
+            outln!(
+                "     f64 kernels {}, workgroup reduction {}",
+                g.computes_f64(),
+                if g.uses_subgroups() {
+                    "through subgroups"
+                } else {
+                    "tree in workgroup memory"
+                }
+            );
         }
         Err(why) => outln!("gpu: none ({why})"),
     }

@@ -39,6 +39,9 @@ struct LogitRec {
     _pad2: u32,
 }
 
+// The record the workgroup reduction (shared/reduce_*.wgsl) merges.
+alias Rec = LogitRec;
+
 @group(0) @binding(2) var<storage, read_write> out: array<LogitRec>;
 
 
@@ -192,14 +195,12 @@ fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     return r;
 }
 
-var<workgroup> part: array<LogitRec, HALF_WG>;
-
 // One workgroup per 4096-element segment. Each thread holds its 16 elements in registers,
 // takes their maxima, then sums relative to them (each element is read from memory once);
 // the workgroup merges with log-sum-exp rescaling.
 @compute @workgroup_size(WG)
-fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let g = group_index(wid);
+fn rows_wg(ids: WgIds) {
+    let g = group_index(ids.wid);
     let row = g / params.segs;
     let seg = g % params.segs;
     if (row >= params.rows) {
@@ -215,7 +216,7 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     var mb = NO_MAX;
     let base = seg * SEG;
     for (var k = 0u; k < EPT; k++) {
-        let c = base + k * WG + lid;
+        let c = base + k * WG + ids.lid;
         var x = neg_inf();
         var y = x;
         if (c < params.cols) {
@@ -309,23 +310,8 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             acc.psi_a += gam * wb;
         }
     }
-    // The upper half hands its sums to the lower half, then a tree (see probs.wgsl).
-    if (lid >= HALF_WG) {
-        part[lid - HALF_WG] = acc;
-    }
-    workgroupBarrier();
-    if (lid < HALF_WG) {
-        part[lid] = merge(acc, part[lid]);
-    }
-    workgroupBarrier();
-    for (var s = HALF_WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            part[lid] = merge(part[lid], part[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        var r = part[0];
+    var r = reduce_wg(acc, ids);
+    if (is_first(ids)) {
         r.c_hi = c_hi;
         r.c_lo = c_lo;
         out[g] = r;

@@ -18,13 +18,16 @@ struct JsRec {
     _pad3: u32,
 }
 
+// The record the workgroup reduction (shared/reduce_*.wgsl) merges.
+alias Rec = JsRec;
+
 @group(0) @binding(2) var<storage, read_write> out: array<JsRec>;
 
 fn js_zero() -> JsRec {
     return JsRec(0.0, 0.0, 0.0, 0.0, 0.0, 0u, 0u, 0u, 0u);
 }
 
-fn js_merge(a: JsRec, b: JsRec) -> JsRec {
+fn merge(a: JsRec, b: JsRec) -> JsRec {
     var bad = a.bad;
     if (bad == 0u || (b.bad != 0u && b.bad < bad)) {
         bad = b.bad;
@@ -71,11 +74,9 @@ fn js_step(acc: ptr<function, JsRec>, x: real, y: real, r: vec4<real>, c: real, 
     (*acc).amu = fma(m, abs(u), (*acc).amu);
 }
 
-var<workgroup> js_part: array<JsRec, HALF_WG>;
-
 @compute @workgroup_size(WG)
-fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let g = group_index(wid);
+fn rows_wg(ids: WgIds) {
+    let g = group_index(ids.wid);
     let row = g / params.segs;
     let seg = g % params.segs;
     if (row >= params.rows) {
@@ -88,28 +89,14 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     var acc = js_zero();
     let base = seg * SEG;
     for (var k = 0u; k < EPT; k++) {
-        let col = base + k * WG + lid;
+        let col = base + k * WG + ids.lid;
         if (col < params.cols) {
             js_step(&acc, load_p(elem(row, col)), load_q(elem(row, col)), r, c, l, params.col0 + col);
         }
     }
-    // The upper half hands its sums to the lower half, then a tree (see probs.wgsl).
-    if (lid >= HALF_WG) {
-        js_part[lid - HALF_WG] = acc;
-    }
-    workgroupBarrier();
-    if (lid < HALF_WG) {
-        js_part[lid] = js_merge(acc, js_part[lid]);
-    }
-    workgroupBarrier();
-    for (var s = HALF_WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            js_part[lid] = js_merge(js_part[lid], js_part[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        out[g] = js_part[0];
+    let total = reduce_wg(acc, ids);
+    if (is_first(ids)) {
+        out[g] = total;
     }
 }
 

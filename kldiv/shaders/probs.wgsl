@@ -20,6 +20,9 @@ struct ProbRec {
     _pad: u32,
 }
 
+// The record the workgroup reduction (shared/reduce_*.wgsl) merges.
+alias Rec = ProbRec;
+
 @group(0) @binding(2) var<storage, read_write> out: array<ProbRec>;
 
 // One of the DIV_* codes.
@@ -126,13 +129,12 @@ fn rows_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     out[row] = acc;
 }
 
-var<workgroup> part: array<ProbRec, HALF_WG>;
-
-// Medium and long rows: one workgroup per 4096-element segment, coalesced loads, a tree
-// reduction in workgroup memory. The host adds the segments of a row in f64.
+// Medium and long rows: one workgroup per 4096-element segment, coalesced loads, a workgroup
+// reduction (through subgroups where the adapter has them, else a tree in workgroup memory:
+// shared/reduce_*.wgsl). The host adds the segments of a row in f64.
 @compute @workgroup_size(WG)
-fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let g = group_index(wid);
+fn rows_wg(ids: WgIds) {
+    let g = group_index(ids.wid);
     let row = g / params.segs;
     let seg = g % params.segs;
     if (row >= params.rows) {
@@ -141,29 +143,14 @@ fn rows_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     var acc = rec_zero();
     let base = seg * SEG;
     for (var k = 0u; k < EPT; k++) {
-        let c = base + k * WG + lid;
+        let c = base + k * WG + ids.lid;
         if (c < params.cols) {
             let v = load_pair(row, c);
             step(&acc, v.x, v.y, params.col0 + c);
         }
     }
-    // The upper half hands its sums to the lower half, then a tree over HALF_WG entries
-    // (half the workgroup memory of a tree over WG: f64 records are large).
-    if (lid >= HALF_WG) {
-        part[lid - HALF_WG] = acc;
-    }
-    workgroupBarrier();
-    if (lid < HALF_WG) {
-        part[lid] = merge(acc, part[lid]);
-    }
-    workgroupBarrier();
-    for (var s = HALF_WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            part[lid] = merge(part[lid], part[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        out[g] = part[0];
+    let total = reduce_wg(acc, ids);
+    if (is_first(ids)) {
+        out[g] = total;
     }
 }

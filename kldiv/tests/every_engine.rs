@@ -1,6 +1,7 @@
 //! The one accuracy and edge-case suite (`suite`) on every engine: each CPU SIMD level, the
-//! GPU engine, and the GPU engine streaming in 64 KiB chunks (many chunks, rows split across
-//! them). A new divergence or input form added to the suite is tested on every path.
+//! GPU engine (workgroups reducing through subgroups where the adapter has them, as lavapipe
+//! does), the GPU engine with the workgroup-memory tree instead, and the GPU engine streaming
+//! in 64 KiB chunks (many chunks, rows split across them). A new divergence or input form added to the suite is tested on every path.
 //!
 //! GPU engines need an adapter: without one they skip with a line on stderr, except in CI
 //! (CI=true or KLDIV_REQUIRE_GPU=1), where a missing Vulkan adapter fails the run.
@@ -67,6 +68,11 @@ engine_suite!(cpu_auto, TestEngine::cpu(kldiv::SimdLevel::Auto));
 engine_suite!(gpu, gpu_engines::whole().map(|e| TestEngine::Gpu("gpu", e)));
 #[cfg(feature = "gpu")]
 engine_suite!(
+    gpu_tree,
+    gpu_engines::tree().map(|e| TestEngine::Gpu("gpu, tree reduction", e))
+);
+#[cfg(feature = "gpu")]
+engine_suite!(
     gpu_chunked,
     gpu_engines::chunked().map(|e| TestEngine::Gpu("gpu 64 KiB chunks", e))
 );
@@ -93,6 +99,20 @@ mod gpu_engines {
         ENGINE.get_or_init(|| open(Some(64 << 10))).as_ref()
     }
 
+    /// A third whose workgroups reduce through the workgroup-memory tree (the path of
+    /// adapters without subgroups).
+    pub fn tree() -> Option<&'static GpuEngine> {
+        static ENGINE: OnceLock<Option<GpuEngine>> = OnceLock::new();
+        ENGINE
+            .get_or_init(|| {
+                open(None).map(|mut e| {
+                    e.set_subgroups(false);
+                    e
+                })
+            })
+            .as_ref()
+    }
+
     fn open(chunk: Option<u64>) -> Option<GpuEngine> {
         match GpuEngine::new() {
             Ok(mut e) => {
@@ -102,6 +122,9 @@ mod gpu_engines {
                         "Vulkan",
                         "CI must run the GPU tests on Vulkan (lavapipe)"
                     );
+                    // lavapipe has subgroups: the subgroup reduction is the one tested by
+                    // `gpu` and `gpu_chunked`, the tree by `gpu_tree`.
+                    assert!(e.uses_subgroups(), "CI's adapter should have SUBGROUP");
                 }
                 if let Some(bytes) = chunk {
                     e.set_chunk_bytes(bytes);

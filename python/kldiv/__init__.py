@@ -194,5 +194,6 @@ def compare_files(
 def gpu_info() -> dict | None:
     """The GPU that ``device="gpu"`` runs on: ``name``, ``backend``, ``device_type``,
     ``driver``, ``software`` (a CPU rasteriser such as lavapipe), ``timestamps``, and
-    ``computes_f64`` (f64 inputs computed in f64; else narrowed to f32). None without one."""
+    ``computes_f64`` (f64 inputs computed in f64; else narrowed to f32), ``subgroups``
+    (workgroups reduce through subgroup operations). None without one."""
     return _gpu_info()

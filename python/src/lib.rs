@@ -541,6 +541,7 @@ fn _gpu_info(py: Python<'_>) -> PyResult<Option<Bound<'_, pyo3::types::PyDict>>>
     d.set_item("software", a.is_software)?;
     d.set_item("timestamps", a.timestamps)?;
     d.set_item("computes_f64", g.computes_f64())?;
+    d.set_item("subgroups", g.uses_subgroups())?;
     Ok(Some(d))
 }
 

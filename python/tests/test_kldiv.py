@@ -263,7 +263,7 @@ def test_gpu_info_describes_the_gpu():
         # CI runs on lavapipe, which computes f64 in f64.
         assert info is not None and info["backend"] == "Vulkan" and info["computes_f64"]
     if info is not None:
-        assert {"name", "software", "timestamps", "computes_f64"} <= set(info)
+        assert {"name", "software", "timestamps", "computes_f64", "subgroups"} <= set(info)
 
 
 def test_compare_files_divides_each_side_by_its_temperature(tmp_path):

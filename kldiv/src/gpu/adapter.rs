@@ -16,6 +16,9 @@ pub struct AdapterDescription {
     pub timestamps: bool,
     /// Whether the adapter computes in f64 (`SHADER_F64`).
     pub f64: bool,
+    /// Whether the adapter has subgroup operations (`SUBGROUP`): workgroups then reduce
+    /// through subgroup shuffles instead of a tree in workgroup memory.
+    pub subgroups: bool,
 }
 
 impl AdapterDescription {
@@ -34,6 +37,7 @@ impl AdapterDescription {
             max_buffer: limits.max_buffer_size,
             timestamps: adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY),
             f64: adapter.features().contains(wgpu::Features::SHADER_F64),
+            subgroups: adapter.features().contains(wgpu::Features::SUBGROUP),
         }
     }
 }
@@ -92,13 +96,14 @@ pub fn preferred_info() -> Result<AdapterDescription> {
 }
 
 /// A device on `adapter` with what the kernels use: its storage-binding and buffer limits,
-/// timestamp queries and f64 arithmetic (SHADER_F64) when it has them.
+/// timestamp queries, f64 arithmetic (SHADER_F64) and subgroup operations (SUBGROUP) when it
+/// has them.
 pub(super) fn open(
     adapter: &wgpu::Adapter,
 ) -> Result<(wgpu::Device, wgpu::Queue, AdapterDescription)> {
     let alimits = adapter.limits();
-    let features =
-        adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F64);
+    let features = adapter.features()
+        & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F64 | wgpu::Features::SUBGROUP);
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: alimits.max_storage_buffer_binding_size,
         max_buffer_size: alimits.max_buffer_size,
@@ -114,5 +119,6 @@ pub(super) fn open(
     let mut desc = AdapterDescription::of(adapter);
     desc.timestamps = features.contains(wgpu::Features::TIMESTAMP_QUERY);
     desc.f64 = features.contains(wgpu::Features::SHADER_F64);
+    desc.subgroups = features.contains(wgpu::Features::SUBGROUP);
     Ok((device, queue, desc))
 }

@@ -37,7 +37,7 @@ use crate::semantics::run::{Finish, PassEngine};
 use crate::semantics::sums::Partial;
 use pipelines::Pipelines;
 use records::Folded;
-use shaders::KernelFile;
+use shaders::{KernelFile, Reduce};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,6 +93,8 @@ pub struct GpuEngine {
     align: u64,
     /// f64 inputs run through the f64 kernels (the device has SHADER_F64).
     f64_kernels: bool,
+    /// How workgroups merge their threads' records (subgroups where the device has them).
+    reduce: Reduce,
     /// The call in progress, then the last one completed.
     current: Mutex<CallStats>,
     last: Mutex<CallStats>,
@@ -124,8 +126,14 @@ impl GpuEngine {
         let chunk_bytes = info.max_storage_binding.min(info.max_buffer).min(1 << 30);
         let align = device.limits().min_storage_buffer_offset_alignment.max(4) as u64;
         let f64_kernels = info.f64 && device.features().contains(wgpu::Features::SHADER_F64);
+        let reduce = if info.subgroups && device.features().contains(wgpu::Features::SUBGROUP) {
+            Reduce::Subgroup
+        } else {
+            Reduce::Tree
+        };
         GpuEngine {
             f64_kernels,
+            reduce,
             pipelines: Pipelines::new(&device),
             device,
             queue,
@@ -158,6 +166,22 @@ impl GpuEngine {
     #[doc(hidden)]
     pub fn set_f64_kernels(&mut self, on: bool) {
         self.f64_kernels = on && self.info.f64;
+    }
+
+    /// Reduce workgroups through a tree in workgroup memory even where the device has
+    /// subgroups. A test hook: both reductions stay tested on an adapter with subgroups.
+    #[doc(hidden)]
+    pub fn set_subgroups(&mut self, on: bool) {
+        self.reduce = if on && self.info.subgroups {
+            Reduce::Subgroup
+        } else {
+            Reduce::Tree
+        };
+    }
+
+    /// Whether workgroups reduce through subgroup operations here.
+    pub fn uses_subgroups(&self) -> bool {
+        self.reduce == Reduce::Subgroup
     }
 
     /// Whether f64 inputs are computed in f64 here (else narrowed to f32 kernels).

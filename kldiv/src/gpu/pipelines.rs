@@ -1,6 +1,6 @@
 //! The bind-group layout every kernel shares, and compiled pipelines, cached per variant.
 
-use super::shaders::{self, KernelFile};
+use super::shaders::{self, KernelFile, Reduce};
 use crate::element::Dtype;
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -14,12 +14,13 @@ pub struct PipeKey {
     pub entry: &'static str,
     pub div: u32,
     pub transform: u32,
+    pub reduce: Reduce,
 }
 
 pub struct Pipelines {
     pub layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    modules: Mutex<HashMap<(KernelFile, Dtype), wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(KernelFile, Dtype, Reduce), wgpu::ShaderModule>>,
     pipes: Mutex<HashMap<PipeKey, wgpu::ComputePipeline>>,
 }
 
@@ -81,9 +82,9 @@ impl Pipelines {
         let mut modules = self.modules.lock().map_err(poisoned)?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = modules
-            .entry((key.file, key.dtype))
+            .entry((key.file, key.dtype, key.reduce))
             .or_insert_with(|| {
-                let src = shaders::source(key.file, key.dtype);
+                let src = shaders::source(key.file, key.dtype, key.reduce);
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some("kldiv"),
                     source: wgpu::ShaderSource::Wgsl(src.into()),

@@ -16,6 +16,19 @@ pub const WG: usize = 256;
 pub const EPT: usize = 16;
 pub const SEG: usize = WG * EPT;
 
+/// Workgroups hold at most this many subgroups: wgpu's subgroups have at least 4 invocations
+/// (`wgpu::MINIMUM_SUBGROUP_MIN_SIZE`).
+pub const MAX_SUBGROUPS: usize = WG / 4;
+
+/// How a workgroup merges its threads' records (shaders/shared/reduce_*.wgsl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reduce {
+    /// A tree in workgroup memory, a barrier per level: any adapter.
+    Tree,
+    /// Shuffle trees within subgroups, one barrier: adapters with `Features::SUBGROUP`.
+    Subgroup,
+}
+
 /// probs.wgsl `TRANSFORM`: read rows as they are, or multiplied by row_data.xy.
 pub const TRANSFORM_NONE: u32 = 0;
 pub const TRANSFORM_SCALE: u32 = 1;
@@ -57,9 +70,15 @@ const LOAD_F32: &str = include_str!("../../shaders/shared/load_f32.wgsl");
 const LOAD_F16: &str = include_str!("../../shaders/shared/load_f16.wgsl");
 const LOAD_BF16: &str = include_str!("../../shaders/shared/load_bf16.wgsl");
 const LOAD_F64: &str = include_str!("../../shaders/shared/load_f64.wgsl");
+const REDUCE_TREE: &str = include_str!("../../shaders/shared/reduce_tree.wgsl");
+const REDUCE_SUBGROUP: &str = include_str!("../../shaders/shared/reduce_subgroup.wgsl");
 const PROBS: &str = include_str!("../../shaders/probs.wgsl");
 const LOGITS: &str = include_str!("../../shaders/logits.wgsl");
 const LOGITS_JS: &str = include_str!("../../shaders/logits_js.wgsl");
+// Each record's `shuffle_down`, for the subgroup reduction.
+const PROBS_SUBGROUP: &str = include_str!("../../shaders/probs_subgroup.wgsl");
+const LOGITS_SUBGROUP: &str = include_str!("../../shaders/logits_subgroup.wgsl");
+const LOGITS_JS_SUBGROUP: &str = include_str!("../../shaders/logits_js_subgroup.wgsl");
 
 /// An f32 as a WGSL literal that reads back bit for bit.
 fn f32_lit(v: f32) -> String {
@@ -108,6 +127,7 @@ pub fn constants(dtype: Dtype) -> String {
     let mut u = |name: &str, v: u32| s.push_str(&format!("const {name}: u32 = {v}u;\n"));
     u("WG", WG as u32);
     u("HALF_WG", WG as u32 / 2);
+    u("MAX_SUBGROUPS", MAX_SUBGROUPS as u32);
     u("EPT", EPT as u32);
     u("SEG", SEG as u32);
     u("SHIFT_COLS", consts::BLOCK as u32);
@@ -176,20 +196,24 @@ pub fn constants(dtype: Dtype) -> String {
 #[cfg(test)]
 const GPU_DTYPES: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::BF16, Dtype::F64];
 
-/// The full source of one kernel file for one element type.
-pub fn source(file: KernelFile, dtype: Dtype) -> String {
+/// The full source of one kernel file for one element type and workgroup reduction.
+pub fn source(file: KernelFile, dtype: Dtype, reduce: Reduce) -> String {
     let (math, load) = match dtype {
         Dtype::F16 => (MATH, LOAD_F16),
         Dtype::BF16 => (MATH, LOAD_BF16),
         Dtype::F32 => (MATH, LOAD_F32),
         Dtype::F64 => (MATH_F64, LOAD_F64),
     };
-    let kernel = match file {
-        KernelFile::Probs => PROBS,
-        KernelFile::Logits => LOGITS,
-        KernelFile::LogitsJs => LOGITS_JS,
+    let (kernel, shuffle) = match file {
+        KernelFile::Probs => (PROBS, PROBS_SUBGROUP),
+        KernelFile::Logits => (LOGITS, LOGITS_SUBGROUP),
+        KernelFile::LogitsJs => (LOGITS_JS, LOGITS_JS_SUBGROUP),
     };
-    [&constants(dtype), math, load, LAYOUT, kernel].join("\n")
+    let reduce = match reduce {
+        Reduce::Tree => REDUCE_TREE.to_string(),
+        Reduce::Subgroup => [REDUCE_SUBGROUP, shuffle].join("\n"),
+    };
+    [&constants(dtype), math, load, LAYOUT, kernel, &reduce].join("\n")
 }
 
 #[cfg(test)]
@@ -197,28 +221,69 @@ mod tests {
     use super::super::records::{JsRec, LogitRec, Params, ProbRec};
     use super::*;
 
-    fn module(file: KernelFile, dtype: Dtype) -> naga::Module {
-        let src = source(file, dtype);
+    const FILES: [KernelFile; 3] = [KernelFile::Probs, KernelFile::Logits, KernelFile::LogitsJs];
+
+    fn module_with(file: KernelFile, dtype: Dtype, reduce: Reduce) -> naga::Module {
+        use naga::valid::{Capabilities, SubgroupOperationSet, Validator};
+        let src = source(file, dtype, reduce);
         let module = naga::front::wgsl::parse_str(&src)
             .unwrap_or_else(|e| panic!("{file:?} {dtype}: {}", e.emit_to_string(&src)));
-        let mut v = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::FLOAT64,
-        );
+        // The tree variants must validate without the subgroup capability.
+        let caps = match reduce {
+            Reduce::Tree => Capabilities::FLOAT64,
+            Reduce::Subgroup => Capabilities::FLOAT64 | Capabilities::SUBGROUP,
+        };
+        let mut v = Validator::new(naga::valid::ValidationFlags::all(), caps);
+        if reduce == Reduce::Subgroup {
+            v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(SubgroupOperationSet::all());
+        }
         v.validate(&module)
-            .unwrap_or_else(|e| panic!("{file:?} {dtype}: {}", e.emit_to_string(&src)));
+            .unwrap_or_else(|e| panic!("{file:?} {dtype} {reduce:?}: {}", e.emit_to_string(&src)));
         module
+    }
+
+    fn module(file: KernelFile, dtype: Dtype) -> naga::Module {
+        module_with(file, dtype, Reduce::Tree)
     }
 
     /// Every shader variant parses and validates with naga: a WGSL mistake fails here on a
     /// machine without any GPU.
     #[test]
     fn every_variant_validates_with_naga() {
-        for file in [KernelFile::Probs, KernelFile::Logits, KernelFile::LogitsJs] {
+        for file in FILES {
             for dtype in GPU_DTYPES {
-                let m = module(file, dtype);
-                let entries: Vec<&str> = m.entry_points.iter().map(|e| e.name.as_str()).collect();
-                assert!(entries.contains(&"rows_wg"), "{entries:?}");
+                for reduce in [Reduce::Tree, Reduce::Subgroup] {
+                    let m = module_with(file, dtype, reduce);
+                    let entries: Vec<&str> =
+                        m.entry_points.iter().map(|e| e.name.as_str()).collect();
+                    assert!(entries.contains(&"rows_wg"), "{entries:?}");
+                }
+            }
+        }
+    }
+
+    /// Each record's `shuffle_down` moves every member (a member left out would be merged
+    /// from the wrong lane, silently): each named member appears as `subgroupShuffleDown(r.NAME`.
+    #[test]
+    fn shuffles_move_every_record_member() {
+        for (file, rec, shuffle) in [
+            (KernelFile::Probs, "ProbRec", PROBS_SUBGROUP),
+            (KernelFile::Logits, "LogitRec", LOGITS_SUBGROUP),
+            (KernelFile::LogitsJs, "JsRec", LOGITS_JS_SUBGROUP),
+        ] {
+            let (members, _) = wgsl_layout(&module(file, Dtype::F32), rec);
+            let named: Vec<&String> = members
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| !n.starts_with('_'))
+                .collect();
+            assert!(named.len() >= 5, "{rec}: {named:?}");
+            for name in named {
+                assert!(
+                    shuffle.contains(&format!("subgroupShuffleDown(r.{name}, d)")),
+                    "{rec}.{name} is not shuffled"
+                );
             }
         }
     }

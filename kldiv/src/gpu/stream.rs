@@ -214,6 +214,7 @@ impl GpuEngine {
                     entry: d.entry,
                     div: super::shaders::div_code(pass.div),
                     transform: pass.transform,
+                    reduce: self.reduce,
                 },
             )?;
             self.queue
