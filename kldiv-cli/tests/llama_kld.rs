@@ -243,10 +243,12 @@ fn export_then_compare_against_scored_and_all_positions() {
     let n = nll_q.len() as f64;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / n;
     let j = json(ok(&["compare", &s(&kp), &s(&qp), "--json"]));
+    // f32 rows: each ln p within 2e-6 of f64 (SIMD exponentials, cpu::row_stats), so means
+    // of NLL and Δp within 4e-6, PPL within 4e-6 relative.
     let close = |key: &str, want: f64| {
         let got = j[key]["mean"].as_f64().unwrap();
         assert!(
-            (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+            (got - want).abs() <= 4e-6 * want.abs().max(1.0),
             "{key}: {got} vs {want}"
         );
     };
@@ -262,7 +264,7 @@ fn export_then_compare_against_scored_and_all_positions() {
     let m2 = nll_q.iter().map(|x| x * x).sum::<f64>() / n;
     let se = ((m2 - mean(&nll_q).powi(2)) / (n - 1.0)).sqrt();
     let got_se = j["ppl_q"]["sem"].as_f64().unwrap();
-    assert!((got_se - mean(&nll_q).exp() * se).abs() < 1e-9);
+    assert!((got_se - mean(&nll_q).exp() * se).abs() <= 1e-5 * got_se);
     let text = String::from_utf8(ok(&["compare", &s(&kp), &s(&qp)]).stdout).unwrap();
     for l in [
         "====== Perplexity statistics ======",

@@ -6,6 +6,7 @@
 mod kernels;
 mod pool;
 mod read_probe;
+pub mod row_stats;
 mod simd_math;
 mod transpose;
 

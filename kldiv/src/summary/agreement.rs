@@ -3,6 +3,7 @@
 //! decoding), and KLD by P's confidence. Every statistic is a count or moments: mergeable.
 
 use super::moments::Moments;
+use crate::cpu::row_stats::RowStats;
 use crate::element::Element;
 use crate::request::InputForm;
 use serde::{Deserialize, Serialize};
@@ -73,19 +74,34 @@ pub fn row<T: Element>(input: InputForm, p: &[T], q: &[T]) -> Option<RowAgreemen
     let (a, b) = (probs_of(input, p)?, probs_of(input, q)?);
     let kmax = TOP_K[2].min(a.len());
     let (ta, tb) = (top_k(&a, kmax), top_k(&b, kmax));
+    let sum_min = a.iter().zip(&b).map(|(x, y)| x.min(*y)).sum();
+    Some(from_tops(&ta, &tb, sum_min, a[ta[0]]))
+}
+
+/// A row's agreement from each side's top `TOP_K[2]` (capped at the row length), largest
+/// first.
+fn from_tops<I: PartialEq>(ta: &[I], tb: &[I], sum_min: f64, p_max: f64) -> RowAgreement {
     let mut r = RowAgreement {
         top1_in_q_topk: [false; 3],
         topk_overlap: [0.0; 3],
-        sum_min: a.iter().zip(&b).map(|(x, y)| x.min(*y)).sum(),
-        p_max: a[ta[0]],
+        sum_min,
+        p_max,
     };
     for (i, &k) in TOP_K.iter().enumerate() {
-        let k = k.min(kmax);
+        let k = k.min(ta.len());
         r.top1_in_q_topk[i] = tb[..k].contains(&ta[0]);
         let hits = ta[..k].iter().filter(|j| tb[..k].contains(j)).count();
         r.topk_overlap[i] = hits as f64 / k as f64;
     }
-    Some(r)
+    r
+}
+
+/// The agreement of one row pair from its SIMD statistics (`cpu::row_stats`, asked for the
+/// top `TOP_K[2]` and Σ min): the same values as [`row`] computes in f64.
+pub fn from_stats(input: InputForm, st: &RowStats, cols: usize) -> RowAgreement {
+    let kmax = TOP_K[2].min(cols);
+    let (ta, tb) = (&st.p.top[..kmax], &st.q.top[..kmax]);
+    from_tops(ta, tb, st.sum_min, st.p.p_max(input))
 }
 
 /// KLD of the rows in one confidence bucket.

@@ -11,6 +11,7 @@ pub mod report;
 pub mod sketch;
 mod values;
 
+use crate::cpu::row_stats;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::request::{Divergence, InputForm, Request, Unit};
@@ -115,6 +116,17 @@ pub struct RowTarget {
     pub nll_p: f64,
     pub nll_q: f64,
     pub dp: f64,
+}
+
+impl RowTarget {
+    /// From the target's ln p under P and under Q.
+    pub fn of(ln_p: f64, ln_q: f64) -> RowTarget {
+        RowTarget {
+            nll_p: -ln_p,
+            nll_q: -ln_q,
+            dp: ln_q.exp() - ln_p.exp(),
+        }
+    }
 }
 
 /// The statistics of a comparison, mergeable across shards.
@@ -255,7 +267,19 @@ impl Summary {
         }
         let reads_q = req.reads_q();
         let agree = self.agreement.is_some() && reads_q;
+        // Top K, log-normalisers and Σ min with the SIMD kernels; rows they leave (f64
+        // inputs, NaN, ±inf, no mass) in f64 below.
+        let fast = if reads_q {
+            let want = row_stats::Want {
+                top: if agree { agreement::TOP_K[2] } else { 1 },
+                sum_min: agree,
+            };
+            crate::cpu::CpuEngine::new().row_stats(req.input, p, q, cols, want)
+        } else {
+            vec![]
+        };
         type Extra = (bool, Option<RowTarget>, Option<agreement::RowAgreement>);
+        let target_of = |r: usize| targets.map(|t| t[r]).filter(|&t| t != IGNORE);
         let extra: Vec<Extra> = (0..rows)
             .into_par_iter()
             .map(|r| {
@@ -264,16 +288,23 @@ impl Summary {
                     return (false, None, None);
                 }
                 let b = &q[r * cols..(r + 1) * cols];
-                let t = targets.map(|t| t[r]).filter(|&t| t != IGNORE).map(|t| {
+                if let Some(st) = fast.get(r).copied().flatten() {
+                    let t = target_of(r).map(|t| {
+                        let (lp, lq) = (
+                            st.p.ln_prob(req.input, a, t as usize),
+                            st.q.ln_prob(req.input, b, t as usize),
+                        );
+                        RowTarget::of(lp, lq)
+                    });
+                    let g = agree.then(|| agreement::from_stats(req.input, &st, cols));
+                    return (st.p.top[0] == st.q.top[0], t, g);
+                }
+                let t = target_of(r).map(|t| {
                     let (lp, lq) = (
                         ln_prob_of(req.input, a, t as usize),
                         ln_prob_of(req.input, b, t as usize),
                     );
-                    RowTarget {
-                        nll_p: -lp,
-                        nll_q: -lq,
-                        dp: lq.exp() - lp.exp(),
-                    }
+                    RowTarget::of(lp, lq)
                 });
                 let g = if agree {
                     agreement::row(req.input, a, b)
