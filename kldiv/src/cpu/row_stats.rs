@@ -28,7 +28,10 @@ pub const MAX_TOP: usize = 16;
 pub struct Want {
     /// Indices of the K largest values of each side (1: the argmax), at most [`MAX_TOP`].
     pub top: usize,
-    /// Σ min(p, q) over the normalised rows.
+    /// Each side's log-normaliser (`SideStats::ln_sum`: needed for ln p, p_max and Σ min;
+    /// without it only the top K is computed and `ln_sum` is NaN).
+    pub ln_sum: bool,
+    /// Σ min(p, q) over the normalised rows (implies `ln_sum`).
     pub sum_min: bool,
 }
 
@@ -143,8 +146,9 @@ fn row<S: Simd, T: Element>(
     want: Want,
     buf: &mut [f32; BLOCK],
 ) -> Option<RowStats> {
-    let ps = side(s, logits, a, want.top, buf)?;
-    let qs = side(s, logits, b, want.top, buf)?;
+    let ln_sum = want.ln_sum || want.sum_min;
+    let ps = side(s, logits, a, want.top, ln_sum, buf)?;
+    let qs = side(s, logits, b, want.top, ln_sum, buf)?;
     let sum_min = if want.sum_min {
         sum_min(s, logits, a, b, (&ps, &qs), buf)
     } else {
@@ -229,6 +233,7 @@ fn side<S: Simd, T: Element>(
     logits: bool,
     row: &[T],
     k: usize,
+    ln_sum: bool,
     buf: &mut [f32; BLOCK],
 ) -> Option<SideStats> {
     let lanes = S::F32_LANES;
@@ -283,7 +288,11 @@ fn side<S: Simd, T: Element>(
                 }
             }
         }
-        if logits {
+        if !ln_sum {
+            m = m.max(bm);
+            // The mass test below needs only to know the row is not all zeros or −inf.
+            sum = sum.max(if logits { 1.0 } else { bm as f64 });
+        } else if logits {
             if bm > m {
                 // Move the sum onto the new maximum (e^(m − bm) = 0 from −inf).
                 sum *= ((m as f64) - (bm as f64)).exp();
@@ -331,7 +340,7 @@ fn side<S: Simd, T: Element>(
     Some(SideStats {
         top: top.idx,
         max: m,
-        ln_sum: sum.ln(),
+        ln_sum: if ln_sum { sum.ln() } else { f64::NAN },
     })
 }
 
@@ -459,9 +468,17 @@ mod tests {
                     }
                     let want = Want {
                         top: 10,
+                        ln_sum: true,
                         sum_min: true,
                     };
                     let got = e.row_stats(input, &p, &q, cols, want);
+                    // Top K alone (no exponentials) gives the same indices.
+                    let tops_only = Want {
+                        ln_sum: false,
+                        sum_min: false,
+                        ..want
+                    };
+                    let got_tops = e.row_stats(input, &p, &q, cols, tops_only);
                     let half: Vec<bf16> = p.iter().map(|&x| bf16::from_f32(x)).collect();
                     let half_q: Vec<bf16> = q.iter().map(|&x| bf16::from_f32(x)).collect();
                     let got_half = e.row_stats(input, &half, &half_q, cols, want);
@@ -483,6 +500,8 @@ mod tests {
                         assert_eq!(st.p.top[..k], top_f64(&a64, k)[..], "{ctx}");
                         assert_eq!(st.q.top[..k], top_f64(&b64, k)[..], "{ctx}");
                         assert_eq!(st.p.top[0] as usize, argmax(a), "{ctx}");
+                        let t = got_tops[r].expect("the same rows take the fast path");
+                        assert_eq!((t.p.top, t.q.top), (st.p.top, st.q.top), "{ctx}");
                         for t in [0, cols / 2, cols - 1] {
                             let want = ln_prob_of(input, a, t);
                             let got = st.p.ln_prob(input, a, t);
@@ -515,6 +534,7 @@ mod tests {
         let e = CpuEngine::new();
         let want = Want {
             top: 1,
+            ln_sum: false,
             sum_min: false,
         };
         let ok = [0.5f32, 1.0, 2.0];

@@ -272,6 +272,7 @@ impl Summary {
         let fast = if reads_q {
             let want = row_stats::Want {
                 top: if agree { agreement::TOP_K[2] } else { 1 },
+                ln_sum: targets.is_some() || agree,
                 sum_min: agree,
             };
             crate::cpu::CpuEngine::new().row_stats(req.input, p, q, cols, want)
