@@ -8,7 +8,6 @@ use kldiv::io::sides::{kld_targets, Side};
 use kldiv::io::tensor::{Stored, TensorFile};
 use kldiv::summary::{RowTarget, IGNORE};
 use kldiv::{Request, Unit};
-use rayon::prelude::*;
 
 /// The target of every row: from `--targets`, else from a `.kld` side's tokens.
 pub(super) fn read_targets(
@@ -72,18 +71,15 @@ pub(super) fn compat_block(
     } else {
         1.0
     };
-    let rows: Vec<crate::llama_compat::CompatRow> = pb
-        .par_chunks(cols)
-        .zip(qb.par_chunks(cols))
-        .enumerate()
-        .map(|(i, (base, logits))| {
-            let t = targets
-                .map(|t| t[i])
-                .filter(|&t| t != IGNORE)
-                .map(|t| t as usize);
-            crate::llama_compat::row(base, logits, t)
-        })
-        .collect();
+    // kldiv's own threads: rayon's global pool panics where it cannot start.
+    let rows: Vec<crate::llama_compat::CompatRow> = kldiv::cpu::par_map(r1 - r0, |i| {
+        let (base, logits) = (&pb[i * cols..(i + 1) * cols], &qb[i * cols..(i + 1) * cols]);
+        let t = targets
+            .map(|t| t[i])
+            .filter(|&t| t != IGNORE)
+            .map(|t| t as usize);
+        crate::llama_compat::row(base, logits, t)
+    });
     for r in rows {
         let target = r.nll.map(|(nll_q, nll_base)| RowTarget {
             nll_p: nll_base as f64,

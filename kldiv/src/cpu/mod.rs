@@ -10,6 +10,7 @@ pub mod row_stats;
 mod simd_math;
 mod transpose;
 
+pub use pool::map as par_map;
 pub use read_probe::{ReadKernel, ReadLimit};
 
 use crate::element::{Dtype, Element};

@@ -30,7 +30,9 @@ pub fn threads() -> usize {
     pool().map_or(1, |p| p.current_num_threads())
 }
 
-/// `f(0), …, f(n − 1)` in order, computed in parallel.
+/// `f(0), …, f(n − 1)` in order, computed in parallel on kldiv's threads (on the calling
+/// thread where they could not be started). Public as `kldiv::cpu::par_map` for callers
+/// that must not touch rayon's global pool.
 pub fn map<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
     match pool() {

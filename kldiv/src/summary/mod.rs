@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::request::{Divergence, InputForm, Request, Unit};
 use agreement::Agreement;
 use moments::{Bivariate, Moments};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 pub use values::Values;
 use values::ValuesWire;
@@ -281,40 +280,38 @@ impl Summary {
         };
         type Extra = (bool, Option<RowTarget>, Option<agreement::RowAgreement>);
         let target_of = |r: usize| targets.map(|t| t[r]).filter(|&t| t != IGNORE);
-        let extra: Vec<Extra> = (0..rows)
-            .into_par_iter()
-            .map(|r| {
-                let a = &p[r * cols..(r + 1) * cols];
-                if !reads_q {
-                    return (false, None, None);
-                }
-                let b = &q[r * cols..(r + 1) * cols];
-                if let Some(st) = fast.get(r).copied().flatten() {
-                    let t = target_of(r).map(|t| {
-                        let (lp, lq) = (
-                            st.p.ln_prob(req.input, a, t as usize),
-                            st.q.ln_prob(req.input, b, t as usize),
-                        );
-                        RowTarget::of(lp, lq)
-                    });
-                    let g = agree.then(|| agreement::from_stats(req.input, &st, cols));
-                    return (st.p.top[0] == st.q.top[0], t, g);
-                }
+        // kldiv's own threads: rayon's global pool panics where it cannot start.
+        let extra: Vec<Extra> = crate::cpu::par_map(rows, |r| {
+            let a = &p[r * cols..(r + 1) * cols];
+            if !reads_q {
+                return (false, None, None);
+            }
+            let b = &q[r * cols..(r + 1) * cols];
+            if let Some(st) = fast.get(r).copied().flatten() {
                 let t = target_of(r).map(|t| {
                     let (lp, lq) = (
-                        ln_prob_of(req.input, a, t as usize),
-                        ln_prob_of(req.input, b, t as usize),
+                        st.p.ln_prob(req.input, a, t as usize),
+                        st.q.ln_prob(req.input, b, t as usize),
                     );
                     RowTarget::of(lp, lq)
                 });
-                let g = if agree {
-                    agreement::row(req.input, a, b)
-                } else {
-                    None
-                };
-                (argmax(a) == argmax(b), t, g)
-            })
-            .collect();
+                let g = agree.then(|| agreement::from_stats(req.input, &st, cols));
+                return (st.p.top[0] == st.q.top[0], t, g);
+            }
+            let t = target_of(r).map(|t| {
+                let (lp, lq) = (
+                    ln_prob_of(req.input, a, t as usize),
+                    ln_prob_of(req.input, b, t as usize),
+                );
+                RowTarget::of(lp, lq)
+            });
+            let g = if agree {
+                agreement::row(req.input, a, b)
+            } else {
+                None
+            };
+            (argmax(a) == argmax(b), t, g)
+        });
         for (v, (same, t, g)) in values.iter().zip(extra) {
             self.push_row(*v, same, t);
             if let (Some(ag), Some(g)) = (&mut self.agreement, g) {
