@@ -4,6 +4,9 @@
 //! nodes (relative error ≤ 2e-9 before f32 rounding) or are truncated Taylor series; the
 //! tests of `cpu::simd_math` bound the f32 results against f64 on every SIMD level.
 
+// Some constants are read only by the WGSL kernels: unused without the `gpu` feature.
+#![cfg_attr(not(feature = "gpu"), allow(dead_code))]
+
 /// Elements per row block: the fast kernels keep a block's sums in f32 and add blocks in
 /// f64, so rounding does not grow with row length; the logits shift is taken over a row's
 /// first block.
