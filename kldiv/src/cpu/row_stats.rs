@@ -10,9 +10,10 @@
 //! without mass, f64 rows, and rows with fewer than K candidates give `None`: the caller
 //! computes those in f64 (`summary`).
 //!
-//! Accuracy: exponentials within 3 ulp of f32, lane sums of at most 32 terms added into f64
+//! Accuracy: exponentials within 3 ulp of f32, lane sums of at most FLUSH (32) terms added into f64
 //! per block: ln Σ within 2e-6 absolute, so NLL within 2e-6 and Σ min within 2e-6·Σ.
 
+use super::kernels::FLUSH;
 use super::simd_math::{abs, all, any, exp_nonpos};
 use super::{pool, CpuEngine};
 use crate::consts::{BIG_LOGIT, BLOCK};
@@ -305,7 +306,7 @@ fn side<S: Simd, T: Element>(
             let mut acc = s.splat_f32s(0.0);
             for (n, &v) in xv.iter().enumerate() {
                 acc = s.add_f32s(acc, exp_nonpos(s, s.sub_f32s(v, vm)));
-                if n % 32 == 31 {
+                if n % FLUSH == FLUSH - 1 {
                     sum += s.reduce_sum_f32s(acc) as f64;
                     acc = s.splat_f32s(0.0);
                 }
@@ -319,7 +320,7 @@ fn side<S: Simd, T: Element>(
             let mut acc = s.splat_f32s(0.0);
             for (n, &v) in xv.iter().enumerate() {
                 acc = s.add_f32s(acc, v);
-                if n % 32 == 31 {
+                if n % FLUSH == FLUSH - 1 {
                     sum += s.reduce_sum_f32s(acc) as f64;
                     acc = s.splat_f32s(0.0);
                 }
@@ -379,7 +380,7 @@ fn sum_min<S: Simd, T: Element>(
                 s.min_f32s(s.mul_f32s(u, vka), s.mul_f32s(v, vkb))
             };
             acc = s.add_f32s(acc, term);
-            if n % 32 == 31 {
+            if n % FLUSH == FLUSH - 1 {
                 total += s.reduce_sum_f32s(acc) as f64;
                 acc = s.splat_f32s(0.0);
             }

@@ -48,7 +48,7 @@ impl Scratch {
 /// Vectors a lane accumulator takes before it is flushed into f64: keeps every f32 lane
 /// sum short (≤ 32 terms, relative error ≤ 2e-6 worst case) on every SIMD width, the
 /// one-lane scalar level included.
-const FLUSH: usize = 32;
+pub(super) const FLUSH: usize = 32;
 
 /// Horizontal sum of the lanes of a non-negative accumulator: an f32 tree adds at most
 /// 4 ulp (16 lanes), negligible next to the terms' own error.
