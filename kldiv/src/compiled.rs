@@ -6,7 +6,7 @@
 
 use crate::cpu::{CpuEngine, HostRows};
 use crate::error::Result;
-use crate::request::Request;
+use crate::request::{Divergence, Request};
 use crate::semantics::rows::Shape;
 use crate::semantics::run;
 
@@ -14,17 +14,19 @@ pub trait Compiled: Sized {
     fn cpu_per_row(
         engine: &CpuEngine,
         req: &Request,
+        divs: &[Divergence],
         src: HostRows<'_, Self>,
         shape: Shape,
-    ) -> Result<Vec<f64>>;
+    ) -> Result<Vec<Vec<f64>>>;
 
     #[cfg(feature = "gpu")]
     fn gpu_per_row(
         engine: &crate::gpu::GpuEngine,
         req: &Request,
+        divs: &[Divergence],
         src: crate::gpu::Source<'_, Self>,
         shape: Shape,
-    ) -> Result<Vec<f64>>;
+    ) -> Result<Vec<Vec<f64>>>;
 }
 
 macro_rules! compiled {
@@ -33,20 +35,22 @@ macro_rules! compiled {
             fn cpu_per_row(
                 engine: &CpuEngine,
                 req: &Request,
+                divs: &[Divergence],
                 src: HostRows<'_, Self>,
                 shape: Shape,
-            ) -> Result<Vec<f64>> {
-                run::per_row(engine, req, src, shape)
+            ) -> Result<Vec<Vec<f64>>> {
+                run::per_row_set(engine, req, divs, src, shape)
             }
 
             #[cfg(feature = "gpu")]
             fn gpu_per_row(
                 engine: &crate::gpu::GpuEngine,
                 req: &Request,
+                divs: &[Divergence],
                 src: crate::gpu::Source<'_, Self>,
                 shape: Shape,
-            ) -> Result<Vec<f64>> {
-                run::per_row(engine, req, src, shape)
+            ) -> Result<Vec<Vec<f64>>> {
+                run::per_row_set(engine, req, divs, src, shape)
             }
         }
     )*};

@@ -43,7 +43,8 @@ macro_rules! engine_suite {
                 never_negative_for_normalised_inputs,
                 precision_cases_from_other_suites,
                 pseudocount_smooths_both_rows,
-                f64_inputs_keep_f64_accuracy
+                f64_inputs_keep_f64_accuracy,
+                kl_family_shares_one_pass
             );
         }
     };

@@ -313,6 +313,18 @@ pub fn run(a: Args) -> Result<(), Failure> {
     progress.finish();
     if a.explain {
         explain(&engine, totals.explain.take().unwrap_or_default());
+        let divs: Vec<kldiv::Divergence> = std::iter::once(req.divergence)
+            .chain(totals.summary.also_divergences())
+            .collect();
+        if divs.len() > 1 {
+            let names: Vec<&str> = divs.iter().map(|d| d.name()).collect();
+            crate::warn_raw(&format!(
+                "kldiv: {} arithmetic passes over each block for {} (the KL family, and \
+                 Jensen–Shannon's first pass, share one)",
+                kldiv::semantics::plan::SharedPass::reads(&req, &divs),
+                names.join(", ")
+            ));
+        }
     }
     let mut summary = totals.summary;
     summary.elapsed_s = started.elapsed().as_secs_f64();

@@ -153,9 +153,25 @@ impl CpuEngine {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<f64>> {
+        let mut v = self.per_row_each(req, &[req.divergence], p, q, rows, cols)?;
+        Ok(v.pop().unwrap_or_default())
+    }
+
+    /// Per-row values of `req` with each of `divs` as its divergence, in that order: the
+    /// KL family (KL, reverse KL, symmetric KL) from one shared pass, the others each in
+    /// their own (see `semantics::run::per_row_set`).
+    pub fn per_row_each<T: Element>(
+        &self,
+        req: &Request,
+        divs: &[crate::Divergence],
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Vec<f64>>> {
         let shape = validate_shape(p.len(), q.len(), rows, cols, req)?;
         let q = if req.reads_q() { q } else { p };
-        T::cpu_per_row(self, req, HostRows { p, q }, shape)
+        T::cpu_per_row(self, req, divs, HostRows { p, q }, shape)
     }
 
     /// Whether this engine computes `T` on the exact f64 path.

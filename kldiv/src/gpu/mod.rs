@@ -232,9 +232,23 @@ impl GpuEngine {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<f64>> {
+        let mut v = self.per_row_each(req, &[req.divergence], p, q, rows, cols)?;
+        Ok(v.pop().unwrap_or_default())
+    }
+
+    /// The GPU twin of [`crate::cpu::CpuEngine::per_row_each`].
+    pub fn per_row_each<T: Element>(
+        &self,
+        req: &Request,
+        divs: &[crate::Divergence],
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Vec<f64>>> {
         let shape = validate_shape(p.len(), q.len(), rows, cols, req)?;
         let q = if req.reads_q() { q } else { p };
-        self.call::<T>(req, Source::Host(p, q), shape)
+        self.call::<T>(req, divs, Source::Host(p, q), shape)
     }
 
     /// Per-row values for inputs already on this engine's device: `p` and `q` hold
@@ -274,16 +288,23 @@ impl GpuEngine {
             }
         }
         let q = if req.reads_q() { q } else { p };
-        self.call::<T>(req, Source::Device(p, q), Shape { rows, cols })
+        let mut v = self.call::<T>(
+            req,
+            &[req.divergence],
+            Source::Device(p, q),
+            Shape { rows, cols },
+        )?;
+        Ok(v.pop().unwrap_or_default())
     }
 
     /// One request: the shared orchestration on this engine, its statistics published.
     fn call<T: Element>(
         &self,
         req: &Request,
+        divs: &[crate::Divergence],
         src: Source<'_, T>,
         shape: Shape,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<Vec<Vec<f64>>> {
         self.check_alive()?;
         if let Ok(mut c) = self.current.lock() {
             *c = CallStats {
@@ -291,7 +312,7 @@ impl GpuEngine {
                 ..CallStats::default()
             };
         }
-        let out = T::gpu_per_row(self, req, src, shape)?;
+        let out = T::gpu_per_row(self, req, divs, src, shape)?;
         if let (Ok(c), Ok(mut last)) = (self.current.lock(), self.last.lock()) {
             *last = *c;
         }

@@ -237,16 +237,13 @@ pub fn run_block(
         } else {
             pb.clone()
         };
-        let run = engine.run(req, &pb, &qb, r1 - r0, cols)?;
+        // Further divergences over the same block, read from the files once (and the KL
+        // family computed in one pass).
+        let also = summary.also_divergences();
+        let (run, also_values) = engine.run_with(req, &also, &pb, &qb, r1 - r0, cols)?;
         summary.add_block(req, (&pb, &qb), cols, &run.values, targets)?;
-        // Further divergences over the same block, read from the files once.
-        for (k, div) in summary.also_divergences().into_iter().enumerate() {
-            let other = crate::Request {
-                divergence: div,
-                ..*req
-            };
-            let values = engine.run(&other, &pb, &qb, r1 - r0, cols)?.values;
-            summary.push_also(k, &values)?;
+        for (k, values) in also_values.iter().enumerate() {
+            summary.push_also(k, values)?;
         }
         Ok(run)
     }

@@ -204,8 +204,26 @@ impl Scheduler {
         rows: usize,
         cols: usize,
     ) -> Result<Run> {
+        Ok(self.run_with(req, &[], p, q, rows, cols)?.0)
+    }
+
+    /// [`Scheduler::run`], and beside it the per-row values of the same request with each of
+    /// `also` as its divergence, from the same placement: the KL family (KL, reverse KL,
+    /// symmetric KL) shares one pass over the data (see `semantics::run::per_row_set`).
+    pub fn run_with<T: Element>(
+        &self,
+        req: &Request,
+        also: &[crate::Divergence],
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Run, Vec<Vec<f64>>)> {
         validate_shape(p.len(), q.len(), rows, cols, req)?;
         let q = if req.reads_q() { q } else { p };
+        let divs: Vec<crate::Divergence> = std::iter::once(req.divergence)
+            .chain(also.iter().copied())
+            .collect();
         let plan = self.plan(&Job::of(req, rows, cols, T::DTYPE, false));
         if debug_log() {
             eprintln!(
@@ -223,13 +241,15 @@ impl Scheduler {
                 Err(e)
             }
         };
-        let values = match plan.placement {
-            Placement::Cpu => self.cpu.per_row(req, p, q, rows, cols)?,
-            Placement::Gpu => match self.gpu_rows(req, p, q, rows, cols) {
+        let cpu = |p, q, rows| self.cpu.per_row_each(req, &divs, p, q, rows, cols);
+        let gpu = |p, q, rows| self.gpu_rows(req, &divs, p, q, rows, cols);
+        let mut values = match plan.placement {
+            Placement::Cpu => cpu(p, q, rows)?,
+            Placement::Gpu => match gpu(p, q, rows) {
                 Ok(v) => v,
                 Err(e) => {
                     recover(e, "the job", &mut warnings)?;
-                    self.cpu.per_row(req, p, q, rows, cols)?
+                    cpu(p, q, rows)?
                 }
             },
             Placement::Split { gpu_rows } => {
@@ -237,52 +257,60 @@ impl Scheduler {
                 let (pg, pc) = p.split_at(k);
                 let (qg, qc) = q.split_at(k);
                 let (g, c) = std::thread::scope(|s| {
-                    let g = s.spawn(|| self.gpu_rows(req, pg, qg, gpu_rows, cols));
-                    let c = self.cpu.per_row(req, pc, qc, rows - gpu_rows, cols);
+                    let g = s.spawn(|| gpu(pg, qg, gpu_rows));
+                    let c = cpu(pc, qc, rows - gpu_rows);
                     (g.join(), c)
                 });
-                let mut c = c.map_err(|e| relocate_row_by(e, gpu_rows))?;
+                let c = c.map_err(|e| relocate_row_by(e, gpu_rows))?;
                 let mut g = match g {
                     Ok(Ok(v)) => v,
                     Ok(Err(e)) => {
                         recover(e, "its rows", &mut warnings)?;
-                        self.cpu.per_row(req, pg, qg, gpu_rows, cols)?
+                        cpu(pg, qg, gpu_rows)?
                     }
                     Err(_) => return Err(Error::Gpu("the GPU thread panicked".into())),
                 };
-                g.append(&mut c);
+                for (g, mut c) in g.iter_mut().zip(c) {
+                    g.append(&mut c);
+                }
                 g
             }
         };
-        Ok(Run {
+        let main = values.remove(0);
+        Ok((
+            Run {
+                values: main,
+                placement: plan.placement,
+                plan,
+                warnings,
+            },
             values,
-            placement: plan.placement,
-            plan,
-            warnings,
-        })
+        ))
     }
 
     #[cfg(feature = "gpu")]
     fn gpu_rows<T: Element>(
         &self,
         req: &Request,
+        divs: &[crate::Divergence],
         p: &[T],
         q: &[T],
         rows: usize,
         cols: usize,
-    ) -> Result<Vec<f64>> {
-        self.gpu()?.per_row(req, p, q, rows, cols)
+    ) -> Result<Vec<Vec<f64>>> {
+        self.gpu()?.per_row_each(req, divs, p, q, rows, cols)
     }
 
     #[cfg(not(feature = "gpu"))]
     fn gpu_rows<T: Element>(
         &self,
         _: &Request,
+        _: &[crate::Divergence],
         _: &[T],
         _: &[T],
         _: usize,
         _: usize,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<Vec<Vec<f64>>> {
         Err(Error::GpuUnavailable(
             "built without the `gpu` feature".into(),
         ))

@@ -167,6 +167,7 @@ pub struct LaneFinish {
 }
 
 /// The sums of a group of short rows, lane r holding row r's.
+#[derive(Clone, Copy)]
 pub struct LaneSums<S: pulp::Simd> {
     pub main: S::f32s,
     pub main2: S::f32s,

@@ -165,6 +165,72 @@ impl PassPlan {
     }
 }
 
+/// Most divergences one shared pass finishes: KL, reverse KL, symmetric KL.
+pub const MAX_SHARED: usize = 3;
+
+/// Several divergences over the same rows (`--divergence kl,reverse-kl,js`): which of them
+/// one pass of symmetric KL's kernel serves. Its sums hold both directions' terms, so KL,
+/// reverse KL and symmetric KL are each finished from them, and a two-pass Jensen–Shannon
+/// takes its first pass (each row's sums, or maxima and log-sums) from them too. The others
+/// run their own plans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedPass {
+    /// Indices (into the divergences given) of the KL family, in order.
+    pub members: Vec<usize>,
+    /// The index of a two-pass Jensen–Shannon, whose first pass is shared.
+    pub js: Option<usize>,
+}
+
+impl SharedPass {
+    /// `None` where sharing saves no pass (fewer than two plans would use it).
+    pub fn of(req: &Request, divs: &[Divergence]) -> Option<SharedPass> {
+        let members: Vec<usize> = (0..divs.len())
+            .filter(|&k| {
+                matches!(
+                    divs[k],
+                    Divergence::Kl | Divergence::ReverseKl | Divergence::SymmetricKl
+                )
+            })
+            .take(MAX_SHARED)
+            .collect();
+        let js = divs.iter().position(|&d| {
+            let js = Request {
+                divergence: d,
+                ..*req
+            };
+            d == Divergence::JensenShannon && PassPlan::of(&js).reads() == 2
+        });
+        let saves = members.len() + js.is_some() as usize > 1 && !members.is_empty();
+        saves.then_some(SharedPass { members, js })
+    }
+
+    /// Whether the divergence at index `k` is served by the shared pass.
+    pub fn covers(&self, k: usize) -> bool {
+        self.members.contains(&k) || self.js == Some(k)
+    }
+
+    /// Full reads of the data for all of `divs`, with this sharing or without.
+    pub fn reads(req: &Request, divs: &[Divergence]) -> usize {
+        let alone = |k: usize| {
+            PassPlan::of(&Request {
+                divergence: divs[k],
+                ..*req
+            })
+            .reads()
+        };
+        match SharedPass::of(req, divs) {
+            None => (0..divs.len()).map(alone).sum(),
+            Some(sp) => {
+                1 + sp.js.map_or(0, |_| 1)
+                    + (0..divs.len())
+                        .filter(|&k| !sp.covers(k))
+                        .map(alone)
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +274,34 @@ mod tests {
             (p.params(0), p.params(1)),
             (RowParams::Skip, RowParams::None)
         );
+    }
+
+    #[test]
+    fn the_kl_family_and_js_first_pass_share_one_read() {
+        use Divergence::*;
+        let logits = Request::new(Kl).input(InputForm::Logits);
+        let probs = Request::new(Kl);
+        let norm = probs.normalization(Normalization::Normalize);
+        // (request, divergences, shared members, shared JS, reads in all)
+        type Case<'a> = (Request, &'a [Divergence], &'a [usize], Option<usize>, usize);
+        let cases: [Case; 8] = [
+            (logits, &[Kl], &[], None, 1),
+            (logits, &[Kl, ReverseKl], &[0, 1], None, 1),
+            (logits, &[Kl, ReverseKl, JensenShannon], &[0, 1], Some(2), 2),
+            (logits, &[JensenShannon, SymmetricKl], &[1], Some(0), 2),
+            (logits, &[CrossEntropy, ReverseKl, Kl], &[1, 2], None, 2),
+            (logits, &[JensenShannon, CrossEntropy], &[], None, 3),
+            // JS over probabilities as given is one pass of its own kernel: nothing shared.
+            (probs, &[Kl, JensenShannon], &[], None, 2),
+            (norm, &[Kl, JensenShannon], &[0], Some(1), 2),
+        ];
+        for (req, divs, members, js, reads) in cases {
+            let got = SharedPass::of(&req, divs);
+            match got {
+                Some(ref sp) => assert_eq!((&sp.members[..], sp.js), (members, js), "{divs:?}"),
+                None => assert!(members.is_empty() && js.is_none(), "{divs:?}"),
+            }
+            assert_eq!(SharedPass::reads(&req, divs), reads, "{divs:?} {req:?}");
+        }
     }
 }

@@ -5,12 +5,14 @@
 
 use super::exact;
 use super::finish::{self, LaneFinish, LaneSums, LogitOutcome};
-use super::plan::{base_params, rescaled, Kernel, Pass, PassPlan, RowParams, Rows};
+use super::plan::{
+    base_params, rescaled, Kernel, Pass, PassPlan, RowParams, Rows, SharedPass, MAX_SHARED,
+};
 use super::rows::{located, nan_row, Irregular, RowPair, RowSums, Shape};
 use super::sums::Partial;
 use crate::element::{Dtype, Element};
 use crate::error::Result;
-use crate::request::{InputForm, Normalization, Request};
+use crate::request::{Divergence, InputForm, Normalization, Request};
 use std::sync::Mutex;
 
 /// What an engine does: run one pass over rows and hand each row's sums to a [`Finish`].
@@ -266,30 +268,212 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
                 exact: Later::default(),
             };
             let params = engine.run_pass(&first_pass(first), src, shape, &sums)?;
-            let mut exact_rows = sums.exact.take();
-            let pass = Pass {
-                kernel: second,
-                rows: Rows::All,
-                params: &params,
-                base: RowParams::None,
-            };
-            let second = SecondPass {
+            let exact_rows = sums.exact.take();
+            second_pass(
+                engine,
                 req,
-                second: Request {
-                    input: InputForm::Probabilities,
-                    normalization: Normalization::Normalize,
-                    ..*req
-                },
-                eps,
-                later: Later::default(),
-            };
-            let mut out = engine.run_pass(&pass, src, shape, &second)?;
-            exact_rows.extend(second.later.take());
-            exact_rows.sort_by_key(|f| f.0);
-            // Second passes leave only exact rows behind (`first` is never re-run).
-            follow_up(engine, req, first, src, shape, &exact_rows, &mut out)?;
-            Ok(out)
+                (first, second),
+                &params,
+                exact_rows,
+                src,
+                shape,
+            )
         }
+    }
+}
+
+/// The second pass of a two-pass request, over the rows as its first pass described them
+/// (`params`, one per row), then the exact path for `exact_rows` and the rows it leaves.
+fn second_pass<'a, E: PassEngine, T: Element>(
+    engine: &'a E,
+    req: &Request,
+    (first, second): (Kernel, Kernel),
+    params: &[RowParams],
+    mut exact_rows: Vec<(usize, FollowUp)>,
+    src: E::Src<'a, T>,
+    shape: Shape,
+) -> Result<Vec<f64>> {
+    let pass = Pass {
+        kernel: second,
+        rows: Rows::All,
+        params,
+        base: RowParams::None,
+    };
+    let second = SecondPass {
+        req,
+        second: Request {
+            input: InputForm::Probabilities,
+            normalization: Normalization::Normalize,
+            ..*req
+        },
+        eps: engine.sums_eps(T::DTYPE),
+        later: Later::default(),
+    };
+    let mut out = engine.run_pass(&pass, src, shape, &second)?;
+    exact_rows.extend(second.later.take());
+    exact_rows.sort_by_key(|f| f.0);
+    // Second passes leave only exact rows behind (`first` is never re-run).
+    follow_up(engine, req, first, src, shape, &exact_rows, &mut out)?;
+    Ok(out)
+}
+
+/// Per-row values of `req` with each of `divs` as its divergence, over the same rows, in
+/// the order given. Divergences of the KL family (see [`SharedPass`]) share one pass of
+/// symmetric KL's kernel, each finishing its rows from those sums (and following up its own
+/// rows); a two-pass Jensen–Shannon takes its first pass (each row's sums, or maxima and
+/// log-sums) from the same pass. The others run their own plans. Every divergence must read
+/// Q (entropy runs alone: `Divergence::check_list`).
+pub fn per_row_set<'a, E: PassEngine, T: Element>(
+    engine: &'a E,
+    req: &Request,
+    divs: &[Divergence],
+    src: E::Src<'a, T>,
+    shape: Shape,
+) -> Result<Vec<Vec<f64>>> {
+    let with = |div| Request {
+        divergence: div,
+        ..*req
+    };
+    if divs.iter().any(|&d| !with(d).reads_q()) && divs.len() > 1 {
+        return Err(crate::Error::InvalidRequest(
+            "entropy reads P alone and runs on its own".into(),
+        ));
+    }
+    let mut out: Vec<Vec<f64>> = vec![vec![]; divs.len()];
+    let shared = SharedPass::of(req, divs);
+    if let Some(sp) = &shared {
+        let members: Vec<Request> = sp.members.iter().map(|&k| with(divs[k])).collect();
+        let values = kl_family(engine, &members, sp.js.map(|k| with(divs[k])), src, shape)?;
+        for (k, v) in sp.members.iter().chain(&sp.js).zip(values) {
+            out[*k] = v;
+        }
+    }
+    for (k, &div) in divs.iter().enumerate() {
+        if !shared.as_ref().is_some_and(|sp| sp.covers(k)) {
+            out[k] = per_row(engine, &with(div), src, shape)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The members of the KL family (1 to 3 requests differing only in their divergence) from
+/// one pass of symmetric KL's kernel, in order, then Jensen–Shannon's values when `js` is
+/// given, its first pass taken from the same sums.
+fn kl_family<'a, E: PassEngine, T: Element>(
+    engine: &'a E,
+    members: &[Request],
+    js: Option<Request>,
+    src: E::Src<'a, T>,
+    shape: Shape,
+) -> Result<Vec<Vec<f64>>> {
+    let reqs = members
+        .iter()
+        .map(|r| r.resolved())
+        .collect::<Result<Vec<_>>>()?;
+    let js = js.map(|r| r.resolved()).transpose()?;
+    let tol = finish::sum_tolerance(&reqs[0], T::DTYPE);
+    let eps = engine.sums_eps(T::DTYPE);
+    let family = Family {
+        members: reqs
+            .iter()
+            .map(|req| Values {
+                req,
+                tol,
+                eps,
+                lane_finish: LaneFinish::new(req, tol),
+                later: Later::default(),
+            })
+            .collect(),
+        js: js.as_ref().map(|req| SumsOfRows {
+            req,
+            tol,
+            exact: Later::default(),
+        }),
+    };
+    let shared = Request {
+        divergence: Divergence::SymmetricKl,
+        ..reqs[0]
+    };
+    let PassPlan::One { kernel } = PassPlan::of(&shared) else {
+        unreachable!("symmetric KL is one pass")
+    };
+    let pass = Pass {
+        base: base_params(&shared),
+        ..Pass::all(kernel)
+    };
+    let rows = engine.run_pass(&pass, src, shape, &family)?;
+    let mut out = vec![];
+    for (k, member) in family.members.into_iter().enumerate() {
+        let mut values: Vec<f64> = rows.iter().map(|r| r.0[k]).collect();
+        let later = member.later.take();
+        let own = match kernel {
+            Kernel::Probs(_) => Kernel::Probs(member.req.divergence),
+            _ => Kernel::Logits(member.req.divergence),
+        };
+        follow_up(engine, member.req, own, src, shape, &later, &mut values)?;
+        out.push(values);
+    }
+    if let (Some(req), Some(first_sums)) = (js.as_ref(), family.js) {
+        let PassPlan::Two { first, second } = PassPlan::of(req) else {
+            unreachable!("only a two-pass Jensen–Shannon shares the first pass")
+        };
+        let params: Vec<RowParams> = rows.iter().map(|r| r.1).collect();
+        let exact_rows = first_sums.exact.take();
+        out.push(second_pass(
+            engine,
+            req,
+            (first, second),
+            &params,
+            exact_rows,
+            src,
+            shape,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Each member's first-pass [`Values`] from the same sums, and what a Jensen–Shannon second
+/// pass needs of each row.
+struct Family<'a> {
+    members: Vec<Values<'a>>,
+    js: Option<SumsOfRows<'a>>,
+}
+
+impl Finish for Family<'_> {
+    type Out = ([f64; MAX_SHARED], RowParams);
+    fn row(&self, row: usize, sums: RowSums) -> Result<Self::Out> {
+        let mut out = ([f64::NAN; MAX_SHARED], RowParams::Skip);
+        for (slot, m) in out.0.iter_mut().zip(&self.members) {
+            *slot = m.row(row, sums.map(|p| p.as_kl_member(m.req.divergence)))?;
+        }
+        if let Some(js) = &self.js {
+            out.1 = js.row(row, sums)?;
+        }
+        Ok(out)
+    }
+    #[inline(always)]
+    fn lanes<S: pulp::Simd>(&self, s: S, sums: &LaneSums<S>, out: &mut [Self::Out]) -> bool {
+        if self.js.is_some() {
+            return false;
+        }
+        let mut each = [[0f64; 16]; MAX_SHARED];
+        for (k, m) in self.members.iter().enumerate() {
+            let main = if m.req.divergence == Divergence::ReverseKl {
+                sums.main2
+            } else {
+                sums.main
+            };
+            let own = LaneSums { main, ..*sums };
+            if !m.lanes(s, &own, &mut each[k][..out.len()]) {
+                return false;
+            }
+        }
+        for (i, slot) in out.iter_mut().enumerate() {
+            for (k, v) in slot.0.iter_mut().enumerate() {
+                *v = each[k][i];
+            }
+        }
+        true
     }
 }
 

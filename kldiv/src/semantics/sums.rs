@@ -252,4 +252,17 @@ impl Partial {
             _ => unreachable!("pieces of one row always come from one kernel"),
         }
     }
+
+    /// The sums of symmetric KL's kernel as the kernel of `member` (KL in either direction,
+    /// or symmetric KL) would give them: the same terms, with reverse KL's t-terms moved from
+    /// `main2` to `main`. Logits sums already hold both directions in their own fields.
+    #[inline]
+    pub fn as_kl_member(self, member: crate::request::Divergence) -> Partial {
+        match self {
+            Partial::Probs(s) if member == crate::request::Divergence::ReverseKl => {
+                Partial::Probs(ProbSums { main: s.main2, ..s })
+            }
+            other => other,
+        }
+    }
 }

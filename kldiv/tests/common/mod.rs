@@ -74,6 +74,16 @@ pub enum Form {
     Logits,
 }
 
+impl Form {
+    pub fn input(self) -> kldiv::InputForm {
+        match self {
+            Form::Probs => kldiv::InputForm::Probabilities,
+            Form::LogProbs => kldiv::InputForm::LogProbabilities,
+            Form::Logits => kldiv::InputForm::Logits,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Div {
     Kl,
@@ -213,12 +223,8 @@ pub fn check_all_divergences_within(
     (rel, abs): (f64, f64),
     run: &mut dyn FnMut(&kldiv::Request) -> Result<Vec<f64>, kldiv::Error>,
 ) {
-    use kldiv::{Divergence, InputForm, Normalization, Request};
-    let input = match form {
-        Form::Probs => InputForm::Probabilities,
-        Form::LogProbs => InputForm::LogProbabilities,
-        Form::Logits => InputForm::Logits,
-    };
+    use kldiv::{Divergence, Normalization, Request};
+    let input = form.input();
     let divs = [
         (Divergence::Kl, Div::Kl),
         (Divergence::ReverseKl, Div::Reverse),

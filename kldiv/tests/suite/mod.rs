@@ -52,6 +52,38 @@ impl TestEngine {
         }
     }
 
+    /// Per-row values of `req` with each of `divs` as its divergence (the KL family from
+    /// one shared pass).
+    pub fn run_each<T: Element>(
+        &self,
+        req: &Request,
+        divs: &[Divergence],
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Vec<f64>>, Error> {
+        match self {
+            TestEngine::Cpu(_, e) => e.per_row_each(req, divs, p, q, rows, cols),
+            #[cfg(feature = "gpu")]
+            TestEngine::Gpu(_, e) => e.per_row_each(req, divs, p, q, rows, cols),
+        }
+    }
+
+    /// Values that must be the same computation: identical bits on the CPU (the same
+    /// arithmetic in the same order); on the GPU within 1e-6 relative, since the driver may
+    /// contract a·b + c differently in each pipeline it compiles.
+    pub fn same_values(&self, what: &str, got: &[f64], want: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let rel = if self.is_gpu() { 1e-6 } else { 0.0 };
+        for (r, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let same = g.to_bits() == w.to_bits()
+                || (g.is_nan() && w.is_nan())
+                || (rel > 0.0 && close(g, w, rel, 1e-15));
+            assert!(same, "{what} row {r}: {g:e}, alone {w:e}");
+        }
+    }
+
     pub fn ok<T: Element>(
         &self,
         req: &Request,
@@ -138,9 +170,33 @@ fn check<T: Element>(
     let q: Vec<T> = q64.iter().map(|&x| conv(x)).collect();
     let (pe, qe) = (e.seen(&p), e.seen(&q));
     let what = format!("{} {what}", e.name());
+    let mut alone = vec![];
     check_all_divergences(&what, form, &pe, &qe, cols, normalize, &mut |req| {
-        e.run(req, &p, &q, rows, cols)
+        let got = e.run(req, &p, &q, rows, cols);
+        if let Ok(v) = &got {
+            alone.push((req.divergence, v.clone()));
+        }
+        got
     });
+    // The KL family from one shared pass (and Jensen–Shannon's first pass, where it has
+    // two): each member as its own run gave it.
+    let family = [
+        Divergence::ReverseKl,
+        Divergence::JensenShannon,
+        Divergence::Kl,
+        Divergence::SymmetricKl,
+    ];
+    let mut req = Request::new(Divergence::ReverseKl).input(form.input());
+    if normalize {
+        req = req.normalization(Normalization::Normalize);
+    }
+    let shared = e
+        .run_each(&req, &family, &p, &q, rows, cols)
+        .unwrap_or_else(|err| panic!("{what} shared KL pass: {err}"));
+    for (div, got) in family.iter().zip(&shared) {
+        let (_, want) = alone.iter().find(|a| a.0 == *div).expect("run alone");
+        e.same_values(&format!("{what} {div:?} in the shared pass"), got, want);
+    }
 }
 
 pub fn probabilities_f32(e: &TestEngine) {
@@ -1130,5 +1186,139 @@ pub fn f64_inputs_keep_f64_accuracy(e: &TestEngine) {
             cols,
             false,
         );
+    }
+}
+
+/// KL, reverse KL and symmetric KL from one shared pass (`per_row_each`), with
+/// Jensen–Shannon's first pass where it has two, and each member following up its own rows: near-identical logits with a large offset and long rows (rows
+/// re-read with their ideal shift), masked logits (the exact path), probabilities far from
+/// normalised (rescaled re-reads), a pseudocount, zeros on either side (infinite in one
+/// direction only), NaN propagated, and bad values reported as a run alone reports them.
+/// Each member must equal its own run (`TestEngine::same_values`) and the f64 reference.
+pub fn kl_family_shares_one_pass(e: &TestEngine) {
+    let family = [
+        Divergence::Kl,
+        Divergence::ReverseKl,
+        Divergence::SymmetricKl,
+        Divergence::JensenShannon,
+    ];
+    let divs = [Div::Kl, Div::Reverse, Div::Symmetric];
+    let mut rng = Rng::new(31);
+    let each = |what: &str, req: Request, p: &[f32], q: &[f32], rows: usize, cols: usize| {
+        let shared = e
+            .run_each(&req, &family, p, q, rows, cols)
+            .unwrap_or_else(|err| panic!("{} {what}: {err}", e.name()));
+        for (div, got) in family.iter().zip(&shared) {
+            let alone = e.ok(
+                &Request {
+                    divergence: *div,
+                    ..req
+                },
+                p,
+                q,
+                rows,
+                cols,
+            );
+            e.same_values(&format!("{} {what} {div:?}", e.name()), got, &alone);
+        }
+        shared
+    };
+    // Logits: near-identical (ψ form, reshifted rows), offset by +1e4, and masked.
+    for (rows, cols, sigma, offset, mask) in [
+        (4, 32_000, 1e-4, 0.0, false),
+        (3, 4097, 0.5, 1e4, false),
+        (2, 70_001, 1e-3, 0.0, false),
+        (5, 1000, 0.5, 0.0, true),
+    ] {
+        let (mut a, mut b) = logit_pair(&mut rng, rows, cols, sigma);
+        if mask {
+            for i in (0..a.len()).step_by(7) {
+                a[i] = f64::NEG_INFINITY;
+                if i % 2 == 0 {
+                    b[i] = f64::NEG_INFINITY;
+                }
+            }
+        }
+        let (af, bf): (Vec<f32>, Vec<f32>) = (
+            a.iter().map(|x| (x + offset) as f32).collect(),
+            b.iter().map(|x| (x + offset) as f32).collect(),
+        );
+        let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+        let what = format!("logits {rows}x{cols} sigma {sigma} offset {offset} mask {mask}");
+        let shared = each(&what, req, &af, &bf, rows, cols);
+        let (ae, be): (Vec<f64>, Vec<f64>) = (
+            af.iter().map(|&x| x as f64 - offset).collect(),
+            bf.iter().map(|&x| x as f64 - offset).collect(),
+        );
+        let rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
+        for r in 0..rows {
+            let (x, y) = (&ae[r * cols..(r + 1) * cols], &be[r * cols..(r + 1) * cols]);
+            let (kl, rev) = (reference_logits_kl(x, y), reference_logits_kl(y, x));
+            let rev = if mask { f64::INFINITY } else { rev };
+            for (k, want) in [kl, rev, kl + rev].into_iter().enumerate() {
+                assert!(
+                    close(shared[k][r], want, rel, 1e-15),
+                    "{} {what} {:?} row {r}: {} vs {want}",
+                    e.name(),
+                    divs[k],
+                    shared[k][r]
+                );
+            }
+        }
+    }
+    // Probabilities: rows far from normalised (rescaled re-reads), with a pseudocount, and
+    // with zeros in Q where P has mass (KL infinite, reverse finite).
+    for (rows, cols) in [(40, 16), (3, 4097)] {
+        let (p, mut q) = prob_pair(&mut rng, rows, cols, 0.5);
+        for v in q.iter_mut().step_by(11) {
+            *v = 0.0;
+        }
+        let p: Vec<f64> = p.iter().map(|x| 3.0 * x).collect();
+        let (p32, q32) = (to_f32(&p), to_f32(&q));
+        let norm = Request::new(Divergence::Kl).normalization(Normalization::Normalize);
+        for (what, req, eps) in [
+            ("normalize", norm, 0.0),
+            ("pseudocount", norm.pseudocount(1e-3), 1e-3),
+        ] {
+            let shared = each(what, req, &p32, &q32, rows, cols);
+            let (pe, qe): (Vec<f64>, Vec<f64>) = (
+                p32.iter().map(|&x| x as f64 + eps).collect(),
+                q32.iter().map(|&x| x as f64 + eps).collect(),
+            );
+            for r in 0..rows {
+                let (x, y) = (&pe[r * cols..(r + 1) * cols], &qe[r * cols..(r + 1) * cols]);
+                for (k, &div) in divs.iter().enumerate() {
+                    let want = reference(div, Form::Probs, x, y, true);
+                    assert!(
+                        close(shared[k][r], want, 1e-5, 1e-12),
+                        "{} {what} {div:?} row {r}: {} vs {want}",
+                        e.name(),
+                        shared[k][r]
+                    );
+                }
+            }
+        }
+    }
+    // NaN: propagated per row under `Propagate`, else the error a run alone reports.
+    let (rows, cols) = (3, 300);
+    let mut p = vec![1.0 / cols as f32; rows * cols];
+    let q = p.clone();
+    p[cols + 123] = f32::NAN;
+    for input in [InputForm::Probabilities, InputForm::Logits] {
+        let req = Request::new(Divergence::Kl).input(input);
+        each(
+            "NaN propagated",
+            req.nan(NanPolicy::Propagate),
+            &p,
+            &q,
+            rows,
+            cols,
+        );
+        let shared = e.run_each(&req, &family, &p, &q, rows, cols);
+        let alone = e.run(&req, &p, &q, rows, cols);
+        match (shared, alone) {
+            (Err(s), Err(a)) => assert_eq!(s.to_string(), a.to_string(), "{}", e.name()),
+            other => panic!("{}: {input:?} NaN: {other:?}", e.name()),
+        }
     }
 }
