@@ -47,6 +47,18 @@ pub trait Element:
     fn from_f32(v: f32) -> Self;
     /// Widen `src` into `dst[..src.len()]` as f32 (exact for f16 and bf16; rounding for f64).
     fn widen_into(src: &[Self], dst: &mut [f32]);
+
+    /// `src` as f32: read in place for f32, widened into `buf` (at least `src.len()` long)
+    /// for the others.
+    #[inline(always)]
+    fn as_f32<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
+        if Self::DTYPE == Dtype::F32 {
+            bytemuck::cast_slice(src)
+        } else {
+            Self::widen_into(src, buf);
+            &buf[..src.len()]
+        }
+    }
 }
 
 impl Element for f32 {

@@ -162,17 +162,6 @@ fn row<S: Simd, T: Element>(
     })
 }
 
-/// `x` as f32: in place for f32, widened into `buf` for f16 / bf16.
-#[inline(always)]
-fn as_f32<'a, T: Element>(x: &'a [T], buf: &'a mut [f32; BLOCK]) -> &'a [f32] {
-    if T::DTYPE == Dtype::F32 {
-        bytemuck::cast_slice(x)
-    } else {
-        T::widen_into(x, buf);
-        &buf[..x.len()]
-    }
-}
-
 /// Lanes that the fast path takes: logits finite within ±BIG_LOGIT or −inf; probabilities
 /// finite and ≥ 0.
 #[inline(always)]
@@ -248,7 +237,7 @@ fn side<S: Simd, T: Element>(
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0f64;
     for (bi, block) in row.chunks(BLOCK).enumerate() {
-        let x = as_f32(block, buf);
+        let x = T::as_f32(block, buf);
         let (xv, xt) = S::as_simd_f32s(x);
         let mut mx = s.splat_f32s(f32::NEG_INFINITY);
         for &v in xv {
@@ -366,8 +355,8 @@ fn sum_min<S: Simd, T: Element>(
     let (vka, vkb) = (s.splat_f32s(ka), s.splat_f32s(kb));
     let mut total = 0f64;
     for (pb, qb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
-        let x = as_f32(pb, buf);
-        let y = as_f32(qb, &mut buf_b);
+        let x = T::as_f32(pb, buf);
+        let y = T::as_f32(qb, &mut buf_b);
         let (xv, xt) = S::as_simd_f32s(x);
         let (yv, yt) = S::as_simd_f32s(y);
         let mut acc = s.splat_f32s(0.0);

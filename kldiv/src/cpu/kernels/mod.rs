@@ -107,13 +107,10 @@ pub fn segment<S: Simd, T: Element>(
         (Kernel::Logits(_), RowParams::Shift { hi, lo }) => (hi, lo),
         (Kernel::Logits(_), _) => {
             let n = p.len().min(BLOCK);
-            let (x, y): (&[f32], &[f32]) = if T::DTYPE == crate::element::Dtype::F32 {
-                (bytemuck::cast_slice(&p[..n]), bytemuck::cast_slice(&q[..n]))
-            } else {
-                T::widen_into(&p[..n], &mut scratch.a);
-                T::widen_into(&q[..n], &mut scratch.b);
-                (&scratch.a[..n], &scratch.b[..n])
-            };
+            let (x, y) = (
+                T::as_f32(&p[..n], &mut scratch.a),
+                T::as_f32(&q[..n], &mut scratch.b),
+            );
             block_shift(s, x, y).unwrap_or_else(|| exact::row_shift(p, q))
         }
         _ => (0.0, 0.0),
@@ -130,17 +127,15 @@ pub fn segment<S: Simd, T: Element>(
     let mut logits = LogitSums::default();
     let mut js = JsSums::default();
     for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
-        let (x, y): (&[f32], &[f32]) = if T::DTYPE == crate::element::Dtype::F32 && scale.is_none()
-        {
-            (bytemuck::cast_slice(pb), bytemuck::cast_slice(qb))
-        } else {
-            let n = pb.len();
-            T::widen_into(pb, &mut scratch.a);
-            T::widen_into(qb, &mut scratch.b);
-            if let Some(sc) = scale {
+        let (x, y): (&[f32], &[f32]) = match scale {
+            None => (T::as_f32(pb, &mut scratch.a), T::as_f32(qb, &mut scratch.b)),
+            Some(sc) => {
+                let n = pb.len();
+                T::widen_into(pb, &mut scratch.a);
+                T::widen_into(qb, &mut scratch.b);
                 affine_block(&mut scratch.a[..n], &mut scratch.b[..n], sc);
+                (&scratch.a[..n], &scratch.b[..n])
             }
-            (&scratch.a[..n], &scratch.b[..n])
         };
         let relocate = |e: Bad| Bad {
             col: e.col + bi * BLOCK,

@@ -250,13 +250,7 @@ pub fn short_rows<S: Simd, T: Element>(
         wide_q,
     } = scratch;
     // f16 / bf16 groups are widened to f32 first; f32 is read in place.
-    let (p, q): (&[f32], &[f32]) = if T::DTYPE == crate::element::Dtype::F32 {
-        (bytemuck::cast_slice(p), bytemuck::cast_slice(q))
-    } else {
-        T::widen_into(p, wide_p);
-        T::widen_into(q, wide_q);
-        (&wide_p[..p.len()], &wide_q[..q.len()])
-    };
+    let (p, q) = (T::as_f32(p, wide_p), T::as_f32(q, wide_q));
     transpose::rows_to_columns(s, p, cols, a);
     transpose::rows_to_columns(s, q, cols, b);
     let (xv, _) = S::as_simd_f32s(&a[..cols * lanes]);
