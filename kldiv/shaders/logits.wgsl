@@ -35,8 +35,9 @@ struct LogitRec {
     p_zero: u32,
     bad: u32,
     psi_bad: u32, // the ψ terms could not be formed somewhere in this segment
-    _pad1: u32,
-    _pad2: u32,
+    // The column (in the row) of each side's first maximum; NO_TOP where it has no finite value.
+    top_a: u32,
+    top_b: u32,
 }
 
 // The record the workgroup reduction (shared/reduce_*.wgsl) merges.
@@ -92,7 +93,7 @@ fn shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 
 fn rec_empty(r: vec4<real>) -> LogitRec {
     return LogitRec(NO_MAX, NO_MAX, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-                    r.x, r.y, 0u, 0u, 0u, 0u, 0u, 0u, 0u, 0u);
+                    r.x, r.y, 0u, 0u, 0u, 0u, 0u, 0u, NO_TOP, NO_TOP);
 }
 
 // e^(m − m_new), for moving sums onto another maximum: 0 from "no maximum"; above 1 only for
@@ -157,8 +158,24 @@ fn merge_counted(an: u32, ar: real, am: real, x: real, bn: u32, br: real, bm: re
     return Counted(n, rest);
 }
 
+// The first maximum of two pieces: the larger maximum, the lower column on a tie.
+fn first_top(m1: real, t1: u32, m2: real, t2: u32) -> u32 {
+    if (t1 == NO_TOP) {
+        return t2;
+    }
+    if (t2 == NO_TOP || m1 > m2) {
+        return t1;
+    }
+    if (m2 > m1) {
+        return t2;
+    }
+    return min(t1, t2);
+}
+
 fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     var r = a;
+    r.top_a = first_top(a.ma, a.top_a, b.ma, b.top_a);
+    r.top_b = first_top(a.mb, a.top_b, b.mb, b.top_b);
     let sa_a = real(a.na) + a.sa;
     let sa_b = real(b.na) + b.sa;
     let sb_a = real(a.nb) + a.sb;
@@ -231,11 +248,14 @@ fn rows_wg(ids: WgIds) {
                 x = neg_inf();
                 y = x;
             }
-            if (logit_ok(x)) {
-                ma = max(ma, x);
+            // Columns rise with k: a strictly larger value is this thread's first maximum.
+            if (logit_ok(x) && (x > ma || acc.top_a == NO_TOP)) {
+                ma = x;
+                acc.top_a = params.col0 + c;
             }
-            if (logit_ok(y)) {
-                mb = max(mb, y);
+            if (logit_ok(y) && (y > mb || acc.top_b == NO_TOP)) {
+                mb = y;
+                acc.top_b = params.col0 + c;
             }
         }
         xa[k] = x;

@@ -10,5 +10,6 @@ fn shuffle_down(r: LogitRec, d: u32) -> LogitRec {
                     subgroupShuffleDown(r.c_hi, d), subgroupShuffleDown(r.c_lo, d),
                     subgroupShuffleDown(r.na, d), subgroupShuffleDown(r.nb, d),
                     subgroupShuffleDown(r.q_zero, d), subgroupShuffleDown(r.p_zero, d),
-                    subgroupShuffleDown(r.bad, d), subgroupShuffleDown(r.psi_bad, d), 0u, 0u);
+                    subgroupShuffleDown(r.bad, d), subgroupShuffleDown(r.psi_bad, d),
+                    subgroupShuffleDown(r.top_a, d), subgroupShuffleDown(r.top_b, d));
 }

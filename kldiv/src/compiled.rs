@@ -17,7 +17,7 @@ pub trait Compiled: Sized {
         divs: &[Divergence],
         src: HostRows<'_, Self>,
         shape: Shape,
-    ) -> Result<Vec<Vec<f64>>>;
+    ) -> Result<run::PerRow>;
 
     #[cfg(feature = "gpu")]
     fn gpu_per_row(
@@ -26,7 +26,7 @@ pub trait Compiled: Sized {
         divs: &[Divergence],
         src: crate::gpu::Source<'_, Self>,
         shape: Shape,
-    ) -> Result<Vec<Vec<f64>>>;
+    ) -> Result<run::PerRow>;
 }
 
 macro_rules! compiled {
@@ -38,7 +38,7 @@ macro_rules! compiled {
                 divs: &[Divergence],
                 src: HostRows<'_, Self>,
                 shape: Shape,
-            ) -> Result<Vec<Vec<f64>>> {
+            ) -> Result<run::PerRow> {
                 run::per_row_set(engine, req, divs, src, shape)
             }
 
@@ -49,7 +49,7 @@ macro_rules! compiled {
                 divs: &[Divergence],
                 src: crate::gpu::Source<'_, Self>,
                 shape: Shape,
-            ) -> Result<Vec<Vec<f64>>> {
+            ) -> Result<run::PerRow> {
                 run::per_row_set(engine, req, divs, src, shape)
             }
         }

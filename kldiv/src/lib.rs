@@ -62,6 +62,8 @@ pub use request::{
     default_sum_tolerance, Divergence, InputForm, NanPolicy, Normalization, Reduction, Request,
     Unit,
 };
+pub use semantics::run::PerRow;
+pub use semantics::sums::RowTops;
 pub use summary::Summary;
 
 use ndarray::ArrayView2;

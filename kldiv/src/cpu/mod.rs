@@ -153,13 +153,14 @@ impl CpuEngine {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<f64>> {
-        let mut v = self.per_row_each(req, &[req.divergence], p, q, rows, cols)?;
-        Ok(v.pop().unwrap_or_default())
+        let v = self.per_row_each(req, &[req.divergence], p, q, rows, cols)?;
+        Ok(v.values.into_iter().next().unwrap_or_default())
     }
 
     /// Per-row values of `req` with each of `divs` as its divergence, in that order: the
     /// KL family (KL, reverse KL, symmetric KL) from one shared pass, the others each in
-    /// their own (see `semantics::run::per_row_set`).
+    /// their own (see `semantics::run::per_row_set`); for logits, each row's argmaxes and
+    /// log-sum-exps from the same read.
     pub fn per_row_each<T: Element>(
         &self,
         req: &Request,
@@ -168,7 +169,7 @@ impl CpuEngine {
         q: &[T],
         rows: usize,
         cols: usize,
-    ) -> Result<Vec<Vec<f64>>> {
+    ) -> Result<crate::PerRow> {
         let shape = validate_shape(p.len(), q.len(), rows, cols, req)?;
         let q = if req.reads_q() { q } else { p };
         T::cpu_per_row(self, req, divs, HostRows { p, q }, shape)
@@ -260,7 +261,7 @@ impl PassEngine for CpuEngine {
                     scratch: &mut Scratch::new(),
                 })
             };
-            sums.map_err(|b| {
+            sums.map(|s| s.offset_cols(c0)).map_err(|b| {
                 Irregular::Bad(crate::semantics::rows::Bad {
                     col: b.col + c0,
                     ..b

@@ -232,8 +232,8 @@ impl GpuEngine {
         rows: usize,
         cols: usize,
     ) -> Result<Vec<f64>> {
-        let mut v = self.per_row_each(req, &[req.divergence], p, q, rows, cols)?;
-        Ok(v.pop().unwrap_or_default())
+        let v = self.per_row_each(req, &[req.divergence], p, q, rows, cols)?;
+        Ok(v.values.into_iter().next().unwrap_or_default())
     }
 
     /// The GPU twin of [`crate::cpu::CpuEngine::per_row_each`].
@@ -245,7 +245,7 @@ impl GpuEngine {
         q: &[T],
         rows: usize,
         cols: usize,
-    ) -> Result<Vec<Vec<f64>>> {
+    ) -> Result<crate::PerRow> {
         let shape = validate_shape(p.len(), q.len(), rows, cols, req)?;
         let q = if req.reads_q() { q } else { p };
         self.call::<T>(req, divs, Source::Host(p, q), shape)
@@ -288,13 +288,13 @@ impl GpuEngine {
             }
         }
         let q = if req.reads_q() { q } else { p };
-        let mut v = self.call::<T>(
+        let v = self.call::<T>(
             req,
             &[req.divergence],
             Source::Device(p, q),
             Shape { rows, cols },
         )?;
-        Ok(v.pop().unwrap_or_default())
+        Ok(v.values.into_iter().next().unwrap_or_default())
     }
 
     /// One request: the shared orchestration on this engine, its statistics published.
@@ -304,7 +304,7 @@ impl GpuEngine {
         divs: &[crate::Divergence],
         src: Source<'_, T>,
         shape: Shape,
-    ) -> Result<Vec<Vec<f64>>> {
+    ) -> Result<crate::PerRow> {
         self.check_alive()?;
         if let Ok(mut c) = self.current.lock() {
             *c = CallStats {

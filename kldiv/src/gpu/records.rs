@@ -4,7 +4,7 @@
 use super::shaders::KernelFile;
 use crate::request::Divergence;
 use crate::semantics::plan::RowParams;
-use crate::semantics::sums::{two_sum, JsSums, LogitSums, ProbSums};
+use crate::semantics::sums::{self, two_sum, JsSums, LogitSums, ProbSums};
 
 /// shaders/shared/layout.wgsl `Params`: one per dispatch.
 #[repr(C)]
@@ -72,7 +72,9 @@ pub struct LogitRec<R> {
     pub p_zero: u32,
     pub bad: u32,
     pub psi_bad: u32,
-    pub _pad: [u32; 2],
+    /// The column of each side's first maximum in the row; [`NO_TOP`] where none.
+    pub top_a: u32,
+    pub top_b: u32,
 }
 
 /// shaders/logits_js.wgsl `JsRec`: one per row (short rows) or segment.
@@ -107,6 +109,9 @@ pod_records!(ProbRec, LogitRec, JsRec);
 /// The "no finite value yet" stand-in the logits kernels use for −inf (drivers need not
 /// honour infinities); shared with the shaders by `shaders::constants`.
 pub const NO_MAX: f32 = -3.4e38;
+
+/// `LogitRec::top_*` of a side without a finite value (shared with the shaders).
+pub const NO_TOP: u32 = u32::MAX;
 
 /// A probability record as the CPU's sums: counted zeros become the infinities they stand
 /// for.
@@ -149,6 +154,7 @@ pub fn logit_sums<R: Real>(r: &LogitRec<R>) -> LogitSums {
         }
     };
     let psi = |v: R| if r.psi_bad != 0 { f64::NAN } else { f(v) };
+    let top = |t: u32| if t == NO_TOP { sums::NO_TOP } else { t as u64 };
     LogitSums {
         ma: max(r.ma, sa),
         mb: max(r.mb, sb),
@@ -169,6 +175,8 @@ pub fn logit_sums<R: Real>(r: &LogitRec<R>) -> LogitSums {
         shift_lo: f(r.c_lo),
         q_zero: r.q_zero as u64,
         p_zero: r.p_zero as u64,
+        top_a: top(r.top_a),
+        top_b: top(r.top_b),
     }
 }
 

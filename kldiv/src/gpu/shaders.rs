@@ -132,6 +132,7 @@ pub fn constants(dtype: Dtype) -> String {
     u("SEG", SEG as u32);
     u("SHIFT_COLS", consts::BLOCK as u32);
     u("TRANSFORM_NONE", TRANSFORM_NONE);
+    u("NO_TOP", super::records::NO_TOP);
     u("TRANSFORM_SCALE", TRANSFORM_SCALE);
     for (name, div) in [
         ("DIV_KL", Divergence::Kl),
@@ -393,7 +394,9 @@ mod tests {
                     q_zero,
                     p_zero,
                     bad,
-                    psi_bad
+                    psi_bad,
+                    top_a,
+                    top_b
                 ),
                 "{dtype}"
             );

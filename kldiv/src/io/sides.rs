@@ -241,7 +241,7 @@ pub fn run_block(
         // family computed in one pass).
         let also = summary.also_divergences();
         let (run, also_values) = engine.run_with(req, &also, &pb, &qb, r1 - r0, cols)?;
-        summary.add_block(req, (&pb, &qb), cols, &run.values, targets)?;
+        summary.add_block_with_tops(req, (&pb, &qb), cols, &run.values, &run.tops, targets)?;
         for (k, values) in also_values.iter().enumerate() {
             summary.push_also(k, values)?;
         }

@@ -24,6 +24,9 @@ use std::sync::{Mutex, OnceLock};
 #[derive(Debug, Clone)]
 pub struct Run {
     pub values: Vec<f64>,
+    /// For logits, each row's argmaxes and log-sum-exps from the same read (see
+    /// [`crate::PerRow::tops`]); empty otherwise.
+    pub tops: Vec<Option<crate::RowTops>>,
     pub placement: Placement,
     pub plan: Plan,
     /// E.g. a GPU failure that `auto` recovered from on the CPU.
@@ -270,21 +273,28 @@ impl Scheduler {
                     }
                     Err(_) => return Err(Error::Gpu("the GPU thread panicked".into())),
                 };
-                for (g, mut c) in g.iter_mut().zip(c) {
+                for (g, mut c) in g.values.iter_mut().zip(c.values) {
                     g.append(&mut c);
+                }
+                // Tops only where both halves have them, row for row.
+                if g.tops.len() == gpu_rows && c.tops.len() == rows - gpu_rows {
+                    g.tops.extend(c.tops);
+                } else {
+                    g.tops.clear();
                 }
                 g
             }
         };
-        let main = values.remove(0);
+        let main = values.values.remove(0);
         Ok((
             Run {
                 values: main,
+                tops: values.tops,
                 placement: plan.placement,
                 plan,
                 warnings,
             },
-            values,
+            values.values,
         ))
     }
 
@@ -297,7 +307,7 @@ impl Scheduler {
         q: &[T],
         rows: usize,
         cols: usize,
-    ) -> Result<Vec<Vec<f64>>> {
+    ) -> Result<crate::PerRow> {
         self.gpu()?.per_row_each(req, divs, p, q, rows, cols)
     }
 
@@ -310,7 +320,7 @@ impl Scheduler {
         _: &[T],
         _: usize,
         _: usize,
-    ) -> Result<Vec<Vec<f64>>> {
+    ) -> Result<crate::PerRow> {
         Err(Error::GpuUnavailable(
             "built without the `gpu` feature".into(),
         ))

@@ -5,7 +5,7 @@
 
 use super::plan::{Kernel, RowParams};
 use super::rows::Bad;
-use super::sums::{shift_from, two_sum, JsSums, LogitSums, Partial, ProbSums};
+use super::sums::{shift_from, two_sum, JsSums, LogitSums, Partial, ProbSums, NO_TOP};
 use crate::element::Element;
 use crate::error::{BadKind, Side};
 use crate::request::Divergence;
@@ -186,6 +186,21 @@ pub fn logit_block<T: Element>(
     let (hi, lo) = *shift.get_or_insert_with(|| row_shift(a, b));
     let mut s = LogitSums::with_shift(hi, lo);
     (s.ma, s.mb) = finite_maxima(a, b);
+    let first = |v: &[T], m: f64| {
+        v.iter()
+            .position(|x| x.to_f64() == m)
+            .map_or(NO_TOP, |i| i as u64)
+    };
+    s.top_a = if s.ma.is_finite() {
+        first(a, s.ma)
+    } else {
+        NO_TOP
+    };
+    s.top_b = if s.mb.is_finite() {
+        first(b, s.mb)
+    } else {
+        NO_TOP
+    };
     match (s.ma.is_finite(), s.mb.is_finite()) {
         (false, false) => return Ok(s),
         // A side with no mass here is measured from the other side and the shift, so that
@@ -267,10 +282,11 @@ pub fn logit_segment<T: Element>(
     let mut shift = shift;
     let mut total = LogitSums::default();
     for (bi, (ab, bb)) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate() {
-        let s = logit_block(ab, bb, &mut shift).map_err(|e| Bad {
+        let mut s = logit_block(ab, bb, &mut shift).map_err(|e| Bad {
             col: e.col + bi * BLOCK,
             ..e
         })?;
+        s.offset_tops(bi * BLOCK);
         total.merge(&s);
     }
     Ok(total)

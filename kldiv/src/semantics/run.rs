@@ -9,7 +9,7 @@ use super::plan::{
     base_params, rescaled, Kernel, Pass, PassPlan, RowParams, Rows, SharedPass, MAX_SHARED,
 };
 use super::rows::{located, nan_row, Irregular, RowPair, RowSums, Shape};
-use super::sums::Partial;
+use super::sums::{Partial, RowTops};
 use crate::element::{Dtype, Element};
 use crate::error::Result;
 use crate::request::{Divergence, InputForm, Normalization, Request};
@@ -99,10 +99,40 @@ struct Values<'a> {
     later: Later,
 }
 
+/// A logits row's [`RowTops`] from its sums (none for rows without them).
+fn tops_of(sums: &RowSums) -> Option<RowTops> {
+    match sums {
+        Ok(Partial::Logits(s)) => s.tops(),
+        _ => None,
+    }
+}
+
 impl Finish for Values<'_> {
-    type Out = f64;
-    fn row(&self, row: usize, sums: RowSums) -> Result<f64> {
+    /// The row's value, and its tops: taken from the first pass's sums even for rows that
+    /// are re-read (neither the argmax nor the log-sum-exp depends on the shift).
+    type Out = (f64, Option<RowTops>);
+    fn row(&self, row: usize, sums: RowSums) -> Result<Self::Out> {
+        Ok((self.value(row, &sums)?, tops_of(&sums)))
+    }
+    #[inline(always)]
+    fn lanes<S: pulp::Simd>(&self, s: S, sums: &LaneSums<S>, out: &mut [Self::Out]) -> bool {
+        let Some(v) = self.lane_finish.and_then(|l| l.values(s, sums)) else {
+            return false;
+        };
+        let mut nats = [0f32; 16];
+        s.partial_store_f32s(&mut nats, v);
+        let clamp = self.req.normalization != Normalization::AsGiven;
+        for (slot, &v) in out.iter_mut().zip(&nats) {
+            *slot = (finish::finalize(self.req, v as f64, clamp), None);
+        }
+        true
+    }
+}
+
+impl Values<'_> {
+    fn value(&self, row: usize, sums: &RowSums) -> Result<f64> {
         let req = self.req;
+        let sums = *sums;
         match sums {
             Err(Irregular::Bad(bad)) if nan_row(req, &bad) => Ok(f64::NAN),
             Err(Irregular::Bad(bad)) => Err(located(row, bad)),
@@ -123,19 +153,6 @@ impl Finish for Values<'_> {
             }
             Ok(Partial::Js(_)) => unreachable!("one-pass requests do not run the JS kernel"),
         }
-    }
-    #[inline(always)]
-    fn lanes<S: pulp::Simd>(&self, s: S, sums: &LaneSums<S>, out: &mut [f64]) -> bool {
-        let Some(v) = self.lane_finish.and_then(|l| l.values(s, sums)) else {
-            return false;
-        };
-        let mut nats = [0f32; 16];
-        s.partial_store_f32s(&mut nats, v);
-        let clamp = self.req.normalization != Normalization::AsGiven;
-        for (slot, &v) in out.iter_mut().zip(&nats) {
-            *slot = finish::finalize(self.req, v as f64, clamp);
-        }
-        true
     }
 }
 
@@ -239,7 +256,7 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
     req: &Request,
     src: E::Src<'a, T>,
     shape: Shape,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, Vec<Option<RowTops>>)> {
     let req = &req.resolved()?;
     let first_pass = |kernel| Pass {
         base: base_params(req),
@@ -256,10 +273,14 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
                 lane_finish: LaneFinish::new(req, tol),
                 later: Later::default(),
             };
-            let mut out = engine.run_pass(&first_pass(kernel), src, shape, &values)?;
+            let rows = engine.run_pass(&first_pass(kernel), src, shape, &values)?;
+            let (mut out, mut tops): (Vec<f64>, Vec<Option<RowTops>>) = rows.into_iter().unzip();
+            if !matches!(kernel, Kernel::Logits(_)) {
+                tops = vec![];
+            }
             let later = values.later.take();
             follow_up(engine, req, kernel, src, shape, &later, &mut out)?;
-            Ok(out)
+            Ok((out, tops))
         }
         PassPlan::Two { first, second } => {
             let sums = SumsOfRows {
@@ -269,7 +290,7 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
             };
             let params = engine.run_pass(&first_pass(first), src, shape, &sums)?;
             let exact_rows = sums.exact.take();
-            second_pass(
+            let out = second_pass(
                 engine,
                 req,
                 (first, second),
@@ -277,7 +298,8 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
                 exact_rows,
                 src,
                 shape,
-            )
+            )?;
+            Ok((out, vec![]))
         }
     }
 }
@@ -329,7 +351,7 @@ pub fn per_row_set<'a, E: PassEngine, T: Element>(
     divs: &[Divergence],
     src: E::Src<'a, T>,
     shape: Shape,
-) -> Result<Vec<Vec<f64>>> {
+) -> Result<PerRow> {
     let with = |div| Request {
         divergence: div,
         ..*req
@@ -339,33 +361,52 @@ pub fn per_row_set<'a, E: PassEngine, T: Element>(
             "entropy reads P alone and runs on its own".into(),
         ));
     }
-    let mut out: Vec<Vec<f64>> = vec![vec![]; divs.len()];
+    let mut out = PerRow {
+        values: vec![vec![]; divs.len()],
+        tops: vec![],
+    };
     let shared = SharedPass::of(req, divs);
     if let Some(sp) = &shared {
         let members: Vec<Request> = sp.members.iter().map(|&k| with(divs[k])).collect();
-        let values = kl_family(engine, &members, sp.js.map(|k| with(divs[k])), src, shape)?;
-        for (k, v) in sp.members.iter().chain(&sp.js).zip(values) {
-            out[*k] = v;
+        let family = kl_family(engine, &members, sp.js.map(|k| with(divs[k])), src, shape)?;
+        for (k, v) in sp.members.iter().chain(&sp.js).zip(family.values) {
+            out.values[*k] = v;
         }
+        out.tops = family.tops;
     }
     for (k, &div) in divs.iter().enumerate() {
         if !shared.as_ref().is_some_and(|sp| sp.covers(k)) {
-            out[k] = per_row(engine, &with(div), src, shape)?;
+            let (values, tops) = per_row(engine, &with(div), src, shape)?;
+            out.values[k] = values;
+            if out.tops.is_empty() {
+                out.tops = tops;
+            }
         }
     }
     Ok(out)
 }
 
+/// Per-row results of one or several divergences over the same rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PerRow {
+    /// One vector per divergence asked for (in that order), one value per row.
+    pub values: Vec<Vec<f64>>,
+    /// Each row's [`RowTops`] from the first logits pass that read it: empty where no pass
+    /// over logits ran, `None` for rows whose sums the engine did not hand over (bad values,
+    /// rows the exact path computed from scratch).
+    pub tops: Vec<Option<RowTops>>,
+}
+
 /// The members of the KL family (1 to 3 requests differing only in their divergence) from
 /// one pass of symmetric KL's kernel, in order, then Jensen–Shannon's values when `js` is
-/// given, its first pass taken from the same sums.
+/// given, its first pass taken from the same sums; and the rows' tops.
 fn kl_family<'a, E: PassEngine, T: Element>(
     engine: &'a E,
     members: &[Request],
     js: Option<Request>,
     src: E::Src<'a, T>,
     shape: Shape,
-) -> Result<Vec<Vec<f64>>> {
+) -> Result<PerRow> {
     let reqs = members
         .iter()
         .map(|r| r.resolved())
@@ -404,7 +445,7 @@ fn kl_family<'a, E: PassEngine, T: Element>(
     let rows = engine.run_pass(&pass, src, shape, &family)?;
     let mut out = vec![];
     for (k, member) in family.members.into_iter().enumerate() {
-        let mut values: Vec<f64> = rows.iter().map(|r| r.0[k]).collect();
+        let mut values: Vec<f64> = rows.iter().map(|r| r.0[k].0).collect();
         let later = member.later.take();
         let own = match kernel {
             Kernel::Probs(_) => Kernel::Probs(member.req.divergence),
@@ -429,7 +470,13 @@ fn kl_family<'a, E: PassEngine, T: Element>(
             shape,
         )?);
     }
-    Ok(out)
+    Ok(PerRow {
+        values: out,
+        tops: match kernel {
+            Kernel::Logits(_) => rows.iter().map(|r| r.0[0].1).collect(),
+            _ => vec![],
+        },
+    })
 }
 
 /// Each member's first-pass [`Values`] from the same sums, and what a Jensen–Shannon second
@@ -440,9 +487,9 @@ struct Family<'a> {
 }
 
 impl Finish for Family<'_> {
-    type Out = ([f64; MAX_SHARED], RowParams);
+    type Out = ([(f64, Option<RowTops>); MAX_SHARED], RowParams);
     fn row(&self, row: usize, sums: RowSums) -> Result<Self::Out> {
-        let mut out = ([f64::NAN; MAX_SHARED], RowParams::Skip);
+        let mut out = ([(f64::NAN, None); MAX_SHARED], RowParams::Skip);
         for (slot, m) in out.0.iter_mut().zip(&self.members) {
             *slot = m.row(row, sums.map(|p| p.as_kl_member(m.req.divergence)))?;
         }
@@ -456,7 +503,7 @@ impl Finish for Family<'_> {
         if self.js.is_some() {
             return false;
         }
-        let mut each = [[0f64; 16]; MAX_SHARED];
+        let mut each = [[(0f64, None); 16]; MAX_SHARED];
         for (k, m) in self.members.iter().enumerate() {
             let main = if m.req.divergence == Divergence::ReverseKl {
                 sums.main2

@@ -79,6 +79,25 @@ pub struct LogitSums {
     pub shift_lo: f64,
     pub q_zero: u64,
     pub p_zero: u64,
+    /// The column of each side's first maximum in the row ([`NO_TOP`] where the side has no
+    /// finite value): the argmax the reports need ("same top"), from the same read.
+    pub top_a: u64,
+    pub top_b: u64,
+}
+
+/// `LogitSums::top_*` of a side without a finite value.
+pub const NO_TOP: u64 = u64::MAX;
+
+/// What a logits row's sums give besides its value, from the same read: each side's first
+/// argmax and its log-sum-exp (ln p_i = x_i − lse), for the reports' "same top" and the
+/// targets' log-probabilities. From f32 sums the log-sum-exp is within 2e-6 (the sums'
+/// relative error, `finish::SUMS_EPS_F32`, with margin).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RowTops {
+    pub top_a: u64,
+    pub top_b: u64,
+    pub lse_a: f64,
+    pub lse_b: f64,
 }
 
 impl Default for LogitSums {
@@ -102,7 +121,23 @@ impl Default for LogitSums {
             shift_lo: 0.0,
             q_zero: 0,
             p_zero: 0,
+            top_a: NO_TOP,
+            top_b: NO_TOP,
         }
+    }
+}
+
+/// The first maximum of two pieces' (maximum, its column): the larger maximum, the lower
+/// column on a tie.
+#[inline]
+fn first_top(m1: f64, t1: u64, m2: f64, t2: u64) -> u64 {
+    match (t1 != NO_TOP, t2 != NO_TOP) {
+        (true, false) => t1,
+        (false, true) => t2,
+        (false, false) => NO_TOP,
+        (true, true) if m1 > m2 => t1,
+        (true, true) if m2 > m1 => t2,
+        (true, true) => t1.min(t2),
     }
 }
 
@@ -160,6 +195,8 @@ impl LogitSums {
         };
         let ma = top(self.ma, self.sa, o.ma, o.sa);
         let mb = top(self.mb, self.sb, o.mb, o.sb);
+        self.top_a = first_top(self.ma, self.top_a, o.ma, o.top_a);
+        self.top_b = first_top(self.mb, self.top_b, o.mb, o.top_b);
         let k = |m: f64, m_new: f64| {
             if m == f64::NEG_INFINITY {
                 0.0
@@ -196,6 +233,25 @@ impl LogitSums {
         self.q_zero += o.q_zero;
         self.p_zero += o.p_zero;
     }
+    /// Places these sums `by` columns later in the row (a block or piece of it).
+    pub fn offset_tops(&mut self, by: usize) {
+        for t in [&mut self.top_a, &mut self.top_b] {
+            if *t != NO_TOP {
+                *t += by as u64;
+            }
+        }
+    }
+
+    /// The row's [`RowTops`], where both sides have a finite value.
+    pub fn tops(&self) -> Option<RowTops> {
+        (self.top_a != NO_TOP && self.top_b != NO_TOP).then(|| RowTops {
+            top_a: self.top_a,
+            top_b: self.top_b,
+            lse_a: self.lse_a(),
+            lse_b: self.lse_b(),
+        })
+    }
+
     /// ln Σ e^a (the log-sum-exp of P's row).
     pub fn lse_a(&self) -> f64 {
         self.ma + self.sa.ln()
@@ -251,6 +307,14 @@ impl Partial {
             (Partial::Js(a), Partial::Js(b)) => a.merge(b),
             _ => unreachable!("pieces of one row always come from one kernel"),
         }
+    }
+
+    /// Places these sums `by` columns later in the row (see [`LogitSums::offset_tops`]).
+    pub fn offset_cols(mut self, by: usize) -> Partial {
+        if let Partial::Logits(s) = &mut self {
+            s.offset_tops(by);
+        }
+        self
     }
 
     /// The sums of symmetric KL's kernel as the kernel of `member` (KL in either direction,

@@ -241,13 +241,30 @@ impl Summary {
 
     /// Adds a block of rows: `values` computed by an engine for `req` over `p`, `q`
     /// (row-major, `cols` wide), and each row's target (`IGNORE` to leave one out). The
-    /// argmax agreement and the targets' log-probabilities are computed here, in f64.
+    /// argmax agreement and the targets' log-probabilities are computed here (SIMD
+    /// `row_stats`, or f64 for the rows it leaves).
     pub fn add_block<T: Element>(
         &mut self,
         req: &Request,
         (p, q): (&[T], &[T]),
         cols: usize,
         values: &[f64],
+        targets: Option<&[i64]>,
+    ) -> Result<()> {
+        self.add_block_with_tops(req, (p, q), cols, values, &[], targets)
+    }
+
+    /// [`Summary::add_block`] with each row's argmaxes and log-sum-exps where the engine's
+    /// pass over logits gave them (`Run::tops`, one per row, or empty): "same top" and the
+    /// targets' log-probabilities then need no further read of the rows (agreement
+    /// statistics still do).
+    pub fn add_block_with_tops<T: Element>(
+        &mut self,
+        req: &Request,
+        (p, q): (&[T], &[T]),
+        cols: usize,
+        values: &[f64],
+        tops: &[Option<crate::RowTops>],
         targets: Option<&[i64]>,
     ) -> Result<()> {
         let rows = values.len();
@@ -268,7 +285,13 @@ impl Summary {
         let agree = self.agreement.is_some() && reads_q;
         // Top K, log-normalisers and Σ min with the SIMD kernels; rows they leave (f64
         // inputs, NaN, ±inf, no mass) in f64 below.
-        let fast = if reads_q {
+        // Tops from the engine's read (the few rows without them, e.g. NaN rows, in f64).
+        let tops = if !agree && tops.len() == rows {
+            tops
+        } else {
+            &[]
+        };
+        let fast = if reads_q && tops.is_empty() {
             let want = row_stats::Want {
                 top: if agree { agreement::TOP_K[2] } else { 1 },
                 ln_sum: targets.is_some() || agree,
@@ -287,6 +310,13 @@ impl Summary {
                 return (false, None, None);
             }
             let b = &q[r * cols..(r + 1) * cols];
+            if let Some(tp) = tops.get(r).copied().flatten() {
+                let t = target_of(r).map(|t| {
+                    let t = t as usize;
+                    RowTarget::of(a[t].to_f64() - tp.lse_a, b[t].to_f64() - tp.lse_b)
+                });
+                return (tp.top_a == tp.top_b, t, None);
+            }
             if let Some(st) = fast.get(r).copied().flatten() {
                 let t = target_of(r).map(|t| {
                     let (lp, lq) = (

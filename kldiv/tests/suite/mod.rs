@@ -62,7 +62,7 @@ impl TestEngine {
         q: &[T],
         rows: usize,
         cols: usize,
-    ) -> Result<Vec<Vec<f64>>, Error> {
+    ) -> Result<kldiv::PerRow, Error> {
         match self {
             TestEngine::Cpu(_, e) => e.per_row_each(req, divs, p, q, rows, cols),
             #[cfg(feature = "gpu")]
@@ -192,7 +192,8 @@ fn check<T: Element>(
     }
     let shared = e
         .run_each(&req, &family, &p, &q, rows, cols)
-        .unwrap_or_else(|err| panic!("{what} shared KL pass: {err}"));
+        .unwrap_or_else(|err| panic!("{what} shared KL pass: {err}"))
+        .values;
     for (div, got) in family.iter().zip(&shared) {
         let (_, want) = alone.iter().find(|a| a.0 == *div).expect("run alone");
         e.same_values(&format!("{what} {div:?} in the shared pass"), got, want);
@@ -1207,7 +1208,8 @@ pub fn kl_family_shares_one_pass(e: &TestEngine) {
     let each = |what: &str, req: Request, p: &[f32], q: &[f32], rows: usize, cols: usize| {
         let shared = e
             .run_each(&req, &family, p, q, rows, cols)
-            .unwrap_or_else(|err| panic!("{} {what}: {err}", e.name()));
+            .unwrap_or_else(|err| panic!("{} {what}: {err}", e.name()))
+            .values;
         for (div, got) in family.iter().zip(&shared) {
             let alone = e.ok(
                 &Request {
@@ -1314,11 +1316,116 @@ pub fn kl_family_shares_one_pass(e: &TestEngine) {
             rows,
             cols,
         );
-        let shared = e.run_each(&req, &family, &p, &q, rows, cols);
+        let shared = e
+            .run_each(&req, &family, &p, &q, rows, cols)
+            .map(|r| r.values);
         let alone = e.run(&req, &p, &q, rows, cols);
         match (shared, alone) {
             (Err(s), Err(a)) => assert_eq!(s.to_string(), a.to_string(), "{}", e.name()),
             other => panic!("{}: {input:?} NaN: {other:?}", e.name()),
         }
     }
+}
+
+/// A pass over logits gives each row's first argmax and log-sum-exp per side from the same
+/// read (`PerRow::tops`): the argmax exactly (the lower column on ties, wherever the row is
+/// split into blocks, pieces or GPU chunks), the log-sum-exp within 2e-6 of f64 (the f32
+/// sums' relative error with margin; 1e-12 where the engine computes f64 in f64), with
+/// masked columns, ties and logits offset by +1e4.
+pub fn logit_rows_give_their_tops(e: &TestEngine) {
+    let mut rng = Rng::new(41);
+    let lse = |v: &[f64]| {
+        let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    };
+    let first_max = |v: &[f64]| {
+        let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        v.iter().position(|&x| x == m).unwrap() as u64
+    };
+    for (rows, cols) in [(1, 1), (3, 17), (40, 16), (5, 1000), (3, 4097), (2, 70_001)] {
+        let (mut a, mut b) = logit_pair(&mut rng, rows, cols, 1.0);
+        for r in 0..rows {
+            let row = r * cols;
+            // Ties: the row's maximum twice, the first late in the row (another block, piece
+            // or chunk on long rows); Q's maximum at column 0 and again at the end.
+            if cols > 4 {
+                let (i, j) = (cols / 2 + r % 3, cols - 1 - r % 3);
+                a[row + i] = 50.0;
+                a[row + j] = 50.0;
+                b[row] = 40.0;
+                b[row + cols - 1] = 40.0;
+                a[row + 1] = f64::NEG_INFINITY;
+                b[row + 2] = f64::NEG_INFINITY;
+            }
+        }
+        for offset in [0.0, 1e4] {
+            let shift = |v: &[f64]| v.iter().map(|x| x + offset).collect::<Vec<f64>>();
+            let (a, b) = (shift(&a), shift(&b));
+            let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+            let check = |what: &str, got: &kldiv::PerRow, (ae, be): (&[f64], &[f64]), tol: f64| {
+                assert_eq!(
+                    got.tops.len(),
+                    rows,
+                    "{} {what}: tops for every row",
+                    e.name()
+                );
+                for r in 0..rows {
+                    let (x, y) = (&ae[r * cols..(r + 1) * cols], &be[r * cols..(r + 1) * cols]);
+                    let t = got.tops[r].unwrap_or_else(|| panic!("{} {what} row {r}", e.name()));
+                    let what = format!("{} {what} {rows}x{cols} +{offset} row {r}", e.name());
+                    assert_eq!((t.top_a, t.top_b), (first_max(x), first_max(y)), "{what}");
+                    assert!(
+                        close(t.lse_a, lse(x), 0.0, tol),
+                        "{what}: {} vs {}",
+                        t.lse_a,
+                        lse(x)
+                    );
+                    assert!(
+                        close(t.lse_b, lse(y), 0.0, tol),
+                        "{what}: {} vs {}",
+                        t.lse_b,
+                        lse(y)
+                    );
+                }
+            };
+            let (af, bf) = (to_f32(&a), to_f32(&b));
+            let got = e
+                .run_each(&req, &[Divergence::Kl], &af, &bf, rows, cols)
+                .unwrap();
+            check("f32", &got, (&to_f64(&af), &to_f64(&bf)), 2e-6);
+            let (ah, bh): (Vec<bf16>, Vec<bf16>) = (
+                a.iter().map(|&x| bf16::from_f64(x)).collect(),
+                b.iter().map(|&x| bf16::from_f64(x)).collect(),
+            );
+            let got = e
+                .run_each(&req, &[Divergence::Kl], &ah, &bh, rows, cols)
+                .unwrap();
+            let wide = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+            check("bf16", &got, (&wide(&ah), &wide(&bh)), 2e-6);
+            // The shared pass of several divergences gives the same tops.
+            let both = [Divergence::ReverseKl, Divergence::Kl];
+            let shared = e.run_each(&req, &both, &af, &bf, rows, cols).unwrap();
+            check("shared pass", &shared, (&to_f64(&af), &to_f64(&bf)), 2e-6);
+            let got = e
+                .run_each(&req, &[Divergence::Kl], &a, &b, rows, cols)
+                .unwrap();
+            let tol = if e.computes_f64() {
+                1e-12 * (1.0 + offset)
+            } else {
+                2e-6
+            };
+            check("f64", &got, (&e.seen(&a), &e.seen(&b)), tol);
+        }
+    }
+    // Probabilities give none.
+    let (p, q) = prob_pair(&mut rng, 3, 17, 1.0);
+    let got = e.run_each(
+        &Request::new(Divergence::Kl),
+        &[Divergence::Kl],
+        &p,
+        &q,
+        3,
+        17,
+    );
+    assert!(got.unwrap().tops.is_empty(), "{}", e.name());
 }

@@ -1,13 +1,13 @@
 //! Logits rows: log-sum-exp sums and the ψ terms of `LogitSums` per block, the row's shift
 //! from its first block, and Jensen–Shannon over logits in the log domain.
 
-use super::super::simd_math::{abs, all, exp_nonpos, horner, ln, neg, poly9};
+use super::super::simd_math::{abs, all, any, exp_nonpos, horner, ln, neg, poly9};
 use super::{lanes_sum, lanes_sum_f64, FLUSH};
 use crate::consts::{BIG_LOGIT, JS_G, JS_NEAR, PSI_NEAR, PSI_P};
 use crate::request::Divergence;
 use crate::semantics::exact;
 use crate::semantics::rows::Bad;
-use crate::semantics::sums::{JsSums, LogitSums};
+use crate::semantics::sums::{JsSums, LogitSums, NO_TOP};
 use pulp::Simd;
 
 /// w·ψ(x) where w·e^−x = `w_shift`: series near 0, direct form elsewhere.
@@ -31,6 +31,23 @@ fn two_diff<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> (S::f32s, S::f32s) {
     let yv = s.sub_f32s(xv, hi);
     let lo = s.add_f32s(s.sub_f32s(x, xv), s.sub_f32s(yv, y));
     (hi, lo)
+}
+
+/// The index of the first element of `v` equal to `m` (NO_TOP if none): a compare per
+/// vector until the vector that holds it.
+#[inline(always)]
+fn first_at<S: Simd>(s: S, v: &[f32], m: f32) -> u64 {
+    let (vv, _) = S::as_simd_f32s(v);
+    let vm = s.splat_f32s(m);
+    let start = vv
+        .iter()
+        .position(|&x| any(s, s.equal_f32s(x, vm)))
+        .map_or(vv.len(), |i| i)
+        * S::F32_LANES;
+    v[start..]
+        .iter()
+        .position(|&x| x == m)
+        .map_or(NO_TOP, |j| (start + j) as u64)
 }
 
 /// The row's shift c from its first block (see `exact::row_shift`), with SIMD exponentials;
@@ -121,6 +138,8 @@ pub fn logit_block<S: Simd>(
     let mut out = LogitSums::with_shift(c_hi as f64, c_lo as f64);
     out.ma = ma as f64;
     out.mb = mb as f64;
+    out.top_a = first_at(s, a, ma);
+    out.top_b = first_at(s, b, mb);
     let g = exact::gamma(&out);
     let need_a = matches!(div, Divergence::Kl | Divergence::SymmetricKl);
     let need_b = matches!(div, Divergence::ReverseKl | Divergence::SymmetricKl);

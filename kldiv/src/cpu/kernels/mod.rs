@@ -144,7 +144,9 @@ pub fn segment<S: Simd, T: Element>(
         match kernel {
             Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(relocate)?),
             Kernel::Logits(div) => {
-                logits.merge(&logit_block(s, div, x, y, shift).map_err(relocate)?)
+                let mut block = logit_block(s, div, x, y, shift).map_err(relocate)?;
+                block.offset_tops(bi * BLOCK);
+                logits.merge(&block)
             }
             Kernel::LogitsJs => js.merge(&logit_js_block(s, x, y, js_params).map_err(relocate)?),
         }
