@@ -200,13 +200,14 @@ fn rows_cols(shape: &[usize]) -> PyResult<(usize, usize)> {
 }
 
 /// Per-row values of `p` against `q`, a block of rows at a time with the GIL released;
-/// each block's rows also go to `each` (for summaries).
+/// each block's rows, values and tops (argmaxes and log-sum-exps of logits rows) also go to
+/// `each` (for summaries).
 fn per_row<T: Element + numpy::Element>(
     py: Python<'_>,
     o: &Options,
     p: &PyReadonlyArrayDyn<'_, T>,
     q: &PyReadonlyArrayDyn<'_, T>,
-    mut each: impl FnMut(&[T], &[T], usize, &[f64]) -> PyResult<()>,
+    mut each: impl FnMut(&[T], &[T], usize, &kldiv::scheduler::Run) -> PyResult<()>,
 ) -> PyResult<Vec<f64>> {
     let (rows, cols) = rows_cols(p.shape())?;
     let (pe, qe) = (elems(p), elems(q));
@@ -228,7 +229,7 @@ fn per_row<T: Element + numpy::Element>(
                 1,
             );
         }
-        each(pb, qb, cols, &run.values)?;
+        each(pb, qb, cols, &run)?;
         out.extend_from_slice(&run.values);
         py.check_signals()?;
         if rows == 0 {
@@ -430,19 +431,14 @@ impl PySummary {
         let req = o.req;
         let mut r0 = 0usize;
         let started = std::time::Instant::now();
-        let v = each_type!(&a, &b, |x, y| per_row(
-            py,
-            o,
-            x,
-            y,
-            |pb, qb, cols, vals| {
-                let tb = t.as_ref().map(|t| &t[r0..r0 + vals.len()]);
-                r0 += vals.len();
-                summary
-                    .add_block(&req, (pb, qb), cols, vals, tb)
-                    .map_err(|e| to_py(py, e))
-            }
-        )?);
+        let v = each_type!(&a, &b, |x, y| per_row(py, o, x, y, |pb, qb, cols, run| {
+            let n = run.values.len();
+            let tb = t.as_ref().map(|t| &t[r0..r0 + n]);
+            r0 += n;
+            summary
+                .add_block_with_tops(&req, (pb, qb), cols, &run.values, &run.tops, tb)
+                .map_err(|e| to_py(py, e))
+        })?);
         summary.elapsed_s += started.elapsed().as_secs_f64();
         let lead = shape[..shape.len() - 1].to_vec();
         v.to_pyarray(py).reshape(lead)
