@@ -740,11 +740,17 @@ pub fn minus_infinity_logits_mean_probability_zero(e: &TestEngine) {
     );
 }
 
-pub fn nan_is_an_error_naming_row_and_column_or_propagates(e: &TestEngine) {
+/// Uniform 3 × 300 rows, P's row 1 holding NaN at column 123: (p, q, rows, cols).
+fn nan_at_row_1_col_123() -> (Vec<f32>, Vec<f32>, usize, usize) {
     let (rows, cols) = (3, 300);
     let mut p = vec![1.0 / cols as f32; rows * cols];
     let q = p.clone();
     p[cols + 123] = f32::NAN;
+    (p, q, rows, cols)
+}
+
+pub fn nan_is_an_error_naming_row_and_column_or_propagates(e: &TestEngine) {
+    let (p, q, rows, cols) = nan_at_row_1_col_123();
     for input in [InputForm::Probabilities, InputForm::Logits] {
         let req = Request::new(Divergence::Kl).input(input);
         let err = e.err(&req, &p, &q, rows, cols);
@@ -1302,10 +1308,7 @@ pub fn kl_family_shares_one_pass(e: &TestEngine) {
         }
     }
     // NaN: propagated per row under `Propagate`, else the error a run alone reports.
-    let (rows, cols) = (3, 300);
-    let mut p = vec![1.0 / cols as f32; rows * cols];
-    let q = p.clone();
-    p[cols + 123] = f32::NAN;
+    let (p, q, rows, cols) = nan_at_row_1_col_123();
     for input in [InputForm::Probabilities, InputForm::Logits] {
         let req = Request::new(Divergence::Kl).input(input);
         each(
