@@ -34,7 +34,8 @@ fn two_diff<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> (S::f32s, S::f32s) {
 }
 
 /// The index of the first element of `v` equal to `m` (NO_TOP if none): a compare per
-/// vector until the vector that holds it.
+/// vector until the vector that holds it, then element by element. (pulp's
+/// `first_true_m32s` is not the lowest lane on every level: only "any" is asked of it.)
 #[inline(always)]
 fn first_at<S: Simd>(s: S, v: &[f32], m: f32) -> u64 {
     let (vv, _) = S::as_simd_f32s(v);
@@ -42,7 +43,7 @@ fn first_at<S: Simd>(s: S, v: &[f32], m: f32) -> u64 {
     let start = vv
         .iter()
         .position(|&x| any(s, s.equal_f32s(x, vm)))
-        .map_or(vv.len(), |i| i)
+        .unwrap_or(vv.len())
         * S::F32_LANES;
     v[start..]
         .iter()
@@ -97,7 +98,9 @@ pub(super) fn block_shift<S: Simd>(s: S, a: &[f32], b: &[f32]) -> Option<(f64, f
 }
 
 /// Sums over one block of logits (len ≤ BLOCK), relative to the block's maxima, with the
-/// row's shift c = hi + lo (see [`LogitSums`]).
+/// row's shift c = hi + lo (see [`LogitSums`]). `floor` is each side's maximum over the
+/// row's earlier blocks (−inf for none): the block's first maximum is located only where
+/// it is above (else `top_*` stays NO_TOP, which the merge leaves to the earlier blocks).
 #[inline(always)]
 pub fn logit_block<S: Simd>(
     s: S,
@@ -105,6 +108,7 @@ pub fn logit_block<S: Simd>(
     a: &[f32],
     b: &[f32],
     shift: (f64, f64),
+    floor: (f64, f64),
 ) -> Result<LogitSums, Bad> {
     let (av, at) = S::as_simd_f32s(a);
     let (bv, bt) = S::as_simd_f32s(b);
@@ -138,8 +142,6 @@ pub fn logit_block<S: Simd>(
     let mut out = LogitSums::with_shift(c_hi as f64, c_lo as f64);
     out.ma = ma as f64;
     out.mb = mb as f64;
-    out.top_a = first_at(s, a, ma);
-    out.top_b = first_at(s, b, mb);
     let g = exact::gamma(&out);
     let need_a = matches!(div, Divergence::Kl | Divergence::SymmetricKl);
     let need_b = matches!(div, Divergence::ReverseKl | Divergence::SymmetricKl);
@@ -210,6 +212,14 @@ pub fn logit_block<S: Simd>(
     if out.shift_gap().abs().is_nan() || out.shift_gap().abs() > 80.0 {
         out.psi_a = f64::NAN;
         out.psi_b = f64::NAN;
+    }
+    // The first maxima, only where this block holds the row's so far: the running maximum
+    // grows in a few blocks of a row, and a scan in each would cost ~6% of the kernel.
+    if ma as f64 > floor.0 {
+        out.top_a = first_at(s, a, ma);
+    }
+    if mb as f64 > floor.1 {
+        out.top_b = first_at(s, b, mb);
     }
     Ok(out)
 }
