@@ -176,6 +176,21 @@ pub struct LaneSums<S: pulp::Simd> {
     pub diff: S::f32s,
 }
 
+impl<S: pulp::Simd> LaneSums<S> {
+    /// The lanes of symmetric KL's kernel as `member`'s kernel gives them (see
+    /// `Partial::as_kl_member`): reverse KL's t-terms are in `main2`.
+    #[inline(always)]
+    pub fn as_kl_member(&self, member: Divergence) -> LaneSums<S> {
+        match member {
+            Divergence::ReverseKl => LaneSums {
+                main: self.main2,
+                ..*self
+            },
+            _ => *self,
+        }
+    }
+}
+
 /// SIMD lanes as [`Arith`].
 #[derive(Clone, Copy)]
 struct Lanes<S: pulp::Simd>(S, S::f32s);

@@ -445,7 +445,7 @@ fn kl_family<'a, E: PassEngine, T: Element>(
     let rows = engine.run_pass(&pass, src, shape, &family)?;
     let mut out = vec![];
     for (k, member) in family.members.into_iter().enumerate() {
-        let mut values: Vec<f64> = rows.iter().map(|r| r.0[k].0).collect();
+        let mut values: Vec<f64> = rows.iter().map(|r| r.0[k]).collect();
         let later = member.later.take();
         let own = match kernel {
             Kernel::Probs(_) => Kernel::Probs(member.req.divergence),
@@ -473,25 +473,25 @@ fn kl_family<'a, E: PassEngine, T: Element>(
     Ok(PerRow {
         values: out,
         tops: match kernel {
-            Kernel::Logits(_) => rows.iter().map(|r| r.0[0].1).collect(),
+            Kernel::Logits(_) => rows.iter().map(|r| r.2).collect(),
             _ => vec![],
         },
     })
 }
 
-/// Each member's first-pass [`Values`] from the same sums, and what a Jensen–Shannon second
-/// pass needs of each row.
+/// Each member's first-pass [`Values`] from the same sums, what a Jensen–Shannon second
+/// pass needs of each row, and the row's tops (once for all members).
 struct Family<'a> {
     members: Vec<Values<'a>>,
     js: Option<SumsOfRows<'a>>,
 }
 
 impl Finish for Family<'_> {
-    type Out = ([(f64, Option<RowTops>); MAX_SHARED], RowParams);
+    type Out = ([f64; MAX_SHARED], RowParams, Option<RowTops>);
     fn row(&self, row: usize, sums: RowSums) -> Result<Self::Out> {
-        let mut out = ([(f64::NAN, None); MAX_SHARED], RowParams::Skip);
+        let mut out = ([f64::NAN; MAX_SHARED], RowParams::Skip, tops_of(&sums));
         for (slot, m) in out.0.iter_mut().zip(&self.members) {
-            *slot = m.row(row, sums.map(|p| p.as_kl_member(m.req.divergence)))?;
+            *slot = m.value(row, &sums.map(|p| p.as_kl_member(m.req.divergence)))?;
         }
         if let Some(js) = &self.js {
             out.1 = js.row(row, sums)?;
@@ -505,19 +505,14 @@ impl Finish for Family<'_> {
         }
         let mut each = [[(0f64, None); 16]; MAX_SHARED];
         for (k, m) in self.members.iter().enumerate() {
-            let main = if m.req.divergence == Divergence::ReverseKl {
-                sums.main2
-            } else {
-                sums.main
-            };
-            let own = LaneSums { main, ..*sums };
+            let own = sums.as_kl_member(m.req.divergence);
             if !m.lanes(s, &own, &mut each[k][..out.len()]) {
                 return false;
             }
         }
         for (i, slot) in out.iter_mut().enumerate() {
             for (k, v) in slot.0.iter_mut().enumerate() {
-                *v = each[k][i];
+                *v = each[k][i].0;
             }
         }
         true

@@ -242,6 +242,13 @@ impl LogitSums {
         }
     }
 
+    /// Each side's maximum where its first maximum is located (−inf for a side without
+    /// one): what a later block must exceed to hold the row's first maximum.
+    pub fn located_maxima(&self) -> (f64, f64) {
+        let so_far = |m: f64, top| if top == NO_TOP { f64::NEG_INFINITY } else { m };
+        (so_far(self.ma, self.top_a), so_far(self.mb, self.top_b))
+    }
+
     /// The row's [`RowTops`], where both sides have a finite value.
     pub fn tops(&self) -> Option<RowTops> {
         (self.top_a != NO_TOP && self.top_b != NO_TOP).then(|| RowTops {

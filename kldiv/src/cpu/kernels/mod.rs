@@ -18,7 +18,7 @@ use crate::element::Element;
 use crate::semantics::exact;
 use crate::semantics::plan::{Kernel, RowParams};
 use crate::semantics::rows::Bad;
-use crate::semantics::sums::{JsSums, LogitSums, Partial, ProbSums, NO_TOP};
+use crate::semantics::sums::{JsSums, LogitSums, Partial, ProbSums};
 use logits::{block_shift, logit_block, logit_js_block};
 use probs::prob_block;
 use pulp::Simd;
@@ -144,12 +144,7 @@ pub fn segment<S: Simd, T: Element>(
         match kernel {
             Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(relocate)?),
             Kernel::Logits(div) => {
-                // The maxima so far of sides that have a finite value.
-                let so_far = |m: f64, top| if top == NO_TOP { f64::NEG_INFINITY } else { m };
-                let floor = (
-                    so_far(logits.ma, logits.top_a),
-                    so_far(logits.mb, logits.top_b),
-                );
+                let floor = logits.located_maxima();
                 let mut block = logit_block(s, div, x, y, shift, floor).map_err(relocate)?;
                 block.offset_tops(bi * BLOCK);
                 logits.merge(&block)
