@@ -212,9 +212,10 @@ fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     return r;
 }
 
-// One workgroup per 4096-element segment. Each thread holds its 16 elements in registers,
-// takes their maxima, then sums relative to them (each element is read from memory once);
-// the workgroup merges with log-sum-exp rescaling.
+// One workgroup per 4096-element segment. Each thread holds its 16 elements in registers
+// (loaded as quads where the rows are aligned), takes their maxima, then sums relative to
+// them (each element is read from memory once); the workgroup merges with log-sum-exp
+// rescaling.
 @compute @workgroup_size(WG)
 fn rows_wg(ids: WgIds) {
     let g = group_index(ids.wid);
@@ -231,14 +232,31 @@ fn rows_wg(ids: WgIds) {
     var acc = rec_empty(shift);
     var ma = NO_MAX;
     var mb = NO_MAX;
+    var quad_p = vec4<real>(0.0);
+    var quad_q = vec4<real>(0.0);
     let base = seg * SEG;
     for (var k = 0u; k < EPT; k++) {
-        let c = base + k * WG + ids.lid;
+        // Quads where the rows are aligned (element k holds column 4(k/4·WG + lid) + k%4),
+        // else single elements (column k·WG + lid): either way columns rise with k.
+        var c = base + k * WG + ids.lid;
+        if (params.wide != 0u) {
+            c = base + 4u * ((k / 4u) * WG + ids.lid) + k % 4u;
+        }
         var x = neg_inf();
         var y = x;
         if (c < params.cols) {
-            x = load_p(elem(row, c));
-            y = load_q(elem(row, c));
+            if (params.wide != 0u) {
+                if (k % 4u == 0u) {
+                    let i = elem(row, c) >> 2u;
+                    quad_p = load4_p(i);
+                    quad_q = load4_q(i);
+                }
+                x = quad_p[k % 4u];
+                y = quad_q[k % 4u];
+            } else {
+                x = load_p(elem(row, c));
+                y = load_q(elem(row, c));
+            }
             let okx = logit_ok(x) || is_neg_inf(x);
             let oky = logit_ok(y) || is_neg_inf(y);
             if (!okx || !oky) {

@@ -74,6 +74,7 @@ fn js_step(acc: ptr<function, JsRec>, x: real, y: real, r: vec4<real>, c: real, 
     (*acc).amu = fma(m, abs(u), (*acc).amu);
 }
 
+// Medium and long rows: one workgroup per segment (quads where the rows are aligned).
 @compute @workgroup_size(WG)
 fn rows_wg(ids: WgIds) {
     let g = group_index(ids.wid);
@@ -88,10 +89,25 @@ fn rows_wg(ids: WgIds) {
     let l = r.w - r.y;
     var acc = js_zero();
     let base = seg * SEG;
-    for (var k = 0u; k < EPT; k++) {
-        let col = base + k * WG + ids.lid;
-        if (col < params.cols) {
-            js_step(&acc, load_p(elem(row, col)), load_q(elem(row, col)), r, c, l, params.col0 + col);
+    if (params.wide != 0u) {
+        for (var k = 0u; k < EPT / 4u; k++) {
+            let col = base + 4u * (k * WG + ids.lid);
+            if (col < params.cols) {
+                let i = elem(row, col) >> 2u;
+                let p = load4_p(i);
+                let q = load4_q(i);
+                for (var j = 0u; j < 4u; j++) {
+                    js_step(&acc, p[j], q[j], r, c, l, params.col0 + col + j);
+                }
+            }
+        }
+    } else {
+        for (var k = 0u; k < EPT; k++) {
+            let col = base + k * WG + ids.lid;
+            if (col < params.cols) {
+                let i = elem(row, col);
+                js_step(&acc, load_p(i), load_q(i), r, c, l, params.col0 + col);
+            }
         }
     }
     let total = reduce_wg(acc, ids);
@@ -100,19 +116,26 @@ fn rows_wg(ids: WgIds) {
     }
 }
 
-// Short rows: one thread per row.
+// Short rows: a workgroup stages a tile of rows (shared/tile.wgsl), then a thread per row.
 @compute @workgroup_size(WG)
-fn rows_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid) * WG + lid;
-    if (row >= params.rows) {
+fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first = group_index(wid) * params.tile_rows;
+    if (first >= params.rows) {
         return;
     }
+    let n = min(params.tile_rows, params.rows - first);
+    load_tile(first, n, lid);
+    if (lid >= n) {
+        return;
+    }
+    let row = first + lid;
     let r = row_data[params.row0 + row];
     let c = r.x - r.z;
     let l = r.w - r.y;
     var acc = js_zero();
     for (var col = 0u; col < params.cols; col++) {
-        js_step(&acc, load_p(elem(row, col)), load_q(elem(row, col)), r, c, l, params.col0 + col);
+        let v = tile_pair(lid, col);
+        js_step(&acc, v.x, v.y, r, c, l, params.col0 + col);
     }
     out[row] = acc;
 }

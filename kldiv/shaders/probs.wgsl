@@ -35,14 +35,21 @@ fn rec_zero() -> ProbRec {
     return ProbRec(0.0, 0.0, 0.0, 0.0, 0.0, 0u, 0u, 0u, 0u);
 }
 
-fn load_pair(row: u32, col: u32) -> vec2<real> {
-    let i = elem(row, col);
-    var v = vec2<real>(load_p(i), load_q(i));
+// The row's values as the kernel reads them: with TRANSFORM_SCALE the pseudocount d.z is
+// added to values ≥ 0 and the sums' reciprocals d.xy applied (d = the row's row_data).
+fn transformed(v: vec2<real>, d: vec4<real>) -> vec2<real> {
     if (TRANSFORM == TRANSFORM_SCALE) {
-        let d = row_data[params.row0 + row];
-        v = (v + select(vec2<real>(0.0), vec2<real>(d.z), v >= vec2<real>(0.0))) * d.xy;
+        return (v + select(vec2<real>(0.0), vec2<real>(d.z), v >= vec2<real>(0.0))) * d.xy;
     }
     return v;
+}
+
+// The row's row_data where the transform needs it.
+fn row_scale(row: u32) -> vec4<real> {
+    if (TRANSFORM == TRANSFORM_SCALE) {
+        return row_data[params.row0 + row];
+    }
+    return vec4<real>(0.0);
 }
 
 // t(x, m) for m = (x+y)/2 with t(0, m) = m.
@@ -114,24 +121,33 @@ fn merge(a: ProbRec, b: ProbRec) -> ProbRec {
                    a.diff + b.diff, a.q_zero + b.q_zero, a.p_zero + b.p_zero, bad, 0u);
 }
 
-// Short rows: one thread per row (W2: a 16-column row is a few loads, not a workgroup).
+// Short rows (W2: 16 columns): a workgroup stages a tile of rows (shared/tile.wgsl), then a
+// thread per row.
 @compute @workgroup_size(WG)
-fn rows_thread(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let row = group_index(wid) * WG + lid;
-    if (row >= params.rows) {
+fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first = group_index(wid) * params.tile_rows;
+    if (first >= params.rows) {
         return;
     }
+    let n = min(params.tile_rows, params.rows - first);
+    load_tile(first, n, lid);
+    if (lid >= n) {
+        return;
+    }
+    let row = first + lid;
+    let d = row_scale(row);
     var acc = rec_zero();
     for (var c = 0u; c < params.cols; c++) {
-        let v = load_pair(row, c);
+        let v = transformed(tile_pair(lid, c), d);
         step(&acc, v.x, v.y, params.col0 + c);
     }
     out[row] = acc;
 }
 
-// Medium and long rows: one workgroup per 4096-element segment, coalesced loads, a workgroup
-// reduction (through subgroups where the adapter has them, else a tree in workgroup memory:
-// shared/reduce_*.wgsl). The host adds the segments of a row in f64.
+// Medium and long rows: one workgroup per 4096-element segment, coalesced loads (quads where
+// the rows are aligned), a workgroup reduction (through subgroups where the adapter has them,
+// else a tree in workgroup memory: shared/reduce_*.wgsl). The host adds the segments of a
+// row in f64.
 @compute @workgroup_size(WG)
 fn rows_wg(ids: WgIds) {
     let g = group_index(ids.wid);
@@ -140,13 +156,30 @@ fn rows_wg(ids: WgIds) {
     if (row >= params.rows) {
         return;
     }
+    let d = row_scale(row);
     var acc = rec_zero();
     let base = seg * SEG;
-    for (var k = 0u; k < EPT; k++) {
-        let c = base + k * WG + ids.lid;
-        if (c < params.cols) {
-            let v = load_pair(row, c);
-            step(&acc, v.x, v.y, params.col0 + c);
+    if (params.wide != 0u) {
+        for (var k = 0u; k < EPT / 4u; k++) {
+            let c = base + 4u * (k * WG + ids.lid);
+            if (c < params.cols) {
+                let i = elem(row, c) >> 2u;
+                let p = load4_p(i);
+                let q = load4_q(i);
+                for (var j = 0u; j < 4u; j++) {
+                    let v = transformed(vec2<real>(p[j], q[j]), d);
+                    step(&acc, v.x, v.y, params.col0 + c + j);
+                }
+            }
+        }
+    } else {
+        for (var k = 0u; k < EPT; k++) {
+            let c = base + k * WG + ids.lid;
+            if (c < params.cols) {
+                let i = elem(row, c);
+                let v = transformed(vec2<real>(load_p(i), load_q(i)), d);
+                step(&acc, v.x, v.y, params.col0 + c);
+            }
         }
     }
     let total = reduce_wg(acc, ids);

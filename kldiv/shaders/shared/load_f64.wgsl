@@ -3,8 +3,10 @@
 // no NaN or infinity reaches the arithmetic: −inf becomes NEG_INF_STANDIN; NaN, +inf and
 // magnitudes of 2^1000 or more become BAD_STANDIN, which every check refuses (the exact path
 // then reports or computes the row).
-@group(0) @binding(0) var<storage, read> p_in: array<vec2<u32>>;
-@group(0) @binding(1) var<storage, read> q_in: array<vec2<u32>>;
+// Bound as pairs of elements (16 bytes); `load4_*` reads two pairs. The host binds whole
+// quads of elements (src/gpu/stream.rs).
+@group(0) @binding(0) var<storage, read> p_in: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
 
 fn decode_f64(w: vec2<u32>) -> f64 {
     let e = (w.y >> 20u) & 0x7ffu;
@@ -25,10 +27,28 @@ fn decode_f64(w: vec2<u32>) -> f64 {
     return select(v, -v, neg);
 }
 
+// Element i of a buffer of pairs.
+fn pair_elem(w: vec4<u32>, i: u32) -> f64 {
+    return decode_f64(select(w.xy, w.zw, (i & 1u) == 1u));
+}
+
+fn quad_of(w0: vec4<u32>, w1: vec4<u32>) -> vec4<f64> {
+    return vec4<f64>(decode_f64(w0.xy), decode_f64(w0.zw), decode_f64(w1.xy), decode_f64(w1.zw));
+}
+
 fn load_p(i: u32) -> f64 {
-    return decode_f64(p_in[i]);
+    return pair_elem(p_in[i >> 1u], i);
 }
 
 fn load_q(i: u32) -> f64 {
-    return decode_f64(q_in[i]);
+    return pair_elem(q_in[i >> 1u], i);
+}
+
+// Elements 4v … 4v + 3.
+fn load4_p(v: u32) -> vec4<f64> {
+    return quad_of(p_in[2u * v], p_in[2u * v + 1u]);
+}
+
+fn load4_q(v: u32) -> vec4<f64> {
+    return quad_of(q_in[2u * v], q_in[2u * v + 1u]);
 }

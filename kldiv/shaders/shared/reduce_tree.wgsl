@@ -6,7 +6,9 @@ struct WgIds {
     @builtin(local_invocation_index) lid: u32,
 }
 
-var<workgroup> part: array<Rec, HALF_WG>;
+// A quarter of the workgroup's records at a time: f64 logits records are 160 bytes, and a
+// tree over WG of them would not fit the 16 KiB of workgroup memory every adapter has.
+var<workgroup> part: array<Rec, TREE>;
 
 // The thread that holds the workgroup's result after `reduce_wg`.
 fn is_first(ids: WgIds) -> bool {
@@ -14,19 +16,26 @@ fn is_first(ids: WgIds) -> bool {
 }
 
 // Every thread's record merged, valid in the first thread. Called in uniform control flow.
-// The upper half hands its records to the lower half, then a tree over HALF_WG entries (half
-// the workgroup memory of a tree over WG: f64 records are large).
+// The upper quarters hand their records to the first quarter one quarter at a time, then a
+// tree over TREE entries.
 fn reduce_wg(acc: Rec, ids: WgIds) -> Rec {
     let lid = ids.lid;
-    if (lid >= HALF_WG) {
-        part[lid - HALF_WG] = acc;
+    var r = acc;
+    for (var k = WG / TREE - 1u; k > 0u; k--) {
+        if (lid / TREE == k) {
+            part[lid % TREE] = r;
+        }
+        workgroupBarrier();
+        if (lid < TREE) {
+            r = merge(r, part[lid]);
+        }
+        workgroupBarrier();
+    }
+    if (lid < TREE) {
+        part[lid] = r;
     }
     workgroupBarrier();
-    if (lid < HALF_WG) {
-        part[lid] = merge(acc, part[lid]);
-    }
-    workgroupBarrier();
-    for (var s = HALF_WG / 2u; s > 0u; s >>= 1u) {
+    for (var s = TREE / 2u; s > 0u; s >>= 1u) {
         if (lid < s) {
             part[lid] = merge(part[lid], part[lid + s]);
         }

@@ -2,7 +2,7 @@
 //! dispatches of each chunk, their grids and `Params`. Pure: unit-tested without a GPU.
 
 use super::records::Params;
-use super::shaders::{KernelFile, SEG};
+use super::shaders::{tile_elems, KernelFile, SEG, WG};
 use crate::consts::SHORT_ROW;
 use crate::error::{Error, Result};
 
@@ -30,6 +30,19 @@ impl Chunk {
 /// Whether rows go one per thread (short rows) rather than a workgroup per segment.
 pub fn short(file: KernelFile, cols: usize) -> bool {
     file != KernelFile::Logits && cols <= SHORT_ROW
+}
+
+/// Whether a dispatch's rows may be read as quads of elements: every row starts on a quad
+/// (`elem_offset`, `row_stride` multiples of 4) and holds whole quads. The host binds whole
+/// quads (`stream.rs`), so a quad never reads past the binding.
+pub fn wide(elem_offset: u32, row_stride: u32, cols: u32) -> bool {
+    elem_offset % 4 == 0 && row_stride % 4 == 0 && cols % 4 == 0
+}
+
+/// Rows a short-row workgroup stages at once: as many as its tile holds at the tile's odd
+/// row stride (shaders/shared/tile.wgsl), at most one per thread.
+pub fn tile_rows(cols: usize, in_f64: bool) -> usize {
+    (tile_elems(in_f64) / (cols | 1)).clamp(1, WG)
 }
 
 /// Records a row of `cols` columns produces per chunk.
@@ -110,21 +123,27 @@ pub fn dispatches(
     short: bool,
     shift_kernel: bool,
     elem_offset: u32,
+    in_f64: bool,
 ) -> Result<Vec<Dispatch>> {
     let segs = segs(short, chunk.cols);
+    let tile = tile_rows(chunk.cols, in_f64);
+    let (cols, stride) = (chunk.cols as u32, chunk.cols as u32);
     let params = |grid: (u32, u32)| Params {
         rows: chunk.rows as u32,
-        cols: chunk.cols as u32,
-        row_stride: chunk.cols as u32,
+        cols,
+        row_stride: stride,
         elem_offset,
         segs: segs as u32,
         grid_x: grid.0,
         row0: 0,
         col0: chunk.col0 as u32,
+        wide: wide(elem_offset, stride, cols) as u32,
+        tile_rows: tile as u32,
+        ..Default::default()
     };
     let mut out = vec![];
     if file == KernelFile::Logits && shift_kernel {
-        let g = grid(chunk.rows.div_ceil(super::shaders::WG))?;
+        let g = grid(chunk.rows.div_ceil(WG))?;
         out.push(Dispatch {
             entry: "shift",
             grid: g,
@@ -132,7 +151,7 @@ pub fn dispatches(
         });
     }
     let (entry, groups) = if short {
-        ("rows_thread", chunk.rows.div_ceil(super::shaders::WG))
+        ("rows_tile", chunk.rows.div_ceil(tile))
     } else {
         ("rows_wg", chunk.rows * segs)
     };
@@ -202,20 +221,64 @@ mod tests {
             col0: 0,
             cols: 5000,
         };
-        let d = dispatches(KernelFile::Logits, &c, false, true, 0).unwrap();
+        let d = dispatches(KernelFile::Logits, &c, false, true, 0, false).unwrap();
         assert_eq!(
             d.iter().map(|d| d.entry).collect::<Vec<_>>(),
             ["shift", "rows_wg"]
         );
         assert_eq!(d[1].params.segs, 2);
         assert_eq!(d[1].grid, (600, 1));
-        let d = dispatches(KernelFile::Logits, &c, false, false, 0).unwrap();
+        let d = dispatches(KernelFile::Logits, &c, false, false, 0, false).unwrap();
         assert_eq!(d.len(), 1);
-        let short =
-            dispatches(KernelFile::Probs, &Chunk { cols: 16, ..c }, true, false, 7).unwrap();
+        let short = dispatches(
+            KernelFile::Probs,
+            &Chunk { cols: 16, ..c },
+            true,
+            false,
+            7,
+            false,
+        )
+        .unwrap();
+        // 2044-element f32 tiles at a row stride of 17 hold 120 rows: 300 rows take 3 groups.
         assert_eq!(
             (short[0].entry, short[0].grid, short[0].params.elem_offset),
-            ("rows_thread", (2, 1), 7)
+            ("rows_tile", (3, 1), 7)
         );
+        assert_eq!(short[0].params.tile_rows, 120);
+    }
+
+    /// Quads only where every row starts on one and holds whole ones.
+    #[test]
+    fn wide_loads_only_for_aligned_rows() {
+        assert!(wide(0, 32_000, 32_000));
+        assert!(wide(8, 16, 16));
+        assert!(!wide(2, 16, 16), "first row off a quad");
+        assert!(!wide(0, 30, 30), "rows off quads");
+        assert!(!wide(0, 32, 30), "a partial quad at each row's end");
+        let c = |cols| Chunk {
+            first: 0,
+            rows: 4,
+            col0: 0,
+            cols,
+        };
+        let at = |cols, off| dispatches(KernelFile::Logits, &c(cols), false, false, off, false);
+        assert_eq!(at(4096, 0).unwrap()[0].params.wide, 1);
+        assert_eq!(at(4097, 0).unwrap()[0].params.wide, 0);
+        assert_eq!(at(4096, 1).unwrap()[0].params.wide, 0);
+    }
+
+    /// A tile holds `tile_rows` rows at its odd stride, in either precision, and never
+    /// more rows than threads.
+    #[test]
+    fn tiles_hold_their_rows() {
+        for in_f64 in [false, true] {
+            for cols in 1..=SHORT_ROW {
+                let n = tile_rows(cols, in_f64);
+                assert!((1..=WG).contains(&n));
+                assert!(n * (cols | 1) <= tile_elems(in_f64), "{cols} {in_f64}");
+            }
+        }
+        assert_eq!(tile_rows(1, false), WG);
+        assert_eq!(tile_rows(64, true), 1022 / 65);
     }
 }

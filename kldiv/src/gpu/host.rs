@@ -71,7 +71,11 @@ pub(super) fn gpu_dtype(d: Dtype, f64_kernels: bool) -> Dtype {
     }
 }
 
-/// The bytes of one chunk as kernels reading `dtype` read them (4-byte padded; f64 narrowed
+/// Bytes the kernels bind inputs in: a quad of f32 elements (shaders/shared/load_*.wgsl read
+/// whole 16-byte vectors of any element type).
+pub(super) const QUAD_BYTES: u64 = 16;
+
+/// The bytes of one chunk as kernels reading `dtype` read them (f64 narrowed
 /// to f32 for f32 kernels), and the chunk's rows where narrowing changed what a value means
 /// (a non-zero that became 0, a finite value that became infinite): those go to the exact
 /// path.
@@ -102,12 +106,24 @@ pub(super) fn chunk_bytes<T: Element>(
             .collect();
         return (Cow::Owned(bytemuck::cast_slice(&f).to_vec()), flagged);
     }
-    let bytes: &[u8] = bytemuck::cast_slice(slice);
-    if bytes.len().is_multiple_of(4) {
-        (Cow::Borrowed(bytes), vec![])
-    } else {
-        let mut b = bytes.to_vec();
-        b.resize(bytes.len().next_multiple_of(4), 0);
-        (Cow::Owned(b), vec![])
+    (Cow::Borrowed(bytemuck::cast_slice(slice)), vec![])
+}
+
+/// The bytes `bytes` takes in a buffer the kernels bind: whole quads.
+pub(super) fn bound_len(bytes: &[u8]) -> u64 {
+    (bytes.len() as u64).next_multiple_of(QUAD_BYTES)
+}
+
+/// Write `bytes` at the start of `buf` (at least `bound_len` long), zeros after them up to a
+/// whole quad: the bulk straight from `bytes`, the tail through a quad-sized copy.
+pub(super) fn upload(queue: &wgpu::Queue, buf: &wgpu::Buffer, bytes: &[u8]) {
+    let whole = bytes.len() / QUAD_BYTES as usize * QUAD_BYTES as usize;
+    if whole > 0 {
+        queue.write_buffer(buf, 0, &bytes[..whole]);
+    }
+    if whole < bytes.len() {
+        let mut tail = [0u8; QUAD_BYTES as usize];
+        tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+        queue.write_buffer(buf, whole as u64, &tail);
     }
 }

@@ -22,6 +22,13 @@ pub struct Params {
     /// Index of this dispatch's first row in `row_data`, and its first column in the row.
     pub row0: u32,
     pub col0: u32,
+    /// 1 where every row starts on a quad of elements and holds whole quads
+    /// (`dispatch::wide`): the kernels then load four elements at once.
+    pub wide: u32,
+    /// Rows per workgroup for the short-row kernels (`dispatch::tile_rows`).
+    pub tile_rows: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }
 
 /// The type a kernel computes and records in: f32, or f64 (f64 inputs on adapters with

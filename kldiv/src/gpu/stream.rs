@@ -3,7 +3,7 @@
 //! back while the next chunk runs; kernel time from timestamp queries.
 
 use super::dispatch::{self, Chunk};
-use super::host::{chunk_bytes, gpu_dtype};
+use super::host::{bound_len, chunk_bytes, gpu_dtype, upload, QUAD_BYTES};
 use super::pipelines::PipeKey;
 use super::records::{self, fold, Folded};
 use super::shaders::{is_f64, KernelFile};
@@ -64,7 +64,8 @@ impl GpuEngine {
             records::rec_size(pass.file, is_f64(dtype)),
             short,
             self.chunk_bytes,
-            self.align,
+            // Room for a caller's buffer bound at an aligned offset and ending on a quad.
+            self.align.max(QUAD_BYTES) + QUAD_BYTES,
         );
         let mut out = Streamed {
             rows: vec![None; pass.visits],
@@ -122,30 +123,37 @@ impl GpuEngine {
                     out.flagged[chunk.first + r] = true;
                 }
                 let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-                let pbuf = ensure(&self.device, &mut slot.p, pb.len() as u64, usage);
-                self.queue.write_buffer(&pbuf, 0, &pb);
-                let qbuf = ensure(&self.device, &mut slot.q, qb.len() as u64, usage);
-                self.queue.write_buffer(&qbuf, 0, &qb);
+                let pbuf = ensure(&self.device, &mut slot.p, bound_len(&pb), usage);
+                upload(&self.queue, &pbuf, &pb);
+                let qbuf = ensure(&self.device, &mut slot.q, bound_len(&qb), usage);
+                upload(&self.queue, &qbuf, &qb);
                 stats.bytes_uploaded += (pb.len() + qb.len()) as u64;
-                (pbuf, qbuf, 0, pb.len() as u64, 0)
+                (pbuf, qbuf, 0, bound_len(&pb), 0)
             }
             Source::Device(p, q) => {
-                // Bind the caller's buffers at an aligned offset; the remainder is passed
-                // as `elem_offset`.
+                // Bind the caller's buffers at an aligned offset (a multiple of a quad too);
+                // the remainder is passed as `elem_offset`.
+                let align = self.align.max(QUAD_BYTES);
                 let e0 = (chunk.first * cols + chunk.col0) as u64;
                 let e1 = e0 + ((chunk.rows - 1) * cols + chunk.cols) as u64;
-                let b0 = e0 * esize / self.align * self.align;
-                let end = (e1 * esize).next_multiple_of(4).min(p.size()).min(q.size());
+                let b0 = e0 * esize / align * align;
+                let room = p.size().min(q.size());
+                let end = (e1 * esize).next_multiple_of(QUAD_BYTES);
+                if end > room {
+                    // The buffers end inside a quad the kernels cannot bind whole: the
+                    // chunk's last row goes to the exact path.
+                    out.flagged[chunk.first + chunk.rows - 1] = true;
+                }
                 (
                     p.clone(),
                     q.clone(),
                     b0,
-                    end - b0,
+                    end.min(room / QUAD_BYTES * QUAD_BYTES) - b0,
                     ((e0 * esize - b0) / esize) as u32,
                 )
             }
         };
-        let size = std::num::NonZeroU64::new(size.next_multiple_of(4).max(4));
+        let size = std::num::NonZeroU64::new(size.max(QUAD_BYTES));
         stats.chunks += 1;
 
         let segs = dispatch::segs(short, chunk.cols);
@@ -191,7 +199,8 @@ impl GpuEngine {
             shift_kernel = false;
         }
 
-        let dispatches = dispatch::dispatches(pass.file, &chunk, short, shift_kernel, elem_offset)?;
+        let dispatches =
+            dispatch::dispatches(pass.file, &chunk, short, shift_kernel, elem_offset, in_f64)?;
         while slot.params.len() < dispatches.len() {
             slot.params
                 .push(self.device.create_buffer(&wgpu::BufferDescriptor {
