@@ -36,7 +36,7 @@ pub fn short(file: KernelFile, cols: usize) -> bool {
 /// (`elem_offset`, `row_stride` multiples of 4) and holds whole quads. The host binds whole
 /// quads (`stream.rs`), so a quad never reads past the binding.
 pub fn wide(elem_offset: u32, row_stride: u32, cols: u32) -> bool {
-    elem_offset % 4 == 0 && row_stride % 4 == 0 && cols % 4 == 0
+    [elem_offset, row_stride, cols].iter().all(|v| v.is_multiple_of(4))
 }
 
 /// Rows a short-row workgroup stages at once: as many as its tile holds at the tile's odd
