@@ -212,6 +212,119 @@ fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     return r;
 }
 
+// A thread's running maxima (and their columns, in acc.top_*) over the elements it has seen.
+struct Maxima {
+    ma: real,
+    mb: real,
+}
+
+// Whether the kernel handles both values of a pair (finite logits in range, or −inf).
+fn pair_ok(v: vec2<real>) -> bool {
+    return (logit_ok(v.x) || is_neg_inf(v.x)) && (logit_ok(v.y) || is_neg_inf(v.y));
+}
+
+// The pair as the sums take it: a pair the kernel does not handle counts as −inf on both
+// sides (its row is flagged `bad` and recomputed by the host).
+fn screened(v: vec2<real>) -> vec2<real> {
+    return select(vec2<real>(neg_inf()), v, pair_ok(v));
+}
+
+// Element (x, y) at column `col` of the row, seen for the maxima and checked; returns it
+// `screened`. Columns must rise from call to call: a strictly larger value is the first
+// maximum.
+fn see(acc: ptr<function, LogitRec>, m: ptr<function, Maxima>, v: vec2<real>, col: u32) -> vec2<real> {
+    if (!pair_ok(v) && (*acc).bad == 0u) {
+        (*acc).bad = col + 1u;
+    }
+    let s = screened(v);
+    if (logit_ok(s.x) && (s.x > (*m).ma || (*acc).top_a == NO_TOP)) {
+        (*m).ma = s.x;
+        (*acc).top_a = col;
+    }
+    if (logit_ok(s.y) && (s.y > (*m).mb || (*acc).top_b == NO_TOP)) {
+        (*m).mb = s.y;
+        (*acc).top_b = col;
+    }
+    return s;
+}
+
+// Sets the record's maxima from the elements seen and returns γ: a side without mass here is
+// measured from the other side and the shift (γ = 1); its own sums stay 0 (src/sums.rs
+// LogitSums). wa·e^−x = e^(b − ma + c) = γ·wb and wb·e^x = wa/γ (src/cpu/scalar.rs
+// `gamma`). Beyond e^±80 (wildly different rows) the ψ form is flagged and the host uses
+// the plain form for the row instead.
+fn centre(acc: ptr<function, LogitRec>, m: Maxima, c_hi: real, c_lo: real) -> real {
+    var ma = m.ma;
+    var mb = m.mb;
+    let has_a = ma > NO_MAX;
+    let has_b = mb > NO_MAX;
+    if (has_a && !has_b) {
+        mb = ma - (c_hi + c_lo);
+    } else if (has_b && !has_a) {
+        ma = mb + (c_hi + c_lo);
+    }
+    (*acc).ma = ma;
+    (*acc).mb = mb;
+    let arg = (c_hi - (ma - mb)) + c_lo;
+    var gam: real = 1.0;
+    if (abs(arg) <= 80.0) {
+        gam = select(1.0 / exp_nonpos(-arg), exp_nonpos(arg), arg <= 0.0);
+    } else if (has_a || has_b) {
+        (*acc).psi_bad = 1u;
+    }
+    return gam;
+}
+
+// Element (x, y), as `see` returned it, into the sums around the record's maxima.
+fn add(acc: ptr<function, LogitRec>, x: real, y: real, gam: real, c_hi: real, c_lo: real) {
+    let ma = (*acc).ma;
+    let mb = (*acc).mb;
+    let na = is_neg_inf(x);
+    let nb = is_neg_inf(y);
+    var wa: real = 0.0;
+    var wb: real = 0.0;
+    if (!na) {
+        wa = exp_nonpos(x - ma);
+        if (same(x, ma)) {
+            (*acc).na += 1u;
+        } else {
+            (*acc).sa += wa;
+        }
+    }
+    if (!nb) {
+        wb = exp_nonpos(y - mb);
+        if (same(y, mb)) {
+            (*acc).nb += 1u;
+        } else {
+            (*acc).sb += wb;
+        }
+    }
+    if (!na && !nb) {
+        let d = x - y;
+        let t = d - c_hi;
+        let xs = t - c_lo;
+        let err = sub_err(x, y, d) + sub_err(d, c_hi, t) + sub_err(t, c_lo, xs);
+        let axs = abs(xs);
+        (*acc).ea = fma(wa, x - ma, (*acc).ea);
+        (*acc).eb = fma(wa, y - mb, (*acc).eb);
+        (*acc).xa = fma(wa, xs, (*acc).xa);
+        (*acc).xb = fma(wb, xs, (*acc).xb);
+        (*acc).ax_a = fma(wa, axs, (*acc).ax_a);
+        (*acc).ax_b = fma(wb, axs, (*acc).ax_b);
+        (*acc).xerr_a = fma(wa, err, (*acc).xerr_a);
+        (*acc).xerr_b = fma(wb, err, (*acc).xerr_b);
+        (*acc).psi_a += weighted_psi(wa, gam * wb, xs);
+        (*acc).psi_b += weighted_psi(wb, wa / gam, -xs);
+    } else if (!na) {
+        (*acc).q_zero += 1u;
+        (*acc).ea = fma(wa, x - ma, (*acc).ea);
+        (*acc).psi_b += wa / gam;
+    } else if (!nb) {
+        (*acc).p_zero += 1u;
+        (*acc).psi_a += gam * wb;
+    }
+}
+
 // One workgroup per 4096-element segment. Each thread holds its 16 elements in registers
 // (loaded as quads where the rows are aligned), takes their maxima, then sums relative to
 // them (each element is read from memory once); the workgroup merges with log-sum-exp
@@ -230,8 +343,7 @@ fn rows_wg(ids: WgIds) {
     var xa: array<real, EPT>;
     var xb: array<real, EPT>;
     var acc = rec_empty(shift);
-    var ma = NO_MAX;
-    var mb = NO_MAX;
+    var m = Maxima(NO_MAX, NO_MAX);
     var quad_p = vec4<real>(0.0);
     var quad_q = vec4<real>(0.0);
     let base = seg * SEG;
@@ -242,8 +354,7 @@ fn rows_wg(ids: WgIds) {
         if (params.wide != 0u) {
             c = base + 4u * ((k / 4u) * WG + ids.lid) + k % 4u;
         }
-        var x = neg_inf();
-        var y = x;
+        var v = vec2<real>(neg_inf());
         if (c < params.cols) {
             if (params.wide != 0u) {
                 if (k % 4u == 0u) {
@@ -251,102 +362,18 @@ fn rows_wg(ids: WgIds) {
                     quad_p = load4_p(i);
                     quad_q = load4_q(i);
                 }
-                x = quad_p[k % 4u];
-                y = quad_q[k % 4u];
+                v = vec2<real>(quad_p[k % 4u], quad_q[k % 4u]);
             } else {
-                x = load_p(elem(row, c));
-                y = load_q(elem(row, c));
+                v = vec2<real>(load_p(elem(row, c)), load_q(elem(row, c)));
             }
-            let okx = logit_ok(x) || is_neg_inf(x);
-            let oky = logit_ok(y) || is_neg_inf(y);
-            if (!okx || !oky) {
-                if (acc.bad == 0u) {
-                    acc.bad = params.col0 + c + 1u;
-                }
-                x = neg_inf();
-                y = x;
-            }
-            // Columns rise with k: a strictly larger value is this thread's first maximum.
-            if (logit_ok(x) && (x > ma || acc.top_a == NO_TOP)) {
-                ma = x;
-                acc.top_a = params.col0 + c;
-            }
-            if (logit_ok(y) && (y > mb || acc.top_b == NO_TOP)) {
-                mb = y;
-                acc.top_b = params.col0 + c;
-            }
+            v = see(&acc, &m, v, params.col0 + c);
         }
-        xa[k] = x;
-        xb[k] = y;
+        xa[k] = v.x;
+        xb[k] = v.y;
     }
-    // A side without mass here is measured from the other side and the shift (g = 1); its
-    // own sums stay 0 (src/sums.rs LogitSums).
-    let has_a = ma > NO_MAX;
-    let has_b = mb > NO_MAX;
-    if (has_a && !has_b) {
-        mb = ma - (c_hi + c_lo);
-    } else if (has_b && !has_a) {
-        ma = mb + (c_hi + c_lo);
-    }
-    acc.ma = ma;
-    acc.mb = mb;
-    // wa·e^−x = e^(b − ma + c) = g·wb and wb·e^x = wa/g (src/cpu/scalar.rs `gamma`).
-    // Beyond e^±80 (wildly different rows) the ψ form is flagged and the host uses the
-    // plain form for the row instead.
-    let arg = (c_hi - (ma - mb)) + c_lo;
-    var gam: real = 1.0;
-    if (abs(arg) <= 80.0) {
-        gam = select(1.0 / exp_nonpos(-arg), exp_nonpos(arg), arg <= 0.0);
-    } else if (has_a || has_b) {
-        acc.psi_bad = 1u;
-    }
+    let gam = centre(&acc, m, c_hi, c_lo);
     for (var k = 0u; k < EPT; k++) {
-        let x = xa[k];
-        let y = xb[k];
-        let na = is_neg_inf(x);
-        let nb = is_neg_inf(y);
-        var wa: real = 0.0;
-        var wb: real = 0.0;
-        if (!na) {
-            wa = exp_nonpos(x - ma);
-            if (same(x, ma)) {
-                acc.na += 1u;
-            } else {
-                acc.sa += wa;
-            }
-        }
-        if (!nb) {
-            wb = exp_nonpos(y - mb);
-            if (same(y, mb)) {
-                acc.nb += 1u;
-            } else {
-                acc.sb += wb;
-            }
-        }
-        if (!na && !nb) {
-            let d = x - y;
-            let t = d - c_hi;
-            let xs = t - c_lo;
-            let err = sub_err(x, y, d) + sub_err(d, c_hi, t) + sub_err(t, c_lo, xs);
-            let axs = abs(xs);
-            acc.ea = fma(wa, x - ma, acc.ea);
-            acc.eb = fma(wa, y - mb, acc.eb);
-            acc.xa = fma(wa, xs, acc.xa);
-            acc.xb = fma(wb, xs, acc.xb);
-            acc.ax_a = fma(wa, axs, acc.ax_a);
-            acc.ax_b = fma(wb, axs, acc.ax_b);
-            acc.xerr_a = fma(wa, err, acc.xerr_a);
-            acc.xerr_b = fma(wb, err, acc.xerr_b);
-            acc.psi_a += weighted_psi(wa, gam * wb, xs);
-            acc.psi_b += weighted_psi(wb, wa / gam, -xs);
-        } else if (!na) {
-            acc.q_zero += 1u;
-            acc.ea = fma(wa, x - ma, acc.ea);
-            acc.psi_b += wa / gam;
-        } else if (!nb) {
-            acc.p_zero += 1u;
-            acc.psi_a += gam * wb;
-        }
+        add(&acc, xa[k], xb[k], gam, c_hi, c_lo);
     }
     var r = reduce_wg(acc, ids);
     if (is_first(ids)) {
@@ -354,4 +381,51 @@ fn rows_wg(ids: WgIds) {
         r.c_lo = c_lo;
         out[g] = r;
     }
+}
+
+// Short rows (at most SHIFT_COLS columns): a workgroup stages a tile of rows
+// (shared/tile.wgsl), then a thread per row takes its maxima, its shift (as `shift` would,
+// unless the host gives it: params.own_shift) and its sums from the tile.
+@compute @workgroup_size(WG)
+fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let first = group_index(wid) * params.tile_rows;
+    if (first >= params.rows) {
+        return;
+    }
+    let n = min(params.tile_rows, params.rows - first);
+    load_tile(first, n, lid);
+    if (lid >= n) {
+        return;
+    }
+    let row = first + lid;
+    var acc = rec_empty(vec4<real>(0.0));
+    var m = Maxima(NO_MAX, NO_MAX);
+    for (var c = 0u; c < params.cols; c++) {
+        _ = see(&acc, &m, tile_pair(lid, c), params.col0 + c);
+    }
+    var shift = vec4<real>(0.0);
+    if (params.own_shift == 0u) {
+        shift = row_data[params.row0 + row];
+    } else if (m.ma > NO_MAX && m.mb > NO_MAX) {
+        var sa: real = 0.0;
+        var sb: real = 0.0;
+        for (var c = 0u; c < params.cols; c++) {
+            let v = tile_pair(lid, c);
+            if (logit_ok(v.x)) {
+                sa += exp_nonpos(v.x - m.ma);
+            }
+            if (logit_ok(v.y)) {
+                sb += exp_nonpos(v.y - m.mb);
+            }
+        }
+        shift = vec4<real>(m.ma - m.mb, ln_pos(sa) - ln_pos(sb), 0.0, 0.0);
+    }
+    let gam = centre(&acc, m, shift.x, shift.y);
+    for (var c = 0u; c < params.cols; c++) {
+        let v = screened(tile_pair(lid, c));
+        add(&acc, v.x, v.y, gam, shift.x, shift.y);
+    }
+    acc.c_hi = shift.x;
+    acc.c_lo = shift.y;
+    out[row] = acc;
 }

@@ -19,7 +19,8 @@ struct Params {
     wide: u32,
     // Rows per workgroup for the short-row kernels (shared/tile.wgsl).
     tile_rows: u32,
-    _pad0: u32,
+    // 1 where the logits short-row kernel takes each row's shift itself (else row_data).
+    own_shift: u32,
     _pad1: u32,
 }
 

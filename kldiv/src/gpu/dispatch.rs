@@ -27,16 +27,23 @@ impl Chunk {
     }
 }
 
-/// Whether rows go one per thread (short rows) rather than a workgroup per segment.
-pub fn short(file: KernelFile, cols: usize) -> bool {
-    file != KernelFile::Logits && cols <= SHORT_ROW
+/// Whether rows go a thread per row from a workgroup's tile (short rows) rather than a
+/// workgroup per segment.
+pub fn short(cols: usize) -> bool {
+    cols <= SHORT_ROW
 }
+
+// The logits short-row kernel takes a row's shift over the whole row, which is what the
+// shift kernel (and the CPU) take over the row's first block.
+const _: () = assert!(SHORT_ROW <= crate::consts::BLOCK);
 
 /// Whether a dispatch's rows may be read as quads of elements: every row starts on a quad
 /// (`elem_offset`, `row_stride` multiples of 4) and holds whole quads. The host binds whole
 /// quads (`stream.rs`), so a quad never reads past the binding.
 pub fn wide(elem_offset: u32, row_stride: u32, cols: u32) -> bool {
-    [elem_offset, row_stride, cols].iter().all(|v| v.is_multiple_of(4))
+    [elem_offset, row_stride, cols]
+        .iter()
+        .all(|v| v.is_multiple_of(4))
 }
 
 /// Rows a short-row workgroup stages at once: as many as its tile holds at the tile's odd
@@ -139,10 +146,11 @@ pub fn dispatches(
         col0: chunk.col0 as u32,
         wide: wide(elem_offset, stride, cols) as u32,
         tile_rows: tile as u32,
+        own_shift: (file == KernelFile::Logits && shift_kernel) as u32,
         ..Default::default()
     };
     let mut out = vec![];
-    if file == KernelFile::Logits && shift_kernel {
+    if file == KernelFile::Logits && shift_kernel && !short {
         let g = grid(chunk.rows.div_ceil(WG))?;
         out.push(Dispatch {
             entry: "shift",
@@ -245,6 +253,18 @@ mod tests {
             ("rows_tile", (3, 1), 7)
         );
         assert_eq!(short[0].params.tile_rows, 120);
+        // Short logits rows: the tile kernel takes its rows' shifts itself, unless given.
+        let short = Chunk { cols: 16, ..c };
+        let d = dispatches(KernelFile::Logits, &short, true, true, 0, false).unwrap();
+        assert_eq!(
+            (d.len(), d[0].entry, d[0].params.own_shift),
+            (1, "rows_tile", 1)
+        );
+        let d = dispatches(KernelFile::Logits, &short, true, false, 0, false).unwrap();
+        assert_eq!(
+            (d.len(), d[0].entry, d[0].params.own_shift),
+            (1, "rows_tile", 0)
+        );
     }
 
     /// Quads only where every row starts on one and holds whole ones.

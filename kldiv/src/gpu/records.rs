@@ -27,7 +27,8 @@ pub struct Params {
     pub wide: u32,
     /// Rows per workgroup for the short-row kernels (`dispatch::tile_rows`).
     pub tile_rows: u32,
-    pub _pad0: u32,
+    /// 1 where the logits short-row kernel takes each row's shift itself (else `row_data`).
+    pub own_shift: u32,
     pub _pad1: u32,
 }
 

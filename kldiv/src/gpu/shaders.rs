@@ -228,9 +228,7 @@ pub fn source(file: KernelFile, dtype: Dtype, reduce: Reduce) -> String {
         Reduce::Tree => REDUCE_TREE.to_string(),
         Reduce::Subgroup => [REDUCE_SUBGROUP, shuffle].join("\n"),
     };
-    // The short-row tile is for the kernels that have short rows (`dispatch::short`).
-    let tile = if file == KernelFile::Logits { "" } else { TILE };
-    [&constants(dtype), math, load, LAYOUT, tile, kernel, &reduce].join("\n")
+    [&constants(dtype), math, load, LAYOUT, TILE, kernel, &reduce].join("\n")
 }
 
 #[cfg(test)]
@@ -275,8 +273,7 @@ mod tests {
                     let entries: Vec<&str> =
                         m.entry_points.iter().map(|e| e.name.as_str()).collect();
                     assert!(entries.contains(&"rows_wg"), "{entries:?}");
-                    let short = file != KernelFile::Logits;
-                    assert_eq!(entries.contains(&"rows_tile"), short, "{entries:?}");
+                    assert!(entries.contains(&"rows_tile"), "{entries:?}");
                 }
             }
         }
@@ -304,12 +301,10 @@ mod tests {
                     let tile = size("tile_p") + size("tile_q");
                     assert!(size("part") <= limit, "{file:?} {dtype} {reduce:?}");
                     assert!(tile <= limit, "{file:?} {dtype}: tile {tile}");
-                    if file != KernelFile::Logits {
-                        assert_eq!(
-                            tile as usize,
-                            2 * tile_elems(is_f64(dtype)) * if is_f64(dtype) { 8 } else { 4 }
-                        );
-                    }
+                    assert_eq!(
+                        tile as usize,
+                        2 * tile_elems(is_f64(dtype)) * if is_f64(dtype) { 8 } else { 4 }
+                    );
                 }
             }
         }
@@ -410,7 +405,8 @@ mod tests {
                 row0,
                 col0,
                 wide,
-                tile_rows
+                tile_rows,
+                own_shift
             )
         );
         // Records, in both precisions the kernels compute in.

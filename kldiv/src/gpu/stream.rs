@@ -56,7 +56,7 @@ impl GpuEngine {
         stats: &mut CallStats,
     ) -> Result<Streamed> {
         let dtype = gpu_dtype(T::DTYPE, self.f64_kernels);
-        let short = dispatch::short(pass.file, pass.cols);
+        let short = dispatch::short(pass.cols);
         let chunks = dispatch::chunks(
             pass.visits,
             pass.cols,
