@@ -326,7 +326,7 @@ fn add(acc: ptr<function, LogitRec>, x: real, y: real, gam: real, c_hi: real, c_
 }
 
 // One workgroup per 4096-element segment. Each thread holds its 16 elements in registers
-// (loaded as quads where the rows are aligned), takes their maxima, then sums relative to
+// (loaded as 16-byte vectors where the rows are aligned), takes their maxima, then sums relative to
 // them (each element is read from memory once); the workgroup merges with log-sum-exp
 // rescaling.
 @compute @workgroup_size(WG)
@@ -344,25 +344,26 @@ fn rows_wg(ids: WgIds) {
     var xb: array<real, EPT>;
     var acc = rec_empty(shift);
     var m = Maxima(NO_MAX, NO_MAX);
-    var quad_p = vec4<real>(0.0);
-    var quad_q = vec4<real>(0.0);
+    var vp: array<real, VEC>;
+    var vq: array<real, VEC>;
     let base = seg * SEG;
     for (var k = 0u; k < EPT; k++) {
-        // Quads where the rows are aligned (element k holds column 4(k/4·WG + lid) + k%4),
-        // else single elements (column k·WG + lid): either way columns rise with k.
+        // Vectors where the rows are aligned (element k holds column
+        // VEC·(k/VEC·WG + lid) + k%VEC), else single elements (column k·WG + lid): either
+        // way columns rise with k.
         var c = base + k * WG + ids.lid;
         if (params.wide != 0u) {
-            c = base + 4u * ((k / 4u) * WG + ids.lid) + k % 4u;
+            c = base + VEC * ((k / VEC) * WG + ids.lid) + k % VEC;
         }
         var v = vec2<real>(neg_inf());
         if (c < params.cols) {
             if (params.wide != 0u) {
-                if (k % 4u == 0u) {
-                    let i = elem(row, c) >> 2u;
-                    quad_p = load4_p(i);
-                    quad_q = load4_q(i);
+                if (k % VEC == 0u) {
+                    let i = elem(row, c) / VEC;
+                    vp = loadv_p(i);
+                    vq = loadv_q(i);
                 }
-                v = vec2<real>(quad_p[k % 4u], quad_q[k % 4u]);
+                v = vec2<real>(vp[k % VEC], vq[k % VEC]);
             } else {
                 v = vec2<real>(load_p(elem(row, c)), load_q(elem(row, c)));
             }

@@ -74,7 +74,8 @@ fn js_step(acc: ptr<function, JsRec>, x: real, y: real, r: vec4<real>, c: real, 
     (*acc).amu = fma(m, abs(u), (*acc).amu);
 }
 
-// Medium and long rows: one workgroup per segment (quads where the rows are aligned).
+// Medium and long rows: one workgroup per segment (16-byte vectors where the rows are
+// aligned).
 @compute @workgroup_size(WG)
 fn rows_wg(ids: WgIds) {
     let g = group_index(ids.wid);
@@ -90,13 +91,13 @@ fn rows_wg(ids: WgIds) {
     var acc = js_zero();
     let base = seg * SEG;
     if (params.wide != 0u) {
-        for (var k = 0u; k < EPT / 4u; k++) {
-            let col = base + 4u * (k * WG + ids.lid);
+        for (var k = 0u; k < EPT / VEC; k++) {
+            let col = base + VEC * (k * WG + ids.lid);
             if (col < params.cols) {
-                let i = elem(row, col) >> 2u;
-                let p = load4_p(i);
-                let q = load4_q(i);
-                for (var j = 0u; j < 4u; j++) {
+                let i = elem(row, col) / VEC;
+                var p = loadv_p(i);
+                var q = loadv_q(i);
+                for (var j = 0u; j < VEC; j++) {
                     js_step(&acc, p[j], q[j], r, c, l, params.col0 + col + j);
                 }
             }

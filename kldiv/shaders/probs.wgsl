@@ -144,8 +144,8 @@ fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     out[row] = acc;
 }
 
-// Medium and long rows: one workgroup per 4096-element segment, coalesced loads (quads where
-// the rows are aligned), a workgroup reduction (through subgroups where the adapter has them,
+// Medium and long rows: one workgroup per 4096-element segment, coalesced loads (16-byte vectors
+// where the rows are aligned), a workgroup reduction (through subgroups where the adapter has them,
 // else a tree in workgroup memory: shared/reduce_*.wgsl). The host adds the segments of a
 // row in f64.
 @compute @workgroup_size(WG)
@@ -160,13 +160,13 @@ fn rows_wg(ids: WgIds) {
     var acc = rec_zero();
     let base = seg * SEG;
     if (params.wide != 0u) {
-        for (var k = 0u; k < EPT / 4u; k++) {
-            let c = base + 4u * (k * WG + ids.lid);
+        for (var k = 0u; k < EPT / VEC; k++) {
+            let c = base + VEC * (k * WG + ids.lid);
             if (c < params.cols) {
-                let i = elem(row, c) >> 2u;
-                let p = load4_p(i);
-                let q = load4_q(i);
-                for (var j = 0u; j < 4u; j++) {
+                let i = elem(row, c) / VEC;
+                var p = loadv_p(i);
+                var q = loadv_q(i);
+                for (var j = 0u; j < VEC; j++) {
                     let v = transformed(vec2<real>(p[j], q[j]), d);
                     step(&acc, v.x, v.y, params.col0 + c + j);
                 }

@@ -14,8 +14,8 @@ struct Params {
     // Global index of this dispatch's first row (for per-row data) and first column.
     row0: u32,
     col0: u32,
-    // 1 where every row of this dispatch starts on a quad of elements and holds whole quads
-    // (src/gpu/dispatch.rs `wide`): the kernels then load four elements at once.
+    // 1 where every row of this dispatch starts on a 16-byte vector of VEC elements and holds
+    // whole vectors (src/gpu/dispatch.rs `wide`): the kernels then load a vector at once.
     wide: u32,
     // Rows per workgroup for the short-row kernels (shared/tile.wgsl).
     tile_rows: u32,

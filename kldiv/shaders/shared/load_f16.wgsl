@@ -1,9 +1,9 @@
 // Element loads for f16 inputs, widened with bit operations: no SHADER_F16 or f16 capability
-// needed, subnormals, inf and NaN kept exact. Bound as quads of elements (two u32 words,
-// 8 bytes): `load4_*` reads a quad at once, `load_*` one element of it. The host binds whole
-// quads (src/gpu/stream.rs).
-@group(0) @binding(0) var<storage, read> p_in: array<vec2<u32>>;
-@group(0) @binding(1) var<storage, read> q_in: array<vec2<u32>>;
+// needed, subnormals, inf and NaN kept exact. The inputs are bound as 16-byte vectors of VEC
+// elements (four u32 words) so that aligned rows load a vector at once (`loadv_*`); `load_*`
+// reads one element of one. The host binds whole vectors (src/gpu/stream.rs).
+@group(0) @binding(0) var<storage, read> p_in: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
 
 fn f16_bits_to_f32(h: u32) -> f32 {
     let sign = (h & 0x8000u) << 16u;
@@ -24,24 +24,27 @@ fn half_of(word: u32, i: u32) -> f32 {
     return f16_bits_to_f32(select(word & 0xffffu, word >> 16u, (i & 1u) == 1u));
 }
 
-fn half_quad(w: vec2<u32>) -> vec4<f32> {
-    return vec4<f32>(f16_bits_to_f32(w.x & 0xffffu), f16_bits_to_f32(w.x >> 16u),
-                     f16_bits_to_f32(w.y & 0xffffu), f16_bits_to_f32(w.y >> 16u));
+fn vec_of(w: vec4<u32>) -> array<real, VEC> {
+    return array<real, VEC>(
+        f16_bits_to_f32(w.x & 0xffffu), f16_bits_to_f32(w.x >> 16u),
+        f16_bits_to_f32(w.y & 0xffffu), f16_bits_to_f32(w.y >> 16u),
+        f16_bits_to_f32(w.z & 0xffffu), f16_bits_to_f32(w.z >> 16u),
+        f16_bits_to_f32(w.w & 0xffffu), f16_bits_to_f32(w.w >> 16u));
 }
 
 fn load_p(i: u32) -> f32 {
-    return half_of(p_in[i >> 2u][(i >> 1u) & 1u], i);
+    return half_of(p_in[i >> 3u][(i >> 1u) & 3u], i);
 }
 
 fn load_q(i: u32) -> f32 {
-    return half_of(q_in[i >> 2u][(i >> 1u) & 1u], i);
+    return half_of(q_in[i >> 3u][(i >> 1u) & 3u], i);
 }
 
-// Elements 4v … 4v + 3.
-fn load4_p(v: u32) -> vec4<f32> {
-    return half_quad(p_in[v]);
+// Elements VEC·v … VEC·v + VEC − 1.
+fn loadv_p(v: u32) -> array<real, VEC> {
+    return vec_of(p_in[v]);
 }
 
-fn load4_q(v: u32) -> vec4<f32> {
-    return half_quad(q_in[v]);
+fn loadv_q(v: u32) -> array<real, VEC> {
+    return vec_of(q_in[v]);
 }

@@ -3,8 +3,8 @@
 // no NaN or infinity reaches the arithmetic: −inf becomes NEG_INF_STANDIN; NaN, +inf and
 // magnitudes of 2^1000 or more become BAD_STANDIN, which every check refuses (the exact path
 // then reports or computes the row).
-// Bound as pairs of elements (16 bytes); `load4_*` reads two pairs. The host binds whole
-// quads of elements (src/gpu/stream.rs).
+// Bound as 16-byte vectors of VEC = 2 elements; `loadv_*` reads a vector, `load_*` one
+// element of one. The host binds whole vectors (src/gpu/stream.rs).
 @group(0) @binding(0) var<storage, read> p_in: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<u32>>;
 
@@ -32,10 +32,6 @@ fn pair_elem(w: vec4<u32>, i: u32) -> f64 {
     return decode_f64(select(w.xy, w.zw, (i & 1u) == 1u));
 }
 
-fn quad_of(w0: vec4<u32>, w1: vec4<u32>) -> vec4<f64> {
-    return vec4<f64>(decode_f64(w0.xy), decode_f64(w0.zw), decode_f64(w1.xy), decode_f64(w1.zw));
-}
-
 fn load_p(i: u32) -> f64 {
     return pair_elem(p_in[i >> 1u], i);
 }
@@ -44,11 +40,13 @@ fn load_q(i: u32) -> f64 {
     return pair_elem(q_in[i >> 1u], i);
 }
 
-// Elements 4v … 4v + 3.
-fn load4_p(v: u32) -> vec4<f64> {
-    return quad_of(p_in[2u * v], p_in[2u * v + 1u]);
+// Elements VEC·v … VEC·v + VEC − 1.
+fn loadv_p(v: u32) -> array<real, VEC> {
+    let w = p_in[v];
+    return array<real, VEC>(decode_f64(w.xy), decode_f64(w.zw));
 }
 
-fn load4_q(v: u32) -> vec4<f64> {
-    return quad_of(q_in[2u * v], q_in[2u * v + 1u]);
+fn loadv_q(v: u32) -> array<real, VEC> {
+    let w = q_in[v];
+    return array<real, VEC>(decode_f64(w.xy), decode_f64(w.zw));
 }

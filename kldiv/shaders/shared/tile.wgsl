@@ -1,6 +1,6 @@
 // Short rows staged through workgroup memory: a workgroup takes params.tile_rows whole rows,
-// loads them with coalesced reads (neighbouring threads read neighbouring elements, quads
-// where rows are aligned), then each of the first tile_rows threads reads its own row from
+// loads them with coalesced reads (neighbouring threads read neighbouring elements, 16-byte
+// vectors where rows are aligned), then each of the first tile_rows threads reads its own row from
 // the tile. Row r of the tile starts at r·tile_stride(), an odd number of elements, so the
 // threads reading column c of neighbouring rows hit different memory banks.
 // Uses TILE (src/gpu/shaders.rs); the host sizes tile_rows from it (src/gpu/dispatch.rs).
@@ -18,15 +18,15 @@ fn load_tile(first: u32, n: u32, lid: u32) {
     let s = tile_stride();
     let total = n * params.cols;
     if (params.wide != 0u) {
-        // Columns are a multiple of 4: a quad never straddles two rows.
-        for (var e = 4u * lid; e < total; e += 4u * WG) {
+        // Columns are a multiple of VEC: a vector never straddles two rows.
+        for (var e = VEC * lid; e < total; e += VEC * WG) {
             let r = e / params.cols;
             let c = e % params.cols;
-            let i = elem(first + r, c) >> 2u;
-            let p = load4_p(i);
-            let q = load4_q(i);
+            let i = elem(first + r, c) / VEC;
+            var p = loadv_p(i);
+            var q = loadv_q(i);
             let at = r * s + c;
-            for (var j = 0u; j < 4u; j++) {
+            for (var j = 0u; j < VEC; j++) {
                 tile_p[at + j] = p[j];
                 tile_q[at + j] = q[j];
             }

@@ -2,8 +2,9 @@
 //! dispatches of each chunk, their grids and `Params`. Pure: unit-tested without a GPU.
 
 use super::records::Params;
-use super::shaders::{tile_elems, KernelFile, SEG, WG};
+use super::shaders::{is_f64, tile_elems, vec_elems, KernelFile, SEG, WG};
 use crate::consts::SHORT_ROW;
+use crate::element::Dtype;
 use crate::error::{Error, Result};
 
 /// Workgroups per dispatch dimension.
@@ -37,13 +38,13 @@ pub fn short(cols: usize) -> bool {
 // shift kernel (and the CPU) take over the row's first block.
 const _: () = assert!(SHORT_ROW <= crate::consts::BLOCK);
 
-/// Whether a dispatch's rows may be read as quads of elements: every row starts on a quad
-/// (`elem_offset`, `row_stride` multiples of 4) and holds whole quads. The host binds whole
-/// quads (`stream.rs`), so a quad never reads past the binding.
-pub fn wide(elem_offset: u32, row_stride: u32, cols: u32) -> bool {
+/// Whether a dispatch's rows may be read as vectors of `vec` elements: every row starts on a
+/// vector (`elem_offset`, `row_stride` multiples of `vec`) and holds whole vectors. The host
+/// binds whole vectors (`stream.rs`), so a vector never reads past the binding.
+pub fn wide(elem_offset: u32, row_stride: u32, cols: u32, vec: u32) -> bool {
     [elem_offset, row_stride, cols]
         .iter()
-        .all(|v| v.is_multiple_of(4))
+        .all(|v| v.is_multiple_of(vec))
 }
 
 /// Rows a short-row workgroup stages at once: as many as its tile holds at the tile's odd
@@ -130,10 +131,10 @@ pub fn dispatches(
     short: bool,
     shift_kernel: bool,
     elem_offset: u32,
-    in_f64: bool,
+    dtype: Dtype,
 ) -> Result<Vec<Dispatch>> {
     let segs = segs(short, chunk.cols);
-    let tile = tile_rows(chunk.cols, in_f64);
+    let tile = tile_rows(chunk.cols, is_f64(dtype));
     let (cols, stride) = (chunk.cols as u32, chunk.cols as u32);
     let params = |grid: (u32, u32)| Params {
         rows: chunk.rows as u32,
@@ -144,7 +145,7 @@ pub fn dispatches(
         grid_x: grid.0,
         row0: 0,
         col0: chunk.col0 as u32,
-        wide: wide(elem_offset, stride, cols) as u32,
+        wide: wide(elem_offset, stride, cols, vec_elems(dtype) as u32) as u32,
         tile_rows: tile as u32,
         own_shift: (file == KernelFile::Logits && shift_kernel) as u32,
         ..Default::default()
@@ -229,14 +230,14 @@ mod tests {
             col0: 0,
             cols: 5000,
         };
-        let d = dispatches(KernelFile::Logits, &c, false, true, 0, false).unwrap();
+        let d = dispatches(KernelFile::Logits, &c, false, true, 0, Dtype::F32).unwrap();
         assert_eq!(
             d.iter().map(|d| d.entry).collect::<Vec<_>>(),
             ["shift", "rows_wg"]
         );
         assert_eq!(d[1].params.segs, 2);
         assert_eq!(d[1].grid, (600, 1));
-        let d = dispatches(KernelFile::Logits, &c, false, false, 0, false).unwrap();
+        let d = dispatches(KernelFile::Logits, &c, false, false, 0, Dtype::F32).unwrap();
         assert_eq!(d.len(), 1);
         let short = dispatches(
             KernelFile::Probs,
@@ -244,7 +245,7 @@ mod tests {
             true,
             false,
             7,
-            false,
+            Dtype::F32,
         )
         .unwrap();
         // 2044-element f32 tiles at a row stride of 17 hold 120 rows: 300 rows take 3 groups.
@@ -255,36 +256,44 @@ mod tests {
         assert_eq!(short[0].params.tile_rows, 120);
         // Short logits rows: the tile kernel takes its rows' shifts itself, unless given.
         let short = Chunk { cols: 16, ..c };
-        let d = dispatches(KernelFile::Logits, &short, true, true, 0, false).unwrap();
+        let d = dispatches(KernelFile::Logits, &short, true, true, 0, Dtype::F32).unwrap();
         assert_eq!(
             (d.len(), d[0].entry, d[0].params.own_shift),
             (1, "rows_tile", 1)
         );
-        let d = dispatches(KernelFile::Logits, &short, true, false, 0, false).unwrap();
+        let d = dispatches(KernelFile::Logits, &short, true, false, 0, Dtype::F32).unwrap();
         assert_eq!(
             (d.len(), d[0].entry, d[0].params.own_shift),
             (1, "rows_tile", 0)
         );
     }
 
-    /// Quads only where every row starts on one and holds whole ones.
+    /// Vectors only where every row starts on one and holds whole ones: 4 f32, 8 bf16 or
+    /// f16, 2 f64 elements.
     #[test]
     fn wide_loads_only_for_aligned_rows() {
-        assert!(wide(0, 32_000, 32_000));
-        assert!(wide(8, 16, 16));
-        assert!(!wide(2, 16, 16), "first row off a quad");
-        assert!(!wide(0, 30, 30), "rows off quads");
-        assert!(!wide(0, 32, 30), "a partial quad at each row's end");
+        assert!(wide(0, 32_000, 32_000, 4));
+        assert!(wide(8, 16, 16, 4));
+        assert!(!wide(2, 16, 16, 4), "first row off a vector");
+        assert!(!wide(0, 30, 30, 4), "rows off vectors");
+        assert!(!wide(0, 32, 30, 4), "a partial vector at each row's end");
         let c = |cols| Chunk {
             first: 0,
             rows: 4,
             col0: 0,
             cols,
         };
-        let at = |cols, off| dispatches(KernelFile::Logits, &c(cols), false, false, off, false);
-        assert_eq!(at(4096, 0).unwrap()[0].params.wide, 1);
-        assert_eq!(at(4097, 0).unwrap()[0].params.wide, 0);
-        assert_eq!(at(4096, 1).unwrap()[0].params.wide, 0);
+        let at = |cols, off, dtype| {
+            dispatches(KernelFile::Logits, &c(cols), false, false, off, dtype).unwrap()[0]
+                .params
+                .wide
+        };
+        assert_eq!(at(4096, 0, Dtype::F32), 1);
+        assert_eq!(at(4097, 0, Dtype::F32), 0);
+        assert_eq!(at(4096, 1, Dtype::F32), 0);
+        assert_eq!(at(4100, 0, Dtype::BF16), 0, "8 bf16 to a vector");
+        assert_eq!(at(4104, 8, Dtype::F16), 1);
+        assert_eq!(at(4098, 2, Dtype::F64), 1, "2 f64 to a vector");
     }
 
     /// A tile holds `tile_rows` rows at its odd stride, in either precision, and never

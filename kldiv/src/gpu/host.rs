@@ -71,9 +71,8 @@ pub(super) fn gpu_dtype(d: Dtype, f64_kernels: bool) -> Dtype {
     }
 }
 
-/// Bytes the kernels bind inputs in: a quad of f32 elements (shaders/shared/load_*.wgsl read
-/// whole 16-byte vectors of any element type).
-pub(super) const QUAD_BYTES: u64 = 16;
+/// Bytes the kernels bind inputs in: whole vectors (`shaders::VEC_BYTES`).
+pub(super) const UNIT: u64 = super::shaders::VEC_BYTES as u64;
 
 /// The bytes of one chunk as kernels reading `dtype` read them (f64 narrowed
 /// to f32 for f32 kernels), and the chunk's rows where narrowing changed what a value means
@@ -109,20 +108,20 @@ pub(super) fn chunk_bytes<T: Element>(
     (Cow::Borrowed(bytemuck::cast_slice(slice)), vec![])
 }
 
-/// The bytes `bytes` takes in a buffer the kernels bind: whole quads.
+/// The bytes `bytes` takes in a buffer the kernels bind: whole vectors.
 pub(super) fn bound_len(bytes: &[u8]) -> u64 {
-    (bytes.len() as u64).next_multiple_of(QUAD_BYTES)
+    (bytes.len() as u64).next_multiple_of(UNIT)
 }
 
 /// Write `bytes` at the start of `buf` (at least `bound_len` long), zeros after them up to a
-/// whole quad: the bulk straight from `bytes`, the tail through a quad-sized copy.
+/// whole vector: the bulk straight from `bytes`, the tail through a vector-sized copy.
 pub(super) fn upload(queue: &wgpu::Queue, buf: &wgpu::Buffer, bytes: &[u8]) {
-    let whole = bytes.len() / QUAD_BYTES as usize * QUAD_BYTES as usize;
+    let whole = bytes.len() / UNIT as usize * UNIT as usize;
     if whole > 0 {
         queue.write_buffer(buf, 0, &bytes[..whole]);
     }
     if whole < bytes.len() {
-        let mut tail = [0u8; QUAD_BYTES as usize];
+        let mut tail = [0u8; UNIT as usize];
         tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
         queue.write_buffer(buf, whole as u64, &tail);
     }

@@ -22,8 +22,8 @@ pub struct Params {
     /// Index of this dispatch's first row in `row_data`, and its first column in the row.
     pub row0: u32,
     pub col0: u32,
-    /// 1 where every row starts on a quad of elements and holds whole quads
-    /// (`dispatch::wide`): the kernels then load four elements at once.
+    /// 1 where every row starts on a 16-byte vector of elements and holds whole vectors
+    /// (`dispatch::wide`): the kernels then load a vector at once.
     pub wide: u32,
     /// Rows per workgroup for the short-row kernels (`dispatch::tile_rows`).
     pub tile_rows: u32,

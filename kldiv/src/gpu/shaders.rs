@@ -16,6 +16,15 @@ pub const WG: usize = 256;
 pub const EPT: usize = 16;
 pub const SEG: usize = WG * EPT;
 
+/// Bytes of the vectors the kernels load inputs in (shaders/shared/load_*.wgsl): the inputs
+/// are bound as arrays of them, so the host binds whole vectors.
+pub const VEC_BYTES: usize = 16;
+
+/// Elements of `dtype` (as the kernels read it) in one vector.
+pub fn vec_elems(dtype: Dtype) -> usize {
+    VEC_BYTES / dtype.size_bytes()
+}
+
 /// Bytes of workgroup memory the short-row kernels stage rows in (shaders/shared/tile.wgsl):
 /// all that the limits the engine asks for (`wgpu::Limits::downlevel_defaults`) allow.
 const TILE_BYTES: usize = 16_352;
@@ -145,6 +154,7 @@ pub fn constants(dtype: Dtype) -> String {
     u("SEG", SEG as u32);
     u("SHIFT_COLS", consts::BLOCK as u32);
     u("TILE", tile_elems(is_f64(dtype)) as u32);
+    u("VEC", vec_elems(dtype) as u32);
     u("TRANSFORM_NONE", TRANSFORM_NONE);
     u("NO_TOP", super::records::NO_TOP);
     u("TRANSFORM_SCALE", TRANSFORM_SCALE);

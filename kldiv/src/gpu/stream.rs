@@ -3,7 +3,7 @@
 //! back while the next chunk runs; kernel time from timestamp queries.
 
 use super::dispatch::{self, Chunk};
-use super::host::{bound_len, chunk_bytes, gpu_dtype, upload, QUAD_BYTES};
+use super::host::{bound_len, chunk_bytes, gpu_dtype, upload, UNIT};
 use super::pipelines::PipeKey;
 use super::records::{self, fold, Folded};
 use super::shaders::{is_f64, KernelFile};
@@ -64,8 +64,8 @@ impl GpuEngine {
             records::rec_size(pass.file, is_f64(dtype)),
             short,
             self.chunk_bytes,
-            // Room for a caller's buffer bound at an aligned offset and ending on a quad.
-            self.align.max(QUAD_BYTES) + QUAD_BYTES,
+            // Room for a caller's buffer bound at an aligned offset and ending on a vector.
+            self.align.max(UNIT) + UNIT,
         );
         let mut out = Streamed {
             rows: vec![None; pass.visits],
@@ -131,16 +131,16 @@ impl GpuEngine {
                 (pbuf, qbuf, 0, bound_len(&pb), 0)
             }
             Source::Device(p, q) => {
-                // Bind the caller's buffers at an aligned offset (a multiple of a quad too);
+                // Bind the caller's buffers at an aligned offset (a multiple of a vector too);
                 // the remainder is passed as `elem_offset`.
-                let align = self.align.max(QUAD_BYTES);
+                let align = self.align.max(UNIT);
                 let e0 = (chunk.first * cols + chunk.col0) as u64;
                 let e1 = e0 + ((chunk.rows - 1) * cols + chunk.cols) as u64;
                 let b0 = e0 * esize / align * align;
                 let room = p.size().min(q.size());
-                let end = (e1 * esize).next_multiple_of(QUAD_BYTES);
+                let end = (e1 * esize).next_multiple_of(UNIT);
                 if end > room {
-                    // The buffers end inside a quad the kernels cannot bind whole: the
+                    // The buffers end inside a vector the kernels cannot bind whole: the
                     // chunk's last row goes to the exact path.
                     out.flagged[chunk.first + chunk.rows - 1] = true;
                 }
@@ -148,12 +148,12 @@ impl GpuEngine {
                     p.clone(),
                     q.clone(),
                     b0,
-                    end.min(room / QUAD_BYTES * QUAD_BYTES) - b0,
+                    end.min(room / UNIT * UNIT) - b0,
                     ((e0 * esize - b0) / esize) as u32,
                 )
             }
         };
-        let size = std::num::NonZeroU64::new(size.max(QUAD_BYTES));
+        let size = std::num::NonZeroU64::new(size.max(UNIT));
         stats.chunks += 1;
 
         let segs = dispatch::segs(short, chunk.cols);
@@ -200,7 +200,7 @@ impl GpuEngine {
         }
 
         let dispatches =
-            dispatch::dispatches(pass.file, &chunk, short, shift_kernel, elem_offset, in_f64)?;
+            dispatch::dispatches(pass.file, &chunk, short, shift_kernel, elem_offset, dtype)?;
         while slot.params.len() < dispatches.len() {
             slot.params
                 .push(self.device.create_buffer(&wgpu::BufferDescriptor {
