@@ -131,16 +131,16 @@ pub(crate) fn _compare_files(
             let _ = err.value(py).setattr("args", (msg,));
             err
         };
-        // As the command line does: the next block read ahead, this one unmapped after.
-        let next = (r1 + per_block).min(rows);
-        ps.read_ahead(r1, next);
-        qs.read_ahead(r1, next);
+        // As the command line does: the previous block unmapped and the next one mapped in
+        // by a helper thread while this one computes.
+        let next = (r1, (r1 + per_block).min(rows));
+        let done = (r0 > 0).then(|| (r0 - per_block, r0));
         py.detach(|| {
-            kldiv::io::sides::run_block(&engine, &o.req, (&ps, &qs), (r0, r1), tb, &mut s)
+            kldiv::io::sides::paged((&ps, &qs), done, next, || {
+                kldiv::io::sides::run_block(&engine, &o.req, (&ps, &qs), (r0, r1), tb, &mut s)
+            })
         })
         .map_err(label)?;
-        ps.release(r0, r1);
-        qs.release(r0, r1);
         py.check_signals()?;
         r0 = r1;
     }

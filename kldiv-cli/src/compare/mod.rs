@@ -8,7 +8,7 @@ use kldiv::scheduler::Scheduler;
 use kldiv::{InputForm, NanPolicy, Normalization, Request, Unit};
 
 mod targets;
-use kldiv::io::sides::{kld_sides, Side};
+use kldiv::io::sides::{kld_sides, paged, Side};
 use kldiv::summary::{report, Meta, Summary};
 use targets::{compat_block, read_targets};
 /// Bytes of each input decoded or touched per block: bounds memory whatever the file size.
@@ -278,26 +278,23 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let mut progress = crate::progress::bar(rows as u64, a.quiet);
     let mut r0 = 0;
+    let mut done: Option<(usize, usize)> = None;
     while r0 < rows {
         let r1 = (r0 + per_block).min(rows);
         let block = (r0, r1);
         let t = &mut totals;
         let tg = targets.as_deref().map(|v| &v[r0..r1]);
         let sides = (&ps, &qs);
-        // The kernel reads the next block ahead (asynchronously) while this one computes, and
-        // this block's pages are unmapped once it is done: resident memory stays at a few
-        // blocks whatever the file size.
         let next = (r1, (r1 + per_block).min(rows));
-        ps.read_ahead(next.0, next.1);
-        qs.read_ahead(next.0, next.1);
-        let result = if compat {
-            compat_block(&req, sides, block, tg, t);
-            Ok(())
-        } else {
-            run_block(&engine, &req, sides, block, tg, t)
-        };
-        ps.release(r0, r1);
-        qs.release(r0, r1);
+        let result = paged(sides, done, next, || {
+            if compat {
+                compat_block(&req, sides, block, tg, t);
+                Ok(())
+            } else {
+                run_block(&engine, &req, sides, block, tg, t)
+            }
+        });
+        done = Some(block);
         if let Err(e) = result {
             progress.abandon();
             return Err(locate(

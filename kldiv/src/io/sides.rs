@@ -49,7 +49,8 @@ impl Side<'_> {
         self.scored_of.map_or(self.file.rows(), |l| l.scored_rows())
     }
 
-    /// Reads rows `[r0, r1)` ahead (see `TensorFile::read_ahead`), for the next block.
+    /// Reads rows `[r0, r1)` ahead (see `TensorFile::read_ahead`), for the next block (see
+    /// [`paged`]).
     pub fn read_ahead(&self, r0: usize, r1: usize) {
         if self.scored_of.is_none() {
             self.file.read_ahead(r0, r1.min(self.rows()));
@@ -199,6 +200,30 @@ pub fn kld_sides<'a>(
 }
 
 /// The element type both sides are read in: the one that holds each exactly, or f64 where a
+/// Runs `compute` on the current block while a helper thread unmaps the block `done` (rows
+/// nothing borrows any more: resident memory stays at a few blocks whatever the file size;
+/// unmapping on the computing side left them idle for a sixth of the run) and asks the kernel
+/// to read the block `next` ahead, so that a block not yet in the page cache is read while
+/// this one computes.
+pub fn paged<R>(
+    (p, q): (&Side, &Side),
+    done: Option<(usize, usize)>,
+    next: (usize, usize),
+    compute: impl FnOnce() -> R,
+) -> R {
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            if let Some((d0, d1)) = done {
+                p.release(d0, d1);
+                q.release(d0, d1);
+            }
+            p.read_ahead(next.0, next.1);
+            q.read_ahead(next.0, next.1);
+        });
+        compute()
+    })
+}
+
 /// temperature scales the logits (the division is formed there).
 pub fn read_type(req: &crate::Request, (p, q): (&Side, &Side)) -> crate::Dtype {
     if p.temperature != 1.0 || q.temperature != 1.0 {

@@ -416,7 +416,8 @@ impl TensorFile {
 
     /// Asks the kernel to read rows `[r0, r1)` ahead (MADV_WILLNEED: asynchronous, returns at
     /// once), so that a block not yet in the page cache is read while the previous one is
-    /// computed. A hint, never an error.
+    /// computed. A hint, never an error. (Mapping them in ahead, MADV_POPULATE_READ, cost more
+    /// CPU than the computing threads' own faults: measured in BENCHMARKS.md.)
     pub fn read_ahead(&self, r0: usize, r1: usize) {
         if let Some((off, len)) = self.row_run(r0, r1) {
             let _ = self.map.advise_range(memmap2::Advice::WillNeed, off, len);
