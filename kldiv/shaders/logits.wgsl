@@ -344,30 +344,13 @@ fn rows_wg(ids: WgIds) {
     var xb: array<real, EPT>;
     var acc = rec_empty(shift);
     var m = Maxima(NO_MAX, NO_MAX);
-    var vp: array<real, VEC>;
-    var vq: array<real, VEC>;
+    var last: Loaded;
     let base = seg * SEG;
     for (var k = 0u; k < EPT; k++) {
-        // Vectors where the rows are aligned (element k holds column
-        // VEC·(k/VEC·WG + lid) + k%VEC), else single elements (column k·WG + lid): either
-        // way columns rise with k.
-        var c = base + k * WG + ids.lid;
-        if (params.wide != 0u) {
-            c = base + VEC * ((k / VEC) * WG + ids.lid) + k % VEC;
-        }
+        let c = seg_column(base, k, ids.lid);
         var v = vec2<real>(neg_inf());
         if (c < params.cols) {
-            if (params.wide != 0u) {
-                if (k % VEC == 0u) {
-                    let i = elem(row, c) / VEC;
-                    vp = loadv_p(i);
-                    vq = loadv_q(i);
-                }
-                v = vec2<real>(vp[k % VEC], vq[k % VEC]);
-            } else {
-                v = vec2<real>(load_p(elem(row, c)), load_q(elem(row, c)));
-            }
-            v = see(&acc, &m, v, params.col0 + c);
+            v = see(&acc, &m, seg_pair(row, c, k, &last), params.col0 + c);
         }
         xa[k] = v.x;
         xb[k] = v.y;
@@ -389,16 +372,10 @@ fn rows_wg(ids: WgIds) {
 // unless the host gives it: params.own_shift) and its sums from the tile.
 @compute @workgroup_size(WG)
 fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = group_index(wid) * params.tile_rows;
-    if (first >= params.rows) {
+    let row = staged_row(wid, lid);
+    if (row == NO_ROW) {
         return;
     }
-    let n = min(params.tile_rows, params.rows - first);
-    load_tile(first, n, lid);
-    if (lid >= n) {
-        return;
-    }
-    let row = first + lid;
     var acc = rec_empty(vec4<real>(0.0));
     var m = Maxima(NO_MAX, NO_MAX);
     for (var c = 0u; c < params.cols; c++) {

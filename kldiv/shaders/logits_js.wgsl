@@ -90,25 +90,12 @@ fn rows_wg(ids: WgIds) {
     let l = r.w - r.y;
     var acc = js_zero();
     let base = seg * SEG;
-    if (params.wide != 0u) {
-        for (var k = 0u; k < EPT / VEC; k++) {
-            let col = base + VEC * (k * WG + ids.lid);
-            if (col < params.cols) {
-                let i = elem(row, col) / VEC;
-                var p = loadv_p(i);
-                var q = loadv_q(i);
-                for (var j = 0u; j < VEC; j++) {
-                    js_step(&acc, p[j], q[j], r, c, l, params.col0 + col + j);
-                }
-            }
-        }
-    } else {
-        for (var k = 0u; k < EPT; k++) {
-            let col = base + k * WG + ids.lid;
-            if (col < params.cols) {
-                let i = elem(row, col);
-                js_step(&acc, load_p(i), load_q(i), r, c, l, params.col0 + col);
-            }
+    var last: Loaded;
+    for (var k = 0u; k < EPT; k++) {
+        let col = seg_column(base, k, ids.lid);
+        if (col < params.cols) {
+            let v = seg_pair(row, col, k, &last);
+            js_step(&acc, v.x, v.y, r, c, l, params.col0 + col);
         }
     }
     let total = reduce_wg(acc, ids);
@@ -120,16 +107,10 @@ fn rows_wg(ids: WgIds) {
 // Short rows: a workgroup stages a tile of rows (shared/tile.wgsl), then a thread per row.
 @compute @workgroup_size(WG)
 fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = group_index(wid) * params.tile_rows;
-    if (first >= params.rows) {
+    let row = staged_row(wid, lid);
+    if (row == NO_ROW) {
         return;
     }
-    let n = min(params.tile_rows, params.rows - first);
-    load_tile(first, n, lid);
-    if (lid >= n) {
-        return;
-    }
-    let row = first + lid;
     let r = row_data[params.row0 + row];
     let c = r.x - r.z;
     let l = r.w - r.y;

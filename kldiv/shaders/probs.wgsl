@@ -125,16 +125,10 @@ fn merge(a: ProbRec, b: ProbRec) -> ProbRec {
 // thread per row.
 @compute @workgroup_size(WG)
 fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let first = group_index(wid) * params.tile_rows;
-    if (first >= params.rows) {
+    let row = staged_row(wid, lid);
+    if (row == NO_ROW) {
         return;
     }
-    let n = min(params.tile_rows, params.rows - first);
-    load_tile(first, n, lid);
-    if (lid >= n) {
-        return;
-    }
-    let row = first + lid;
     let d = row_scale(row);
     var acc = rec_zero();
     for (var c = 0u; c < params.cols; c++) {
@@ -159,27 +153,12 @@ fn rows_wg(ids: WgIds) {
     let d = row_scale(row);
     var acc = rec_zero();
     let base = seg * SEG;
-    if (params.wide != 0u) {
-        for (var k = 0u; k < EPT / VEC; k++) {
-            let c = base + VEC * (k * WG + ids.lid);
-            if (c < params.cols) {
-                let i = elem(row, c) / VEC;
-                var p = loadv_p(i);
-                var q = loadv_q(i);
-                for (var j = 0u; j < VEC; j++) {
-                    let v = transformed(vec2<real>(p[j], q[j]), d);
-                    step(&acc, v.x, v.y, params.col0 + c + j);
-                }
-            }
-        }
-    } else {
-        for (var k = 0u; k < EPT; k++) {
-            let c = base + k * WG + ids.lid;
-            if (c < params.cols) {
-                let i = elem(row, c);
-                let v = transformed(vec2<real>(load_p(i), load_q(i)), d);
-                step(&acc, v.x, v.y, params.col0 + c);
-            }
+    var last: Loaded;
+    for (var k = 0u; k < EPT; k++) {
+        let c = seg_column(base, k, ids.lid);
+        if (c < params.cols) {
+            let v = transformed(seg_pair(row, c, k, &last), d);
+            step(&acc, v.x, v.y, params.col0 + c);
         }
     }
     let total = reduce_wg(acc, ids);

@@ -1,4 +1,5 @@
-// Bindings and indexing shared by the kernels. Uses: WG, EPT, SEG (src/gpu/shaders.rs).
+// Bindings and indexing shared by the kernels. Uses: WG, EPT, SEG, VEC (src/gpu/shaders.rs)
+// and the loader's load_*, loadv_* (shared/load_*.wgsl).
 // `Params` is mirrored by src/gpu/records.rs (layout checked by a test).
 
 struct Params {
@@ -36,4 +37,37 @@ fn group_index(wid: vec3<u32>) -> u32 {
 
 fn elem(row: u32, col: u32) -> u32 {
     return params.elem_offset + row * params.row_stride + col;
+}
+
+// A workgroup's segment (rows_wg): each thread reads EPT elements of it, the k-th at column
+// `seg_column(base, k, lid)`, columns rising with k. Where the rows are aligned
+// (params.wide) the thread reads VEC consecutive elements per vector load and the workgroup
+// a whole 4 KiB per step; else single elements, the workgroup WG consecutive ones per step.
+fn seg_column(base: u32, k: u32, lid: u32) -> u32 {
+    if (params.wide != 0u) {
+        return base + VEC * ((k / VEC) * WG + lid) + k % VEC;
+    }
+    return base + k * WG + lid;
+}
+
+// The last vector a thread loaded, for `seg_pair`.
+struct Loaded {
+    p: array<real, VEC>,
+    q: array<real, VEC>,
+}
+
+// Element (p, q) at column c = seg_column(base, k, lid) of the row, for k = 0, 1, … in
+// order and c < params.cols (a vector is loaded at its first element; rows hold whole
+// vectors, so its other elements are in the row too).
+fn seg_pair(row: u32, c: u32, k: u32, last: ptr<function, Loaded>) -> vec2<real> {
+    if (params.wide != 0u) {
+        if (k % VEC == 0u) {
+            let i = elem(row, c) / VEC;
+            (*last).p = loadv_p(i);
+            (*last).q = loadv_q(i);
+        }
+        return vec2<real>((*last).p[k % VEC], (*last).q[k % VEC]);
+    }
+    let i = elem(row, c);
+    return vec2<real>(load_p(i), load_q(i));
 }

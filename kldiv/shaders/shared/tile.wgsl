@@ -3,7 +3,7 @@
 // vectors where rows are aligned), then each of the first tile_rows threads reads its own row from
 // the tile. Row r of the tile starts at r·tile_stride(), an odd number of elements, so the
 // threads reading column c of neighbouring rows hit different memory banks.
-// Uses TILE (src/gpu/shaders.rs); the host sizes tile_rows from it (src/gpu/dispatch.rs).
+// Uses TILE and NO_ROW (src/gpu/shaders.rs); the host sizes tile_rows from it (src/gpu/dispatch.rs).
 
 var<workgroup> tile_p: array<real, TILE>;
 var<workgroup> tile_q: array<real, TILE>;
@@ -47,4 +47,17 @@ fn load_tile(first: u32, n: u32, lid: u32) {
 fn tile_pair(r: u32, c: u32) -> vec2<real> {
     let at = r * tile_stride() + c;
     return vec2<real>(tile_p[at], tile_q[at]);
+}
+
+// The row this thread computes from its workgroup's tile (rows_tile), the tile loaded; NO_ROW
+// for threads without one. Called in uniform control flow. The thread's row in the tile is
+// its `lid`.
+fn staged_row(wid: vec3<u32>, lid: u32) -> u32 {
+    let first = group_index(wid) * params.tile_rows;
+    if (first >= params.rows) {
+        return NO_ROW;
+    }
+    let n = min(params.tile_rows, params.rows - first);
+    load_tile(first, n, lid);
+    return select(NO_ROW, first + lid, lid < n);
 }

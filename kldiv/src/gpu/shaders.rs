@@ -155,6 +155,7 @@ pub fn constants(dtype: Dtype) -> String {
     u("SHIFT_COLS", consts::BLOCK as u32);
     u("TILE", tile_elems(is_f64(dtype)) as u32);
     u("VEC", vec_elems(dtype) as u32);
+    u("NO_ROW", u32::MAX);
     u("TRANSFORM_NONE", TRANSFORM_NONE);
     u("NO_TOP", super::records::NO_TOP);
     u("TRANSFORM_SCALE", TRANSFORM_SCALE);
