@@ -41,22 +41,19 @@ fn engine() -> Option<&'static GpuEngine> {
         .as_ref()
 }
 
-/// A second engine that streams inputs in small chunks (forces chunking and column splits).
-fn chunked() -> Option<&'static GpuEngine> {
-    static ENGINE: OnceLock<Option<GpuEngine>> = OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            engine()?;
-            let mut e = GpuEngine::new().ok()?;
-            e.set_chunk_bytes(64 * 1024);
-            Some(e)
-        })
-        .as_ref()
+/// A whole-input engine and one that streams inputs in small chunks (forcing chunking and
+/// column splits), of the test's own: `last_call` is per engine, and a shared engine's last
+/// call may be another test's.
+fn own_engines() -> Option<(GpuEngine, GpuEngine)> {
+    engine()?;
+    let mut small = GpuEngine::new().ok()?;
+    small.set_chunk_bytes(64 * 1024);
+    Some((GpuEngine::new().ok()?, small))
 }
 
 #[test]
 fn chunked_inputs_agree_with_whole_inputs() {
-    let (Some(gpu), Some(small)) = (engine(), chunked()) else {
+    let Some((gpu, small)) = own_engines() else {
         return;
     };
     let mut rng = Rng::new(35);
@@ -104,7 +101,7 @@ fn chunked_inputs_agree_with_whole_inputs() {
 /// chunked bindings at aligned offsets, and bad values still reported by row and column.
 #[test]
 fn resident_inputs_match_host_inputs() {
-    let (Some(gpu), Some(small)) = (engine(), chunked()) else {
+    let Some((gpu, small)) = own_engines() else {
         return;
     };
     let mut rng = Rng::new(37);
@@ -129,7 +126,7 @@ fn resident_inputs_match_host_inputs() {
             p.iter().map(|&x| bf16::from_f64(x)).collect(),
             q.iter().map(|&x| bf16::from_f64(x)).collect(),
         );
-        for e in [gpu, small] {
+        for e in [&gpu, &small] {
             for div in [Divergence::Kl, Divergence::JensenShannon] {
                 let req = Request::new(div).input(input);
                 let host = e.per_row(&req, &pf, &qf, rows, cols).unwrap();
@@ -257,11 +254,9 @@ fn more_rows_than_one_dispatch_dimension() {
 /// alone).
 #[test]
 fn short_rows_of_every_width_through_tiles() {
-    if engine().is_none() {
+    let Some((gpu, _)) = own_engines() else {
         return;
-    }
-    // Its own engine: `last_call` is per engine, and other tests run meanwhile.
-    let gpu = GpuEngine::new().unwrap();
+    };
     let exact = CpuEngine::with_level(kldiv::SimdLevel::Reference).unwrap();
     let mut rng = Rng::new(91);
     let rows = 700;
@@ -329,7 +324,7 @@ fn short_rows_of_every_width_through_tiles() {
 /// engine to).
 #[test]
 fn f64_inputs_run_in_f64_kernels() {
-    let Some(gpu) = engine() else {
+    let Some((gpu, _)) = own_engines() else {
         return;
     };
     if required() {
