@@ -86,9 +86,15 @@ fn shift(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
                 sb += exp_nonpos(y - mb);
             }
         }
-        shift = vec4<real>(ma - mb, ln_pos(sa) - ln_pos(sb), 0.0, 0.0);
+        shift = shift_of(ma, mb, sa, sb);
     }
     row_data[params.row0 + row] = shift;
+}
+
+// The row's shift (c_hi, c_lo, 0, 0) from each side's maximum and Σ e^(x − max) over the
+// row's first block.
+fn shift_of(ma: real, mb: real, sa: real, sb: real) -> vec4<real> {
+    return vec4<real>(ma - mb, ln_pos(sa) - ln_pos(sb), 0.0, 0.0);
 }
 
 fn rec_empty(r: vec4<real>) -> LogitRec {
@@ -396,7 +402,7 @@ fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
                 sb += exp_nonpos(v.y - m.mb);
             }
         }
-        shift = vec4<real>(m.ma - m.mb, ln_pos(sa) - ln_pos(sb), 0.0, 0.0);
+        shift = shift_of(m.ma, m.mb, sa, sb);
     }
     let gam = centre(&acc, m, shift.x, shift.y);
     for (var c = 0u; c < params.cols; c++) {

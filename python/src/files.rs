@@ -131,12 +131,10 @@ pub(crate) fn _compare_files(
             let _ = err.value(py).setattr("args", (msg,));
             err
         };
-        // As the command line does: the previous block unmapped and the next one mapped in
+        // As the command line does: the previous block unmapped and the next one read ahead
         // by a helper thread while this one computes.
-        let next = (r1, (r1 + per_block).min(rows));
-        let done = (r0 > 0).then(|| (r0 - per_block, r0));
         py.detach(|| {
-            kldiv::io::sides::paged((&ps, &qs), done, next, || {
+            kldiv::io::sides::paged((&ps, &qs), (r0, r1), per_block, || {
                 kldiv::io::sides::run_block(&engine, &o.req, (&ps, &qs), (r0, r1), tb, &mut s)
             })
         })

@@ -278,15 +278,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let mut progress = crate::progress::bar(rows as u64, a.quiet);
     let mut r0 = 0;
-    let mut done: Option<(usize, usize)> = None;
     while r0 < rows {
         let r1 = (r0 + per_block).min(rows);
         let block = (r0, r1);
         let t = &mut totals;
         let tg = targets.as_deref().map(|v| &v[r0..r1]);
         let sides = (&ps, &qs);
-        let next = (r1, (r1 + per_block).min(rows));
-        let result = paged(sides, done, next, || {
+        let result = paged(sides, block, per_block, || {
             if compat {
                 compat_block(&req, sides, block, tg, t);
                 Ok(())
@@ -294,7 +292,6 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 run_block(&engine, &req, sides, block, tg, t)
             }
         });
-        done = Some(block);
         if let Err(e) = result {
             progress.abandon();
             return Err(locate(

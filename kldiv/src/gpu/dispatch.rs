@@ -122,8 +122,9 @@ pub struct Dispatch {
     pub params: Params,
 }
 
-/// The dispatches of a chunk: for logits whose shift is not given, the shift kernel first
-/// (one thread per row), then the kernel proper. `elem_offset` is where the chunk's first
+/// The dispatches of a chunk: for logits rows longer than short ones whose shift is not
+/// given, the shift kernel first (one thread per row), then the kernel proper (short rows
+/// take their shift in the tile kernel, `Params::own_shift`). `elem_offset` is where the chunk's first
 /// element sits in the bound buffers.
 pub fn dispatches(
     file: KernelFile,

@@ -199,31 +199,31 @@ pub fn kld_sides<'a>(
     Ok((side(p), side(q), Some(l)))
 }
 
-/// The element type both sides are read in: the one that holds each exactly, or f64 where a
-/// Runs `compute` on the current block while a helper thread unmaps the block `done` (rows
-/// nothing borrows any more: resident memory stays at a few blocks whatever the file size;
-/// unmapping on the computing side left them idle for a sixth of the run) and asks the kernel
-/// to read the block `next` ahead, so that a block not yet in the page cache is read while
-/// this one computes.
+/// Runs `compute` on the block `(r0, r1)` (blocks of `per_block` rows) while a helper thread
+/// unmaps the previous block (rows nothing borrows any more: resident memory stays at a few
+/// blocks whatever the file size; unmapping on the computing side left them idle for a
+/// sixth of the run) and asks the kernel to read the next one ahead, so that a block not yet
+/// in the page cache is read while this one computes.
 pub fn paged<R>(
     (p, q): (&Side, &Side),
-    done: Option<(usize, usize)>,
-    next: (usize, usize),
+    (r0, r1): (usize, usize),
+    per_block: usize,
     compute: impl FnOnce() -> R,
 ) -> R {
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            if let Some((d0, d1)) = done {
-                p.release(d0, d1);
-                q.release(d0, d1);
+            if r0 > 0 {
+                p.release(r0.saturating_sub(per_block), r0);
+                q.release(r0.saturating_sub(per_block), r0);
             }
-            p.read_ahead(next.0, next.1);
-            q.read_ahead(next.0, next.1);
+            p.read_ahead(r1, r1 + per_block);
+            q.read_ahead(r1, r1 + per_block);
         });
         compute()
     })
 }
 
+/// The element type both sides are read in: the one that holds each exactly, or f64 where a
 /// temperature scales the logits (the division is formed there).
 pub fn read_type(req: &crate::Request, (p, q): (&Side, &Side)) -> crate::Dtype {
     if p.temperature != 1.0 || q.temperature != 1.0 {
