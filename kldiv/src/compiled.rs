@@ -27,6 +27,14 @@ pub trait Compiled: Sized {
         src: crate::gpu::Source<'_, Self>,
         shape: Shape,
     ) -> Result<run::PerRow>;
+
+    #[cfg(feature = "gpu")]
+    fn gpu_agreement(
+        engine: &crate::gpu::GpuEngine,
+        src: crate::gpu::Source<'_, Self>,
+        shape: Shape,
+        tops: &[Option<crate::RowTops>],
+    ) -> Result<Vec<Option<crate::semantics::sums::AgreeSums>>>;
 }
 
 macro_rules! compiled {
@@ -51,6 +59,16 @@ macro_rules! compiled {
                 shape: Shape,
             ) -> Result<run::PerRow> {
                 run::per_row_set(engine, req, divs, src, shape)
+            }
+
+            #[cfg(feature = "gpu")]
+            fn gpu_agreement(
+                engine: &crate::gpu::GpuEngine,
+                src: crate::gpu::Source<'_, Self>,
+                shape: Shape,
+                tops: &[Option<crate::RowTops>],
+            ) -> Result<Vec<Option<crate::semantics::sums::AgreeSums>>> {
+                run::agreement(engine, src, shape, tops)
             }
         }
     )*};

@@ -387,3 +387,192 @@ fn f64_without_f64_kernels_is_narrowed_and_says_so() {
         assert!(close(*g, *w, 1e-5, 0.0), "{g} vs {w}");
     }
 }
+
+/// The K largest of `v` (largest first, the lower index first on ties; −inf below every
+/// number): the agreement statistics' order, from a sort.
+fn top_cols(v: &[f64], k: usize) -> Vec<u64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&i, &j| v[j].partial_cmp(&v[i]).unwrap().then(i.cmp(&j)));
+    idx.into_iter().take(k).map(|i| i as u64).collect()
+}
+
+/// Σ min(p, q) of two logit rows, in f64 through each row's log-sum-exp.
+fn sum_min_of(a: &[f64], b: &[f64]) -> f64 {
+    let lse = |v: &[f64]| {
+        let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    };
+    let (la, lb) = (lse(a), lse(b));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - la).exp().min((y - lb).exp()))
+        .sum()
+}
+
+/// Logit rows for the agreement pass: random, with ties (rounded to a coarse grid), −inf
+/// masks on either side, and a large common offset, in the element type `T`.
+fn agreement_rows<T: kldiv::Element>(rng: &mut Rng, rows: usize, cols: usize) -> (Vec<T>, Vec<T>) {
+    let (mut p, mut q) = logit_pair(rng, rows, cols, 1.0);
+    for r in 0..rows {
+        let row = r * cols..(r + 1) * cols;
+        match r % 4 {
+            1 => {
+                for x in p[row.clone()].iter_mut().chain(&mut q[row]) {
+                    *x = (*x * 2.0).round() / 2.0;
+                }
+            }
+            2 => {
+                for (j, i) in row.enumerate() {
+                    if j % 3 == 1 {
+                        p[i] = f64::NEG_INFINITY;
+                    }
+                    if j % 5 == 2 && j > 0 {
+                        q[i] = f64::NEG_INFINITY;
+                    }
+                }
+            }
+            3 => {
+                for x in p[row.clone()].iter_mut().chain(&mut q[row]) {
+                    *x += 1e4;
+                }
+            }
+            _ => {}
+        }
+    }
+    let cast = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect();
+    (cast(p), cast(q))
+}
+
+/// The agreement pass (Σ min(p, q) and each side's 10 largest logits) on the GPU, whole and
+/// in chunks that split rows, and on the CPU engine, against an f64 reference from a sort:
+/// the same columns in the same order, Σ min within the first pass's log-sum-exp error.
+#[test]
+fn agreement_pass_matches_an_f64_reference() {
+    let Some((gpu, small)) = own_engines() else {
+        return;
+    };
+    fn check<T: kldiv::Element>(gpu: &GpuEngine, small: &GpuEngine, tol: f64) {
+        let mut rng = Rng::new(71);
+        for (rows, cols) in [
+            (8, 1),
+            (8, 7),
+            (12, 10),
+            (9, 64),
+            (8, 65),
+            (5, 4103),
+            (4, 40_000),
+        ] {
+            let (p, q) = agreement_rows::<T>(&mut rng, rows, cols);
+            let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+            let tops = gpu
+                .per_row_each(&req, &[Divergence::Kl], &p, &q, rows, cols)
+                .unwrap()
+                .tops;
+            assert_eq!(tops.len(), rows);
+            let cpu_sums = kldiv::semantics::run::agreement(
+                &CpuEngine::new(),
+                kldiv::cpu::HostRows { p: &p, q: &q },
+                kldiv::semantics::rows::Shape { rows, cols },
+                &tops,
+            )
+            .unwrap();
+            for (engine, sums) in [
+                (
+                    "gpu",
+                    gpu.agreement_rows(&p, &q, rows, cols, &tops).unwrap(),
+                ),
+                (
+                    "chunked",
+                    small.agreement_rows(&p, &q, rows, cols, &tops).unwrap(),
+                ),
+                ("cpu", cpu_sums),
+            ] {
+                for r in 0..rows {
+                    let ctx = format!("{} {engine} {rows}×{cols} row {r}", T::DTYPE);
+                    let a: Vec<f64> = p[r * cols..(r + 1) * cols]
+                        .iter()
+                        .map(|x| x.to_f64())
+                        .collect();
+                    let b: Vec<f64> = q[r * cols..(r + 1) * cols]
+                        .iter()
+                        .map(|x| x.to_f64())
+                        .collect();
+                    let s = sums[r].unwrap_or_else(|| panic!("{ctx}: no sums"));
+                    let k = cols.min(10);
+                    assert_eq!(s.top_a.cols(), top_cols(&a, k), "{ctx}: P's top");
+                    assert_eq!(s.top_b.cols(), top_cols(&b, k), "{ctx}: Q's top");
+                    let want = sum_min_of(&a, &b);
+                    assert!(
+                        (s.sum_min - want).abs() <= tol,
+                        "{ctx}: Σ min {} vs {want}",
+                        s.sum_min
+                    );
+                }
+            }
+            if cols == 40_000 {
+                assert!(small.last_call().chunks > 2, "chunking was not exercised");
+            }
+        }
+    }
+    // f32 kernels: exponentials and the first pass's log-sum-exp within ~2e-6 relative.
+    check::<f32>(&gpu, &small, 1e-5);
+    check::<bf16>(&gpu, &small, 1e-5);
+    if gpu.computes_f64() {
+        check::<f64>(&gpu, &small, 1e-12);
+    }
+}
+
+/// A report with agreement statistics from rows that ran on the GPU (agreement from its
+/// second pass) equals the CPU's (from `row_stats`): every count exactly, Σ min to the
+/// f32 sums' error.
+#[test]
+fn agreement_report_on_the_gpu_matches_the_cpu() {
+    use kldiv::scheduler::{DeviceMode, Scheduler};
+    use kldiv::summary::Meta;
+    if engine().is_none() {
+        return;
+    }
+    let (rows, cols) = (48, 700);
+    let (p, q) = agreement_rows::<f32>(&mut Rng::new(5), rows, cols);
+    let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+    let report = |mode| {
+        let run = Scheduler::with_mode(mode)
+            .run_report(&req, &[], true, &p, &q, rows, cols)
+            .unwrap()
+            .0;
+        let mut s =
+            kldiv::Summary::new(Meta::of(&req, cols, kldiv::Dtype::F32), true, 0).with_agreement();
+        s.add_block_from_run(
+            &req,
+            (&p, &q),
+            cols,
+            &run.values,
+            (&run.tops, &run.agreement),
+            None,
+        )
+        .unwrap();
+        (run.agreement.len(), s.agreement.unwrap())
+    };
+    let (on_gpu, g) = report(DeviceMode::Gpu);
+    let (on_cpu, c) = report(DeviceMode::Cpu);
+    assert_eq!((on_gpu, on_cpu), (rows, 0), "where agreement was computed");
+    assert_eq!(g.rows, rows as u64);
+    assert_eq!(g.top1_in_q_topk, c.top1_in_q_topk);
+    for k in 0..3 {
+        assert_eq!(
+            g.topk_overlap[k].mean, c.topk_overlap[k].mean,
+            "overlap {k}"
+        );
+    }
+    assert_eq!(
+        g.buckets.map(|b| b.rows()),
+        c.buckets.map(|b| b.rows()),
+        "confidence buckets"
+    );
+    assert!(
+        (g.sum_min.mean - c.sum_min.mean).abs() <= 1e-5,
+        "{:?} {:?}",
+        g.sum_min,
+        c.sum_min
+    );
+}

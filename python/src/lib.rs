@@ -207,6 +207,7 @@ fn per_row<T: Element + numpy::Element>(
     o: &Options,
     p: &PyReadonlyArrayDyn<'_, T>,
     q: &PyReadonlyArrayDyn<'_, T>,
+    agreement: bool,
     mut each: impl FnMut(&[T], &[T], usize, &kldiv::scheduler::Run) -> PyResult<()>,
 ) -> PyResult<Vec<f64>> {
     let (rows, cols) = rows_cols(p.shape())?;
@@ -219,7 +220,8 @@ fn per_row<T: Element + numpy::Element>(
         let r1 = (r0 + per_block).min(rows);
         let (pb, qb) = (&pe[r0 * cols..r1 * cols], &qe[r0 * cols..r1 * cols]);
         let run = py
-            .detach(|| engine.run(&o.req, pb, qb, r1 - r0, cols))
+            .detach(|| engine.run_report(&o.req, &[], agreement, pb, qb, r1 - r0, cols))
+            .map(|(run, _)| run)
             .map_err(|e| to_py(py, relocate_row_by(e, r0)))?;
         for w in &run.warnings {
             let _ = PyErr::warn(
@@ -309,7 +311,14 @@ fn _compute<'py>(
     )?;
     let (a, b) = pair(p, q, &o)?;
     let shape = a.shape();
-    let v = each_type!(&a, &b, |x, y| per_row(py, &o, x, y, |_, _, _, _| Ok(()))?);
+    let v = each_type!(&a, &b, |x, y| per_row(
+        py,
+        &o,
+        x,
+        y,
+        false,
+        |_, _, _, _| Ok(())
+    )?);
     let lead = &shape[..shape.len() - 1];
     match reduction {
         "none" if lead.is_empty() => Ok(v[0].into_pyobject(py)?.into_any().unbind()),
@@ -431,14 +440,29 @@ impl PySummary {
         let req = o.req;
         let mut r0 = 0usize;
         let started = std::time::Instant::now();
-        let v = each_type!(&a, &b, |x, y| per_row(py, o, x, y, |pb, qb, cols, run| {
-            let n = run.values.len();
-            let tb = t.as_ref().map(|t| &t[r0..r0 + n]);
-            r0 += n;
-            summary
-                .add_block_with_tops(&req, (pb, qb), cols, &run.values, &run.tops, tb)
-                .map_err(|e| to_py(py, e))
-        })?);
+        let agreement = summary.agreement.is_some();
+        let v = each_type!(&a, &b, |x, y| per_row(
+            py,
+            o,
+            x,
+            y,
+            agreement,
+            |pb, qb, cols, run| {
+                let n = run.values.len();
+                let tb = t.as_ref().map(|t| &t[r0..r0 + n]);
+                r0 += n;
+                summary
+                    .add_block_from_run(
+                        &req,
+                        (pb, qb),
+                        cols,
+                        &run.values,
+                        (&run.tops, &run.agreement),
+                        tb,
+                    )
+                    .map_err(|e| to_py(py, e))
+            }
+        )?);
         summary.elapsed_s += started.elapsed().as_secs_f64();
         let lead = shape[..shape.len() - 1].to_vec();
         v.to_pyarray(py).reshape(lead)

@@ -251,6 +251,32 @@ impl GpuEngine {
         self.call::<T>(req, divs, Source::Host(p, q), shape)
     }
 
+    /// Each row's agreement sums over logits or log-probabilities `p`, `q` (`rows × cols`),
+    /// given each row's tops from a pass over the same rows (`PerRow::tops`): Σ min(p, q) and
+    /// each side's 10 largest values, in a second read on the device. `None` for rows the
+    /// caller computes in f64 (see `semantics::run::agreement`). Its statistics are added to
+    /// those of the last call ([`GpuEngine::last_call`]), the pass that gave `tops`.
+    pub fn agreement_rows<T: Element>(
+        &self,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+        tops: &[Option<crate::RowTops>],
+    ) -> Result<Vec<Option<crate::semantics::sums::AgreeSums>>> {
+        let req = Request::new(Divergence::Kl).input(crate::InputForm::Logits);
+        let shape = validate_shape(p.len(), q.len(), rows, cols, &req)?;
+        if tops.len() != rows {
+            return Err(Error::InvalidRequest(format!(
+                "{} row tops for {rows} rows",
+                tops.len()
+            )));
+        }
+        self.published::<T, _>(true, || {
+            T::gpu_agreement(self, Source::Host(p, q), shape, tops)
+        })
+    }
+
     /// Per-row values for inputs already on this engine's device: `p` and `q` hold
     /// `rows × cols` row-major elements of `T` (f32, f16, bf16; f64 where the engine
     /// [computes f64](GpuEngine::computes_f64)) from byte 0, with
@@ -305,14 +331,29 @@ impl GpuEngine {
         src: Source<'_, T>,
         shape: Shape,
     ) -> Result<crate::PerRow> {
+        self.published::<T, _>(false, || T::gpu_per_row(self, req, divs, src, shape))
+    }
+
+    /// Runs one call's passes, then publishes their statistics as [`GpuEngine::last_call`]:
+    /// the call's own, or (`continues`) added to the last call's, for a further pass over the
+    /// same rows.
+    fn published<T: Element, R>(
+        &self,
+        continues: bool,
+        passes: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
         self.check_alive()?;
-        if let Ok(mut c) = self.current.lock() {
-            *c = CallStats {
+        let start = match self.last.lock() {
+            Ok(last) if continues => *last,
+            _ => CallStats {
                 f64_in_f32: T::DTYPE == Dtype::F64 && !self.f64_kernels,
                 ..CallStats::default()
-            };
+            },
+        };
+        if let Ok(mut c) = self.current.lock() {
+            *c = start;
         }
-        let out = T::gpu_per_row(self, req, divs, src, shape)?;
+        let out = passes()?;
         if let (Ok(c), Ok(mut last)) = (self.current.lock(), self.last.lock()) {
             *last = *c;
         }
@@ -384,6 +425,8 @@ impl PassEngine for GpuEngine {
             Kernel::Probs(div) if pass.has_row_data() => (div, shaders::TRANSFORM_SCALE),
             Kernel::Probs(div) | Kernel::Logits(div) => (div, shaders::TRANSFORM_NONE),
             Kernel::LogitsJs => (Divergence::JensenShannon, shaders::TRANSFORM_NONE),
+            // The agreement kernel has no variants.
+            Kernel::LogitsAgree => (Divergence::Kl, shaders::TRANSFORM_NONE),
         };
         let mut stats = self.current.lock().map(|s| *s).unwrap_or_default();
         let streamed = self.stream(
@@ -414,6 +457,7 @@ impl PassEngine for GpuEngine {
                     Some(Folded::Probs(s)) => Ok(Partial::Probs(s)),
                     Some(Folded::Logits(s)) => Ok(Partial::Logits(s)),
                     Some(Folded::Js(s)) => Ok(Partial::Js(s.sums(params, in_f64))),
+                    Some(Folded::Agree(s)) => Ok(Partial::Agree(s)),
                     None => Err(Irregular::NeedsExact),
                 }
             };

@@ -93,7 +93,7 @@ impl Pipelines {
             .clone();
         let constants: Vec<(&str, f64)> = match key.file {
             KernelFile::Probs => vec![("DIV", key.div as f64), ("TRANSFORM", key.transform as f64)],
-            KernelFile::Logits | KernelFile::LogitsJs => vec![],
+            KernelFile::Logits | KernelFile::LogitsJs | KernelFile::LogitsAgree => vec![],
         };
         let pipe = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(key.entry),

@@ -4,7 +4,7 @@
 use super::shaders::KernelFile;
 use crate::request::Divergence;
 use crate::semantics::plan::RowParams;
-use crate::semantics::sums::{self, two_sum, JsSums, LogitSums, ProbSums};
+use crate::semantics::sums::{self, two_sum, AgreeSums, JsSums, LogitSums, ProbSums, TOP_LIST};
 
 /// shaders/shared/layout.wgsl `Params`: one per dispatch.
 #[repr(C)]
@@ -100,9 +100,25 @@ pub struct JsRec<R> {
     pub _pad: [u32; 3],
 }
 
+/// shaders/logits_agree.wgsl `AgreeRec`: one per row (short rows) or segment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AgreeRec<R> {
+    pub sum_min: R,
+    /// Each side's largest values (−inf as [`NO_MAX`]) and their columns in the row
+    /// ([`NO_TOP`] past the entries filled), largest first.
+    pub va: [R; TOP_LIST],
+    pub vb: [R; TOP_LIST],
+    pub ca: [u32; TOP_LIST],
+    pub cb: [u32; TOP_LIST],
+    /// 1 + the first column holding a value the kernel does not handle; 0 when none.
+    pub bad: u32,
+    pub _pad: u32,
+}
+
 // SAFETY: each record is `repr(C)`, made only of `Pod` fields, and has no implicit padding
 // for R = f32 (every field 4 bytes) or R = f64 (the f64 fields first, then an even number
-// of u32: 56, 160 and 56 bytes). `shaders::tests` checks every offset and size against the
+// of u32: 56, 160, 56 and 256 bytes). `shaders::tests` checks every offset and size against the
 // shaders' own layout.
 macro_rules! pod_records {
     ($($t:ident),*) => {$(
@@ -112,7 +128,7 @@ macro_rules! pod_records {
         unsafe impl bytemuck::Pod for $t<f64> {}
     )*};
 }
-pod_records!(ProbRec, LogitRec, JsRec);
+pod_records!(ProbRec, LogitRec, JsRec, AgreeRec);
 
 /// The "no finite value yet" stand-in the logits kernels use for −inf (drivers need not
 /// honour infinities); shared with the shaders by `shaders::constants`.
@@ -186,6 +202,31 @@ pub fn logit_sums<R: Real>(r: &LogitRec<R>) -> LogitSums {
         top_a: top(r.top_a),
         top_b: top(r.top_b),
     }
+}
+
+/// An agreement record as the CPU's sums (the kernel's −inf stand-in back to −inf).
+pub fn agree_sums<R: Real>(r: &AgreeRec<R>) -> AgreeSums {
+    let mut s = AgreeSums {
+        sum_min: r.sum_min.into(),
+        ..AgreeSums::default()
+    };
+    let value = |v: R| {
+        let v: f64 = v.into();
+        if v <= NO_MAX as f64 {
+            f64::NEG_INFINITY
+        } else {
+            v
+        }
+    };
+    for i in 0..TOP_LIST {
+        if r.ca[i] != NO_TOP {
+            s.top_a.push(value(r.va[i]), r.ca[i] as u64);
+        }
+        if r.cb[i] != NO_TOP {
+            s.top_b.push(value(r.vb[i]), r.cb[i] as u64);
+        }
+    }
+    s
 }
 
 /// The Jensen–Shannon-over-logits sums of one row (its records added), before the bound on
@@ -297,6 +338,7 @@ pub fn rec_size(file: KernelFile, in_f64: bool) -> u64 {
             KernelFile::Probs => std::mem::size_of::<ProbRec<R>>(),
             KernelFile::Logits => std::mem::size_of::<LogitRec<R>>(),
             KernelFile::LogitsJs => std::mem::size_of::<JsRec<R>>(),
+            KernelFile::LogitsAgree => std::mem::size_of::<AgreeRec<R>>(),
         }
     }
     (if in_f64 {
@@ -312,6 +354,7 @@ pub(super) enum Folded {
     Probs(ProbSums),
     Logits(LogitSums),
     Js(JsParts),
+    Agree(AgreeSums),
 }
 
 /// The records of one row's segments `span`, added; whether any flagged a value the kernel
@@ -340,6 +383,7 @@ where
     ProbRec<R>: bytemuck::Pod,
     LogitRec<R>: bytemuck::Pod,
     JsRec<R>: bytemuck::Pod,
+    AgreeRec<R>: bytemuck::Pod,
 {
     match file {
         KernelFile::Probs => {
@@ -371,6 +415,16 @@ where
                 s.add(r);
             }
             (bad, Folded::Js(s))
+        }
+        KernelFile::LogitsAgree => {
+            let recs: &[AgreeRec<R>] = bytemuck::cast_slice(view);
+            let mut s = AgreeSums::default();
+            let mut bad = false;
+            for r in &recs[span] {
+                bad |= r.bad != 0;
+                s.merge(&agree_sums(r));
+            }
+            (bad, Folded::Agree(s))
         }
     }
 }

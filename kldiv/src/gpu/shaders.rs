@@ -60,6 +60,8 @@ pub enum KernelFile {
     Logits,
     /// Jensen–Shannon over logits, second pass (maxima and log-sums known).
     LogitsJs,
+    /// Agreement over logits (maxima and log-sums known): Σ min, each side's top values.
+    LogitsAgree,
 }
 
 impl KernelFile {
@@ -68,6 +70,7 @@ impl KernelFile {
             Kernel::Probs(_) => KernelFile::Probs,
             Kernel::Logits(_) => KernelFile::Logits,
             Kernel::LogitsJs => KernelFile::LogitsJs,
+            Kernel::LogitsAgree => KernelFile::LogitsAgree,
         }
     }
 }
@@ -97,10 +100,12 @@ const REDUCE_SUBGROUP: &str = include_str!("../../shaders/shared/reduce_subgroup
 const PROBS: &str = include_str!("../../shaders/probs.wgsl");
 const LOGITS: &str = include_str!("../../shaders/logits.wgsl");
 const LOGITS_JS: &str = include_str!("../../shaders/logits_js.wgsl");
+const LOGITS_AGREE: &str = include_str!("../../shaders/logits_agree.wgsl");
 // Each record's `shuffle_down`, for the subgroup reduction.
 const PROBS_SUBGROUP: &str = include_str!("../../shaders/probs_subgroup.wgsl");
 const LOGITS_SUBGROUP: &str = include_str!("../../shaders/logits_subgroup.wgsl");
 const LOGITS_JS_SUBGROUP: &str = include_str!("../../shaders/logits_js_subgroup.wgsl");
+const LOGITS_AGREE_SUBGROUP: &str = include_str!("../../shaders/logits_agree_subgroup.wgsl");
 
 /// An f32 as a WGSL literal that reads back bit for bit.
 fn f32_lit(v: f32) -> String {
@@ -158,6 +163,7 @@ pub fn constants(dtype: Dtype) -> String {
     u("NO_ROW", u32::MAX);
     u("TRANSFORM_NONE", TRANSFORM_NONE);
     u("NO_TOP", super::records::NO_TOP);
+    u("TOPN", crate::semantics::sums::TOP_LIST as u32);
     u("TRANSFORM_SCALE", TRANSFORM_SCALE);
     for (name, div) in [
         ("DIV_KL", Divergence::Kl),
@@ -234,6 +240,7 @@ pub fn source(file: KernelFile, dtype: Dtype, reduce: Reduce) -> String {
         KernelFile::Probs => (PROBS, PROBS_SUBGROUP),
         KernelFile::Logits => (LOGITS, LOGITS_SUBGROUP),
         KernelFile::LogitsJs => (LOGITS_JS, LOGITS_JS_SUBGROUP),
+        KernelFile::LogitsAgree => (LOGITS_AGREE, LOGITS_AGREE_SUBGROUP),
     };
     let reduce = match reduce {
         Reduce::Tree => REDUCE_TREE.to_string(),
@@ -244,10 +251,15 @@ pub fn source(file: KernelFile, dtype: Dtype, reduce: Reduce) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::records::{JsRec, LogitRec, Params, ProbRec};
+    use super::super::records::{AgreeRec, JsRec, LogitRec, Params, ProbRec};
     use super::*;
 
-    const FILES: [KernelFile; 3] = [KernelFile::Probs, KernelFile::Logits, KernelFile::LogitsJs];
+    const FILES: [KernelFile; 4] = [
+        KernelFile::Probs,
+        KernelFile::Logits,
+        KernelFile::LogitsJs,
+        KernelFile::LogitsAgree,
+    ];
 
     fn module_with(file: KernelFile, dtype: Dtype, reduce: Reduce) -> naga::Module {
         use naga::valid::{Capabilities, SubgroupOperationSet, Validator};
@@ -285,6 +297,65 @@ mod tests {
                         m.entry_points.iter().map(|e| e.name.as_str()).collect();
                     assert!(entries.contains(&"rows_wg"), "{entries:?}");
                     assert!(entries.contains(&"rows_tile"), "{entries:?}");
+                }
+            }
+        }
+    }
+
+    /// Every shader variant also goes through naga's SPIR-V writer, as wgpu's Vulkan backend
+    /// does (a construct naga validates but cannot write panics there, before any GPU).
+    #[test]
+    fn every_variant_writes_spirv() {
+        use naga::back::spv;
+        for file in FILES {
+            for dtype in GPU_DTYPES {
+                for reduce in [Reduce::Tree, Reduce::Subgroup] {
+                    let m = module_with(file, dtype, reduce);
+                    let caps = match reduce {
+                        Reduce::Tree => naga::valid::Capabilities::FLOAT64,
+                        Reduce::Subgroup => {
+                            naga::valid::Capabilities::FLOAT64 | naga::valid::Capabilities::SUBGROUP
+                        }
+                    };
+                    let mut v =
+                        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+                    v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                        .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+                    let info = v.validate(&m).unwrap();
+                    // The override constants as the engine gives them (probs.wgsl's DIV and
+                    // TRANSFORM), each entry point as wgpu writes it.
+                    let mut constants = naga::back::PipelineConstants::default();
+                    if file == KernelFile::Probs {
+                        constants.insert("DIV".into(), 0.0);
+                        constants.insert("TRANSFORM".into(), TRANSFORM_SCALE as f64);
+                    }
+                    let entries: Vec<String> =
+                        m.entry_points.iter().map(|e| e.name.clone()).collect();
+                    for entry in &entries {
+                        let (m, info) = naga::back::pipeline_constants::process_overrides(
+                            &m,
+                            &info,
+                            Some((naga::ShaderStage::Compute, entry)),
+                            &constants,
+                        )
+                        .unwrap_or_else(|e| panic!("{file:?} {dtype} {entry}: {e}"));
+                        let opts = spv::Options {
+                            lang_version: (1, 3),
+                            ..spv::Options::default()
+                        };
+                        let pipe = spv::PipelineOptions {
+                            shader_stage: naga::ShaderStage::Compute,
+                            entry_point: entry.clone(),
+                        };
+                        let written = std::panic::catch_unwind(|| {
+                            spv::write_vec(&m, &info, &opts, Some(&pipe))
+                        });
+                        assert!(
+                            matches!(written, Ok(Ok(_))),
+                            "{file:?} {dtype} {reduce:?} {entry}: {:?}",
+                            written.map(|w| w.err())
+                        );
+                    }
                 }
             }
         }
@@ -329,6 +400,7 @@ mod tests {
             (KernelFile::Probs, "ProbRec", PROBS_SUBGROUP),
             (KernelFile::Logits, "LogitRec", LOGITS_SUBGROUP),
             (KernelFile::LogitsJs, "JsRec", LOGITS_JS_SUBGROUP),
+            (KernelFile::LogitsAgree, "Cand", LOGITS_AGREE_SUBGROUP),
         ] {
             let (members, _) = wgsl_layout(&module(file, Dtype::F32), rec);
             let named: Vec<&String> = members
@@ -464,6 +536,12 @@ mod tests {
             assert_eq!(
                 strip(wgsl_layout(&js, "JsRec")),
                 rust_layout!(JsRec<R>, h, err, amu, sp, sq, bad),
+                "{dtype}"
+            );
+            let agree = module(KernelFile::LogitsAgree, dtype);
+            assert_eq!(
+                strip(wgsl_layout(&agree, "AgreeRec")),
+                rust_layout!(AgreeRec<R>, sum_min, va, vb, ca, cb, bad),
                 "{dtype}"
             );
         }

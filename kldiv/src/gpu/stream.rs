@@ -364,6 +364,10 @@ impl GpuEngine {
                         a.sq += b.sq;
                         Folded::Js(a)
                     }
+                    (Some(Folded::Agree(mut a)), Folded::Agree(b)) => {
+                        a.merge(&b);
+                        Folded::Agree(a)
+                    }
                     _ => unreachable!("one pass, one kernel"),
                 });
             }

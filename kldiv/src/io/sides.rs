@@ -265,8 +265,17 @@ pub fn run_block(
         // Further divergences over the same block, read from the files once (and the KL
         // family computed in one pass).
         let also = summary.also_divergences();
-        let (run, also_values) = engine.run_with(req, &also, &pb, &qb, r1 - r0, cols)?;
-        summary.add_block_with_tops(req, (&pb, &qb), cols, &run.values, &run.tops, targets)?;
+        let agreement = summary.agreement.is_some();
+        let (run, also_values) =
+            engine.run_report(req, &also, agreement, &pb, &qb, r1 - r0, cols)?;
+        summary.add_block_from_run(
+            req,
+            (&pb, &qb),
+            cols,
+            &run.values,
+            (&run.tops, &run.agreement),
+            targets,
+        )?;
         for (k, values) in also_values.iter().enumerate() {
             summary.push_also(k, values)?;
         }

@@ -27,6 +27,10 @@ pub struct Run {
     /// For logits, each row's argmaxes and log-sum-exps from the same read (see
     /// [`crate::PerRow::tops`]); empty otherwise.
     pub tops: Vec<Option<crate::RowTops>>,
+    /// Each row's agreement sums where [`Scheduler::run_report`] was asked for them and the
+    /// rows ran on the GPU (a second read there; `None` rows are left to the caller); empty
+    /// otherwise (the CPU's reports take them from `cpu::row_stats` in one read instead).
+    pub agreement: Vec<Option<crate::semantics::sums::AgreeSums>>,
     pub placement: Placement,
     pub plan: Plan,
     /// E.g. a GPU failure that `auto` recovered from on the CPU.
@@ -222,6 +226,22 @@ impl Scheduler {
         rows: usize,
         cols: usize,
     ) -> Result<(Run, Vec<Vec<f64>>)> {
+        self.run_report(req, also, false, p, q, rows, cols)
+    }
+
+    /// [`Scheduler::run_with`], and where `agreement` asks for it and the job runs on the GPU,
+    /// each row's agreement sums over logits from a second read there ([`Run::agreement`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_report<T: Element>(
+        &self,
+        req: &Request,
+        also: &[crate::Divergence],
+        agreement: bool,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<(Run, Vec<Vec<f64>>)> {
         validate_shape(p.len(), q.len(), rows, cols, req)?;
         let q = if req.reads_q() { q } else { p };
         let divs: Vec<crate::Divergence> = std::iter::once(req.divergence)
@@ -246,10 +266,19 @@ impl Scheduler {
         };
         let cpu = |p, q, rows| self.cpu.per_row_each(req, &divs, p, q, rows, cols);
         let gpu = |p, q, rows| self.gpu_rows(req, &divs, p, q, rows, cols);
+        let mut agree = vec![];
         let mut values = match plan.placement {
             Placement::Cpu => cpu(p, q, rows)?,
             Placement::Gpu => match gpu(p, q, rows) {
-                Ok(v) => v,
+                Ok(v) => {
+                    if agreement && req.input != crate::InputForm::Probabilities {
+                        match self.gpu_agreement(p, q, rows, cols, &v.tops) {
+                            Ok(a) => agree = a,
+                            Err(e) => recover(e, "the agreement statistics", &mut warnings)?,
+                        }
+                    }
+                    v
+                }
                 Err(e) => {
                     recover(e, "the job", &mut warnings)?;
                     cpu(p, q, rows)?
@@ -290,6 +319,7 @@ impl Scheduler {
             Run {
                 values: main,
                 tops: values.tops,
+                agreement: agree,
                 placement: plan.placement,
                 plan,
                 warnings,
@@ -309,6 +339,35 @@ impl Scheduler {
         cols: usize,
     ) -> Result<crate::PerRow> {
         self.gpu()?.per_row_each(req, divs, p, q, rows, cols)
+    }
+
+    /// The GPU's agreement sums for rows it computed (`tops` from that pass); empty where
+    /// the pass gave no tops.
+    #[cfg(feature = "gpu")]
+    fn gpu_agreement<T: Element>(
+        &self,
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+        tops: &[Option<crate::RowTops>],
+    ) -> Result<Vec<Option<crate::semantics::sums::AgreeSums>>> {
+        if tops.len() != rows {
+            return Ok(vec![]);
+        }
+        self.gpu()?.agreement_rows(p, q, rows, cols, tops)
+    }
+
+    #[cfg(not(feature = "gpu"))]
+    fn gpu_agreement<T: Element>(
+        &self,
+        _: &[T],
+        _: &[T],
+        _: usize,
+        _: usize,
+        _: &[Option<crate::RowTops>],
+    ) -> Result<Vec<Option<crate::semantics::sums::AgreeSums>>> {
+        Ok(vec![])
     }
 
     #[cfg(not(feature = "gpu"))]

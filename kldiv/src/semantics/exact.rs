@@ -5,7 +5,7 @@
 
 use super::plan::{Kernel, RowParams};
 use super::rows::Bad;
-use super::sums::{shift_from, two_sum, JsSums, LogitSums, Partial, ProbSums, NO_TOP};
+use super::sums::{shift_from, two_sum, AgreeSums, JsSums, LogitSums, Partial, ProbSums, NO_TOP};
 use crate::element::Element;
 use crate::error::{BadKind, Side};
 use crate::request::Divergence;
@@ -348,6 +348,27 @@ pub fn logit_js_segment<T: Element>(
     Ok(out)
 }
 
+/// The agreement sums of a piece of a logits row whose maxima and log-sums are known, in f64:
+/// Σ min(p, q) with p = e^((a − ma) − ln sa), q likewise, and each side's largest logits.
+pub fn logit_agree_segment<T: Element>(
+    a: &[T],
+    b: &[T],
+    (ma, lnsa, mb, lnsb): (f64, f64, f64, f64),
+) -> Result<AgreeSums, Bad> {
+    let mut out = AgreeSums::default();
+    for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let (x, y) = (x.to_f64(), y.to_f64());
+        let bad = |(side, kind)| Bad { side, kind, col: j };
+        check_logit(x, Side::P).map_err(bad)?;
+        check_logit(y, Side::Q).map_err(bad)?;
+        let (p, q) = (((x - ma) - lnsa).exp(), ((y - mb) - lnsb).exp());
+        out.sum_min += p.min(q);
+        out.top_a.push(x, j as u64);
+        out.top_b.push(y, j as u64);
+    }
+    Ok(out)
+}
+
 /// A piece of a row through `kernel` on the exact path, with the row's `params`. A logits
 /// piece without a shift is a whole row and is shifted by its maxima (within ln(cols) of the
 /// ideal shift: plenty for f64 sums, so the exact path never re-reads).
@@ -377,6 +398,10 @@ pub fn segment<T: Element>(
             logit_js_segment(p, q, (ma, lnsa, mb, lnsb)).map(Partial::Js)
         }
         (Kernel::LogitsJs, _) => unreachable!("JS over logits reads the first pass's sums"),
+        (Kernel::LogitsAgree, RowParams::Softmax { ma, lnsa, mb, lnsb }) => {
+            logit_agree_segment(p, q, (ma, lnsa, mb, lnsb)).map(Partial::Agree)
+        }
+        (Kernel::LogitsAgree, _) => unreachable!("agreement reads the first pass's sums"),
     }
 }
 

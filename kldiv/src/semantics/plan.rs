@@ -14,6 +14,9 @@ pub enum Kernel {
     /// Jensen–Shannon over logits whose maxima and log-sums are known (`RowParams::Softmax`),
     /// in the log domain.
     LogitsJs,
+    /// The agreement statistics over logits whose maxima and log-sums are known
+    /// (`RowParams::Softmax`): Σ min(p, q) and each side's largest values (`sums::AgreeSums`).
+    LogitsAgree,
 }
 
 /// Per-row data a pass reads besides the inputs. It stays f64 on the host; engines round it

@@ -9,7 +9,7 @@ use super::plan::{
     base_params, rescaled, Kernel, Pass, PassPlan, RowParams, Rows, SharedPass, MAX_SHARED,
 };
 use super::rows::{located, nan_row, Irregular, RowPair, RowSums, Shape};
-use super::sums::{Partial, RowTops};
+use super::sums::{AgreeSums, Partial, RowTops};
 use crate::element::{Dtype, Element};
 use crate::error::Result;
 use crate::request::{Divergence, InputForm, Normalization, Request};
@@ -151,7 +151,9 @@ impl Values<'_> {
                     LogitOutcome::Exact => self.later.push(row, FollowUp::Exact),
                 }
             }
-            Ok(Partial::Js(_)) => unreachable!("one-pass requests do not run the JS kernel"),
+            Ok(Partial::Js(_) | Partial::Agree(_)) => {
+                unreachable!("one-pass requests run neither the JS nor the agreement kernel")
+            }
         }
     }
 }
@@ -179,7 +181,9 @@ impl Finish for Reread<'_> {
                     _ => Ok(None),
                 }
             }
-            Ok(Partial::Js(_)) => unreachable!("re-reads run the first pass's kernel"),
+            Ok(Partial::Js(_) | Partial::Agree(_)) => {
+                unreachable!("re-reads run the first pass's kernel")
+            }
         }
     }
 }
@@ -217,7 +221,9 @@ impl Finish for SumsOfRows<'_> {
                     lnsb: s.sb.ln(),
                 })
             }
-            Ok(Partial::Js(_)) => unreachable!("first passes do not run the JS kernel"),
+            Ok(Partial::Js(_) | Partial::Agree(_)) => {
+                unreachable!("first passes run neither the JS nor the agreement kernel")
+            }
         }
     }
 }
@@ -245,7 +251,9 @@ impl Finish for SecondPass<'_> {
                 Some(v) => Ok(v),
                 None => self.later.push(row, FollowUp::Exact),
             },
-            Ok(Partial::Logits(_)) => unreachable!("second passes read probabilities"),
+            Ok(Partial::Logits(_) | Partial::Agree(_)) => {
+                unreachable!("second passes read probabilities")
+            }
         }
     }
 }
@@ -384,6 +392,42 @@ pub fn per_row_set<'a, E: PassEngine, T: Element>(
         }
     }
     Ok(out)
+}
+
+/// Each row's agreement sums over logits (Σ min(p, q) and each side's largest values), from a
+/// pass after the one that gave the rows' `tops` (one per row): rows are read as
+/// probabilities through their maxima and log-sums (`RowTops::softmax`). `None` for rows
+/// without tops and rows the engine could not handle (values it does not take): the caller
+/// computes those in f64 (`summary::agreement::row`).
+pub fn agreement<'a, E: PassEngine, T: Element>(
+    engine: &'a E,
+    src: E::Src<'a, T>,
+    shape: Shape,
+    tops: &[Option<RowTops>],
+) -> Result<Vec<Option<AgreeSums>>> {
+    let params: Vec<RowParams> = tops
+        .iter()
+        .map(|t| t.map_or(RowParams::Skip, |t| t.softmax()))
+        .collect();
+    let pass = Pass {
+        kernel: Kernel::LogitsAgree,
+        rows: Rows::All,
+        params: &params,
+        base: RowParams::Skip,
+    };
+    engine.run_pass(&pass, src, shape, &AgreeRows)
+}
+
+struct AgreeRows;
+
+impl Finish for AgreeRows {
+    type Out = Option<AgreeSums>;
+    fn row(&self, _: usize, sums: RowSums) -> Result<Self::Out> {
+        Ok(match sums {
+            Ok(Partial::Agree(s)) => Some(s),
+            _ => None,
+        })
+    }
 }
 
 /// Per-row results of one or several divergences over the same rows.
@@ -606,7 +650,9 @@ fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Result<
                     _ => Ok(f64::NAN),
                 }
             }
-            Ok(Partial::Js(_)) => unreachable!("one-pass requests do not run the JS kernel"),
+            Ok(Partial::Js(_) | Partial::Agree(_)) => {
+                unreachable!("one-pass requests run neither the JS nor the agreement kernel")
+            }
         },
         PassPlan::Two { first, second } => {
             let sums_of = SumsOfRows {

@@ -98,6 +98,21 @@ pub struct RowTops {
     pub top_b: u64,
     pub lse_a: f64,
     pub lse_b: f64,
+    /// Each side's maximum (the value at `top_*`).
+    pub max_a: f64,
+    pub max_b: f64,
+}
+
+impl RowTops {
+    /// The row read as probabilities, e^((a − ma) − ln sa), for a pass after this one.
+    pub fn softmax(&self) -> super::plan::RowParams {
+        super::plan::RowParams::Softmax {
+            ma: self.max_a,
+            lnsa: self.lse_a - self.max_a,
+            mb: self.max_b,
+            lnsb: self.lse_b - self.max_b,
+        }
+    }
 }
 
 impl Default for LogitSums {
@@ -256,6 +271,8 @@ impl LogitSums {
             top_b: self.top_b,
             lse_a: self.lse_a(),
             lse_b: self.lse_b(),
+            max_a: self.ma,
+            max_b: self.mb,
         })
     }
 
@@ -298,12 +315,94 @@ impl JsSums {
     }
 }
 
+/// Entries a [`TopList`] keeps: the largest K of the agreement statistics
+/// (`summary::agreement::TOP_K`).
+pub const TOP_LIST: usize = 10;
+
+/// The largest values of (a piece of) one side of a row with their columns, largest first and
+/// the lower column first on ties (the raw logits: softmax is monotone).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopList {
+    pub len: usize,
+    pub val: [f64; TOP_LIST],
+    pub col: [u64; TOP_LIST],
+}
+
+impl Default for TopList {
+    fn default() -> Self {
+        TopList {
+            len: 0,
+            val: [f64::NEG_INFINITY; TOP_LIST],
+            col: [NO_TOP; TOP_LIST],
+        }
+    }
+}
+
+impl TopList {
+    /// Whether (v1, c1) ranks before (v2, c2).
+    fn before(v1: f64, c1: u64, v2: f64, c2: u64) -> bool {
+        v1 > v2 || (v1 == v2 && c1 < c2)
+    }
+
+    /// Value `v` at column `col`, kept if it ranks among the largest.
+    pub fn push(&mut self, v: f64, col: u64) {
+        let n = self.len;
+        if n == TOP_LIST && !Self::before(v, col, self.val[n - 1], self.col[n - 1]) {
+            return;
+        }
+        let mut at = n.min(TOP_LIST - 1);
+        while at > 0 && Self::before(v, col, self.val[at - 1], self.col[at - 1]) {
+            self.val[at] = self.val[at - 1];
+            self.col[at] = self.col[at - 1];
+            at -= 1;
+        }
+        self.val[at] = v;
+        self.col[at] = col;
+        self.len = (n + 1).min(TOP_LIST);
+    }
+
+    pub fn merge(&mut self, o: &TopList) {
+        for i in 0..o.len {
+            self.push(o.val[i], o.col[i]);
+        }
+    }
+
+    /// The columns, largest value first.
+    pub fn cols(&self) -> &[u64] {
+        &self.col[..self.len]
+    }
+
+    fn offset(&mut self, by: usize) {
+        for c in &mut self.col[..self.len] {
+            *c += by as u64;
+        }
+    }
+}
+
+/// Sums of the agreement pass over logits whose maxima and log-sums are known (see
+/// `exact::logit_agree_segment`): Σ min(p, q) and each side's largest values.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AgreeSums {
+    pub sum_min: f64,
+    pub top_a: TopList,
+    pub top_b: TopList,
+}
+
+impl AgreeSums {
+    pub fn merge(&mut self, o: &AgreeSums) {
+        self.sum_min += o.sum_min;
+        self.top_a.merge(&o.top_a);
+        self.top_b.merge(&o.top_b);
+    }
+}
+
 /// Partial sums of one kernel.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Partial {
     Probs(ProbSums),
     Logits(LogitSums),
     Js(JsSums),
+    Agree(AgreeSums),
 }
 
 impl Partial {
@@ -312,14 +411,20 @@ impl Partial {
             (Partial::Probs(a), Partial::Probs(b)) => a.merge(b),
             (Partial::Logits(a), Partial::Logits(b)) => a.merge(b),
             (Partial::Js(a), Partial::Js(b)) => a.merge(b),
+            (Partial::Agree(a), Partial::Agree(b)) => a.merge(b),
             _ => unreachable!("pieces of one row always come from one kernel"),
         }
     }
 
     /// Places these sums `by` columns later in the row (see [`LogitSums::offset_tops`]).
     pub fn offset_cols(mut self, by: usize) -> Partial {
-        if let Partial::Logits(s) = &mut self {
-            s.offset_tops(by);
+        match &mut self {
+            Partial::Logits(s) => s.offset_tops(by),
+            Partial::Agree(s) => {
+                s.top_a.offset(by);
+                s.top_b.offset(by);
+            }
+            _ => {}
         }
         self
     }
@@ -334,6 +439,43 @@ impl Partial {
                 Partial::Probs(ProbSums { main: s.main2, ..s })
             }
             other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lists over pieces of a row, merged in any order, hold the row's largest values in
+    /// order, lower columns first on ties (values drawn from a few, so ties abound).
+    #[test]
+    fn top_lists_merge_to_the_sorted_row() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for len in [1, 3, 10, 11, 40, 200] {
+            let v: Vec<f64> = (0..len)
+                .map(|_| match next() % 7 {
+                    0 => f64::NEG_INFINITY,
+                    k => k as f64,
+                })
+                .collect();
+            let mut want: Vec<usize> = (0..len).collect();
+            want.sort_by(|&i, &j| v[j].partial_cmp(&v[i]).unwrap().then(i.cmp(&j)));
+            want.truncate(TOP_LIST);
+            let cut = next() % len;
+            let (mut a, mut b) = (TopList::default(), TopList::default());
+            for (i, &x) in v.iter().enumerate() {
+                if i < cut { &mut a } else { &mut b }.push(x, i as u64);
+            }
+            b.merge(&a);
+            let got: Vec<usize> = b.cols().iter().map(|&c| c as usize).collect();
+            assert_eq!(got, want, "{len}: {v:?}");
         }
     }
 }

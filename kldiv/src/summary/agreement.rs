@@ -1,11 +1,13 @@
-//! Agreement between P and Q beyond the divergence (opt-in: one more f64 pass over each row
-//! on the host): top-K agreement, Σ min(p, q) = 1 − TV (the acceptance rate of speculative
+//! Agreement between P and Q beyond the divergence (opt-in: one more read of each row, by
+//! `cpu::row_stats` on the host or by the GPU's agreement pass where the rows ran there; f64
+//! for the rows neither takes): top-K agreement, Σ min(p, q) = 1 − TV (the acceptance rate of speculative
 //! decoding), and KLD by P's confidence. Every statistic is a count or moments: mergeable.
 
 use super::moments::Moments;
 use crate::cpu::row_stats::RowStats;
 use crate::element::Element;
 use crate::request::InputForm;
+use crate::semantics::sums::{AgreeSums, RowTops};
 use serde::{Deserialize, Serialize};
 
 /// The K of the top-K statistics.
@@ -102,6 +104,13 @@ pub fn from_stats(input: InputForm, st: &RowStats, cols: usize) -> RowAgreement 
     let kmax = TOP_K[2].min(cols);
     let (ta, tb) = (&st.p.top[..kmax], &st.q.top[..kmax]);
     from_tops(ta, tb, st.sum_min, st.p.p_max(input))
+}
+
+/// The agreement of one row pair from an engine's agreement pass (`semantics::run::agreement`)
+/// and the tops of its first pass: the same values as [`row`] computes in f64.
+pub fn from_sums(s: &AgreeSums, tops: &RowTops) -> RowAgreement {
+    let p_max = (tops.max_a - tops.lse_a).exp();
+    from_tops(s.top_a.cols(), s.top_b.cols(), s.sum_min, p_max)
 }
 
 /// KLD of the rows in one confidence bucket.

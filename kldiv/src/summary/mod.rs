@@ -15,6 +15,7 @@ use crate::cpu::row_stats;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::request::{Divergence, InputForm, Request, Unit};
+use crate::semantics::sums::AgreeSums;
 use agreement::Agreement;
 use moments::{Bivariate, Moments};
 use serde::{Deserialize, Serialize};
@@ -209,8 +210,8 @@ impl Summary {
         Ok(())
     }
 
-    /// Turns on the agreement statistics (before the first row; one more f64 pass over
-    /// each row, on the host).
+    /// Turns on the agreement statistics (before the first row; one more read of each row:
+    /// see [`Summary::add_block_from_run`]).
     pub fn with_agreement(mut self) -> Summary {
         self.agreement = Some(Agreement::default());
         self
@@ -267,6 +268,21 @@ impl Summary {
         tops: &[Option<crate::RowTops>],
         targets: Option<&[i64]>,
     ) -> Result<()> {
+        self.add_block_from_run(req, (p, q), cols, values, (tops, &[]), targets)
+    }
+
+    /// [`Summary::add_block_with_tops`] with, where the engine computed them (`Run::agreement`,
+    /// one per row, or empty), each row's agreement sums: then no statistic needs a further
+    /// read of the rows here (rows without them are computed in f64).
+    pub fn add_block_from_run<T: Element>(
+        &mut self,
+        req: &Request,
+        (p, q): (&[T], &[T]),
+        cols: usize,
+        values: &[f64],
+        (tops, agreed): (&[Option<crate::RowTops>], &[Option<AgreeSums>]),
+        targets: Option<&[i64]>,
+    ) -> Result<()> {
         let rows = values.len();
         if cols == 0 || p.len() != rows * cols || (req.reads_q() && q.len() != rows * cols) {
             return Err(Error::InvalidRequest(format!(
@@ -285,8 +301,14 @@ impl Summary {
         let agree = self.agreement.is_some() && reads_q;
         // Top K, log-normalisers and Σ min with the SIMD kernels; rows they leave (f64
         // inputs, NaN, ±inf, no mass) in f64 below.
-        // Tops from the engine's read (the few rows without them, e.g. NaN rows, in f64).
-        let tops = if !agree && tops.len() == rows {
+        // Tops (and agreement sums) from the engine's reads (the few rows without them, e.g.
+        // NaN rows, in f64).
+        let agreed = if agree && agreed.len() == rows && tops.len() == rows {
+            agreed
+        } else {
+            &[]
+        };
+        let tops = if (!agree || !agreed.is_empty()) && tops.len() == rows {
             tops
         } else {
             &[]
@@ -315,7 +337,11 @@ impl Summary {
                     let t = t as usize;
                     RowTarget::of(a[t].to_f64() - tp.lse_a, b[t].to_f64() - tp.lse_b)
                 });
-                return (tp.top_a == tp.top_b, t, None);
+                let g = agree.then(|| match agreed.get(r).copied().flatten() {
+                    Some(s) => Some(agreement::from_sums(&s, &tp)),
+                    None => agreement::row(req.input, a, b),
+                });
+                return (tp.top_a == tp.top_b, t, g.flatten());
             }
             if let Some(st) = fast.get(r).copied().flatten() {
                 let t = target_of(r).map(|t| {

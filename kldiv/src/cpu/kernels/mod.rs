@@ -123,6 +123,11 @@ pub fn segment<S: Simd, T: Element>(
         RowParams::Softmax { ma, lnsa, mb, lnsb } => (ma, lnsa, mb, lnsb),
         _ => (0.0, 0.0, 0.0, 0.0),
     };
+    if kernel == Kernel::LogitsAgree {
+        // The CPU's reports take agreement from `cpu::row_stats` in one read instead; this
+        // pass (f64, libm) is here so that every engine runs every plan.
+        return exact::logit_agree_segment(p, q, js_params).map(Partial::Agree);
+    }
     let mut probs = ProbSums::default();
     let mut logits = LogitSums::default();
     let mut js = JsSums::default();
@@ -150,11 +155,13 @@ pub fn segment<S: Simd, T: Element>(
                 logits.merge(&block)
             }
             Kernel::LogitsJs => js.merge(&logit_js_block(s, x, y, js_params).map_err(relocate)?),
+            Kernel::LogitsAgree => unreachable!("taken above"),
         }
     }
     Ok(match kernel {
         Kernel::Probs(_) => Partial::Probs(probs),
         Kernel::Logits(_) => Partial::Logits(logits),
         Kernel::LogitsJs => Partial::Js(js),
+        Kernel::LogitsAgree => unreachable!("taken above"),
     })
 }
