@@ -126,7 +126,12 @@ fn run_block(
         crate::warn(w);
     }
     if totals.explain.is_none() {
-        totals.explain = Some(run.plan.to_string());
+        let agreement = match (totals.summary.agreement.is_some(), run.agreement.is_empty()) {
+            (false, _) => "",
+            (true, false) => "; agreement statistics: a second pass on the GPU",
+            (true, true) => "; agreement statistics: one more read on the host",
+        };
+        totals.explain = Some(format!("{}{agreement}", run.plan));
     }
     Ok(())
 }
