@@ -523,8 +523,8 @@ fn agreement_pass_matches_an_f64_reference() {
 }
 
 /// A report with agreement statistics from rows that ran on the GPU (agreement from its
-/// second pass) equals the CPU's (from `row_stats`): every count exactly, Σ min to the
-/// f32 sums' error.
+/// second pass, over the same upload as the first) equals the CPU's (from `row_stats`):
+/// every count exactly, Σ min to the f32 sums' error.
 #[test]
 fn agreement_report_on_the_gpu_matches_the_cpu() {
     use kldiv::scheduler::{DeviceMode, Scheduler};
@@ -535,11 +535,16 @@ fn agreement_report_on_the_gpu_matches_the_cpu() {
     let (rows, cols) = (48, 700);
     let (p, q) = agreement_rows::<f32>(&mut Rng::new(5), rows, cols);
     let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+    let uploaded = std::cell::Cell::new(0);
     let report = |mode| {
-        let run = Scheduler::with_mode(mode)
+        let sched = Scheduler::with_mode(mode);
+        let run = sched
             .run_report(&req, &[], true, &p, &q, rows, cols)
             .unwrap()
             .0;
+        if mode == DeviceMode::Gpu {
+            uploaded.set(sched.gpu().unwrap().last_call().bytes_uploaded);
+        }
         let mut s =
             kldiv::Summary::new(Meta::of(&req, cols, kldiv::Dtype::F32), true, 0).with_agreement();
         s.add_block_from_run(
@@ -556,6 +561,13 @@ fn agreement_report_on_the_gpu_matches_the_cpu() {
     let (on_gpu, g) = report(DeviceMode::Gpu);
     let (on_cpu, c) = report(DeviceMode::Cpu);
     assert_eq!((on_gpu, on_cpu), (rows, 0), "where agreement was computed");
+    // Both sides once, and the rows' parameters (≤ 32 bytes a row) for the second pass.
+    let once = 2 * 4 * (rows * cols) as u64;
+    assert!(
+        (once..once + 64 * rows as u64).contains(&uploaded.get()),
+        "{} bytes uploaded for {once} of inputs",
+        uploaded.get()
+    );
     assert_eq!(g.rows, rows as u64);
     assert_eq!(g.top1_in_q_topk, c.top1_in_q_topk);
     for k in 0..3 {

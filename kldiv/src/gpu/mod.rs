@@ -277,6 +277,51 @@ impl GpuEngine {
         })
     }
 
+    /// [`GpuEngine::per_row_each`] and, for logits or log-probabilities, each row's
+    /// agreement sums ([`GpuEngine::agreement_rows`]) from one upload: both passes read the
+    /// same device copy of `p` and `q` (two streamed passes would send the rows over the bus
+    /// twice). Inputs the device cannot hold in one buffer, and f64 on adapters without f64
+    /// kernels, are streamed for each pass instead.
+    pub fn per_row_each_agreeing<T: Element>(
+        &self,
+        req: &Request,
+        divs: &[crate::Divergence],
+        p: &[T],
+        q: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<(
+        crate::PerRow,
+        Vec<Option<crate::semantics::sums::AgreeSums>>,
+    )> {
+        let shape = validate_shape(p.len(), q.len(), rows, cols, req)?;
+        let q = if req.reads_q() { q } else { p };
+        let bytes = std::mem::size_of_val(p) as u64;
+        // f64 on an adapter without f64 kernels is narrowed by the streamed upload.
+        let native = T::DTYPE != Dtype::F64 || self.f64_kernels;
+        let resident = native && bytes.next_multiple_of(16) <= self.adapter().max_buffer;
+        if !resident || req.input == crate::InputForm::Probabilities {
+            let v = self.per_row_each(req, divs, p, q, rows, cols)?;
+            if req.input == crate::InputForm::Probabilities {
+                return Ok((v, vec![]));
+            }
+            let a = self.agreement_rows(p, q, rows, cols, &v.tops)?;
+            return Ok((v, a));
+        }
+        let (pb, qb) = (self.upload(p), self.upload(q));
+        let src = Source::Device(&pb, &qb);
+        let v = self.call::<T>(req, divs, src, shape)?;
+        let a = if v.tops.len() == rows {
+            self.published::<T, _>(true, || T::gpu_agreement(self, src, shape, &v.tops))?
+        } else {
+            vec![]
+        };
+        if let Ok(mut last) = self.last.lock() {
+            last.bytes_uploaded += 2 * bytes;
+        }
+        Ok((v, a))
+    }
+
     /// Per-row values for inputs already on this engine's device: `p` and `q` hold
     /// `rows × cols` row-major elements of `T` (f32, f16, bf16; f64 where the engine
     /// [computes f64](GpuEngine::computes_f64)) from byte 0, with

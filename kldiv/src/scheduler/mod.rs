@@ -267,23 +267,21 @@ impl Scheduler {
         let cpu = |p, q, rows| self.cpu.per_row_each(req, &divs, p, q, rows, cols);
         let gpu = |p, q, rows| self.gpu_rows(req, &divs, p, q, rows, cols);
         let mut agree = vec![];
+        let agreeing = agreement && req.input != crate::InputForm::Probabilities;
         let mut values = match plan.placement {
             Placement::Cpu => cpu(p, q, rows)?,
-            Placement::Gpu => match gpu(p, q, rows) {
-                Ok(v) => {
-                    if agreement && req.input != crate::InputForm::Probabilities {
-                        match self.gpu_agreement(p, q, rows, cols, &v.tops) {
-                            Ok(a) => agree = a,
-                            Err(e) => recover(e, "the agreement statistics", &mut warnings)?,
-                        }
+            Placement::Gpu => {
+                match self.gpu_rows_agreeing(req, &divs, agreeing, p, q, rows, cols) {
+                    Ok((v, a)) => {
+                        agree = a;
+                        v
                     }
-                    v
+                    Err(e) => {
+                        recover(e, "the job", &mut warnings)?;
+                        cpu(p, q, rows)?
+                    }
                 }
-                Err(e) => {
-                    recover(e, "the job", &mut warnings)?;
-                    cpu(p, q, rows)?
-                }
-            },
+            }
             Placement::Split { gpu_rows } => {
                 let k = gpu_rows * cols;
                 let (pg, pc) = p.split_at(k);
@@ -341,33 +339,29 @@ impl Scheduler {
         self.gpu()?.per_row_each(req, divs, p, q, rows, cols)
     }
 
-    /// The GPU's agreement sums for rows it computed (`tops` from that pass); empty where
-    /// the pass gave no tops.
-    #[cfg(feature = "gpu")]
-    fn gpu_agreement<T: Element>(
+    /// The GPU's rows, and where `agreeing` their agreement sums from the same upload.
+    #[allow(clippy::too_many_arguments)]
+    fn gpu_rows_agreeing<T: Element>(
         &self,
+        req: &Request,
+        divs: &[crate::Divergence],
+        agreeing: bool,
         p: &[T],
         q: &[T],
         rows: usize,
         cols: usize,
-        tops: &[Option<crate::RowTops>],
-    ) -> Result<Vec<Option<crate::semantics::sums::AgreeSums>>> {
-        if tops.len() != rows {
-            return Ok(vec![]);
+    ) -> Result<(
+        crate::PerRow,
+        Vec<Option<crate::semantics::sums::AgreeSums>>,
+    )> {
+        #[cfg(feature = "gpu")]
+        if agreeing {
+            return self
+                .gpu()?
+                .per_row_each_agreeing(req, divs, p, q, rows, cols);
         }
-        self.gpu()?.agreement_rows(p, q, rows, cols, tops)
-    }
-
-    #[cfg(not(feature = "gpu"))]
-    fn gpu_agreement<T: Element>(
-        &self,
-        _: &[T],
-        _: &[T],
-        _: usize,
-        _: usize,
-        _: &[Option<crate::RowTops>],
-    ) -> Result<Vec<Option<crate::semantics::sums::AgreeSums>>> {
-        Ok(vec![])
+        let _ = agreeing;
+        Ok((self.gpu_rows(req, divs, p, q, rows, cols)?, vec![]))
     }
 
     #[cfg(not(feature = "gpu"))]
