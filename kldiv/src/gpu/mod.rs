@@ -294,17 +294,16 @@ impl GpuEngine {
         crate::PerRow,
         Vec<Option<crate::semantics::sums::AgreeSums>>,
     )> {
+        if req.input == crate::InputForm::Probabilities {
+            return Ok((self.per_row_each(req, divs, p, q, rows, cols)?, vec![]));
+        }
         let shape = validate_shape(p.len(), q.len(), rows, cols, req)?;
         let q = if req.reads_q() { q } else { p };
         let bytes = std::mem::size_of_val(p) as u64;
         // f64 on an adapter without f64 kernels is narrowed by the streamed upload.
         let native = T::DTYPE != Dtype::F64 || self.f64_kernels;
-        let resident = native && bytes.next_multiple_of(16) <= self.adapter().max_buffer;
-        if !resident || req.input == crate::InputForm::Probabilities {
+        if !native || bytes.next_multiple_of(16) > self.adapter().max_buffer {
             let v = self.per_row_each(req, divs, p, q, rows, cols)?;
-            if req.input == crate::InputForm::Probabilities {
-                return Ok((v, vec![]));
-            }
             let a = self.agreement_rows(p, q, rows, cols, &v.tops)?;
             return Ok((v, a));
         }

@@ -265,23 +265,24 @@ impl Scheduler {
             }
         };
         let cpu = |p, q, rows| self.cpu.per_row_each(req, &divs, p, q, rows, cols);
-        let gpu = |p, q, rows| self.gpu_rows(req, &divs, p, q, rows, cols);
+        let gpu = |p, q, rows| {
+            self.gpu_rows(req, &divs, false, p, q, rows, cols)
+                .map(|r| r.0)
+        };
         let mut agree = vec![];
         let agreeing = agreement && req.input != crate::InputForm::Probabilities;
         let mut values = match plan.placement {
             Placement::Cpu => cpu(p, q, rows)?,
-            Placement::Gpu => {
-                match self.gpu_rows_agreeing(req, &divs, agreeing, p, q, rows, cols) {
-                    Ok((v, a)) => {
-                        agree = a;
-                        v
-                    }
-                    Err(e) => {
-                        recover(e, "the job", &mut warnings)?;
-                        cpu(p, q, rows)?
-                    }
+            Placement::Gpu => match self.gpu_rows(req, &divs, agreeing, p, q, rows, cols) {
+                Ok((v, a)) => {
+                    agree = a;
+                    v
                 }
-            }
+                Err(e) => {
+                    recover(e, "the job", &mut warnings)?;
+                    cpu(p, q, rows)?
+                }
+            },
             Placement::Split { gpu_rows } => {
                 let k = gpu_rows * cols;
                 let (pg, pc) = p.split_at(k);
@@ -326,22 +327,11 @@ impl Scheduler {
         ))
     }
 
+    /// The GPU's rows, and where `agreeing` their agreement sums from the same upload
+    /// (empty otherwise).
     #[cfg(feature = "gpu")]
-    fn gpu_rows<T: Element>(
-        &self,
-        req: &Request,
-        divs: &[crate::Divergence],
-        p: &[T],
-        q: &[T],
-        rows: usize,
-        cols: usize,
-    ) -> Result<crate::PerRow> {
-        self.gpu()?.per_row_each(req, divs, p, q, rows, cols)
-    }
-
-    /// The GPU's rows, and where `agreeing` their agreement sums from the same upload.
     #[allow(clippy::too_many_arguments)]
-    fn gpu_rows_agreeing<T: Element>(
+    fn gpu_rows<T: Element>(
         &self,
         req: &Request,
         divs: &[crate::Divergence],
@@ -354,26 +344,28 @@ impl Scheduler {
         crate::PerRow,
         Vec<Option<crate::semantics::sums::AgreeSums>>,
     )> {
-        #[cfg(feature = "gpu")]
+        let gpu = self.gpu()?;
         if agreeing {
-            return self
-                .gpu()?
-                .per_row_each_agreeing(req, divs, p, q, rows, cols);
+            return gpu.per_row_each_agreeing(req, divs, p, q, rows, cols);
         }
-        let _ = agreeing;
-        Ok((self.gpu_rows(req, divs, p, q, rows, cols)?, vec![]))
+        Ok((gpu.per_row_each(req, divs, p, q, rows, cols)?, vec![]))
     }
 
     #[cfg(not(feature = "gpu"))]
+    #[allow(clippy::too_many_arguments)]
     fn gpu_rows<T: Element>(
         &self,
         _: &Request,
         _: &[crate::Divergence],
+        _: bool,
         _: &[T],
         _: &[T],
         _: usize,
         _: usize,
-    ) -> Result<crate::PerRow> {
+    ) -> Result<(
+        crate::PerRow,
+        Vec<Option<crate::semantics::sums::AgreeSums>>,
+    )> {
         Err(Error::GpuUnavailable(
             "built without the `gpu` feature".into(),
         ))
