@@ -299,6 +299,72 @@ pub fn other_element_types(e: &TestEngine) {
     }
 }
 
+/// bf16 probability rows at every alignment, with values the fast path leaves to the exact
+/// one at even and odd columns (the CPU widens bf16 pairs inside its loop, even and odd
+/// elements apart): every divergence against f64, p and q starting at different 2-byte
+/// offsets, and errors naming the right column.
+pub fn bf16_rows_at_any_alignment(e: &TestEngine) {
+    let mut rng = Rng::new(21);
+    // 1001 columns: every other row starts between two 4-byte words.
+    let (rows, cols) = (3, 1001);
+    let (mut p, mut q) = prob_pair(&mut rng, rows, cols, 0.3);
+    // Set v[at] and keep the row's sum: its old value goes to the next column.
+    let set = |v: &mut Vec<f64>, at: usize, x: f64| {
+        v[at + 1] += v[at] - x;
+        v[at] = x;
+    };
+    set(&mut p, 100, 0.0);
+    set(&mut p, 103, 0.0);
+    set(&mut q, cols + 300, 1e-30);
+    set(&mut p, cols + 333, 1e-30);
+    set(&mut q, 2 * cols + 501, 0.0); // q = 0 < p: KL is +inf
+    set(&mut p, 2 * cols + 600, 1e-35);
+    let half = |v: &[f64]| v.iter().map(|&x| bf16::from_f64(x)).collect::<Vec<bf16>>();
+    let (ph, qh) = (half(&p), half(&q));
+    let wide = |v: &[bf16]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+    let (pe, qe) = (wide(&ph), wide(&qh));
+    // Copies one element into a buffer: a different alignment from the `Vec`'s own.
+    let shifted = |v: &[bf16]| {
+        let mut b = vec![bf16::ZERO];
+        b.extend_from_slice(v);
+        b
+    };
+    let (ps, qs) = (shifted(&ph), shifted(&qh));
+    for (what, pa, qa) in [
+        ("aligned", &ph[..], &qh[..]),
+        ("p shifted", &ps[1..], &qh[..]),
+        ("q shifted", &ph[..], &qs[1..]),
+        ("both shifted", &ps[1..], &qs[1..]),
+    ] {
+        let what = format!("{} bf16 {what}", e.name());
+        check_all_divergences(&what, Form::Probs, &pe, &qe, cols, false, &mut |req| {
+            e.run(req, pa, qa, rows, cols)
+        });
+    }
+    // A NaN at an odd column and a negative at an even one are named where they are.
+    for (side, row, col, bad) in [(Side::P, 1, 457, f64::NAN), (Side::Q, 2, 222, -0.25)] {
+        let (mut pb, mut qb) = (ph.clone(), qh.clone());
+        let target = if side == Side::P { &mut pb } else { &mut qb };
+        target[row * cols + col] = bf16::from_f64(bad);
+        for (pa, qa) in [(pb.clone(), qb.clone()), (shifted(&pb), shifted(&qb))] {
+            let off = pa.len() - pb.len();
+            let err = e.err(
+                &Request::new(Divergence::Kl),
+                &pa[off..],
+                &qa[off..],
+                rows,
+                cols,
+            );
+            assert!(
+                matches!(err, Error::BadValue { side: s, row: r, col: c, .. }
+                    if s == side && r == row && c == col),
+                "{}: {err}",
+                e.name()
+            );
+        }
+    }
+}
+
 pub fn logits_and_logprobs(e: &TestEngine) {
     let mut rng = Rng::new(4);
     for (rows, cols) in SHAPES {

@@ -14,13 +14,14 @@ mod probs;
 pub use probs::{short_rows, SHORT_ROW};
 
 use crate::consts::BLOCK;
-use crate::element::Element;
+use crate::element::{Dtype, Element};
 use crate::semantics::exact;
 use crate::semantics::plan::{Kernel, RowParams};
 use crate::semantics::rows::Bad;
 use crate::semantics::sums::{JsSums, LogitSums, Partial, ProbSums};
+use half::bf16;
 use logits::{block_shift, logit_block, logit_js_block};
-use probs::prob_block;
+use probs::{bf16_words_align, prob_block, Bf16Block};
 use pulp::Simd;
 
 /// Block-sized f32 buffers for widening f16/bf16 and for transformed inputs.
@@ -91,6 +92,18 @@ fn affine_block(a: &mut [f32], b: &mut [f32], (add, p, q): (f64, f64, f64)) {
     }
 }
 
+/// `p`, `q` as bf16 slices where `T` is bf16.
+#[inline(always)]
+fn bf16_pair<'a, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [bf16], &'a [bf16])> {
+    if T::DTYPE != Dtype::BF16 {
+        return None;
+    }
+    Some((
+        bytemuck::try_cast_slice(p).ok()?,
+        bytemuck::try_cast_slice(q).ok()?,
+    ))
+}
+
 /// Sums over one piece of a row: the body every CPU path shares. For logits, `params` may
 /// hold the row's shift (a piece of a split row, or a re-read); without it the piece is a
 /// whole row and its first block gives the shift.
@@ -131,8 +144,13 @@ pub fn segment<S: Simd, T: Element>(
     let mut probs = ProbSums::default();
     let mut logits = LogitSums::default();
     let mut js = JsSums::default();
+    // bf16 probabilities are widened inside the kernel's loop, not through scratch.
+    let in_loop = matches!(kernel, Kernel::Probs(_))
+        && scale.is_none()
+        && bf16_pair(p, q).is_some_and(|(p, q)| bf16_words_align(p, q));
     for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
         let (x, y): (&[f32], &[f32]) = match scale {
+            None if in_loop => (&[], &[]),
             None => (T::as_f32(pb, &mut scratch.a), T::as_f32(qb, &mut scratch.b)),
             Some(sc) => {
                 let n = pb.len();
@@ -147,7 +165,13 @@ pub fn segment<S: Simd, T: Element>(
             ..e
         };
         match kernel {
-            Kernel::Probs(div) => probs.merge(&prob_block(s, div, x, y).map_err(relocate)?),
+            Kernel::Probs(div) => {
+                let block = match in_loop.then(|| bf16_pair(pb, qb)).flatten() {
+                    Some((p, q)) => s.vectorize(Bf16Block { div, p, q }),
+                    None => prob_block(s, div, x, y),
+                };
+                probs.merge(&block.map_err(relocate)?)
+            }
             Kernel::Logits(div) => {
                 let floor = logits.located_maxima();
                 let mut block = logit_block(s, div, x, y, shift, floor).map_err(relocate)?;

@@ -10,7 +10,8 @@ use crate::semantics::exact;
 use crate::semantics::finish::LaneSums;
 use crate::semantics::rows::Bad;
 use crate::semantics::sums::ProbSums;
-use pulp::Simd;
+use half::bf16;
+use pulp::{Simd, WithSimd};
 
 /// Rows at most this long go through [`short_rows`] when they are probabilities.
 pub use crate::consts::SHORT_ROW;
@@ -40,6 +41,33 @@ struct ProbAcc<S: Simd> {
     diff: S::f32s,
     /// Rounding error of `diff`, kept by TwoSum: Σ(p − q) decides literal KL when p ≈ q.
     diff_lo: S::f32s,
+}
+
+impl<S: Simd> ProbAcc<S> {
+    #[inline(always)]
+    fn zero(s: S) -> Self {
+        let zero = s.splat_f32s(0.0);
+        ProbAcc {
+            main: zero,
+            main2: zero,
+            sp: zero,
+            sq: zero,
+            diff: zero,
+            diff_lo: zero,
+        }
+    }
+
+    /// The lanes added up, as a block's sums.
+    #[inline(always)]
+    fn sums(&self, s: S) -> ProbSums {
+        ProbSums {
+            main: lanes_sum(s, self.main),
+            main2: lanes_sum(s, self.main2),
+            sp: lanes_sum(s, self.sp),
+            sq: lanes_sum(s, self.sq),
+            diff: lanes_sum_f64(s, self.diff) + lanes_sum_f64(s, self.diff_lo),
+        }
+    }
 }
 
 /// gkl with the zero conventions: t(0, y) = y, t(x, 0) = +inf.
@@ -95,15 +123,15 @@ fn prob_step<S: Simd>(s: S, div: Divergence, x: S::f32s, y: S::f32s, acc: &mut P
 }
 
 /// Exact f64 handling of `p[range]`, `q[range]` into `extra`.
-fn prob_lanes_exact(
+fn prob_lanes_exact<T: Element>(
     div: Divergence,
-    p: &[f32],
-    q: &[f32],
+    p: &[T],
+    q: &[T],
     start: usize,
     extra: &mut ProbSums,
 ) -> Result<(), Bad> {
     for (j, (&x, &y)) in p.iter().zip(q).enumerate() {
-        exact::prob_element(div, x as f64, y as f64, extra).map_err(|(side, kind)| Bad {
+        exact::prob_element(div, x.to_f64(), y.to_f64(), extra).map_err(|(side, kind)| Bad {
             side,
             kind,
             col: start + j,
@@ -146,15 +174,7 @@ fn prob_vectors<S: Simd>(
     q: &[f32],
     start: usize,
 ) -> Result<ProbSums, Bad> {
-    let zero = s.splat_f32s(0.0);
-    let mut acc = ProbAcc::<S> {
-        main: zero,
-        main2: zero,
-        sp: zero,
-        sq: zero,
-        diff: zero,
-        diff_lo: zero,
-    };
+    let mut acc = ProbAcc::<S>::zero(s);
     let mut extra = ProbSums::default();
     let lanes = S::F32_LANES;
     debug_assert!(pv.len() <= 32);
@@ -174,13 +194,157 @@ fn prob_vectors<S: Simd>(
         let r = start + i * lanes..start + (i + 1) * lanes;
         prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
     }
-    let mut out = ProbSums {
-        main: lanes_sum(s, acc.main),
-        main2: lanes_sum(s, acc.main2),
-        sp: lanes_sum(s, acc.sp),
-        sq: lanes_sum(s, acc.sq),
-        diff: lanes_sum_f64(s, acc.diff) + lanes_sum_f64(s, acc.diff_lo),
-    };
+    let mut out = acc.sums(s);
+    out.merge(&extra);
+    Ok(out)
+}
+
+/// Whether `p` and `q` start equally far from a 4-byte boundary, as [`prob_block_bf16`]
+/// needs (always so for rows of one array pair read from files).
+pub fn bf16_words_align(p: &[bf16], q: &[bf16]) -> bool {
+    p.as_ptr() as usize % 4 == q.as_ptr() as usize % 4
+}
+
+/// Sums over one block of bf16 probabilities, widened inside the SIMD loop instead of
+/// through scratch (which cost as much as the arithmetic): a bf16 is the top half of an f32,
+/// so a vector of u32 words, two bf16 each, gives the even elements (word << 16) and the odd
+/// ones (word & 0xffff0000) as two f32 vectors. Sums do not depend on the order; columns
+/// sent to the exact path keep their own numbers. For `p`, `q` that [`bf16_words_align`].
+#[inline(always)]
+fn prob_block_bf16<S: Simd>(
+    s: S,
+    div: Divergence,
+    p: &[bf16],
+    q: &[bf16],
+) -> Result<ProbSums, Bad> {
+    // A row starting between two words is peeled by one element.
+    let head = (p.as_ptr() as usize % 4) / 2;
+    let words = p.len().saturating_sub(head) / 2;
+    let body = head..head + 2 * words;
+    match (
+        bytemuck::try_cast_slice::<bf16, u32>(&p[body.clone()]),
+        bytemuck::try_cast_slice::<bf16, u32>(&q[body]),
+    ) {
+        (Ok(pw), Ok(qw)) => {
+            let (pv, _) = S::as_simd_u32s(pw);
+            let (qv, _) = S::as_simd_u32s(qw);
+            bf16_block_body(s, div, (pv, qv), p, q, head)
+        }
+        // Unequal alignment (see `bf16_words_align`): correct, only slow.
+        _ => {
+            let mut out = ProbSums::default();
+            prob_lanes_exact(div, p, q, 0, &mut out)?;
+            Ok(out)
+        }
+    }
+}
+
+/// [`prob_block_bf16`] as its own function per SIMD level (`s.vectorize(Bf16Block {..})`):
+/// inlined into the kernels of every element type, it would be compiled for each of them.
+pub struct Bf16Block<'a> {
+    pub div: Divergence,
+    pub p: &'a [bf16],
+    pub q: &'a [bf16],
+}
+
+impl WithSimd for Bf16Block<'_> {
+    type Output = Result<ProbSums, Bad>;
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> Self::Output {
+        prob_block_bf16(s, self.div, self.p, self.q)
+    }
+}
+
+/// [`prob_block_bf16`] once `p` and `q` are seen as vectors of words from element `head`.
+#[inline(always)]
+fn bf16_block_body<S: Simd>(
+    s: S,
+    div: Divergence,
+    (pv, qv): (&[S::u32s], &[S::u32s]),
+    p: &[bf16],
+    q: &[bf16],
+    head: usize,
+) -> Result<ProbSums, Bad> {
+    let mut out = widened_block(s, div, &p[..head], &q[..head], 0)?;
+    let step = FLUSH / 2;
+    for (k, (pc, qc)) in pv.chunks(step).zip(qv.chunks(step)).enumerate() {
+        let start = head + 2 * k * step * S::F32_LANES;
+        out.merge(&prob_pairs(s, div, pc, qc, p, q, start)?);
+    }
+    let end = head + 2 * pv.len() * S::F32_LANES;
+    out.merge(&widened_block(s, div, &p[end..], &q[end..], end)?);
+    Ok(out)
+}
+
+/// The even elements of a vector of bf16 pairs, as f32.
+#[inline(always)]
+fn even<S: Simd>(s: S, w: S::u32s) -> S::f32s {
+    s.transmute_f32s_u32s(s.wrapping_dyn_shl_u32s(w, s.splat_u32s(16)))
+}
+
+/// The odd elements of a vector of bf16 pairs, as f32.
+#[inline(always)]
+fn odd<S: Simd>(s: S, w: S::u32s) -> S::f32s {
+    s.transmute_f32s_u32s(s.and_u32s(w, s.splat_u32s(0xffff_0000)))
+}
+
+/// [`prob_block`] of fewer than 2·lanes + 1 bf16 values (a bf16 block's edges), widened on
+/// the stack; columns numbered from `start`.
+#[inline(always)]
+fn widened_block<S: Simd>(
+    s: S,
+    div: Divergence,
+    p: &[bf16],
+    q: &[bf16],
+    start: usize,
+) -> Result<ProbSums, Bad> {
+    if p.is_empty() {
+        return Ok(ProbSums::default());
+    }
+    let (mut x, mut y) = ([0f32; 33], [0f32; 33]);
+    let n = p.len();
+    bf16::widen_into(p, &mut x[..n]);
+    bf16::widen_into(q, &mut y[..n]);
+    prob_block(s, div, &x[..n], &y[..n]).map_err(|e| Bad {
+        col: e.col + start,
+        ..e
+    })
+}
+
+/// Sums over up to FLUSH / 2 vectors of bf16 pairs (see [`prob_block_bf16`]) starting at
+/// element `start` of `p`, `q`.
+#[inline(always)]
+fn prob_pairs<S: Simd>(
+    s: S,
+    div: Divergence,
+    pw: &[S::u32s],
+    qw: &[S::u32s],
+    p: &[bf16],
+    q: &[bf16],
+    start: usize,
+) -> Result<ProbSums, Bad> {
+    let mut acc = ProbAcc::<S>::zero(s);
+    let mut extra = ProbSums::default();
+    let lanes = S::F32_LANES;
+    debug_assert!(pw.len() <= 32);
+    let mut irregular = 0u32;
+    for (i, (&a, &b)) in pw.iter().zip(qw).enumerate() {
+        let (xe, ye, xo, yo) = (even(s, a), even(s, b), odd(s, a), odd(s, b));
+        if all(s, s.and_m32s(regular(s, xe, ye), regular(s, xo, yo))) {
+            prob_step(s, div, xe, ye, &mut acc);
+            prob_step(s, div, xo, yo, &mut acc);
+        } else {
+            irregular |= 1 << i;
+        }
+    }
+    while irregular != 0 {
+        let i = irregular.trailing_zeros() as usize;
+        irregular &= irregular - 1;
+        let r = start + 2 * i * lanes..start + 2 * (i + 1) * lanes;
+        prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
+    }
+    let mut out = acc.sums(s);
     out.merge(&extra);
     Ok(out)
 }
@@ -271,15 +435,7 @@ pub fn short_rows<S: Simd, T: Element>(
 /// Sums of columns of short rows (see [`short_rows`]).
 #[inline(always)]
 fn columns<S: Simd>(s: S, div: Divergence, xv: &[S::f32s], yv: &[S::f32s]) -> Option<RowLanes<S>> {
-    let zero = s.splat_f32s(0.0);
-    let mut acc = ProbAcc::<S> {
-        main: zero,
-        main2: zero,
-        sp: zero,
-        sq: zero,
-        diff: zero,
-        diff_lo: zero,
-    };
+    let mut acc = ProbAcc::<S>::zero(s);
     for (&x, &y) in xv.iter().zip(yv) {
         if !all(s, regular(s, x, y)) {
             return None;
