@@ -13,7 +13,7 @@ use super::sums::{AgreeSums, Partial, RowTops};
 use crate::element::{Dtype, Element};
 use crate::error::Result;
 use crate::request::{Divergence, InputForm, Normalization, Request};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// What an engine does: run one pass over rows and hand each row's sums to a [`Finish`].
 pub trait PassEngine: Sync {
@@ -88,6 +88,38 @@ impl Later {
     }
 }
 
+/// Each logits row's [`RowTops`], set by whichever thread finishes the row: kept beside the
+/// values rather than in each row's output, so that a pass over a million short probability
+/// rows writes 8 bytes per row, not 64 (the output is allocated, page by page, on every call).
+struct TopsTable(Vec<OnceLock<RowTops>>);
+
+impl TopsTable {
+    /// A slot per row where `kernel` reads logits; none otherwise.
+    fn new(kernel: Kernel, rows: usize) -> TopsTable {
+        let rows = if matches!(kernel, Kernel::Logits(_)) {
+            rows
+        } else {
+            0
+        };
+        TopsTable((0..rows).map(|_| OnceLock::new()).collect())
+    }
+
+    fn keep(&self, row: usize, sums: &RowSums) {
+        if let (Some(slot), Some(t)) = (self.0.get(row), tops_of(sums)) {
+            // A row is finished once per pass.
+            let _ = slot.set(t);
+        }
+    }
+
+    fn into_vec(self) -> Vec<Option<RowTops>> {
+        self.0.into_iter().map(OnceLock::into_inner).collect()
+    }
+}
+
+// What a pass writes per row for a plain request stays one f64 (see `TopsTable`): 64 bytes
+// per row made W2 (a million 16-column rows) 6× slower, in page faults of the output.
+const _: () = assert!(std::mem::size_of::<<Values<'static> as Finish>::Out>() == 8);
+
 /// The first (and usually only) pass of a one-pass request: each row's value, or NaN and a
 /// follow-up.
 struct Values<'a> {
@@ -97,6 +129,7 @@ struct Values<'a> {
     /// Short rows whose sums can be finished in their lanes (not for `Normalize`).
     lane_finish: Option<LaneFinish>,
     later: Later,
+    tops: &'a TopsTable,
 }
 
 /// A logits row's [`RowTops`] from its sums (none for rows without them).
@@ -108,11 +141,12 @@ fn tops_of(sums: &RowSums) -> Option<RowTops> {
 }
 
 impl Finish for Values<'_> {
-    /// The row's value, and its tops: taken from the first pass's sums even for rows that
-    /// are re-read (neither the argmax nor the log-sum-exp depends on the shift).
-    type Out = (f64, Option<RowTops>);
+    /// The row's value; its tops go to the table, taken from the first pass's sums even for
+    /// rows that are re-read (neither the argmax nor the log-sum-exp depends on the shift).
+    type Out = f64;
     fn row(&self, row: usize, sums: RowSums) -> Result<Self::Out> {
-        Ok((self.value(row, &sums)?, tops_of(&sums)))
+        self.tops.keep(row, &sums);
+        self.value(row, &sums)
     }
     #[inline(always)]
     fn lanes<S: pulp::Simd>(&self, s: S, sums: &LaneSums<S>, out: &mut [Self::Out]) -> bool {
@@ -123,7 +157,7 @@ impl Finish for Values<'_> {
         s.partial_store_f32s(&mut nats, v);
         let clamp = self.req.normalization != Normalization::AsGiven;
         for (slot, &v) in out.iter_mut().zip(&nats) {
-            *slot = (finish::finalize(self.req, v as f64, clamp), None);
+            *slot = finish::finalize(self.req, v as f64, clamp);
         }
         true
     }
@@ -274,21 +308,19 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
     let eps = engine.sums_eps(T::DTYPE);
     match PassPlan::of(req) {
         PassPlan::One { kernel } => {
+            let tops = TopsTable::new(kernel, shape.rows);
             let values = Values {
                 req,
                 tol,
                 eps,
                 lane_finish: LaneFinish::new(req, tol),
                 later: Later::default(),
+                tops: &tops,
             };
-            let rows = engine.run_pass(&first_pass(kernel), src, shape, &values)?;
-            let (mut out, mut tops): (Vec<f64>, Vec<Option<RowTops>>) = rows.into_iter().unzip();
-            if !matches!(kernel, Kernel::Logits(_)) {
-                tops = vec![];
-            }
+            let mut out = engine.run_pass(&first_pass(kernel), src, shape, &values)?;
             let later = values.later.take();
             follow_up(engine, req, kernel, src, shape, &later, &mut out)?;
-            Ok((out, tops))
+            Ok((out, tops.into_vec()))
         }
         PassPlan::Two { first, second } => {
             let sums = SumsOfRows {
@@ -458,6 +490,15 @@ fn kl_family<'a, E: PassEngine, T: Element>(
     let js = js.map(|r| r.resolved()).transpose()?;
     let tol = finish::sum_tolerance(&reqs[0], T::DTYPE);
     let eps = engine.sums_eps(T::DTYPE);
+    let shared = Request {
+        divergence: Divergence::SymmetricKl,
+        ..reqs[0]
+    };
+    let PassPlan::One { kernel } = PassPlan::of(&shared) else {
+        unreachable!("symmetric KL is one pass")
+    };
+    // The family keeps the tops once; its members none.
+    let (tops, no_tops) = (TopsTable::new(kernel, shape.rows), TopsTable(vec![]));
     let family = Family {
         members: reqs
             .iter()
@@ -467,6 +508,7 @@ fn kl_family<'a, E: PassEngine, T: Element>(
                 eps,
                 lane_finish: LaneFinish::new(req, tol),
                 later: Later::default(),
+                tops: &no_tops,
             })
             .collect(),
         js: js.as_ref().map(|req| SumsOfRows {
@@ -474,13 +516,7 @@ fn kl_family<'a, E: PassEngine, T: Element>(
             tol,
             exact: Later::default(),
         }),
-    };
-    let shared = Request {
-        divergence: Divergence::SymmetricKl,
-        ..reqs[0]
-    };
-    let PassPlan::One { kernel } = PassPlan::of(&shared) else {
-        unreachable!("symmetric KL is one pass")
+        tops: &tops,
     };
     let pass = Pass {
         base: base_params(&shared),
@@ -516,10 +552,7 @@ fn kl_family<'a, E: PassEngine, T: Element>(
     }
     Ok(PerRow {
         values: out,
-        tops: match kernel {
-            Kernel::Logits(_) => rows.iter().map(|r| r.2).collect(),
-            _ => vec![],
-        },
+        tops: tops.into_vec(),
     })
 }
 
@@ -528,12 +561,14 @@ fn kl_family<'a, E: PassEngine, T: Element>(
 struct Family<'a> {
     members: Vec<Values<'a>>,
     js: Option<SumsOfRows<'a>>,
+    tops: &'a TopsTable,
 }
 
 impl Finish for Family<'_> {
-    type Out = ([f64; MAX_SHARED], RowParams, Option<RowTops>);
+    type Out = ([f64; MAX_SHARED], RowParams);
     fn row(&self, row: usize, sums: RowSums) -> Result<Self::Out> {
-        let mut out = ([f64::NAN; MAX_SHARED], RowParams::Skip, tops_of(&sums));
+        self.tops.keep(row, &sums);
+        let mut out = ([f64::NAN; MAX_SHARED], RowParams::Skip);
         for (slot, m) in out.0.iter_mut().zip(&self.members) {
             *slot = m.value(row, &sums.map(|p| p.as_kl_member(m.req.divergence)))?;
         }
@@ -547,7 +582,7 @@ impl Finish for Family<'_> {
         if self.js.is_some() {
             return false;
         }
-        let mut each = [[(0f64, None); 16]; MAX_SHARED];
+        let mut each = [[0f64; 16]; MAX_SHARED];
         for (k, m) in self.members.iter().enumerate() {
             let own = sums.as_kl_member(m.req.divergence);
             if !m.lanes(s, &own, &mut each[k][..out.len()]) {
@@ -556,7 +591,7 @@ impl Finish for Family<'_> {
         }
         for (i, slot) in out.iter_mut().enumerate() {
             for (k, v) in slot.0.iter_mut().enumerate() {
-                *v = each[k][i].0;
+                *v = each[k][i];
             }
         }
         true
