@@ -175,8 +175,6 @@ fn prob_vectors<S: Simd>(
     start: usize,
 ) -> Result<ProbSums, Bad> {
     let mut acc = ProbAcc::<S>::zero(s);
-    let mut extra = ProbSums::default();
-    let lanes = S::F32_LANES;
     debug_assert!(pv.len() <= 32);
     // Vectors for the exact path are only marked here: a call inside the loop would make
     // the compiler keep the accumulators in memory.
@@ -188,10 +186,26 @@ fn prob_vectors<S: Simd>(
             irregular |= 1 << i;
         }
     }
+    with_marked(s, div, &acc, (irregular, S::F32_LANES), p, q, start)
+}
+
+/// The sums of `acc` and, from the exact path, of the vectors marked in `irregular` (bit i:
+/// elements `start + i·width .. start + (i + 1)·width` of `p`, `q`).
+#[inline(always)]
+fn with_marked<S: Simd, T: Element>(
+    s: S,
+    div: Divergence,
+    acc: &ProbAcc<S>,
+    (mut irregular, width): (u32, usize),
+    p: &[T],
+    q: &[T],
+    start: usize,
+) -> Result<ProbSums, Bad> {
+    let mut extra = ProbSums::default();
     while irregular != 0 {
         let i = irregular.trailing_zeros() as usize;
         irregular &= irregular - 1;
-        let r = start + i * lanes..start + (i + 1) * lanes;
+        let r = start + i * width..start + (i + 1) * width;
         prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
     }
     let mut out = acc.sums(s);
@@ -325,8 +339,6 @@ fn prob_pairs<S: Simd>(
     start: usize,
 ) -> Result<ProbSums, Bad> {
     let mut acc = ProbAcc::<S>::zero(s);
-    let mut extra = ProbSums::default();
-    let lanes = S::F32_LANES;
     debug_assert!(pw.len() <= 32);
     let mut irregular = 0u32;
     for (i, (&a, &b)) in pw.iter().zip(qw).enumerate() {
@@ -338,15 +350,7 @@ fn prob_pairs<S: Simd>(
             irregular |= 1 << i;
         }
     }
-    while irregular != 0 {
-        let i = irregular.trailing_zeros() as usize;
-        irregular &= irregular - 1;
-        let r = start + 2 * i * lanes..start + 2 * (i + 1) * lanes;
-        prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
-    }
-    let mut out = acc.sums(s);
-    out.merge(&extra);
-    Ok(out)
+    with_marked(s, div, &acc, (irregular, 2 * S::F32_LANES), p, q, start)
 }
 
 /// The sums of `S::F32_LANES` short rows, lane r holding row r's (from [`short_rows`]).
