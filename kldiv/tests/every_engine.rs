@@ -28,6 +28,7 @@ macro_rules! engine_suite {
                 masked_logits,
                 near_identical_probability_rows,
                 near_identical_logits,
+                logit_blocks_far_apart,
                 long_rows_do_not_accumulate_error,
                 short_row_groups,
                 zero_p_contributes_nothing,

@@ -118,6 +118,22 @@ fn gkl_far<S: Simd>(s: S, x: S::f32s, y: S::f32s, d: S::f32s) -> S::f32s {
     s.mul_add_e_f32s(x, l, neg(s, d))
 }
 
+/// Asks the cache for the line `ahead` bytes past `v`. A prefetch reads nothing
+/// architecturally and never faults, so an address past the input's end is harmless (it is
+/// dropped). No-op off x86-64.
+#[inline(always)]
+pub fn prefetch_ahead<T>(v: &T, ahead: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let at = (v as *const T).cast::<i8>().wrapping_add(ahead);
+        // SAFETY: see above; SSE (which the intrinsic needs) is in every x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (v, ahead);
+}
+
 /// |x|. pulp's provided `abs_f32s` / `neg_f32s` are only `#[inline]`: where the compiler
 /// declines, they run outside the SIMD context as calls (seen in profiles).
 #[inline(always)]

@@ -501,6 +501,64 @@ pub fn near_identical_logits(e: &TestEngine) {
     }
 }
 
+/// Rows whose blocks see P and Q at very different offsets: everywhere a = b + 0.3, except
+/// one logit of one side, in the second 512-column block, h above it. There e^(b − mb) and
+/// e^(a − ma) differ by ~e^h, and e^(a − ma) underflows f32 where e^(b − mb) does not, so no
+/// engine may take one side's weights from the other's there (the CPU does so only where
+/// the shift between them is small). Every divergence within 1e-5 relative of f64 (1e-4 on
+/// the GPU), 1e-12 absolute (entropies of a near one-hot row are ~1e-30).
+pub fn logit_blocks_far_apart(e: &TestEngine) {
+    let mut rng = Rng::new(23);
+    let cols = 1500;
+    let spikes = [(60.0, true), (85.0, true), (100.0, true), (85.0, false)];
+    let rows = spikes.len();
+    let (mut a, mut b) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
+    for (r, &(h, on_p)) in spikes.iter().enumerate() {
+        for j in 0..cols {
+            b[r * cols + j] = -8.0 * rng.uniform();
+            a[r * cols + j] = b[r * cols + j] + 0.3;
+        }
+        let k = r * cols + 700;
+        b[k] = 0.0;
+        a[k] = 0.3;
+        if on_p {
+            a[k] += h;
+        } else {
+            b[k] += h;
+        }
+    }
+    let (af, bf) = (to_f32(&a), to_f32(&b));
+    let (ae, be) = (to_f64(&af), to_f64(&bf));
+    let rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
+    for (div, rdiv) in [
+        (Divergence::Kl, Div::Kl),
+        (Divergence::ReverseKl, Div::Reverse),
+        (Divergence::SymmetricKl, Div::Symmetric),
+        (Divergence::CrossEntropy, Div::CrossEntropy),
+        (Divergence::Entropy, Div::Entropy),
+        (Divergence::JensenShannon, Div::Js),
+    ] {
+        let got = e.ok(
+            &Request::new(div).input(InputForm::Logits),
+            &af,
+            &bf,
+            rows,
+            cols,
+        );
+        for r in 0..rows {
+            let (x, y) = (&ae[r * cols..(r + 1) * cols], &be[r * cols..(r + 1) * cols]);
+            let want = reference(rdiv, Form::Logits, x, y, false);
+            assert!(
+                close(got[r], want, rel, 1e-12),
+                "{} {div:?} row {r} (spike {:?}): got {:e} want {want:e}",
+                e.name(),
+                spikes[r],
+                got[r]
+            );
+        }
+    }
+}
+
 /// Long rows: blocked sums keep the error flat; a 4M-column row stays within 1e-5.
 pub fn long_rows_do_not_accumulate_error(e: &TestEngine) {
     let mut rng = Rng::new(7);

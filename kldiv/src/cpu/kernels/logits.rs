@@ -1,8 +1,8 @@
 //! Logits rows: log-sum-exp sums and the ψ terms of `LogitSums` per block, the row's shift
 //! from its first block, and Jensen–Shannon over logits in the log domain.
 
-use super::super::simd_math::{abs, all, any, exp_nonpos, horner, ln, neg, poly9};
-use super::{lanes_sum, lanes_sum_f64, FLUSH};
+use super::super::simd_math::{abs, all, any, exp_nonpos, horner, ln, neg, poly9, prefetch_ahead};
+use super::{lanes_sum, lanes_sum_f64, FLUSH, PREFETCH_AHEAD};
 use crate::consts::{BIG_LOGIT, JS_G, JS_NEAR, PSI_NEAR, PSI_P};
 use crate::request::Divergence;
 use crate::semantics::exact;
@@ -10,11 +10,20 @@ use crate::semantics::rows::Bad;
 use crate::semantics::sums::{JsSums, LogitSums, NO_TOP};
 use pulp::Simd;
 
-/// w·ψ(x) where w·e^−x = `w_shift`: series near 0, direct form elsewhere.
+/// w·ψ(x) where w·e^−x = `w_shift`, from the series `psi` = ψ(x) near 0 and the direct
+/// form elsewhere.
 #[inline(always)]
-fn weighted_psi<S: Simd>(s: S, w: S::f32s, w_shift: S::f32s, x: S::f32s, near: S::m32s) -> S::f32s {
-    let series = s.mul_f32s(w, s.mul_f32s(s.mul_f32s(x, x), horner(s, x, &PSI_P)));
-    if all(s, near) {
+fn weighted_psi<S: Simd>(
+    s: S,
+    w: S::f32s,
+    psi: S::f32s,
+    w_shift: S::f32s,
+    x: S::f32s,
+    near: S::m32s,
+    all_near: bool,
+) -> S::f32s {
+    let series = s.mul_f32s(w, psi);
+    if all_near {
         series
     } else {
         let direct = s.mul_add_e_f32s(w, x, s.sub_f32s(w_shift, w));
@@ -116,7 +125,12 @@ pub fn logit_block<S: Simd>(
     let mut mxa = s.splat_f32s(f32::NEG_INFINITY);
     let mut mxb = mxa;
     let exact = || exact::logit_block(a, b, &mut Some(shift));
-    for (&x, &y) in av.iter().zip(bv) {
+    for (x, y) in av.iter().zip(bv) {
+        // This scan is where a block first comes from memory, and the loop after it is pure
+        // arithmetic: ask for the next block now, so that its reads overlap that arithmetic.
+        prefetch_ahead(x, PREFETCH_AHEAD);
+        prefetch_ahead(y, PREFETCH_AHEAD);
+        let (x, y) = (*x, *y);
         let ok = s.and_m32s(
             s.less_than_or_equal_f32s(abs(s, x), big),
             s.less_than_or_equal_f32s(abs(s, y), big),
@@ -143,66 +157,12 @@ pub fn logit_block<S: Simd>(
     out.ma = ma as f64;
     out.mb = mb as f64;
     let g = exact::gamma(&out);
-    let need_a = matches!(div, Divergence::Kl | Divergence::SymmetricKl);
-    let need_b = matches!(div, Divergence::ReverseKl | Divergence::SymmetricKl);
-    let need_ea = div == Divergence::Entropy;
-    let need_eb = div == Divergence::CrossEntropy;
-    let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
-    let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
-    let (vg, vg_inv) = (s.splat_f32s(g as f32), s.splat_f32s((1.0 / g) as f32));
-    let zero = s.splat_f32s(0.0);
-    let one = s.splat_f32s(1.0);
-    for (ac, bc) in av.chunks(FLUSH).zip(bv.chunks(FLUSH)) {
-        let (mut sa, mut sb, mut ea, mut eb) = (zero, zero, zero, zero);
-        let (mut na, mut nb) = (zero, zero);
-        let (mut xa, mut xb, mut axa, mut axb) = (zero, zero, zero, zero);
-        let (mut pa, mut pb) = (zero, zero);
-        for (&x, &y) in ac.iter().zip(bc) {
-            let (da, db) = (s.sub_f32s(x, vma), s.sub_f32s(y, vmb));
-            let wa = exp_nonpos(s, da);
-            let wb = exp_nonpos(s, db);
-            // Elements at the maximum weigh exactly 1: counted apart, so that the f32 sums
-            // keep the small rest to its own precision (ln Σ of a peaked row needs it).
-            let (at_a, at_b) = (s.equal_f32s(da, zero), s.equal_f32s(db, zero));
-            na = s.add_f32s(na, s.select_f32s(at_a, one, zero));
-            nb = s.add_f32s(nb, s.select_f32s(at_b, one, zero));
-            sa = s.add_f32s(sa, s.select_f32s(at_a, zero, wa));
-            sb = s.add_f32s(sb, s.select_f32s(at_b, zero, wb));
-            if need_ea {
-                ea = s.mul_add_e_f32s(wa, da, ea);
-            }
-            if need_eb {
-                eb = s.mul_add_e_f32s(wa, db, eb);
-            }
-            if need_a || need_b {
-                let (d_hi, d_lo) = two_diff(s, x, y);
-                let xs = s.add_f32s(s.sub_f32s(d_hi, vc_hi), s.sub_f32s(d_lo, vc_lo));
-                let axs = abs(s, xs);
-                let near = s.less_than_or_equal_f32s(axs, s.splat_f32s(PSI_NEAR));
-                if need_a {
-                    xa = s.mul_add_e_f32s(wa, xs, xa);
-                    axa = s.mul_add_e_f32s(wa, axs, axa);
-                    pa = s.add_f32s(pa, weighted_psi(s, wa, s.mul_f32s(vg, wb), xs, near));
-                }
-                if need_b {
-                    xb = s.mul_add_e_f32s(wb, xs, xb);
-                    axb = s.mul_add_e_f32s(wb, axs, axb);
-                    let nxs = neg(s, xs);
-                    pb = s.add_f32s(pb, weighted_psi(s, wb, s.mul_f32s(vg_inv, wa), nxs, near));
-                }
-            }
-        }
-        out.sa += lanes_sum(s, na) + lanes_sum(s, sa);
-        out.sb += lanes_sum(s, nb) + lanes_sum(s, sb);
-        // ea, eb are sums of non-positive terms.
-        out.ea -= lanes_sum(s, neg(s, ea));
-        out.eb -= lanes_sum(s, neg(s, eb));
-        out.xa += lanes_sum_f64(s, xa);
-        out.xb += lanes_sum_f64(s, xb);
-        out.ax_a += lanes_sum(s, axa);
-        out.ax_b += lanes_sum(s, axb);
-        out.psi_a += lanes_sum(s, pa);
-        out.psi_b += lanes_sum(s, pb);
+    let consts = (ma, mb, c_hi, c_lo, g);
+    match div {
+        Divergence::Kl => block_sums::<S, true, false>(s, div, av, bv, consts, &mut out),
+        Divergence::ReverseKl => block_sums::<S, false, true>(s, div, av, bv, consts, &mut out),
+        Divergence::SymmetricKl => block_sums::<S, true, true>(s, div, av, bv, consts, &mut out),
+        _ => block_sums::<S, false, false>(s, div, av, bv, consts, &mut out),
     }
     for (&x, &y) in at.iter().zip(bt) {
         exact::logit_element(x as f64, y as f64, &mut out, g);
@@ -222,6 +182,109 @@ pub fn logit_block<S: Simd>(
         out.top_b = first_at(s, b, mb);
     }
     Ok(out)
+}
+
+/// |ln γ| up to which wb may be taken from wa (see [`block_sums`]): the weights that way
+/// cannot see (wa flushed to 0 below e^−87) are then below e^−66 of the block's sb ≥ 1.
+const DERIVE_GAP: f64 = 20.0;
+
+/// The vector loop of [`logit_block`] over whole vectors, into `out`, compiled for which
+/// P-weighted (`A`: KL, symmetric) and Q-weighted (`B`: reverse KL, symmetric) ψ sums the
+/// divergence needs, so that only those accumulators live in registers.
+///
+/// Where every lane of a vector has |x| within the ψ series' range, wb = e^(b−mb) is not a
+/// second exponential: γ·wb = wa·e^−x = wa·(1 − x + ψ(x)), and ψ(x) is a short series.
+/// Every variant takes wb so (the same operations in the same order), so a divergence
+/// computed alone and in a shared pass has the same bits.
+#[inline(always)]
+fn block_sums<S: Simd, const A: bool, const B: bool>(
+    s: S,
+    div: Divergence,
+    av: &[S::f32s],
+    bv: &[S::f32s],
+    (ma, mb, c_hi, c_lo, g): (f32, f32, f32, f32, f64),
+    out: &mut LogitSums,
+) {
+    let need_ea = div == Divergence::Entropy;
+    let need_eb = div == Divergence::CrossEntropy;
+    let derive = out.shift_gap().abs() <= DERIVE_GAP;
+    let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
+    let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
+    let (vg, vg_inv) = (s.splat_f32s(g as f32), s.splat_f32s((1.0 / g) as f32));
+    let zero = s.splat_f32s(0.0);
+    let one = s.splat_f32s(1.0);
+    for (ac, bc) in av.chunks(FLUSH).zip(bv.chunks(FLUSH)) {
+        let (mut sa, mut sb, mut ea, mut eb) = (zero, zero, zero, zero);
+        let (mut na, mut nb) = (zero, zero);
+        let (mut xa, mut xb, mut axa, mut axb) = (zero, zero, zero, zero);
+        let (mut pa, mut pb) = (zero, zero);
+        for (&x, &y) in ac.iter().zip(bc) {
+            let (da, db) = (s.sub_f32s(x, vma), s.sub_f32s(y, vmb));
+            let wa = exp_nonpos(s, da);
+            // Elements at the maximum weigh exactly 1: counted apart, so that the f32 sums
+            // keep the small rest to its own precision (ln Σ of a peaked row needs it).
+            let (at_a, at_b) = (s.equal_f32s(da, zero), s.equal_f32s(db, zero));
+            na = s.add_f32s(na, s.select_f32s(at_a, one, zero));
+            sa = s.add_f32s(sa, s.select_f32s(at_a, zero, wa));
+            if need_ea {
+                ea = s.mul_add_e_f32s(wa, da, ea);
+            }
+            if need_eb {
+                eb = s.mul_add_e_f32s(wa, db, eb);
+            }
+            let (d_hi, d_lo) = two_diff(s, x, y);
+            let xs = s.add_f32s(s.sub_f32s(d_hi, vc_hi), s.sub_f32s(d_lo, vc_lo));
+            let axs = abs(s, xs);
+            let near = s.less_than_or_equal_f32s(axs, s.splat_f32s(PSI_NEAR));
+            let all_near = all(s, near);
+            // (A value, not a closure: closures are not compiled with the SIMD features.)
+            let psi_x = s.mul_f32s(s.mul_f32s(xs, xs), horner(s, xs, &PSI_P));
+            let wb = if derive && all_near {
+                let e_nx = s.add_f32s(s.sub_f32s(one, xs), psi_x);
+                s.mul_f32s(s.mul_f32s(wa, vg_inv), e_nx)
+            } else {
+                exp_nonpos(s, db)
+            };
+            if A {
+                xa = s.mul_add_e_f32s(wa, xs, xa);
+                axa = s.mul_add_e_f32s(wa, axs, axa);
+                let w_shift = s.mul_f32s(vg, wb);
+                pa = s.add_f32s(pa, weighted_psi(s, wa, psi_x, w_shift, xs, near, all_near));
+            }
+            if B {
+                let nxs = neg(s, xs);
+                xb = s.mul_add_e_f32s(wb, xs, xb);
+                axb = s.mul_add_e_f32s(wb, axs, axb);
+                let psi_nx = s.mul_f32s(s.mul_f32s(nxs, nxs), horner(s, nxs, &PSI_P));
+                let w_shift = s.mul_f32s(vg_inv, wa);
+                pb = s.add_f32s(
+                    pb,
+                    weighted_psi(s, wb, psi_nx, w_shift, nxs, near, all_near),
+                );
+            }
+            nb = s.add_f32s(nb, s.select_f32s(at_b, one, zero));
+            sb = s.add_f32s(sb, s.select_f32s(at_b, zero, wb));
+        }
+        out.sa += lanes_sum(s, na) + lanes_sum(s, sa);
+        out.sb += lanes_sum(s, nb) + lanes_sum(s, sb);
+        // ea, eb are sums of non-positive terms.
+        if need_ea {
+            out.ea -= lanes_sum(s, neg(s, ea));
+        }
+        if need_eb {
+            out.eb -= lanes_sum(s, neg(s, eb));
+        }
+        if A {
+            out.xa += lanes_sum_f64(s, xa);
+            out.ax_a += lanes_sum(s, axa);
+            out.psi_a += lanes_sum(s, pa);
+        }
+        if B {
+            out.xb += lanes_sum_f64(s, xb);
+            out.ax_b += lanes_sum(s, axb);
+            out.psi_b += lanes_sum(s, pb);
+        }
+    }
 }
 
 /// F(u) of `consts::JS_G`, lane by lane: series near 0, closed form beyond.

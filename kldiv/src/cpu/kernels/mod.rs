@@ -51,6 +51,11 @@ impl Scratch {
 /// one-lane scalar level included.
 pub(super) const FLUSH: usize = 32;
 
+/// How far ahead of the element being summed the kernels ask for input (bytes): the
+/// hardware's stream prefetcher alone left the arithmetic waiting on memory at the start of
+/// every block (perf: the logits kernel's max scan held ~40% of its samples).
+pub(super) const PREFETCH_AHEAD: usize = 4 * BLOCK;
+
 /// Horizontal sum of the lanes of a non-negative accumulator: an f32 tree adds at most
 /// 4 ulp (16 lanes), negligible next to the terms' own error.
 #[inline(always)]

@@ -1,9 +1,9 @@
 //! Probability rows: the divergences' t-terms, Σp, Σq and Σ(p − q) per block, and groups of
 //! short rows summed a row per lane.
 
-use super::super::simd_math::{all, gkl, ln, HUGE, TINY};
+use super::super::simd_math::{all, gkl, ln, prefetch_ahead, HUGE, TINY};
 use super::super::transpose;
-use super::{lanes_sum, lanes_sum_f64, Scratch, FLUSH};
+use super::{lanes_sum, lanes_sum_f64, Scratch, FLUSH, PREFETCH_AHEAD};
 use crate::element::Element;
 use crate::request::Divergence;
 use crate::semantics::exact;
@@ -179,7 +179,10 @@ fn prob_vectors<S: Simd>(
     // Vectors for the exact path are only marked here: a call inside the loop would make
     // the compiler keep the accumulators in memory.
     let mut irregular = 0u32;
-    for (i, (&x, &y)) in pv.iter().zip(qv).enumerate() {
+    for (i, (x, y)) in pv.iter().zip(qv).enumerate() {
+        prefetch_ahead(x, PREFETCH_AHEAD);
+        prefetch_ahead(y, PREFETCH_AHEAD);
+        let (x, y) = (*x, *y);
         if all(s, regular(s, x, y)) {
             prob_step(s, div, x, y, &mut acc);
         } else {
@@ -341,7 +344,10 @@ fn prob_pairs<S: Simd>(
     let mut acc = ProbAcc::<S>::zero(s);
     debug_assert!(pw.len() <= 32);
     let mut irregular = 0u32;
-    for (i, (&a, &b)) in pw.iter().zip(qw).enumerate() {
+    for (i, (a, b)) in pw.iter().zip(qw).enumerate() {
+        prefetch_ahead(a, PREFETCH_AHEAD);
+        prefetch_ahead(b, PREFETCH_AHEAD);
+        let (a, b) = (*a, *b);
         let (xe, ye, xo, yo) = (even(s, a), even(s, b), odd(s, a), odd(s, b));
         if all(s, s.and_m32s(regular(s, xe, ye), regular(s, xo, yo))) {
             prob_step(s, div, xe, ye, &mut acc);
