@@ -157,7 +157,9 @@ pub fn logit_block<S: Simd>(
     out.ma = ma as f64;
     out.mb = mb as f64;
     let g = exact::gamma(&out);
-    let consts = (ma, mb, c_hi, c_lo, g);
+    // |ln γ|, fixed from here on (the tail below reads ma, mb and the shift, never sets them).
+    let gap = out.shift_gap().abs();
+    let consts = (ma, mb, c_hi, c_lo, g, gap <= DERIVE_GAP);
     match div {
         Divergence::Kl => block_sums::<S, true, false>(s, div, av, bv, consts, &mut out),
         Divergence::ReverseKl => block_sums::<S, false, true>(s, div, av, bv, consts, &mut out),
@@ -169,7 +171,7 @@ pub fn logit_block<S: Simd>(
     }
     // The ψ terms rest on g·wb = wa·e^−x: with g or 1/g outside f32's normal range they are
     // meaningless, and the row is finished in the plain form (or re-read).
-    if out.shift_gap().abs().is_nan() || out.shift_gap().abs() > 80.0 {
+    if gap.is_nan() || gap > 80.0 {
         out.psi_a = f64::NAN;
         out.psi_b = f64::NAN;
     }
@@ -190,7 +192,8 @@ const DERIVE_GAP: f64 = 20.0;
 
 /// The vector loop of [`logit_block`] over whole vectors, into `out`, compiled for which
 /// P-weighted (`A`: KL, symmetric) and Q-weighted (`B`: reverse KL, symmetric) ψ sums the
-/// divergence needs, so that only those accumulators live in registers.
+/// divergence needs, so that only those accumulators live in registers. `derive`: |ln γ| ≤
+/// [`DERIVE_GAP`].
 ///
 /// Where every lane of a vector has |x| within the ψ series' range, wb = e^(b−mb) is not a
 /// second exponential: γ·wb = wa·e^−x = wa·(1 − x + ψ(x)), and ψ(x) is a short series.
@@ -202,12 +205,11 @@ fn block_sums<S: Simd, const A: bool, const B: bool>(
     div: Divergence,
     av: &[S::f32s],
     bv: &[S::f32s],
-    (ma, mb, c_hi, c_lo, g): (f32, f32, f32, f32, f64),
+    (ma, mb, c_hi, c_lo, g, derive): (f32, f32, f32, f32, f64, bool),
     out: &mut LogitSums,
 ) {
     let need_ea = div == Divergence::Entropy;
     let need_eb = div == Divergence::CrossEntropy;
-    let derive = out.shift_gap().abs() <= DERIVE_GAP;
     let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
     let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
     let (vg, vg_inv) = (s.splat_f32s(g as f32), s.splat_f32s((1.0 / g) as f32));
