@@ -4,7 +4,7 @@
 
 use pulp::Simd;
 
-use crate::consts::{EXP_MIN, EXP_Q, GKL_P, LN2_HI, LN2_LO, LN_P, U_NEAR};
+use crate::consts::{EXP_MIN, EXP_Q, GKL_Q, LN2_HI, LN2_LO, LN_P, U_NEAR};
 pub use crate::consts::{HUGE, TINY};
 
 /// c[0] + c[1]·x + … + c[8]·x⁸ by Estrin's scheme: 4 dependent steps instead of Horner's 8,
@@ -83,7 +83,8 @@ pub fn exp_nonpos<S: Simd>(s: S, x: S::f32s) -> S::f32s {
     s.select_f32s(under, s.splat_f32s(0.0), s.mul_f32s(e, scale))
 }
 
-/// t(x, y) = x·ln(x/y) − x + y for x, y in [TINY, HUGE].
+/// t(x, y) = x·ln(x/y) − x + y for x, y each 0 or in [TINY, HUGE], with the zero
+/// conventions t(0, y) = y and t(x, 0) = +inf (x > 0).
 ///
 /// With u = (x−y)/(x+y): t = (x−y)·u·P(u), P(u) = 1 + u/3 + u²/3 + u³/5 + u⁴/5 + …
 /// (from ln(x/y) = 2·atanh u). x − y is exact when x ≈ y, so this branch has no
@@ -91,25 +92,32 @@ pub fn exp_nonpos<S: Simd>(s: S, x: S::f32s) -> S::f32s {
 /// (|u| > 0.15, ratio outside [0.74, 1.35]) the direct form loses at most a factor ~25.
 #[inline(always)]
 pub fn gkl<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
-    const P: [f32; 9] = GKL_P;
     let d = s.sub_f32s(x, y);
     let u = s.div_f32s(d, s.add_f32s(x, y));
     let near = s.less_than_or_equal_f32s(abs(s, u), s.splat_f32s(U_NEAR));
-    // Data with p ≈ q (the usual case) skips the log and the second division entirely.
+    // Data with p ≈ q (the usual case) skips the log, the second division and the zero
+    // selects: a lane holding a zero has |u| = 1 or u = NaN, so it is never near.
     if all(s, near) {
-        gkl_near(s, d, u, &P)
-    } else if !any(s, near) {
+        return gkl_near(s, d, u);
+    }
+    let t = if !any(s, near) {
         gkl_far(s, x, y, d)
     } else {
-        s.select_f32s(near, gkl_near(s, d, u, &P), gkl_far(s, x, y, d))
-    }
+        s.select_f32s(near, gkl_near(s, d, u), gkl_far(s, x, y, d))
+    };
+    let zero = s.splat_f32s(0.0);
+    let t = s.select_f32s(s.equal_f32s(y, zero), s.splat_f32s(f32::INFINITY), t);
+    s.select_f32s(s.equal_f32s(x, zero), y, t)
 }
 
 // (Helpers, not closures: only `#[inline(always)]` functions are compiled with the
 // caller's target features.)
+/// P(u) as 1 + (u + u²)·Q(u²) (see `consts::GKL_P`), times (x−y)·u.
 #[inline(always)]
-fn gkl_near<S: Simd>(s: S, d: S::f32s, u: S::f32s, p: &[f32; 9]) -> S::f32s {
-    s.mul_f32s(s.mul_f32s(d, u), poly9(s, u, p))
+fn gkl_near<S: Simd>(s: S, d: S::f32s, u: S::f32s) -> S::f32s {
+    let v = s.mul_f32s(u, u);
+    let p = s.mul_add_e_f32s(s.add_f32s(u, v), horner(s, v, &GKL_Q), s.splat_f32s(1.0));
+    s.mul_f32s(s.mul_f32s(d, u), p)
 }
 
 #[inline(always)]
@@ -227,6 +235,41 @@ mod tests {
             vector_map::<1>(&[f32::NEG_INFINITY, -100.0], &[0.0, 0.0])[..2],
             [0.0, 0.0]
         );
+    }
+
+    /// Zeros follow the conventions whichever branch the other lanes of their vector take
+    /// (all near but one, all far, mixed), on every SIMD width.
+    #[test]
+    fn gkl_zero_conventions_in_every_branch() {
+        let lanes = 16;
+        for (other_x, other_y) in [(1.0f32, 1.01f32), (1.0, 9.0), (1.0, 1.2)] {
+            for zero_at in 0..lanes {
+                for (zx, zy, want) in [
+                    (0.0, 0.25, 0.25),
+                    (0.5, 0.0, f32::INFINITY),
+                    (0.0, 0.0, 0.0),
+                ] {
+                    let mut xs = vec![other_x; lanes];
+                    let mut ys = vec![other_y; lanes];
+                    // A mixed vector: every other lane near one.
+                    if other_y == 1.2 {
+                        ys.iter_mut().step_by(2).for_each(|y| *y = 1.01);
+                    }
+                    xs[zero_at] = zx;
+                    ys[zero_at] = zy;
+                    let got = vector_map::<2>(&xs, &ys);
+                    for (i, g) in got.iter().enumerate() {
+                        let j = i % lanes;
+                        if j == zero_at {
+                            assert_eq!(*g, want, "t({zx}, {zy}) in lane {j}");
+                        } else {
+                            let w = crate::semantics::exact::gkl(xs[j] as f64, ys[j] as f64);
+                            assert!((*g as f64 / w - 1.0).abs() < 4e-6, "lane {j}: {g} vs {w}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Relative error of the t-term against the f64 definition, across ratios from e^-8 to

@@ -17,7 +17,7 @@ use pulp::{Simd, WithSimd};
 pub use crate::consts::SHORT_ROW;
 
 /// Lanes where the fast path is exact: both values within [TINY, HUGE], or one of them 0
-/// and the other at most HUGE (zeros only reach the exact selects in `gkl0` / `xlogy0`).
+/// and the other at most HUGE (zeros only reach the exact selects in `gkl` / `xlogy0`).
 /// On the bit patterns as unsigned integers, negatives, NaN and ±inf all compare above
 /// HUGE, so two min/max and three compares decide it.
 #[inline(always)]
@@ -70,18 +70,6 @@ impl<S: Simd> ProbAcc<S> {
     }
 }
 
-/// gkl with the zero conventions: t(0, y) = y, t(x, 0) = +inf.
-#[inline(always)]
-fn gkl0<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
-    let t = gkl(s, x, y);
-    let t = s.select_f32s(
-        s.equal_f32s(y, s.splat_f32s(0.0)),
-        s.splat_f32s(f32::INFINITY),
-        t,
-    );
-    s.select_f32s(s.equal_f32s(x, s.splat_f32s(0.0)), y, t)
-}
-
 /// x·ln y with 0·ln y = 0 and x·ln 0 = −inf.
 #[inline(always)]
 fn xlogy0<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
@@ -104,15 +92,15 @@ fn prob_step<S: Simd>(s: S, div: Divergence, x: S::f32s, y: S::f32s, acc: &mut P
     acc.diff = sum;
     acc.diff_lo = s.add_f32s(acc.diff_lo, err);
     match div {
-        Divergence::Kl => acc.main = s.add_f32s(acc.main, gkl0(s, x, y)),
-        Divergence::ReverseKl => acc.main = s.add_f32s(acc.main, gkl0(s, y, x)),
+        Divergence::Kl => acc.main = s.add_f32s(acc.main, gkl(s, x, y)),
+        Divergence::ReverseKl => acc.main = s.add_f32s(acc.main, gkl(s, y, x)),
         Divergence::SymmetricKl => {
-            acc.main = s.add_f32s(acc.main, gkl0(s, x, y));
-            acc.main2 = s.add_f32s(acc.main2, gkl0(s, y, x));
+            acc.main = s.add_f32s(acc.main, gkl(s, x, y));
+            acc.main2 = s.add_f32s(acc.main2, gkl(s, y, x));
         }
         Divergence::JensenShannon => {
             let m = s.mul_f32s(s.add_f32s(x, y), s.splat_f32s(0.5));
-            let t = s.add_f32s(gkl0(s, x, m), gkl0(s, y, m));
+            let t = s.add_f32s(gkl(s, x, m), gkl(s, y, m));
             // m = 0 only where x = y = 0, whose term is 0.
             let t = s.select_f32s(s.equal_f32s(m, s.splat_f32s(0.0)), m, t);
             acc.main = s.add_f32s(acc.main, t);
