@@ -35,13 +35,15 @@ impl ProbSums {
 /// sa = Σ wa and sb = Σ wb never overflow. The row has one shift c, kept as the pair
 /// `shift_hi + shift_lo` exactly as the kernel used it; with x = a − b − c:
 ///
+/// ```text
 /// KL(P‖Q) = E_p[x] + L with L = ln E_p[e^−x] = (c − (ma − mb)) + ln(sb/sa)   (plain form)
 ///         = ln(1+X) − X + E_p[ψ(x)] with X = E_p[ψ(x)] − E_p[x]               (ψ form)
+/// ```
 ///
 /// where ψ(x) = e^−x − 1 + x ≥ 0 and 1 + X = E_p[e^−x]. The ψ form keeps every digit when
 /// X ≈ 0, which the ideal shift c* = lse_a − lse_b gives exactly (the engines take c from
 /// the row's first block, and re-read rows where that was not good enough); the plain form is
-/// better when P and Q differ a lot. [`finish_logits`] takes the form with the smaller error
+/// better when P and Q differ a lot. [`finish_logits`](super::finish::finish_logits) takes the form with the smaller error
 /// estimate, from `ax_*` (Σ w·|x|) and `xerr_*` (a bound on the rounding of x itself, which
 /// only the GPU has: the CPU forms x exactly by TwoSum). Cross-entropy and entropy need no
 /// shift: H(P,Q) = ln sb − E_p[b − mb] and H(P) = ln sa − E_p[a − ma] add two non-negative
