@@ -8,20 +8,11 @@
 mod common;
 use common::files::{f32_npy_fortran, f32_npy_shaped, tmp};
 use common::{
-    close, log_softmax_rows, logit_pair, prob_pair, reference, to_f32, to_f64, Div, Form,
+    close, log_softmax_rows, logit_pair, prob_pair, reference, to_f32, to_f64, Div, Form, ALL_DIVS,
 };
 use kldiv::io::tensor::TensorFile;
 use kldiv::{CpuEngine, Divergence, Error, InputForm, NanPolicy, Request, SimdLevel};
 use proptest::prelude::*;
-
-const DIVS: [(Divergence, Div); 6] = [
-    (Divergence::Kl, Div::Kl),
-    (Divergence::ReverseKl, Div::Reverse),
-    (Divergence::SymmetricKl, Div::Symmetric),
-    (Divergence::JensenShannon, Div::Js),
-    (Divergence::CrossEntropy, Div::CrossEntropy),
-    (Divergence::Entropy, Div::Entropy),
-];
 
 const FORMS: [InputForm; 3] = [
     InputForm::Probabilities,
@@ -79,7 +70,7 @@ proptest! {
             let (c, f) = (tmp("lay_c.npy"), tmp("lay_f.npy"));
             f32_npy_shaped(&c, &shape, &p);
             f32_npy_fortran(&f, &shape, &p);
-            for (div, _) in DIVS {
+            for (div, _) in ALL_DIVS {
                 for nan in [NanPolicy::Error, NanPolicy::Propagate] {
                     let req = Request::new(div).input(form).nan(nan);
                     let from_c = through_file(&c, &q, &req);
@@ -166,7 +157,7 @@ fn check_magnitudes(
 ) -> Result<(), TestCaseError> {
     let rows = a.len() / cols;
     let (ae, be) = (to_f64(a), to_f64(b));
-    for (div, rdiv) in DIVS {
+    for (div, rdiv) in ALL_DIVS {
         let req = Request::new(div).input(InputForm::Logits);
         // Rows without any finite logit on a side have no distribution: an error then.
         let no_mass = |v: &[f64]| v.iter().all(|x| *x == f64::NEG_INFINITY);

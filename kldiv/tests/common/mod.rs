@@ -94,6 +94,16 @@ pub enum Div {
     Entropy,
 }
 
+/// Every divergence of the library beside the reference's name for it.
+pub const ALL_DIVS: [(kldiv::Divergence, Div); 6] = [
+    (kldiv::Divergence::Kl, Div::Kl),
+    (kldiv::Divergence::ReverseKl, Div::Reverse),
+    (kldiv::Divergence::SymmetricKl, Div::Symmetric),
+    (kldiv::Divergence::JensenShannon, Div::Js),
+    (kldiv::Divergence::CrossEntropy, Div::CrossEntropy),
+    (kldiv::Divergence::Entropy, Div::Entropy),
+];
+
 /// Each row of `v` (rows of `cols`) as log-probabilities: log-softmax in f64.
 pub fn log_softmax_rows(v: &[f64], cols: usize) -> Vec<f64> {
     v.chunks(cols).flat_map(log_softmax).collect()
@@ -223,16 +233,8 @@ pub fn check_all_divergences_within(
     (rel, abs): (f64, f64),
     run: &mut dyn FnMut(&kldiv::Request) -> Result<Vec<f64>, kldiv::Error>,
 ) {
-    use kldiv::{Divergence, Normalization, Request};
+    use kldiv::{Normalization, Request};
     let input = form.input();
-    let divs = [
-        (Divergence::Kl, Div::Kl),
-        (Divergence::ReverseKl, Div::Reverse),
-        (Divergence::SymmetricKl, Div::Symmetric),
-        (Divergence::JensenShannon, Div::Js),
-        (Divergence::CrossEntropy, Div::CrossEntropy),
-        (Divergence::Entropy, Div::Entropy),
-    ];
     let xlogy_abs = |p: &[f64], q: &[f64]| {
         let s: f64 = p
             .iter()
@@ -242,7 +244,7 @@ pub fn check_all_divergences_within(
             .sum();
         s.abs() / p.iter().sum::<f64>()
     };
-    for (div, rdiv) in divs {
+    for (div, rdiv) in ALL_DIVS {
         let mut req = Request::new(div).input(input);
         if normalize {
             req = req.normalization(Normalization::Normalize);

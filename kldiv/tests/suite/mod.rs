@@ -530,14 +530,7 @@ pub fn logit_blocks_far_apart(e: &TestEngine) {
     let (af, bf) = (to_f32(&a), to_f32(&b));
     let (ae, be) = (to_f64(&af), to_f64(&bf));
     let rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
-    for (div, rdiv) in [
-        (Divergence::Kl, Div::Kl),
-        (Divergence::ReverseKl, Div::Reverse),
-        (Divergence::SymmetricKl, Div::Symmetric),
-        (Divergence::CrossEntropy, Div::CrossEntropy),
-        (Divergence::Entropy, Div::Entropy),
-        (Divergence::JensenShannon, Div::Js),
-    ] {
+    for (div, rdiv) in ALL_DIVS {
         let got = e.ok(
             &Request::new(div).input(InputForm::Logits),
             &af,
