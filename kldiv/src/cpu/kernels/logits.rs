@@ -10,6 +10,12 @@ use crate::semantics::rows::Bad;
 use crate::semantics::sums::{JsSums, LogitSums, NO_TOP};
 use pulp::Simd;
 
+/// ψ(x) = e^−x − 1 + x by its series, x²·PSI_P(x) (for |x| ≤ PSI_NEAR).
+#[inline(always)]
+fn psi_series<S: Simd>(s: S, x: S::f32s) -> S::f32s {
+    s.mul_f32s(s.mul_f32s(x, x), horner(s, x, &PSI_P))
+}
+
 /// w·ψ(x) where w·e^−x = `w_shift`, from the series `psi` = ψ(x) near 0 and the direct
 /// form elsewhere.
 #[inline(always)]
@@ -240,7 +246,7 @@ fn block_sums<S: Simd, const A: bool, const B: bool>(
             let near = s.less_than_or_equal_f32s(axs, s.splat_f32s(PSI_NEAR));
             let all_near = all(s, near);
             // (A value, not a closure: closures are not compiled with the SIMD features.)
-            let psi_x = s.mul_f32s(s.mul_f32s(xs, xs), horner(s, xs, &PSI_P));
+            let psi_x = psi_series(s, xs);
             let wb = if derive && all_near {
                 let e_nx = s.add_f32s(s.sub_f32s(one, xs), psi_x);
                 s.mul_f32s(s.mul_f32s(wa, vg_inv), e_nx)
@@ -257,7 +263,7 @@ fn block_sums<S: Simd, const A: bool, const B: bool>(
                 let nxs = neg(s, xs);
                 xb = s.mul_add_e_f32s(wb, xs, xb);
                 axb = s.mul_add_e_f32s(wb, axs, axb);
-                let psi_nx = s.mul_f32s(s.mul_f32s(nxs, nxs), horner(s, nxs, &PSI_P));
+                let psi_nx = psi_series(s, nxs);
                 let w_shift = s.mul_f32s(vg_inv, wa);
                 pb = s.add_f32s(
                     pb,
