@@ -405,6 +405,15 @@ pub fn short_rows<S: Simd, T: Element>(
 ) -> Option<RowLanes<S>> {
     let lanes = S::F32_LANES;
     debug_assert!(cols <= SHORT_ROW && p.len() == lanes * cols);
+    // A group is 1 KiB per side (W2) with little arithmetic per byte, and the groups come in
+    // order: ask for the lines PREFETCH_AHEAD bytes on now, as the long-row loops do, so
+    // that the next groups' reads overlap this one's transpose and sums.
+    if let (Some(p0), Some(q0)) = (p.first(), q.first()) {
+        for off in (0..std::mem::size_of_val(p)).step_by(64) {
+            prefetch_ahead(p0, PREFETCH_AHEAD + off);
+            prefetch_ahead(q0, PREFETCH_AHEAD + off);
+        }
+    }
     let Scratch {
         a,
         b,
