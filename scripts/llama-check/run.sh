@@ -49,7 +49,7 @@ VOCAB=$LLAMA/models/ggml-vocab-llama-spm.gguf
 model() { python3 "$here/tiny_model.py" "$VOCAB" "$@"; }
 model p.gguf --seed 1
 model q.gguf --seed 1 --noise 0.1
-cat "$here"/../../README.md "$here"/../../BENCHMARKS.md > text.txt
+cp "$LLAMA/README.md" text.txt   # fixed text of the pinned llama.cpp tree (~8k tokens)
 
 run() { "$PERP" -t "$(nproc)" -c "$NCTX" "$@"; }
 run -m p.gguf -f text.txt --chunks "$CHUNKS" --kl-divergence-base base.kld > base.log 2>&1
@@ -62,6 +62,13 @@ echo "== llama.cpp against kldiv compare --llama-compat"
 # Q's logits come from numpy, not ggml (~1e-6 nats apart): a last printed digit may move,
 # and the 13-digit PPL(Q) lines by ~1e-7 of their value.
 python3 "$here/compare_reports.py" llama.txt kldiv_compat.txt --tolerance-digits 1 --relative 1e-6 || status=1
+echo "== the same with Q's logits of the scored rows only (n_ctx/2 … n_ctx − 2 of each chunk)"
+python3 -c "
+import numpy as np
+l = np.load('q_logits.npy'); n = $NCTX
+np.save('q_scored.npy', l.reshape(-1, n, l.shape[1])[:, n // 2:n - 1].reshape(-1, l.shape[1]))"
+"$K" compare base.kld q_scored.npy --llama-compat > kldiv_scored.txt
+python3 "$here/compare_reports.py" kldiv_compat.txt kldiv_scored.txt || status=1
 echo "== llama.cpp against kldiv compare (exact: every term, the base renormalised)"
 "$K" compare base.kld q_logits.npy > kldiv_exact.txt
 python3 "$here/compare_reports.py" llama.txt kldiv_exact.txt --relative 1 || true
