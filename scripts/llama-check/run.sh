@@ -12,7 +12,8 @@
 #    llama.cpp's, and read back by llama-perplexity, whose report must match step 3's.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-K=$(realpath "${K:-target/release/kldiv}")
+K=$(realpath -m "${K:-target/release/kldiv}")
+[ -x "$K" ] || { echo "no kldiv binary at $K: cargo build --release (or K=path)" >&2; exit 2; }
 WORK=${WORK:-/tmp/kldiv-llama-check}
 CHUNKS=${CHUNKS:-24}
 NCTX=${NCTX:-128}
