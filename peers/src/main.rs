@@ -90,63 +90,29 @@ fn main() {
             .map(|(p, q)| literal_kl(p, q))
             .collect();
         let req = Request::new(Divergence::Kl);
-        let mut engines: Vec<(&str, Engine)> = vec![];
-        if a.bf16 {
-            let bits = |v: &[kldiv::bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<u16>>();
-            let (ps, qs) = (bits(&pb), bits(&qb));
-            let (ss_p, ss_q): (Vec<simsimd::bf16>, Vec<simsimd::bf16>) = (
-                ps.iter().map(|&b| simsimd::bf16(b)).collect(),
-                qs.iter().map(|&b| simsimd::bf16(b)).collect(),
-            );
-            let (nk_p, nk_q): (Vec<numkong::bf16>, Vec<numkong::bf16>) = (
-                ps.iter().map(|&b| numkong::bf16(b)).collect(),
-                qs.iter().map(|&b| numkong::bf16(b)).collect(),
-            );
-            let (cpu, req, pb, qb) = (&cpu, &req, &pb, &qb);
-            engines.push((
-                "kldiv cpu",
-                Box::new(move || kldiv_rows(cpu.per_row(req, pb, qb, rows, cols))),
-            ));
-            engines.push((
-                "rayon + SimSIMD",
-                Box::new(move || {
-                    per_row(&ss_p, &ss_q, cols, |p, q| {
-                        <simsimd::bf16 as simsimd::ProbabilitySimilarity>::kullbackleibler(p, q)
-                    })
-                }),
-            ));
-            engines.push((
-                "rayon + NumKong",
-                Box::new(move || {
-                    per_row(&nk_p, &nk_q, cols, |p, q| {
-                        <numkong::bf16 as numkong::KullbackLeibler>::kullbackleibler(p, q)
-                            .map(f64::from)
-                    })
-                }),
-            ));
+        // Each peer reads the same values in its own bf16 type (the same bits).
+        let bits = |v: &[kldiv::bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<u16>>();
+        let (ps, qs) = if a.bf16 {
+            (bits(&pb), bits(&qb))
         } else {
-            let (cpu, req, p, q) = (&cpu, &req, &pw, &qw);
-            engines.push((
-                "kldiv cpu",
-                Box::new(move || kldiv_rows(cpu.per_row(req, p, q, rows, cols))),
-            ));
-            engines.push((
-                "rayon + SimSIMD",
-                Box::new(move || {
-                    per_row(p, q, cols, |p, q| {
-                        <f32 as simsimd::ProbabilitySimilarity>::kullbackleibler(p, q)
-                    })
-                }),
-            ));
-            engines.push((
-                "rayon + NumKong",
-                Box::new(move || {
-                    per_row(p, q, cols, |p, q| {
-                        <f32 as numkong::KullbackLeibler>::kullbackleibler(p, q)
-                    })
-                }),
-            ));
-        }
+            (vec![], vec![])
+        };
+        let ss: [Vec<simsimd::bf16>; 2] =
+            [&ps, &qs].map(|v| v.iter().map(|&b| simsimd::bf16(b)).collect());
+        let nk: [Vec<numkong::bf16>; 2] =
+            [&ps, &qs].map(|v| v.iter().map(|&b| numkong::bf16(b)).collect());
+        let engines = if a.bf16 {
+            engines(
+                &cpu,
+                &req,
+                (&pb, &qb),
+                (&ss[0], &ss[1]),
+                (&nk[0], &nk[1]),
+                (rows, cols),
+            )
+        } else {
+            engines(&cpu, &req, (&pw, &qw), (&pw, &qw), (&pw, &qw), (rows, cols))
+        };
         let elem = if a.bf16 { 2 } else { 4 };
         let limit = cpu
             .read_limit((rows * cols * 4).clamp(256 << 20, 1 << 30), 3)
@@ -183,6 +149,41 @@ fn main() {
             );
         }
     }
+}
+
+/// kldiv's engine and rayon over each peer, on `k` (kldiv's element type), `ss` (SimSIMD's)
+/// and `nk` (NumKong's): the same values in each one's type.
+fn engines<'a, K: kldiv::Element, A, B>(
+    cpu: &'a CpuEngine,
+    req: &'a Request,
+    k: (&'a [K], &'a [K]),
+    ss: (&'a [A], &'a [A]),
+    nk: (&'a [B], &'a [B]),
+    (rows, cols): (usize, usize),
+) -> Vec<(&'static str, Engine<'a>)>
+where
+    A: simsimd::ProbabilitySimilarity + Sync,
+    B: numkong::KullbackLeibler + Sync,
+    B::Output: Into<f64>,
+{
+    vec![
+        (
+            "kldiv cpu",
+            Box::new(move || kldiv_rows(cpu.per_row(req, k.0, k.1, rows, cols))),
+        ),
+        (
+            "rayon + SimSIMD",
+            Box::new(move || per_row(ss.0, ss.1, cols, A::kullbackleibler)),
+        ),
+        (
+            "rayon + NumKong",
+            Box::new(move || {
+                per_row(nk.0, nk.1, cols, |p, q| {
+                    B::kullbackleibler(p, q).map(Into::into)
+                })
+            }),
+        ),
+    ]
 }
 
 /// kldiv's per-row values, or the end of the run with its error (the data is generated here,
