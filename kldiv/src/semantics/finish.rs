@@ -25,6 +25,16 @@ pub fn sum_tolerance(req: &Request, dtype: crate::element::Dtype) -> Option<f64>
 /// Clamp to the mathematical range (KL ≥ 0, JS ≤ ln 2) and convert units. NaN stays NaN.
 #[inline]
 pub fn finalize(req: &Request, v: f64, clamp: bool) -> f64 {
+    let v = clamp_range(req, v, clamp);
+    match req.unit {
+        Unit::Nats => v,
+        Unit::Bits => v / std::f64::consts::LN_2,
+    }
+}
+
+/// [`finalize`] without the unit: what it does to a value in nats.
+#[inline]
+pub fn clamp_range(req: &Request, v: f64, clamp: bool) -> f64 {
     let mut v = v;
     if clamp && v < 0.0 {
         v = 0.0;
@@ -32,10 +42,7 @@ pub fn finalize(req: &Request, v: f64, clamp: bool) -> f64 {
     if clamp && req.divergence == Divergence::JensenShannon && v > std::f64::consts::LN_2 {
         v = std::f64::consts::LN_2;
     }
-    match req.unit {
-        Unit::Nats => v,
-        Unit::Bits => v / std::f64::consts::LN_2,
-    }
+    v
 }
 
 #[inline]

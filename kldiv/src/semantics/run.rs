@@ -12,7 +12,7 @@ use super::rows::{located, nan_row, Irregular, RowPair, RowSums, Shape};
 use super::sums::{AgreeSums, Partial, RowTops};
 use crate::element::{Dtype, Element};
 use crate::error::Result;
-use crate::request::{Divergence, InputForm, Normalization, Request};
+use crate::request::{Divergence, InputForm, Normalization, Request, Unit};
 use std::sync::{Mutex, OnceLock};
 
 /// What an engine does: run one pass over rows and hand each row's sums to a [`Finish`].
@@ -156,8 +156,16 @@ impl Finish for Values<'_> {
         let mut nats = [0f32; 16];
         s.partial_store_f32s(&mut nats, v);
         let clamp = self.req.normalization != Normalization::AsGiven;
-        for (slot, &v) in out.iter_mut().zip(&nats) {
-            *slot = finish::finalize(self.req, v as f64, clamp);
+        // Nats, the common case, chosen once per group: `finalize`'s division for bits was
+        // otherwise computed for every row and then discarded (~5% of W2).
+        if self.req.unit == Unit::Nats {
+            for (slot, &v) in out.iter_mut().zip(&nats) {
+                *slot = finish::clamp_range(self.req, v as f64, clamp);
+            }
+        } else {
+            for (slot, &v) in out.iter_mut().zip(&nats) {
+                *slot = finish::finalize(self.req, v as f64, clamp);
+            }
         }
         true
     }
