@@ -7,6 +7,7 @@
 //! API has no shuffles, so those two levels are recognised by type (the check folds away
 //! at compile time); every other level takes the element-wise copy.
 
+use crate::element::{Dtype, Element};
 use pulp::Simd;
 
 /// `dst[j·lanes + r] = src[r·cols + j]` for the `lanes = S::F32_LANES` rows of `src`.
@@ -29,6 +30,40 @@ pub fn rows_to_columns<S: Simd>(s: S, src: &[f32], cols: usize, dst: &mut [f32])
     copy_elementwise(lanes, src, cols, dst);
 }
 
+/// [`rows_to_columns`] for rows of `T` (f32, f16 or bf16), widened to f32 on the way. On
+/// AVX-512 each half-width row piece is widened in its register (bf16: its bits moved into
+/// an f32's top half; f16: `vcvtph2ps`), so short half-width rows cost no pass through
+/// memory; elsewhere they are widened into `wide` (at least `src.len()` long) first.
+#[inline(always)]
+pub fn elements_to_columns<S: Simd, T: Element>(
+    s: S,
+    src: &[T],
+    cols: usize,
+    dst: &mut [f32],
+    wide: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::any::Any;
+        let any: &dyn Any = &s;
+        if let (Some(&v4), Dtype::BF16 | Dtype::F16) =
+            (any.downcast_ref::<pulp::x86::V4>(), T::DTYPE)
+        {
+            if let Ok(bits) = bytemuck::try_cast_slice::<T, u16>(src) {
+                let n = 16 * cols;
+                return x86::tiles16_half(
+                    v4,
+                    &bits[..n],
+                    cols,
+                    &mut dst[..n],
+                    T::DTYPE == Dtype::BF16,
+                );
+            }
+        }
+    }
+    rows_to_columns(s, T::as_f32(src, wide), cols, dst)
+}
+
 #[inline(always)]
 fn copy_elementwise(lanes: usize, src: &[f32], cols: usize, dst: &mut [f32]) {
     for r in 0..lanes {
@@ -47,15 +82,48 @@ mod x86 {
     /// 16 rows: for each tile of up to 16 columns, load row pieces (zero-padded), transpose.
     #[inline(always)]
     pub fn tiles16(v4: V4, src: &[f32], cols: usize, dst: &mut [f32]) {
+        tiles16_with(v4, cols, dst, |start, w, mask| {
+            let piece = &src[start..start + w];
+            // SAFETY: the mask enables only the `w` lanes inside `piece`; masked-off lanes
+            // are not read.
+            unsafe { v4.avx512f._mm512_maskz_loadu_ps(mask, piece.as_ptr()) }
+        })
+    }
+
+    /// [`tiles16`] for 16 rows of bf16 (`bf16`) or f16 bit patterns, widened exactly.
+    #[inline(always)]
+    pub fn tiles16_half(v4: V4, src: &[u16], cols: usize, dst: &mut [f32], bf16: bool) {
+        tiles16_with(v4, cols, dst, |start, w, mask| {
+            let piece = &src[start..start + w];
+            // SAFETY: as in `tiles16`, 16-bit lanes.
+            let h = unsafe {
+                v4.avx512bw
+                    ._mm256_maskz_loadu_epi16(mask, piece.as_ptr().cast::<i16>())
+            };
+            if bf16 {
+                let f = v4.avx512f;
+                cast(f._mm512_slli_epi32::<16>(f._mm512_cvtepu16_epi32(h)))
+            } else {
+                v4.avx512f._mm512_cvtph_ps(h)
+            }
+        })
+    }
+
+    /// The tiles of 16 rows of `cols` columns, row r's piece from column c0 (`w` wide)
+    /// loaded by `load(r·cols + c0, w, mask of w lanes)`.
+    #[inline(always)]
+    fn tiles16_with(
+        v4: V4,
+        cols: usize,
+        dst: &mut [f32],
+        load: impl Fn(usize, usize, u16) -> __m512,
+    ) {
         for c0 in (0..cols).step_by(16) {
             let w = (cols - c0).min(16);
             let mask = ((1u32 << w) - 1) as u16;
             let mut rows = [v4.avx512f._mm512_setzero_ps(); 16];
             for (r, row) in rows.iter_mut().enumerate() {
-                let piece = &src[r * cols + c0..r * cols + c0 + w];
-                // SAFETY: the mask enables only the `w` lanes inside `piece`; masked-off
-                // lanes are not read.
-                *row = unsafe { v4.avx512f._mm512_maskz_loadu_ps(mask, piece.as_ptr()) };
+                *row = load(r * cols + c0, w, mask);
             }
             let columns = transpose16(v4, rows);
             for (j, out) in dst[c0 * 16..(c0 + w) * 16].chunks_exact_mut(16).enumerate() {
@@ -167,6 +235,76 @@ mod tests {
             rows_to_columns(s, &self.src[..lanes * self.cols], self.cols, &mut dst);
             (lanes, dst)
         }
+    }
+
+    struct Widen<'a, T> {
+        src: &'a [T],
+        cols: usize,
+    }
+
+    impl<T: Element> WithSimd for Widen<'_, T> {
+        type Output = (usize, Vec<f32>);
+        fn with_simd<S: Simd>(self, s: S) -> Self::Output {
+            let lanes = S::F32_LANES;
+            let n = lanes * self.cols;
+            let (mut dst, mut wide) = (vec![f32::NAN; n], vec![0f32; n]);
+            elements_to_columns(s, &self.src[..n], self.cols, &mut dst, &mut wide);
+            (lanes, dst)
+        }
+    }
+
+    /// Half-width rows come out widened exactly (bit for bit: subnormals, infinities, NaN,
+    /// negative zero), in the same order, on every SIMD level of this CPU.
+    #[test]
+    fn half_width_columns_are_the_exact_widening() {
+        let specials = [
+            0.0,
+            -0.0,
+            1e-40,
+            6e-8,
+            -2.5,
+            f32::INFINITY,
+            f32::NAN,
+            65504.0,
+        ];
+        let values: Vec<f32> = (0..16 * 64)
+            .map(|i| {
+                specials
+                    .get(i % 97)
+                    .copied()
+                    .unwrap_or(i as f32 * 0.37 + 0.01)
+            })
+            .collect();
+        fn check<T: Element>(values: &[f32], to: fn(f32) -> T, widen: fn(T) -> f32) {
+            let src: Vec<T> = values.iter().map(|&x| to(x)).collect();
+            for cols in 1..=64 {
+                let mut outs = vec![pulp::Arch::new().dispatch(Widen { src: &src, cols })];
+                #[cfg(target_arch = "x86_64")]
+                if let Some(v3) = pulp::x86::V3::try_new() {
+                    outs.push(Simd::vectorize(v3, Widen { src: &src, cols }));
+                }
+                outs.push(Simd::vectorize(
+                    pulp::Scalar::new(),
+                    Widen { src: &src, cols },
+                ));
+                for (lanes, dst) in outs {
+                    for r in 0..lanes {
+                        for j in 0..cols {
+                            let want = widen(src[r * cols + j]);
+                            assert_eq!(
+                                dst[j * lanes + r].to_bits(),
+                                want.to_bits(),
+                                "{:?}, {lanes} lanes, {cols} cols, row {r}, col {j}",
+                                T::DTYPE
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        check(&values, half::bf16::from_f32, half::bf16::to_f32);
+        check(&values, half::f16::from_f32, half::f16::to_f32);
+        check(&values, |x| x, |x| x);
     }
 
     /// Every column count the short-row kernel sees, on every SIMD level of this CPU.

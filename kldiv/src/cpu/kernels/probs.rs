@@ -420,10 +420,9 @@ pub fn short_rows<S: Simd, T: Element>(
         wide_p,
         wide_q,
     } = scratch;
-    // f16 / bf16 groups are widened to f32 first; f32 is read in place.
-    let (p, q) = (T::as_f32(p, wide_p), T::as_f32(q, wide_q));
-    transpose::rows_to_columns(s, p, cols, a);
-    transpose::rows_to_columns(s, q, cols, b);
+    // f16 / bf16 are widened on the way (in registers on AVX-512, through `wide_*` elsewhere).
+    transpose::elements_to_columns(s, p, cols, a, wide_p);
+    transpose::elements_to_columns(s, q, cols, b, wide_q);
     let (xv, _) = S::as_simd_f32s(&a[..cols * lanes]);
     let (yv, _) = S::as_simd_f32s(&b[..cols * lanes]);
     // `div` as a constant in each arm: the loop is generated once per divergence, without a
