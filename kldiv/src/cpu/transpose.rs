@@ -7,7 +7,7 @@
 //! API has no shuffles, so those two levels are recognised by type (the check folds away
 //! at compile time); every other level takes the element-wise copy.
 
-use crate::element::{Dtype, Element};
+use crate::element::Element;
 use pulp::Simd;
 
 /// `dst[j·lanes + r] = src[r·cols + j]` for the `lanes = S::F32_LANES` rows of `src`.
@@ -44,6 +44,7 @@ pub fn elements_to_columns<S: Simd, T: Element>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
+        use crate::element::Dtype;
         use std::any::Any;
         let any: &dyn Any = &s;
         if let (Some(&v4), Dtype::BF16 | Dtype::F16) =
