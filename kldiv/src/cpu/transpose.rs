@@ -238,6 +238,17 @@ mod tests {
         }
     }
 
+    /// `op` on the best SIMD level of this CPU, on AVX2 where it has it, and one lane at a time.
+    fn every_level<O: WithSimd<Output = (usize, Vec<f32>)>>(op: impl Fn() -> O) -> Vec<O::Output> {
+        let mut outs = vec![pulp::Arch::new().dispatch(op())];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = pulp::x86::V3::try_new() {
+            outs.push(Simd::vectorize(v3, op()));
+        }
+        outs.push(Simd::vectorize(pulp::Scalar::new(), op()));
+        outs
+    }
+
     struct Widen<'a, T> {
         src: &'a [T],
         cols: usize,
@@ -279,16 +290,7 @@ mod tests {
         fn check<T: Element>(values: &[f32], to: fn(f32) -> T, widen: fn(T) -> f32) {
             let src: Vec<T> = values.iter().map(|&x| to(x)).collect();
             for cols in 1..=64 {
-                let mut outs = vec![pulp::Arch::new().dispatch(Widen { src: &src, cols })];
-                #[cfg(target_arch = "x86_64")]
-                if let Some(v3) = pulp::x86::V3::try_new() {
-                    outs.push(Simd::vectorize(v3, Widen { src: &src, cols }));
-                }
-                outs.push(Simd::vectorize(
-                    pulp::Scalar::new(),
-                    Widen { src: &src, cols },
-                ));
-                for (lanes, dst) in outs {
+                for (lanes, dst) in every_level(|| Widen { src: &src, cols }) {
                     for r in 0..lanes {
                         for j in 0..cols {
                             let want = widen(src[r * cols + j]);
@@ -313,16 +315,7 @@ mod tests {
     fn columns_hold_every_row_in_order() {
         let src: Vec<f32> = (0..16 * 64).map(|i| i as f32 * 0.5 + 1.0).collect();
         for cols in 1..=64 {
-            let mut outs = vec![pulp::Arch::new().dispatch(Transpose { src: &src, cols })];
-            #[cfg(target_arch = "x86_64")]
-            if let Some(v3) = pulp::x86::V3::try_new() {
-                outs.push(Simd::vectorize(v3, Transpose { src: &src, cols }));
-            }
-            outs.push(Simd::vectorize(
-                pulp::Scalar::new(),
-                Transpose { src: &src, cols },
-            ));
-            for (lanes, dst) in outs {
+            for (lanes, dst) in every_level(|| Transpose { src: &src, cols }) {
                 for r in 0..lanes {
                     for j in 0..cols {
                         assert_eq!(
