@@ -24,6 +24,7 @@ macro_rules! engine_suite {
                 probabilities_normalized_on_request,
                 other_element_types,
                 bf16_rows_at_any_alignment,
+                f16_rows_at_any_alignment,
                 logits_and_logprobs,
                 masked_logits,
                 near_identical_probability_rows,

@@ -19,9 +19,9 @@ use crate::semantics::exact;
 use crate::semantics::plan::{Kernel, RowParams};
 use crate::semantics::rows::Bad;
 use crate::semantics::sums::{JsSums, LogitSums, Partial, ProbSums};
-use half::bf16;
+use half::{bf16, f16};
 use logits::{block_shift, logit_block, logit_js_block};
-use probs::{bf16_words_align, prob_block, Bf16Block};
+use probs::{bf16_words_align, f16_in_loop, prob_block, Bf16Block, F16Block};
 use pulp::Simd;
 
 /// Block-sized f32 buffers for widening f16/bf16 and for transformed inputs.
@@ -109,6 +109,18 @@ fn bf16_pair<'a, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [bf16], &'a 
     ))
 }
 
+/// `p`, `q` as f16 slices where `T` is f16.
+#[inline(always)]
+fn f16_pair<'a, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [f16], &'a [f16])> {
+    if T::DTYPE != Dtype::F16 {
+        return None;
+    }
+    Some((
+        bytemuck::try_cast_slice(p).ok()?,
+        bytemuck::try_cast_slice(q).ok()?,
+    ))
+}
+
 /// Sums over one piece of a row: the body every CPU path shares. For logits, `params` may
 /// hold the row's shift (a piece of a split row, or a re-read); without it the piece is a
 /// whole row and its first block gives the shift.
@@ -149,11 +161,22 @@ pub fn segment<S: Simd, T: Element>(
     let mut probs = ProbSums::default();
     let mut logits = LogitSums::default();
     let mut js = JsSums::default();
-    // bf16 probabilities are widened inside the kernel's loop, not through scratch.
-    let in_loop = matches!(kernel, Kernel::Probs(_))
-        && scale.is_none()
-        && bf16_pair(p, q).is_some_and(|(p, q)| bf16_words_align(p, q));
+    // bf16 probabilities (and f16 on AVX-512) are widened inside the kernel's loop, not
+    // through scratch.
+    let plain_probs = matches!(kernel, Kernel::Probs(_)) && scale.is_none();
+    let in_loop = plain_probs && bf16_pair(p, q).is_some_and(|(p, q)| bf16_words_align(p, q));
+    let f16_loop = plain_probs && T::DTYPE == Dtype::F16 && f16_in_loop(s);
     for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
+        let relocate = |e: Bad| Bad {
+            col: e.col + bi * BLOCK,
+            ..e
+        };
+        if let (true, Kernel::Probs(div), Some((p, q))) = (f16_loop, kernel, f16_pair(pb, qb)) {
+            if let Some(block) = s.vectorize(F16Block { div, p, q }) {
+                probs.merge(&block.map_err(relocate)?);
+                continue;
+            }
+        }
         let (x, y): (&[f32], &[f32]) = match scale {
             None if in_loop => (&[], &[]),
             None => (T::as_f32(pb, &mut scratch.a), T::as_f32(qb, &mut scratch.b)),
@@ -164,10 +187,6 @@ pub fn segment<S: Simd, T: Element>(
                 affine_block(&mut scratch.a[..n], &mut scratch.b[..n], sc);
                 (&scratch.a[..n], &scratch.b[..n])
             }
-        };
-        let relocate = |e: Bad| Bad {
-            col: e.col + bi * BLOCK,
-            ..e
         };
         match kernel {
             Kernel::Probs(div) => {
