@@ -126,6 +126,14 @@ fn gkl_far<S: Simd>(s: S, x: S::f32s, y: S::f32s, d: S::f32s) -> S::f32s {
     s.mul_add_e_f32s(x, l, neg(s, d))
 }
 
+/// `s` as AVX-512, where it is: for the few steps pulp's portable API lacks (shuffles,
+/// f16 conversion). The check is on the type, so it folds away at compile time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn as_v4<S: Simd>(s: S) -> Option<pulp::x86::V4> {
+    (&s as &dyn std::any::Any).downcast_ref().copied()
+}
+
 /// Asks the cache for the line `ahead` bytes past `v`. A prefetch reads nothing
 /// architecturally and never faults, so an address past the input's end is harmless (it is
 /// dropped). No-op off x86-64.

@@ -17,11 +17,10 @@ pub fn rows_to_columns<S: Simd>(s: S, src: &[f32], cols: usize, dst: &mut [f32])
     let (src, dst) = (&src[..lanes * cols], &mut dst[..lanes * cols]);
     #[cfg(target_arch = "x86_64")]
     {
-        use std::any::Any;
-        let any: &dyn Any = &s;
-        if let Some(&v4) = any.downcast_ref::<pulp::x86::V4>() {
+        if let Some(v4) = super::simd_math::as_v4(s) {
             return x86::tiles16(v4, src, cols, dst);
         }
+        let any: &dyn std::any::Any = &s;
         if let Some(&v3) = any.downcast_ref::<pulp::x86::V3>() {
             return x86::tiles8(v3, src, cols, dst);
         }
@@ -45,11 +44,7 @@ pub fn elements_to_columns<S: Simd, T: Element>(
     #[cfg(target_arch = "x86_64")]
     {
         use crate::element::Dtype;
-        use std::any::Any;
-        let any: &dyn Any = &s;
-        if let (Some(&v4), Dtype::BF16 | Dtype::F16) =
-            (any.downcast_ref::<pulp::x86::V4>(), T::DTYPE)
-        {
+        if let (Some(v4), Dtype::BF16 | Dtype::F16) = (super::simd_math::as_v4(s), T::DTYPE) {
             if let Ok(bits) = bytemuck::try_cast_slice::<T, u16>(src) {
                 let n = 16 * cols;
                 return x86::tiles16_half(

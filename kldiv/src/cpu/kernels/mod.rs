@@ -21,7 +21,7 @@ use crate::semantics::rows::Bad;
 use crate::semantics::sums::{JsSums, LogitSums, Partial, ProbSums};
 use half::{bf16, f16};
 use logits::{block_shift, logit_block, logit_js_block};
-use probs::{bf16_words_align, f16_in_loop, prob_block, Bf16Block, F16Block};
+use probs::{bf16_words_align, prob_block, Bf16Block, F16Block};
 use pulp::Simd;
 
 /// Block-sized f32 buffers for widening f16/bf16 and for transformed inputs.
@@ -97,22 +97,10 @@ fn affine_block(a: &mut [f32], b: &mut [f32], (add, p, q): (f64, f64, f64)) {
     }
 }
 
-/// `p`, `q` as bf16 slices where `T` is bf16.
+/// `p`, `q` as slices of `H` where `T` is `H` (bf16 and f16 have their own loops).
 #[inline(always)]
-fn bf16_pair<'a, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [bf16], &'a [bf16])> {
-    if T::DTYPE != Dtype::BF16 {
-        return None;
-    }
-    Some((
-        bytemuck::try_cast_slice(p).ok()?,
-        bytemuck::try_cast_slice(q).ok()?,
-    ))
-}
-
-/// `p`, `q` as f16 slices where `T` is f16.
-#[inline(always)]
-fn f16_pair<'a, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [f16], &'a [f16])> {
-    if T::DTYPE != Dtype::F16 {
+fn as_pair<'a, H: Element, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [H], &'a [H])> {
+    if T::DTYPE != H::DTYPE {
         return None;
     }
     Some((
@@ -164,14 +152,18 @@ pub fn segment<S: Simd, T: Element>(
     // bf16 probabilities (and f16 on AVX-512) are widened inside the kernel's loop, not
     // through scratch.
     let plain_probs = matches!(kernel, Kernel::Probs(_)) && scale.is_none();
-    let in_loop = plain_probs && bf16_pair(p, q).is_some_and(|(p, q)| bf16_words_align(p, q));
-    let f16_loop = plain_probs && T::DTYPE == Dtype::F16 && f16_in_loop(s);
+    let in_loop =
+        plain_probs && as_pair::<bf16, T>(p, q).is_some_and(|(p, q)| bf16_words_align(p, q));
+    // F16Block declines (None) off AVX-512, and the block goes through scratch below.
+    let f16_loop = plain_probs && T::DTYPE == Dtype::F16;
     for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
         let relocate = |e: Bad| Bad {
             col: e.col + bi * BLOCK,
             ..e
         };
-        if let (true, Kernel::Probs(div), Some((p, q))) = (f16_loop, kernel, f16_pair(pb, qb)) {
+        if let (true, Kernel::Probs(div), Some((p, q))) =
+            (f16_loop, kernel, as_pair::<f16, T>(pb, qb))
+        {
             if let Some(block) = s.vectorize(F16Block { div, p, q }) {
                 probs.merge(&block.map_err(relocate)?);
                 continue;
@@ -190,7 +182,7 @@ pub fn segment<S: Simd, T: Element>(
         };
         match kernel {
             Kernel::Probs(div) => {
-                let block = match in_loop.then(|| bf16_pair(pb, qb)).flatten() {
+                let block = match in_loop.then(|| as_pair::<bf16, T>(pb, qb)).flatten() {
                     Some((p, q)) => s.vectorize(Bf16Block { div, p, q }),
                     None => prob_block(s, div, x, y),
                 };

@@ -298,29 +298,11 @@ impl WithSimd for F16Block<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) -> Self::Output {
         #[cfg(target_arch = "x86_64")]
-        {
-            let any: &dyn std::any::Any = &s;
-            if let Some(&v4) = any.downcast_ref::<pulp::x86::V4>() {
-                return Some(prob_block_f16(v4, self.div, self.p, self.q));
-            }
+        if let Some(v4) = super::super::simd_math::as_v4(s) {
+            return Some(prob_block_f16(v4, self.div, self.p, self.q));
         }
         let _ = s;
         None
-    }
-}
-
-/// Whether [`F16Block`] runs in the loop at this SIMD level.
-#[inline(always)]
-pub fn f16_in_loop<S: Simd>(s: S) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let any: &dyn std::any::Any = &s;
-        any.is::<pulp::x86::V4>()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = s;
-        false
     }
 }
 
