@@ -214,9 +214,13 @@ impl LogitSums {
         let mb = top(self.mb, self.sb, o.mb, o.sb);
         self.top_a = first_top(self.ma, self.top_a, o.ma, o.top_a);
         self.top_b = first_top(self.mb, self.top_b, o.mb, o.top_b);
+        // e^0 = 1 exactly: the side that holds the maximum needs no exponential (one of the
+        // two in every merge; the merges of 512-element blocks are ~3% of the logits kernel).
         let k = |m: f64, m_new: f64| {
             if m == f64::NEG_INFINITY {
                 0.0
+            } else if m == m_new {
+                1.0
             } else {
                 (m - m_new).exp()
             }
