@@ -588,3 +588,58 @@ fn agreement_report_on_the_gpu_matches_the_cpu() {
         c.sum_min
     );
 }
+
+/// The blocks of a file reuse the GPU's input buffers (grown, never shrunk): a smaller block
+/// after a larger one is read to its own end (odd length, not a whole vector), never into
+/// the larger block's stale bytes after it.
+#[test]
+fn a_smaller_block_after_a_larger_one_reads_only_its_own_rows() {
+    use kldiv::scheduler::{DeviceMode, Scheduler};
+    if engine().is_none() {
+        return;
+    }
+    let req = Request::new(Divergence::Kl).input(InputForm::Logits);
+    let gpu = Scheduler::with_mode(DeviceMode::Gpu);
+    let cpu = Scheduler::with_mode(DeviceMode::Cpu);
+    let mut rng = Rng::new(9);
+    for (rows, cols, lift) in [(24, 1000, 40.0f32), (5, 333, 0.0)] {
+        let (p, q) = agreement_rows::<f32>(&mut rng, rows, cols);
+        // The first block's logits sit far above the second's: read as the second's, they
+        // would move its maxima, tops and Σ min.
+        let p: Vec<f32> = p.iter().map(|x| x + lift).collect();
+        let (g, _) = gpu.run_report(&req, &[], true, &p, &q, rows, cols).unwrap();
+        let (c, _) = cpu
+            .run_report(&req, &[], false, &p, &q, rows, cols)
+            .unwrap();
+        assert_eq!(
+            g.agreement.len(),
+            rows,
+            "{rows}×{cols}: agreement from the GPU"
+        );
+        for r in 0..rows {
+            let ctx = format!("{rows}×{cols} row {r}");
+            let (gv, cv) = (g.values[r], c.values[r]);
+            assert!(
+                gv == cv || (gv - cv).abs() <= 1e-5 * cv.abs().max(1e-3),
+                "{ctx}: KL {gv} vs {cv}"
+            );
+            let a: Vec<f64> = p[r * cols..(r + 1) * cols]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
+            let b: Vec<f64> = q[r * cols..(r + 1) * cols]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
+            let s = g.agreement[r].unwrap_or_else(|| panic!("{ctx}: no sums"));
+            assert_eq!(s.top_a.cols(), top_cols(&a, 10), "{ctx}: P's top");
+            assert_eq!(s.top_b.cols(), top_cols(&b, 10), "{ctx}: Q's top");
+            let want = sum_min_of(&a, &b);
+            assert!(
+                (s.sum_min - want).abs() <= 1e-5,
+                "{ctx}: Σ min {} vs {want}",
+                s.sum_min
+            );
+        }
+    }
+}

@@ -87,6 +87,9 @@ pub struct GpuEngine {
     info: AdapterDescription,
     pipelines: Pipelines,
     slots: Mutex<[Slot; 2]>,
+    /// Grow-only P and Q buffers that a report's two passes (divergences, then agreement)
+    /// read from one upload; reused from block to block of a file.
+    resident: Mutex<[Option<wgpu::Buffer>; 2]>,
     lost: Arc<AtomicBool>,
     chunk_bytes: u64,
     /// min_storage_buffer_offset_alignment.
@@ -139,6 +142,7 @@ impl GpuEngine {
             queue,
             info,
             slots: Mutex::new([Slot::default(), Slot::default()]),
+            resident: Mutex::new([None, None]),
             lost,
             chunk_bytes,
             align,
@@ -307,7 +311,13 @@ impl GpuEngine {
             let a = self.agreement_rows(p, q, rows, cols, &v.tops)?;
             return Ok((v, a));
         }
-        let (pb, qb) = (self.upload(p), self.upload(q));
+        // Held through both passes: another caller's block must not overwrite these.
+        let mut resident = self
+            .resident
+            .lock()
+            .map_err(|_| Error::Gpu("poisoned lock".into()))?;
+        let [rp, rq] = &mut *resident;
+        let (pb, qb) = (self.upload_into(rp, p), self.upload_into(rq, q));
         let src = Source::Device(&pb, &qb);
         let v = self.call::<T>(req, divs, src, shape)?;
         let a = if v.tops.len() == rows {
@@ -402,6 +412,19 @@ impl GpuEngine {
             *last = *c;
         }
         Ok(out)
+    }
+
+    /// Copy host data into `slot`'s buffer, grown when it is too small, zeros after the data
+    /// up to a whole vector (the kernels bind whole vectors; the rest is stale and unread).
+    fn upload_into<T: Element>(&self, slot: &mut Option<wgpu::Buffer>, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        // COPY_SRC: rows only the exact path handles are copied back from it.
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC;
+        let buf = stream::ensure(&self.device, slot, host::bound_len(bytes), usage);
+        host::upload(&self.queue, &buf, bytes);
+        buf
     }
 
     /// Copy host data into a new buffer usable by [`GpuEngine::per_row_resident`].
