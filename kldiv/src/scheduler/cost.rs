@@ -5,7 +5,9 @@
 //! fixed latency + reads × (bytes to upload / upload bandwidth + elements / kernel rate), no
 //! upload when the data already lives on the GPU. Split time: rows shared so both sides finish
 //! together. `reads` is the passes the request takes (two for Jensen–Shannon needing
-//! normalised rows).
+//! normalised rows). A report's agreement statistics over logits are one more pass, at the
+//! logits rate, wherever they run: on the GPU over the data already uploaded, on the CPU
+//! (`cpu::row_stats`) for a CPU or split placement.
 
 use crate::element::Dtype;
 use crate::error::{Error, Result};
@@ -144,6 +146,8 @@ pub struct Job {
     pub reads: usize,
     /// The inputs already live in GPU buffers.
     pub on_gpu: bool,
+    /// A report's agreement statistics (top-K, Σ min) are computed too.
+    pub agreement: bool,
 }
 
 impl Job {
@@ -155,6 +159,15 @@ impl Job {
             input: req.input,
             reads: PassPlan::of(req).reads(),
             on_gpu,
+            agreement: false,
+        }
+    }
+
+    /// The same job with the agreement statistics (logits only: probabilities have none).
+    pub fn with_agreement(self, agreement: bool) -> Job {
+        Job {
+            agreement: agreement && self.input != InputForm::Probabilities,
+            ..self
         }
     }
 }
@@ -167,7 +180,10 @@ impl Calibration {
         let r = Regime::of(job.cols).index();
         let f = usize::from(job.input != InputForm::Probabilities);
         let cpu_rate = self.cpu[r][f].max(1.0);
-        let cpu_s = reads * n / cpu_rate;
+        // The agreement pass: on the CPU for CPU and split placements (a split's GPU rows
+        // return no agreement), on the GPU from its upload otherwise.
+        let agree = if job.agreement { 1.0 } else { 0.0 };
+        let cpu_s = (reads + agree) * n / cpu_rate;
         let gpu_rate = self.gpu[r][f];
         let has_gpu = gpu_rate > 0.0;
         // f64 inputs are narrowed to f32 on a GPU without f64: only asked for explicitly.
@@ -179,10 +195,12 @@ impl Calibration {
         } else {
             2.0 * n * job.dtype.size_bytes() as f64
         };
-        let gpu_s = has_gpu.then(|| {
+        // The divergences' passes; a split's GPU rows take only these.
+        let gpu_main = has_gpu.then(|| {
             self.gpu_latency + reads * (upload_bytes / self.upload.max(1.0) + n / gpu_rate)
         });
-        let split = gpu_s.filter(|_| job.rows >= 2).map(|g| {
+        let gpu_s = gpu_main.map(|g| g + agree * n / gpu_rate);
+        let split = gpu_main.filter(|_| job.rows >= 2).map(|g| {
             // Share rows so that both sides finish together.
             let g_rate = reads * n / (g - self.gpu_latency).max(1e-12);
             let c_rate = cpu_rate / reads;
@@ -190,7 +208,8 @@ impl Calibration {
             let gpu_rows = ((job.rows as f64 * share).round() as usize).clamp(1, job.rows - 1);
             let t = self.gpu_latency + (n * gpu_rows as f64 / job.rows as f64) / g_rate;
             (
-                t.max(n * (job.rows - gpu_rows) as f64 / job.rows as f64 / c_rate),
+                t.max(n * (job.rows - gpu_rows) as f64 / job.rows as f64 / c_rate)
+                    + agree * n / cpu_rate,
                 gpu_rows,
             )
         });
@@ -281,6 +300,7 @@ mod tests {
             input: InputForm::Probabilities,
             reads: 1,
             on_gpu,
+            agreement: false,
         }
     }
 
@@ -374,6 +394,44 @@ mod tests {
         );
         assert_eq!(c.plan(DeviceMode::Auto, &f64_job).placement, Placement::Cpu);
         assert!(c.plan(DeviceMode::Gpu, &f64_job).reason.contains("f32"));
+    }
+
+    /// Agreement statistics are one more pass where they run: the CPU's extra pass can make
+    /// the GPU (whose second pass reads the upload it already made) the faster placement.
+    #[test]
+    fn agreement_is_one_more_pass_where_it_runs() {
+        // CPU 1e9 elements/s; GPU kernel 4e9 behind a 100 ms upload of 1e8 f32 logits (one
+        // row: no split). KL alone: CPU 100 ms, GPU 125 ms; with agreement the CPU reads
+        // again (200 ms) where the GPU reads its upload again (150 ms).
+        let mut c = cal(1e9, 4e9, false);
+        c.upload = 8e9;
+        let logits = Request::new(crate::Divergence::Kl).input(InputForm::Logits);
+        let job = Job::of(&logits, 1, 100_000_000, Dtype::F32, false);
+        let plain = c.plan(DeviceMode::Auto, &job);
+        let agreeing = c.plan(DeviceMode::Auto, &job.with_agreement(true));
+        assert_eq!(plain.placement, Placement::Cpu, "{plain}");
+        assert_eq!(agreeing.placement, Placement::Gpu, "{agreeing}");
+        assert!((agreeing.cpu_s / plain.cpu_s - 2.0).abs() < 1e-12);
+        let (g0, g1) = (plain.gpu_s.unwrap(), agreeing.gpu_s.unwrap());
+        assert!((g1 - g0 - 1e8 / 4e9).abs() < 1e-12, "{g0} {g1}");
+        // A split's GPU rows return no agreement: the CPU reads every row once more.
+        let rows = Job::of(&logits, 1000, 100_000, Dtype::F32, false);
+        let (s0, s1) = (
+            c.plan(DeviceMode::Split, &rows).split_s.unwrap(),
+            c.plan(DeviceMode::Split, &rows.with_agreement(true))
+                .split_s
+                .unwrap(),
+        );
+        assert!((s1 - s0 - 1e8 / 1e9).abs() < 1e-12, "{s0} {s1}");
+        // Probabilities have no agreement statistics: no extra pass.
+        let probs = Job::of(
+            &Request::new(crate::Divergence::Kl),
+            1000,
+            100_000,
+            Dtype::F32,
+            false,
+        );
+        assert!(!probs.with_agreement(true).agreement);
     }
 
     #[test]

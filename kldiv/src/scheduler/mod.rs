@@ -247,7 +247,8 @@ impl Scheduler {
         let divs: Vec<crate::Divergence> = std::iter::once(req.divergence)
             .chain(also.iter().copied())
             .collect();
-        let plan = self.plan(&Job::of(req, rows, cols, T::DTYPE, false));
+        let agreeing = agreement && req.input != crate::InputForm::Probabilities;
+        let plan = self.plan(&Job::of(req, rows, cols, T::DTYPE, false).with_agreement(agreeing));
         if debug_log() {
             eprintln!(
                 "kldiv: {:?} mode, {rows}×{cols} {}: {plan}",
@@ -270,7 +271,6 @@ impl Scheduler {
                 .map(|r| r.0)
         };
         let mut agree = vec![];
-        let agreeing = agreement && req.input != crate::InputForm::Probabilities;
         let mut values = match plan.placement {
             Placement::Cpu => cpu(p, q, rows)?,
             Placement::Gpu => match self.gpu_rows(req, &divs, agreeing, p, q, rows, cols) {
