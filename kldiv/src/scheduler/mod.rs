@@ -247,8 +247,10 @@ impl Scheduler {
         let divs: Vec<crate::Divergence> = std::iter::once(req.divergence)
             .chain(also.iter().copied())
             .collect();
-        let agreeing = agreement && req.input != crate::InputForm::Probabilities;
-        let plan = self.plan(&Job::of(req, rows, cols, T::DTYPE, false).with_agreement(agreeing));
+        let job = Job::of(req, rows, cols, T::DTYPE, false).with_agreement(agreement);
+        // Logits only: `with_agreement` drops it for probabilities.
+        let agreeing = job.agreement;
+        let plan = self.plan(&job);
         if debug_log() {
             eprintln!(
                 "kldiv: {:?} mode, {rows}×{cols} {}: {plan}",
