@@ -2,6 +2,11 @@ use kldiv::*;
 use std::time::Instant;
 fn main() {
     let only = std::env::var("W").ok();
+    // DIV=js (or any of the CLI's names) times that divergence; KL otherwise.
+    let div = std::env::var("DIV")
+        .ok()
+        .and_then(|d| Divergence::from_name(&d))
+        .unwrap_or(Divergence::Kl);
     for w in workloads::ALL {
         if only.as_deref().is_some_and(|o| o != w.name) {
             continue;
@@ -22,7 +27,7 @@ fn main() {
         if std::env::var("BF16").is_ok() {
             let pb: Vec<bf16> = p.iter().map(|&x| bf16::from_f32(x)).collect();
             let qb: Vec<bf16> = q.iter().map(|&x| bf16::from_f32(x)).collect();
-            let req = Request::new(Divergence::Kl).input(w.input);
+            let req = Request::new(div).input(w.input);
             let e = CpuEngine::new();
             let mut best = f64::MAX;
             let reps = std::env::var("REPS")
@@ -41,7 +46,7 @@ fn main() {
             );
             continue;
         }
-        let req = Request::new(Divergence::Kl).input(w.input);
+        let req = Request::new(div).input(w.input);
         let levels = if std::env::var("ONLY_AUTO").is_ok() {
             vec![SimdLevel::Auto]
         } else {
