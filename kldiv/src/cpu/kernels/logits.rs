@@ -131,12 +131,7 @@ pub fn logit_block<S: Simd>(
     let mut mxa = s.splat_f32s(f32::NEG_INFINITY);
     let mut mxb = mxa;
     let exact = || exact::logit_block(a, b, &mut Some(shift));
-    for (x, y) in av.iter().zip(bv) {
-        // This scan is where a block first comes from memory, and the loop after it is pure
-        // arithmetic: ask for the next block now, so that its reads overlap that arithmetic.
-        prefetch_ahead(x, PREFETCH_AHEAD);
-        prefetch_ahead(y, PREFETCH_AHEAD);
-        let (x, y) = (*x, *y);
+    for (&x, &y) in av.iter().zip(bv) {
         let ok = s.and_m32s(
             s.less_than_or_equal_f32s(abs(s, x), big),
             s.less_than_or_equal_f32s(abs(s, y), big),
@@ -192,6 +187,22 @@ pub fn logit_block<S: Simd>(
     Ok(out)
 }
 
+/// The weights `w` of a vector with those at the block's maximum (`d` = 0, weight exactly 1)
+/// set to 0 and counted into `n`. A block holds its maximum once or a few times, so the
+/// count and the select are a branch that is almost never taken (the same sums, bit for
+/// bit, as selecting in every vector, at a third of the vector operations).
+#[inline(always)]
+fn without_maxima<S: Simd>(s: S, d: S::f32s, w: S::f32s, n: &mut S::f32s) -> S::f32s {
+    let zero = s.splat_f32s(0.0);
+    let at = s.equal_f32s(d, zero);
+    if any(s, at) {
+        *n = s.add_f32s(*n, s.select_f32s(at, s.splat_f32s(1.0), zero));
+        s.select_f32s(at, zero, w)
+    } else {
+        w
+    }
+}
+
 /// |ln γ| up to which wb may be taken from wa (see [`block_sums`]): the weights that way
 /// cannot see (wa flushed to 0 below e^−87) are then below e^−66 of the block's sb ≥ 1.
 const DERIVE_GAP: f64 = 20.0;
@@ -226,14 +237,18 @@ fn block_sums<S: Simd, const A: bool, const B: bool>(
         let (mut na, mut nb) = (zero, zero);
         let (mut xa, mut xb, mut axa, mut axb) = (zero, zero, zero, zero);
         let (mut pa, mut pb) = (zero, zero);
-        for (&x, &y) in ac.iter().zip(bc) {
+        for (xr, yr) in ac.iter().zip(bc) {
+            // The next block's lines, one of each side per vector: spread over the
+            // arithmetic, the reads overlap it. (Asked for all at once in the scan above,
+            // they filled the core's miss buffers and the scan stalled: perf, W4.)
+            prefetch_ahead(xr, PREFETCH_AHEAD);
+            prefetch_ahead(yr, PREFETCH_AHEAD);
+            let (x, y) = (*xr, *yr);
             let (da, db) = (s.sub_f32s(x, vma), s.sub_f32s(y, vmb));
             let wa = exp_nonpos(s, da);
             // Elements at the maximum weigh exactly 1: counted apart, so that the f32 sums
             // keep the small rest to its own precision (ln Σ of a peaked row needs it).
-            let (at_a, at_b) = (s.equal_f32s(da, zero), s.equal_f32s(db, zero));
-            na = s.add_f32s(na, s.select_f32s(at_a, one, zero));
-            sa = s.add_f32s(sa, s.select_f32s(at_a, zero, wa));
+            sa = s.add_f32s(sa, without_maxima(s, da, wa, &mut na));
             if need_ea {
                 ea = s.mul_add_e_f32s(wa, da, ea);
             }
@@ -270,8 +285,7 @@ fn block_sums<S: Simd, const A: bool, const B: bool>(
                     weighted_psi(s, wb, psi_nx, w_shift, nxs, near, all_near),
                 );
             }
-            nb = s.add_f32s(nb, s.select_f32s(at_b, one, zero));
-            sb = s.add_f32s(sb, s.select_f32s(at_b, zero, wb));
+            sb = s.add_f32s(sb, without_maxima(s, db, wb, &mut nb));
         }
         out.sa += lanes_sum(s, na) + lanes_sum(s, sa);
         out.sb += lanes_sum(s, nb) + lanes_sum(s, sb);
@@ -358,7 +372,11 @@ pub fn logit_js_block<S: Simd>(
     let mut out = JsSums::default();
     for (ac, bc) in av.chunks(FLUSH).zip(bv.chunks(FLUSH)) {
         let (mut h, mut sp, mut sq) = (zero, zero, zero);
-        for (&x, &y) in ac.iter().zip(bc) {
+        for (xr, yr) in ac.iter().zip(bc) {
+            // The next block's lines, spread over the arithmetic (see `block_sums`).
+            prefetch_ahead(xr, PREFETCH_AHEAD);
+            prefetch_ahead(yr, PREFETCH_AHEAD);
+            let (x, y) = (*xr, *yr);
             let p = exp_nonpos(s, s.sub_f32s(s.sub_f32s(x, vma), vla));
             let q = exp_nonpos(s, s.sub_f32s(s.sub_f32s(y, vmb), vlb));
             let (d_hi, d_lo) = two_diff(s, x, y);
