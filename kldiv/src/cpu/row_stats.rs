@@ -19,6 +19,7 @@ use super::{pool, CpuEngine};
 use crate::consts::{BIG_LOGIT, BLOCK};
 use crate::element::{Dtype, Element};
 use crate::request::InputForm;
+use crate::semantics::sums::RowTops;
 use pulp::{Simd, WithSimd};
 
 /// The largest K a caller may ask for.
@@ -85,7 +86,23 @@ impl CpuEngine {
         cols: usize,
         want: Want,
     ) -> Vec<Option<RowStats>> {
+        self.row_stats_given(input, p, q, cols, want, &[])
+    }
+
+    /// [`CpuEngine::row_stats`] where the divergence pass already gave rows of logits their
+    /// maxima and log-sum-exps (`known`, one per row, or empty): those rows' log-normalisers
+    /// are taken from it instead of two more exponentials per element.
+    pub fn row_stats_given<T: Element>(
+        &self,
+        input: InputForm,
+        p: &[T],
+        q: &[T],
+        cols: usize,
+        want: Want,
+        known: &[Option<RowTops>],
+    ) -> Vec<Option<RowStats>> {
         let rows = p.len().checked_div(cols).unwrap_or(0);
+        let known = if known.len() == rows { known } else { &[] };
         if T::DTYPE == Dtype::F64 || want.top == 0 || want.top > MAX_TOP || q.len() != p.len() {
             return vec![None; rows];
         }
@@ -101,6 +118,7 @@ impl CpuEngine {
                 q: &q[span],
                 cols,
                 want,
+                known: known.get(r0..r0 + slots.len()).unwrap_or(&[]),
                 out: slots,
             })
         });
@@ -114,6 +132,7 @@ struct StatsTask<'a, T> {
     q: &'a [T],
     cols: usize,
     want: Want,
+    known: &'a [Option<RowTops>],
     out: &'a mut [Option<RowStats>],
 }
 
@@ -131,6 +150,7 @@ impl<T: Element> WithSimd for StatsTask<'_, T> {
                 &self.p[span.clone()],
                 &self.q[span],
                 self.want,
+                self.known.get(r).copied().flatten().filter(|_| logits),
                 &mut buf,
             );
         }
@@ -145,11 +165,22 @@ fn row<S: Simd, T: Element>(
     a: &[T],
     b: &[T],
     want: Want,
+    known: Option<RowTops>,
     buf: &mut [f32; BLOCK],
 ) -> Option<RowStats> {
     let ln_sum = want.ln_sum || want.sum_min;
-    let ps = side(s, logits, a, want.top, ln_sum, buf)?;
-    let qs = side(s, logits, b, want.top, ln_sum, buf)?;
+    let (mut ps, mut qs) = (
+        side(s, logits, a, want.top, ln_sum && known.is_none(), buf)?,
+        side(s, logits, b, want.top, ln_sum && known.is_none(), buf)?,
+    );
+    if let (true, Some(t)) = (ln_sum, known) {
+        // The same maxima (else the f64 path decides), so ln Σ e^(x − max) = lse − max.
+        if ps.max as f64 != t.max_a || qs.max as f64 != t.max_b {
+            return None;
+        }
+        ps.ln_sum = t.lse_a - t.max_a;
+        qs.ln_sum = t.lse_b - t.max_b;
+    }
     let sum_min = if want.sum_min {
         sum_min(s, logits, a, b, (&ps, &qs), buf)
     } else {
@@ -472,6 +503,26 @@ mod tests {
                     let half: Vec<bf16> = p.iter().map(|&x| bf16::from_f32(x)).collect();
                     let half_q: Vec<bf16> = q.iter().map(|&x| bf16::from_f32(x)).collect();
                     let got_half = e.row_stats(input, &half, &half_q, cols, want);
+                    // Each logits row's maxima and log-sum-exps given, as the divergence
+                    // pass gives them: the same statistics without computing the log-sums.
+                    let known: Vec<Option<RowTops>> = (0..rows)
+                        .map(|r| {
+                            let span = r * cols..(r + 1) * cols;
+                            let (ma, la) = max_lse(&p[span.clone()]);
+                            let (mb, lb) = max_lse(&q[span]);
+                            Some(RowTops {
+                                max_a: ma,
+                                lse_a: la,
+                                max_b: mb,
+                                lse_b: lb,
+                                ..Default::default()
+                            })
+                        })
+                        .collect();
+                    let got_given = e.row_stats_given(input, &p, &q, cols, want, &known);
+                    if input == InputForm::Probabilities {
+                        assert_eq!(got_given, got, "only logits rows take what is given");
+                    }
                     for r in 0..rows {
                         let span = r * cols..(r + 1) * cols;
                         let (a, b) = (&p[span.clone()], &q[span.clone()]);
@@ -503,6 +554,13 @@ mod tests {
                         let (pa, pb) = (probs_f64(input, &a64), probs_f64(input, &b64));
                         let sum_min: f64 = pa.iter().zip(&pb).map(|(x, y)| x.min(*y)).sum();
                         assert!((st.sum_min - sum_min).abs() <= 2e-6, "{ctx}: Σ min");
+                        let g = got_given[r].expect("the same rows take the fast path");
+                        assert_eq!((g.p.top, g.q.top), (st.p.top, st.q.top), "{ctx}");
+                        assert!((g.sum_min - sum_min).abs() <= 2e-6, "{ctx}: Σ min, given");
+                        for t in [0, cols / 2, cols - 1] {
+                            let (got, want) = (g.q.ln_prob(input, b, t), ln_prob_of(input, b, t));
+                            assert!((got - want).abs() <= 2e-6 || got == want, "{ctx}: given");
+                        }
                         let p_max = pa.iter().copied().fold(0.0, f64::max);
                         assert!((st.p.p_max(input) - p_max).abs() <= 2e-6 * p_max, "{ctx}");
                         // bf16 rows of the same values, rounded: their own f64 definitions.
@@ -515,6 +573,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A row's maximum and ln Σ e^(x − max) + max in f64 (−inf, NaN for no finite value).
+    fn max_lse(x: &[f32]) -> (f64, f64) {
+        let m = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let s: f64 = x.iter().map(|&v| (v as f64 - m).exp()).sum();
+        (m, m + s.ln())
+    }
+
+    /// A given maximum that is not the row's leaves the row to the f64 path.
+    #[test]
+    fn a_given_maximum_that_is_not_the_rows_is_not_trusted() {
+        let e = CpuEngine::new();
+        let want = Want {
+            top: 1,
+            ln_sum: true,
+            sum_min: true,
+        };
+        let (p, q) = ([0.5f32, 1.0, 2.0], [1.0f32, 0.0, 0.5]);
+        let (ma, la) = max_lse(&p);
+        let (mb, lb) = max_lse(&q);
+        let good = RowTops {
+            max_a: ma,
+            lse_a: la,
+            max_b: mb,
+            lse_b: lb,
+            ..Default::default()
+        };
+        let given = |t| e.row_stats_given(InputForm::Logits, &p, &q, 3, want, &[Some(t)])[0];
+        let (own, g) = (
+            e.row_stats(InputForm::Logits, &p, &q, 3, want)[0],
+            given(good),
+        );
+        let (own, g) = (own.expect("fast path"), g.expect("fast path"));
+        assert_eq!((g.p.top, g.q.top), (own.p.top, own.q.top));
+        assert_eq!((g.p.ln_sum, g.q.ln_sum), (la - ma, lb - mb));
+        assert!(given(RowTops { max_a: 1.0, ..good }).is_none());
+        assert!(given(RowTops { max_b: 2.0, ..good }).is_none());
     }
 
     /// NaN, +inf and (for probabilities) negative values leave the row to the f64 path;

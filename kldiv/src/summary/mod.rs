@@ -308,6 +308,7 @@ impl Summary {
         } else {
             &[]
         };
+        let known = if tops.len() == rows { tops } else { &[] };
         let tops = if (!agree || !agreed.is_empty()) && tops.len() == rows {
             tops
         } else {
@@ -319,7 +320,9 @@ impl Summary {
                 ln_sum: targets.is_some() || agree,
                 sum_min: agree,
             };
-            crate::cpu::CpuEngine::new().row_stats(req.input, p, q, cols, want)
+            // The divergence pass's log-sum-exps, where it gave them (logits), spare
+            // row_stats two exponentials per element.
+            crate::cpu::CpuEngine::new().row_stats_given(req.input, p, q, cols, want, known)
         } else {
             vec![]
         };
