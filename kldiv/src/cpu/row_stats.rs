@@ -508,15 +508,7 @@ mod tests {
                     let known: Vec<Option<RowTops>> = (0..rows)
                         .map(|r| {
                             let span = r * cols..(r + 1) * cols;
-                            let (ma, la) = max_lse(&p[span.clone()]);
-                            let (mb, lb) = max_lse(&q[span]);
-                            Some(RowTops {
-                                max_a: ma,
-                                lse_a: la,
-                                max_b: mb,
-                                lse_b: lb,
-                                ..Default::default()
-                            })
+                            Some(given_of(&p[span.clone()], &q[span]))
                         })
                         .collect();
                     let got_given = e.row_stats_given(input, &p, &q, cols, want, &known);
@@ -575,11 +567,21 @@ mod tests {
         }
     }
 
-    /// A row's maximum and ln Σ e^(x − max) + max in f64 (−inf, NaN for no finite value).
-    fn max_lse(x: &[f32]) -> (f64, f64) {
-        let m = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-        let s: f64 = x.iter().map(|&v| (v as f64 - m).exp()).sum();
-        (m, m + s.ln())
+    /// Each side's maximum and log-sum-exp in f64, as the divergence pass gives them.
+    fn given_of(a: &[f32], b: &[f32]) -> RowTops {
+        let max_lse = |x: &[f32]| {
+            let m = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let s: f64 = x.iter().map(|&v| (v as f64 - m).exp()).sum();
+            (m, m + s.ln())
+        };
+        let ((max_a, lse_a), (max_b, lse_b)) = (max_lse(a), max_lse(b));
+        RowTops {
+            max_a,
+            lse_a,
+            max_b,
+            lse_b,
+            ..Default::default()
+        }
     }
 
     /// A given maximum that is not the row's leaves the row to the f64 path.
@@ -592,15 +594,7 @@ mod tests {
             sum_min: true,
         };
         let (p, q) = ([0.5f32, 1.0, 2.0], [1.0f32, 0.0, 0.5]);
-        let (ma, la) = max_lse(&p);
-        let (mb, lb) = max_lse(&q);
-        let good = RowTops {
-            max_a: ma,
-            lse_a: la,
-            max_b: mb,
-            lse_b: lb,
-            ..Default::default()
-        };
+        let good = given_of(&p, &q);
         let given = |t| e.row_stats_given(InputForm::Logits, &p, &q, 3, want, &[Some(t)])[0];
         let (own, g) = (
             e.row_stats(InputForm::Logits, &p, &q, 3, want)[0],
@@ -608,7 +602,8 @@ mod tests {
         );
         let (own, g) = (own.expect("fast path"), g.expect("fast path"));
         assert_eq!((g.p.top, g.q.top), (own.p.top, own.q.top));
-        assert_eq!((g.p.ln_sum, g.q.ln_sum), (la - ma, lb - mb));
+        let want_ln = (good.lse_a - good.max_a, good.lse_b - good.max_b);
+        assert_eq!((g.p.ln_sum, g.q.ln_sum), want_ln);
         assert!(given(RowTops { max_a: 1.0, ..good }).is_none());
         assert!(given(RowTops { max_b: 2.0, ..good }).is_none());
     }
