@@ -169,10 +169,9 @@ fn row<S: Simd, T: Element>(
     buf: &mut [f32; BLOCK],
 ) -> Option<RowStats> {
     let ln_sum = want.ln_sum || want.sum_min;
-    let (mut ps, mut qs) = (
-        side(s, logits, a, want.top, ln_sum && known.is_none(), buf)?,
-        side(s, logits, b, want.top, ln_sum && known.is_none(), buf)?,
-    );
+    let own_ln_sum = ln_sum && known.is_none();
+    let mut ps = side(s, logits, a, want.top, own_ln_sum, buf)?;
+    let mut qs = side(s, logits, b, want.top, own_ln_sum, buf)?;
     if let (true, Some(t)) = (ln_sum, known) {
         // The same maxima (else the f64 path decides), so ln Σ e^(x − max) = lse − max.
         if ps.max as f64 != t.max_a || qs.max as f64 != t.max_b {

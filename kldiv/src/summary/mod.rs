@@ -308,7 +308,8 @@ impl Summary {
         } else {
             &[]
         };
-        let known = if tops.len() == rows { tops } else { &[] };
+        // (row_stats_given ignores them unless there is one per row.)
+        let known = tops;
         let tops = if (!agree || !agreed.is_empty()) && tops.len() == rows {
             tops
         } else {
