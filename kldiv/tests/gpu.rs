@@ -523,7 +523,7 @@ fn agreement_pass_matches_an_f64_reference() {
 }
 
 /// A report with agreement statistics from rows that ran on the GPU (agreement from its
-/// second pass, over the same upload as the first) equals the CPU's (from `row_stats`):
+/// second pass, over the same upload as the first) equals the CPU's (`cpu::agreeing`):
 /// every count exactly, Σ min to the f32 sums' error.
 #[test]
 fn agreement_report_on_the_gpu_matches_the_cpu() {
@@ -560,7 +560,11 @@ fn agreement_report_on_the_gpu_matches_the_cpu() {
     };
     let (on_gpu, g) = report(DeviceMode::Gpu);
     let (on_cpu, c) = report(DeviceMode::Cpu);
-    assert_eq!((on_gpu, on_cpu), (rows, 0), "where agreement was computed");
+    assert_eq!(
+        (on_gpu, on_cpu),
+        (rows, rows),
+        "agreement sums from each engine's run"
+    );
     // Both sides once, and the rows' parameters (≤ 32 bytes a row) for the second pass.
     let once = 2 * 4 * (rows * cols) as u64;
     assert!(

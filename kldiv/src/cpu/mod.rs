@@ -3,6 +3,7 @@
 //! `semantics`'s business; here: which rows each thread takes, SIMD levels, short rows in
 //! lanes, long rows in pieces.
 
+mod agreeing;
 mod kernels;
 mod pool;
 mod read_probe;
@@ -197,8 +198,11 @@ impl PassEngine for CpuEngine {
         let level = self.level;
         let exact = self.is_exact(T::DTYPE);
         let visited = pass.len(rows);
-        let whole_rows =
-            matches!(pass.rows, Rows::Listed(_)) || visited >= 2 * threads || cols < 2 * SPLIT_MIN;
+        // (One thread has nothing to split a row for.)
+        let whole_rows = matches!(pass.rows, Rows::Listed(_))
+            || visited >= 2 * threads
+            || cols < 2 * SPLIT_MIN
+            || threads == 1;
         if whole_rows {
             let mut per_task = (TASK_ELEMS / cols).clamp(1, visited.div_ceil(4 * threads).max(1));
             if cols <= kernels::SHORT_ROW {

@@ -4,17 +4,19 @@
 //! "same top" and the agreement statistics; in f64 with libm they cost 4–14× the divergence.
 //!
 //! One read of each side per row (the maximum is kept per 512-element block and the running
-//! sum rescaled when it grows), plus one more only for Σ min(p, q). Top K compares the raw
-//! values (softmax and division by Σ are monotone), lower index first on ties. Rows holding
-//! anything else than finite values and −inf masks (probabilities: finite values ≥ 0), rows
-//! without mass, f64 rows, and rows with fewer than K candidates give `None`: the caller
+//! sum rescaled when it grows), plus one more only for Σ min(p, q); rows of logits whose
+//! maxima and log-sum-exps the divergence pass gave take one read of both sides for all of it
+//! (`row_stats_given`). Top K compares the raw values (softmax and division by Σ are
+//! monotone), lower index first on ties. Rows holding anything else than finite values and
+//! −inf masks (probabilities: finite values ≥ 0), rows without mass, f64 rows, and rows with
+//! fewer than K candidates give `None`: the caller
 //! computes those in f64 (`summary`).
 //!
 //! Accuracy: exponentials within 3 ulp of f32, lane sums of at most FLUSH (32) terms added into f64
 //! per block: ln Σ within 2e-6 absolute, so NLL within 2e-6 and Σ min within 2e-6·Σ.
 
-use super::kernels::FLUSH;
-use super::simd_math::{abs, all, any, exp_nonpos};
+use super::kernels::{FLUSH, PREFETCH_AHEAD};
+use super::simd_math::{abs, all, any, exp_nonpos, prefetch_ahead};
 use super::{pool, CpuEngine};
 use crate::consts::{BIG_LOGIT, BLOCK};
 use crate::element::{Dtype, Element};
@@ -169,17 +171,11 @@ fn row<S: Simd, T: Element>(
     buf: &mut [f32; BLOCK],
 ) -> Option<RowStats> {
     let ln_sum = want.ln_sum || want.sum_min;
-    let own_ln_sum = ln_sum && known.is_none();
-    let mut ps = side(s, logits, a, want.top, own_ln_sum, buf)?;
-    let mut qs = side(s, logits, b, want.top, own_ln_sum, buf)?;
     if let (true, Some(t)) = (ln_sum, known) {
-        // The same maxima (else the f64 path decides), so ln Σ e^(x − max) = lse − max.
-        if ps.max as f64 != t.max_a || qs.max as f64 != t.max_b {
-            return None;
-        }
-        ps.ln_sum = t.lse_a - t.max_a;
-        qs.ln_sum = t.lse_b - t.max_b;
+        return known_row(s, a, b, want, &t, buf);
     }
+    let ps = side(s, logits, a, want.top, ln_sum, buf)?;
+    let qs = side(s, logits, b, want.top, ln_sum, buf)?;
     let sum_min = if want.sum_min {
         sum_min(s, logits, a, b, (&ps, &qs), buf)
     } else {
@@ -209,6 +205,16 @@ fn valid<S: Simd>(s: S, logits: bool, v: S::f32s) -> S::m32s {
     }
 }
 
+/// [`valid`] for one element.
+#[inline(always)]
+fn valid_one(logits: bool, e: f32) -> bool {
+    if logits {
+        e.abs() <= BIG_LOGIT || e == f32::NEG_INFINITY
+    } else {
+        (0.0..=f32::MAX).contains(&e)
+    }
+}
+
 /// The sorted top list: values (largest first) and their indices, `len` filled.
 struct Top {
     val: [f32; MAX_TOP],
@@ -218,6 +224,15 @@ struct Top {
 }
 
 impl Top {
+    fn new(k: usize) -> Top {
+        Top {
+            val: [f32::NEG_INFINITY; MAX_TOP],
+            idx: [0; MAX_TOP],
+            len: 0,
+            k,
+        }
+    }
+
     /// The value a candidate must exceed to enter (−inf until the list is full).
     #[inline(always)]
     fn threshold(&self) -> f32 {
@@ -244,6 +259,32 @@ impl Top {
         self.idx[at] = i;
         self.len = (self.len + 1).min(self.k);
     }
+
+    /// Offers a block `x` (maximum `bm`) starting at column `base`: only vectors with a lane
+    /// above the threshold are looked at, and only when the block's maximum is.
+    #[inline(always)]
+    fn scan<S: Simd>(&mut self, s: S, x: &[f32], bm: f32, base: usize) {
+        if bm <= self.threshold() {
+            return;
+        }
+        let lanes = S::F32_LANES;
+        let (xv, xt) = S::as_simd_f32s(x);
+        for (j, &v) in xv.iter().enumerate() {
+            if any(s, s.greater_than_f32s(v, s.splat_f32s(self.threshold()))) {
+                for (l, &e) in x[j * lanes..(j + 1) * lanes].iter().enumerate() {
+                    if e > self.threshold() {
+                        self.insert(e, (base + j * lanes + l) as u32);
+                    }
+                }
+            }
+        }
+        let start = xv.len() * lanes;
+        for (l, &e) in xt.iter().enumerate() {
+            if e > self.threshold() {
+                self.insert(e, (base + start + l) as u32);
+            }
+        }
+    }
 }
 
 /// One side's top K, maximum and log-normaliser, in one read.
@@ -256,13 +297,7 @@ fn side<S: Simd, T: Element>(
     ln_sum: bool,
     buf: &mut [f32; BLOCK],
 ) -> Option<SideStats> {
-    let lanes = S::F32_LANES;
-    let mut top = Top {
-        val: [f32::NEG_INFINITY; MAX_TOP],
-        idx: [0; MAX_TOP],
-        len: 0,
-        k,
-    };
+    let mut top = Top::new(k);
     // Logits: Σ e^(x − m) with m the running maximum; probabilities: Σ x.
     let mut m = f32::NEG_INFINITY;
     let mut sum = 0f64;
@@ -278,36 +313,12 @@ fn side<S: Simd, T: Element>(
         }
         let mut bm = s.reduce_max_f32s(mx);
         for &e in xt {
-            let ok = if logits {
-                e.abs() <= BIG_LOGIT || e == f32::NEG_INFINITY
-            } else {
-                (0.0..=f32::MAX).contains(&e)
-            };
-            if !ok {
+            if !valid_one(logits, e) {
                 return None;
             }
             bm = bm.max(e);
         }
-        // Top K: only vectors with a lane above the current threshold are looked at.
-        let base = bi * BLOCK;
-        if bm > top.threshold() {
-            for (j, &v) in xv.iter().enumerate() {
-                let thr = s.splat_f32s(top.threshold());
-                if any(s, s.greater_than_f32s(v, thr)) {
-                    for (l, &e) in x[j * lanes..(j + 1) * lanes].iter().enumerate() {
-                        if e > top.threshold() {
-                            top.insert(e, (base + j * lanes + l) as u32);
-                        }
-                    }
-                }
-            }
-            let start = xv.len() * lanes;
-            for (l, &e) in xt.iter().enumerate() {
-                if e > top.threshold() {
-                    top.insert(e, (base + start + l) as u32);
-                }
-            }
-        }
+        top.scan(s, x, bm, bi * BLOCK);
         if !ln_sum {
             m = m.max(bm);
             // The mass test below needs only to know the row is not all zeros or −inf.
@@ -361,6 +372,100 @@ fn side<S: Simd, T: Element>(
         top: top.idx,
         max: m,
         ln_sum: if ln_sum { sum.ln() } else { f64::NAN },
+    })
+}
+
+/// Both sides' top K and Σ min(p, q) of a row of logits whose maxima and log-sum-exps the
+/// divergence pass gave (so their log-normalisers are known): one read of both sides (the sums as [`sum_min`] forms them). `None`
+/// where a side leaves the fast path or its maximum is not the given one (checked at the end:
+/// until then the terms may be wrong, never used).
+#[inline(always)]
+fn known_row<S: Simd, T: Element>(
+    s: S,
+    a: &[T],
+    b: &[T],
+    want: Want,
+    t: &RowTops,
+    buf: &mut [f32; BLOCK],
+) -> Option<RowStats> {
+    let (ma, mb) = (t.max_a as f32, t.max_b as f32);
+    let (la, lb) = (t.lse_a - t.max_a, t.lse_b - t.max_b);
+    // A given maximum is a value of the row (an f32, finite where the row has mass).
+    let exact = ma as f64 == t.max_a && mb as f64 == t.max_b;
+    if !(exact && ma.is_finite() && mb.is_finite() && la.is_finite() && lb.is_finite()) {
+        return None;
+    }
+    let k = want.top;
+
+    let mut buf_b = [0f32; BLOCK];
+    let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
+    let (vka, vkb) = (s.splat_f32s(la as f32), s.splat_f32s(lb as f32));
+    let (mut top_a, mut top_b) = (Top::new(k), Top::new(k));
+    let (mut ra, mut rb) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    let mut total = 0f64;
+    for (bi, (pb, qb)) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate() {
+        let x = T::as_f32(pb, buf);
+        let y = T::as_f32(qb, &mut buf_b);
+        let (xv, xt) = S::as_simd_f32s(x);
+        let (yv, yt) = S::as_simd_f32s(y);
+        let neg_inf = s.splat_f32s(f32::NEG_INFINITY);
+        // Only NaN, +inf and huge values leave the row: below the given maximum any value,
+        // −inf included, is exact here (x − max is exact or its e^ is 0).
+        let big = s.splat_f32s(BIG_LOGIT);
+        let (mut mxa, mut mxb) = (neg_inf, neg_inf);
+        let mut ok = s.equal_f32s(neg_inf, neg_inf);
+        let mut acc = s.splat_f32s(0.0);
+        for (n, (ur, vr)) in xv.iter().zip(yv).enumerate() {
+            prefetch_ahead(ur, PREFETCH_AHEAD);
+            prefetch_ahead(vr, PREFETCH_AHEAD);
+            let (u, v) = (*ur, *vr);
+            ok = s.and_m32s(
+                ok,
+                s.and_m32s(
+                    s.less_than_or_equal_f32s(u, big),
+                    s.less_than_or_equal_f32s(v, big),
+                ),
+            );
+            (mxa, mxb) = (s.max_f32s(mxa, u), s.max_f32s(mxb, v));
+            let du = s.sub_f32s(s.sub_f32s(u, vma), vka);
+            let dv = s.sub_f32s(s.sub_f32s(v, vmb), vkb);
+            acc = s.add_f32s(acc, exp_nonpos(s, s.min_f32s(du, dv)));
+            if n % FLUSH == FLUSH - 1 {
+                total += s.reduce_sum_f32s(acc) as f64;
+                acc = s.splat_f32s(0.0);
+            }
+        }
+        if !all(s, ok) {
+            return None;
+        }
+        total += s.reduce_sum_f32s(acc) as f64;
+        let (mut bma, mut bmb) = (s.reduce_max_f32s(mxa), s.reduce_max_f32s(mxb));
+        for (&u, &v) in xt.iter().zip(yt) {
+            if !(u <= BIG_LOGIT && v <= BIG_LOGIT) {
+                return None;
+            }
+            (bma, bmb) = (bma.max(u), bmb.max(v));
+            let du = (u as f64 - ma as f64) - la;
+            let dv = (v as f64 - mb as f64) - lb;
+            total += du.min(dv).exp();
+        }
+        top_a.scan(s, x, bma, bi * BLOCK);
+        top_b.scan(s, y, bmb, bi * BLOCK);
+        (ra, rb) = (ra.max(bma), rb.max(bmb));
+    }
+    let kk = k.min(a.len());
+    if ra != ma || rb != mb || top_a.len < kk || top_b.len < kk {
+        return None;
+    }
+    let side = |top: &Top, max, ln_sum| SideStats {
+        top: top.idx,
+        max,
+        ln_sum,
+    };
+    Some(RowStats {
+        p: side(&top_a, ma, la),
+        q: side(&top_b, mb, lb),
+        sum_min: if want.sum_min { total } else { 0.0 },
     })
 }
 
@@ -605,6 +710,38 @@ mod tests {
         assert_eq!((g.p.ln_sum, g.q.ln_sum), want_ln);
         assert!(given(RowTops { max_a: 1.0, ..good }).is_none());
         assert!(given(RowTops { max_b: 2.0, ..good }).is_none());
+    }
+
+    /// Given log-sums do not vouch for the row: NaN or +inf anywhere in it (in a vector or in
+    /// the tail) still leaves it to the f64 path.
+    #[test]
+    fn a_given_row_with_nan_or_inf_is_left_to_f64() {
+        let want = Want {
+            top: 10,
+            ln_sum: true,
+            sum_min: true,
+        };
+        let cols = 1000;
+        let p: Vec<f32> = (0..cols).map(|i| (i % 13) as f32 * 0.25).collect();
+        let q: Vec<f32> = (0..cols).map(|i| (i % 7) as f32 * 0.5).collect();
+        let good = given_of(&p, &q);
+        for level in [crate::SimdLevel::Scalar, crate::SimdLevel::Avx512] {
+            let Ok(e) = CpuEngine::with_level(level) else {
+                continue;
+            };
+            let given = |a: &[f32], b: &[f32]| {
+                e.row_stats_given(InputForm::Logits, a, b, cols, want, &[Some(good)])[0]
+            };
+            assert!(given(&p, &q).is_some(), "{level:?}: the clean row");
+            for at in [3, 700, cols - 1] {
+                for bad in [f32::NAN, f32::INFINITY] {
+                    let (mut bad_p, mut bad_q) = (p.clone(), q.clone());
+                    (bad_p[at], bad_q[at]) = (bad, bad);
+                    assert!(given(&bad_p, &q).is_none(), "{level:?} p[{at}] = {bad}");
+                    assert!(given(&p, &bad_q).is_none(), "{level:?} q[{at}] = {bad}");
+                }
+            }
+        }
     }
 
     /// NaN, +inf and (for probabilities) negative values leave the row to the f64 path;

@@ -27,9 +27,10 @@ pub struct Run {
     /// For logits, each row's argmaxes and log-sum-exps from the same read (see
     /// [`crate::PerRow::tops`]); empty otherwise.
     pub tops: Vec<Option<crate::RowTops>>,
-    /// Each row's agreement sums where [`Scheduler::run_report`] was asked for them and the
-    /// rows ran on the GPU (a second read there; `None` rows are left to the caller); empty
-    /// otherwise (the CPU's reports take them from `cpu::row_stats` in one read instead).
+    /// Each row's agreement sums where [`Scheduler::run_report`] was asked for them (`None`
+    /// rows are left to the caller): from a second pass over the rows while they are in the
+    /// GPU's buffers or the CPU core's cache; empty where the job was split between them or
+    /// recovered from a GPU failure (the caller computes them then).
     pub agreement: Vec<Option<crate::semantics::sums::AgreeSums>>,
     pub placement: Placement,
     pub plan: Plan,
@@ -274,6 +275,13 @@ impl Scheduler {
         };
         let mut agree = vec![];
         let mut values = match plan.placement {
+            Placement::Cpu if agreeing => {
+                let (v, a) = self
+                    .cpu
+                    .per_row_each_agreeing(req, &divs, p, q, rows, cols)?;
+                agree = a;
+                v
+            }
             Placement::Cpu => cpu(p, q, rows)?,
             Placement::Gpu => match self.gpu_rows(req, &divs, agreeing, p, q, rows, cols) {
                 Ok((v, a)) => {

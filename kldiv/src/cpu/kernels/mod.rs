@@ -142,8 +142,8 @@ pub fn segment<S: Simd, T: Element>(
         _ => (0.0, 0.0, 0.0, 0.0),
     };
     if kernel == Kernel::LogitsAgree {
-        // The CPU's reports take agreement from `cpu::row_stats` in one read instead; this
-        // pass (f64, libm) is here so that every engine runs every plan.
+        // The CPU's reports take agreement from `cpu::agreeing` (SIMD, while the rows are in
+        // cache) instead; this pass (f64, libm) is here so that every engine runs every plan.
         return exact::logit_agree_segment(p, q, js_params).map(Partial::Agree);
     }
     let mut probs = ProbSums::default();
