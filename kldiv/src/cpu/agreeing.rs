@@ -1,22 +1,16 @@
 //! The CPU's report over logits: the divergences and each row's agreement sums (top 10 of
-//! each side, Σ min(p, q)), a few rows at a time on one thread, so that the agreement read
-//! (`row_stats`, given the divergence pass's maxima and log-sum-exps) finds the rows in the
-//! core's cache where the divergence pass left them. Run as two passes over a whole block,
-//! that second read came from memory again and waited on it (perf: most of its samples on
-//! its prefetches), at a third of the divergence pass's time.
+//! each side, Σ min(p, q)) from `row_stats` given the divergence pass's maxima and
+//! log-sum-exps, a slice of rows at a time on one thread (`slices`), so that the agreement
+//! read finds the rows in the core's cache.
 
 use super::row_stats::{RowStats, Want};
-use super::{pool, CpuEngine};
+use super::{slices, CpuEngine};
 use crate::element::Element;
 use crate::error::Result;
 use crate::request::{InputForm, Request};
 use crate::semantics::rows::{relocate_row_by, validate_shape};
 use crate::semantics::run::PerRow;
 use crate::semantics::sums::{AgreeSums, TopList, TOP_LIST};
-
-/// Bytes of both sides one slice of rows holds: half of a core's L2 on current x86 server
-/// cores (1–2 MiB), so that the second read finds them there. A longer row is a slice alone.
-const SLICE_BYTES: usize = 1 << 20;
 
 impl CpuEngine {
     /// [`CpuEngine::per_row_each`] and, for logits and log-probabilities, each row's
@@ -36,48 +30,34 @@ impl CpuEngine {
         if req.input == InputForm::Probabilities || !req.reads_q() {
             return Ok((self.per_row_each(req, divs, p, q, rows, cols)?, vec![]));
         }
-        let per_slice = (SLICE_BYTES / (2 * cols * T::DTYPE.size_bytes()).max(1)).max(1);
         let want = Want {
             top: TOP_LIST,
             ln_sum: true,
             sum_min: true,
         };
-        let parts = pool::map(rows.div_ceil(per_slice), |k| {
-            let (r0, r1) = (k * per_slice, ((k + 1) * per_slice).min(rows));
+        let parts = slices::each(rows, 2 * cols * T::DTYPE.size_bytes(), |r0, r1| {
             let (p, q) = (&p[r0 * cols..r1 * cols], &q[r0 * cols..r1 * cols]);
-            pool::serial(|| {
-                let run = self
-                    .per_row_each(req, divs, p, q, r1 - r0, cols)
-                    .map_err(|e| relocate_row_by(e, r0))?;
-                let stats = self.row_stats_given(req.input, p, q, cols, want, &run.tops);
-                let sums = stats.iter().enumerate().map(|(r, st)| {
-                    let span = r * cols..(r + 1) * cols;
-                    st.map(|st| agree_sums(&st, &p[span.clone()], &q[span]))
-                });
-                let sums: Vec<_> = sums.collect();
-                Ok((run, sums))
+            let run = self
+                .per_row_each(req, divs, p, q, r1 - r0, cols)
+                .map_err(|e| relocate_row_by(e, r0))?;
+            let stats = self.row_stats_given(req.input, p, q, cols, want, &run.tops);
+            let sums = stats.iter().enumerate().map(|(r, st)| {
+                let span = r * cols..(r + 1) * cols;
+                st.map(|st| agree_sums(&st, &p[span.clone()], &q[span]))
+            });
+            Ok((run, sums.collect::<Vec<_>>()))
+        });
+        let mut agreement = Vec::with_capacity(rows);
+        let runs = parts.into_iter().map(|part| {
+            part.map(|(run, sums)| {
+                agreement.extend(sums);
+                run
             })
         });
-        let mut out = PerRow {
-            values: divs.iter().map(|_| Vec::with_capacity(rows)).collect(),
-            tops: Vec::with_capacity(rows),
-        };
-        let mut agreement = Vec::with_capacity(rows);
-        // In row order: the first error is the lowest row's.
-        for part in parts {
-            let (mut run, sums) = part?;
-            let n = sums.len();
-            for (all, values) in out.values.iter_mut().zip(&mut run.values) {
-                all.append(values);
-            }
-            // Rows without tops get no agreement sums (the summary computes them in f64).
-            if run.tops.len() == n {
-                out.tops.append(&mut run.tops);
-                agreement.extend(sums);
-            } else {
-                out.tops.extend(std::iter::repeat_n(None, n));
-                agreement.extend(std::iter::repeat_n(None, n));
-            }
+        let out = slices::join(runs, divs.len())?;
+        // Sums are only read beside their rows' tops.
+        if out.tops.len() != rows {
+            agreement.clear();
         }
         Ok((out, agreement))
     }

@@ -9,6 +9,7 @@ mod pool;
 mod read_probe;
 pub mod row_stats;
 mod simd_math;
+mod slices;
 mod transpose;
 
 pub use pool::map as par_map;
