@@ -388,27 +388,6 @@ fn f64_without_f64_kernels_is_narrowed_and_says_so() {
     }
 }
 
-/// The K largest of `v` (largest first, the lower index first on ties; −inf below every
-/// number): the agreement statistics' order, from a sort.
-fn top_cols(v: &[f64], k: usize) -> Vec<u64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&i, &j| v[j].partial_cmp(&v[i]).unwrap().then(i.cmp(&j)));
-    idx.into_iter().take(k).map(|i| i as u64).collect()
-}
-
-/// Σ min(p, q) of two logit rows, in f64 through each row's log-sum-exp.
-fn sum_min_of(a: &[f64], b: &[f64]) -> f64 {
-    let lse = |v: &[f64]| {
-        let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-    };
-    let (la, lb) = (lse(a), lse(b));
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - la).exp().min((y - lb).exp()))
-        .sum()
-}
-
 /// Logit rows for the agreement pass: random, with ties (rounded to a coarse grid), −inf
 /// masks on either side, and a large common offset, in the element type `T`.
 fn agreement_rows<T: kldiv::Element>(rng: &mut Rng, rows: usize, cols: usize) -> (Vec<T>, Vec<T>) {

@@ -268,3 +268,24 @@ pub fn check_all_divergences_within(
         }
     }
 }
+
+/// The K largest of `v` (largest first, the lower index first on ties; −inf below every
+/// number): the agreement statistics' order, from a sort.
+pub fn top_cols(v: &[f64], k: usize) -> Vec<u64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&i, &j| v[j].partial_cmp(&v[i]).unwrap().then(i.cmp(&j)));
+    idx.into_iter().take(k).map(|i| i as u64).collect()
+}
+
+/// Σ min(p, q) of two logit rows, in f64 through each row's log-sum-exp.
+pub fn sum_min_of(a: &[f64], b: &[f64]) -> f64 {
+    let lse = |v: &[f64]| {
+        let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    };
+    let (la, lb) = (lse(a), lse(b));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - la).exp().min((y - lb).exp()))
+        .sum()
+}
