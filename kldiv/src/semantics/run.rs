@@ -236,12 +236,14 @@ struct SumsOfRows<'a> {
     req: &'a Request,
     tol: Option<f64>,
     exact: Later,
+    tops: &'a TopsTable,
 }
 
 impl Finish for SumsOfRows<'_> {
     type Out = RowParams;
     fn row(&self, row: usize, sums: RowSums) -> Result<RowParams> {
         let req = self.req;
+        self.tops.keep(row, &sums);
         match sums {
             Err(Irregular::Bad(bad)) if nan_row(req, &bad) => Ok(RowParams::Skip),
             Err(Irregular::Bad(bad)) => Err(located(row, bad)),
@@ -331,10 +333,13 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
             Ok((out, tops.into_vec()))
         }
         PassPlan::Two { first, second } => {
+            // Logits: the first pass's maxima and log-sums are the rows' tops too.
+            let tops = TopsTable::new(first, shape.rows);
             let sums = SumsOfRows {
                 req,
                 tol,
                 exact: Later::default(),
+                tops: &tops,
             };
             let params = engine.run_pass(&first_pass(first), src, shape, &sums)?;
             let exact_rows = sums.exact.take();
@@ -347,7 +352,7 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
                 src,
                 shape,
             )?;
-            Ok((out, vec![]))
+            Ok((out, tops.into_vec()))
         }
     }
 }
@@ -523,6 +528,8 @@ fn kl_family<'a, E: PassEngine, T: Element>(
             req,
             tol,
             exact: Later::default(),
+            // (The family keeps them.)
+            tops: &no_tops,
         }),
         tops: &tops,
     };
@@ -702,6 +709,7 @@ fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Result<
                 req,
                 tol,
                 exact: Later::default(),
+                tops: &TopsTable(vec![]),
             };
             let params = sums_of.row(row, seg(first, base_params(req)).map_err(Irregular::Bad))?;
             if params == RowParams::Skip {

@@ -1536,6 +1536,10 @@ pub fn logit_rows_give_their_tops(e: &TestEngine) {
             let both = [Divergence::ReverseKl, Divergence::Kl];
             let shared = e.run_each(&req, &both, &af, &bf, rows, cols).unwrap();
             check("shared pass", &shared, (&to_f64(&af), &to_f64(&bf)), 2e-6);
+            // So does Jensen–Shannon's first pass, alone (its maxima and log-sums).
+            let js = [Divergence::JensenShannon];
+            let alone = e.run_each(&req, &js, &af, &bf, rows, cols).unwrap();
+            check("js alone", &alone, (&to_f64(&af), &to_f64(&bf)), 2e-6);
             let got = e
                 .run_each(&req, &[Divergence::Kl], &a, &b, rows, cols)
                 .unwrap();
