@@ -9,8 +9,7 @@
 //! (`row_stats_given`). Top K compares the raw values (softmax and division by Σ are
 //! monotone), lower index first on ties. Rows holding anything else than finite values and
 //! −inf masks (probabilities: finite values ≥ 0), rows without mass, f64 rows, and rows with
-//! fewer than K candidates give `None`: the caller
-//! computes those in f64 (`summary`).
+//! fewer than K candidates give `None`: the caller computes those in f64 (`summary`).
 //!
 //! Accuracy: exponentials within 3 ulp of f32, lane sums of at most FLUSH (32) terms added into f64
 //! per block: ln Σ within 2e-6 absolute, so NLL within 2e-6 and Σ min within 2e-6·Σ.
@@ -376,9 +375,10 @@ fn side<S: Simd, T: Element>(
 }
 
 /// Both sides' top K and Σ min(p, q) of a row of logits whose maxima and log-sum-exps the
-/// divergence pass gave (so their log-normalisers are known): one read of both sides (the sums as [`sum_min`] forms them). `None`
-/// where a side leaves the fast path or its maximum is not the given one (checked at the end:
-/// until then the terms may be wrong, never used).
+/// divergence pass gave (so their log-normalisers are known): one read of both sides, the
+/// sums formed as [`sum_min`] forms them. `None` where a side leaves the fast path or its
+/// maximum is not the given one (checked at the end: until then the terms may be wrong,
+/// never used).
 #[inline(always)]
 fn known_row<S: Simd, T: Element>(
     s: S,
@@ -396,7 +396,6 @@ fn known_row<S: Simd, T: Element>(
         return None;
     }
     let k = want.top;
-
     let mut buf_b = [0f32; BLOCK];
     let (vma, vmb) = (s.splat_f32s(ma), s.splat_f32s(mb));
     let (vka, vkb) = (s.splat_f32s(la as f32), s.splat_f32s(lb as f32));
