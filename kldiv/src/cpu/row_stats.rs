@@ -401,16 +401,16 @@ fn known_row<S: Simd, T: Element>(
     let (vka, vkb) = (s.splat_f32s(la as f32), s.splat_f32s(lb as f32));
     let (mut top_a, mut top_b) = (Top::new(k), Top::new(k));
     let (mut ra, mut rb) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    let neg_inf = s.splat_f32s(f32::NEG_INFINITY);
+    // Only NaN, +inf and huge values leave the row: below the given maximum any value, −inf
+    // included, is exact here (x − max is exact or its e^ is 0).
+    let big = s.splat_f32s(BIG_LOGIT);
     let mut total = 0f64;
     for (bi, (pb, qb)) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate() {
         let x = T::as_f32(pb, buf);
         let y = T::as_f32(qb, &mut buf_b);
         let (xv, xt) = S::as_simd_f32s(x);
         let (yv, yt) = S::as_simd_f32s(y);
-        let neg_inf = s.splat_f32s(f32::NEG_INFINITY);
-        // Only NaN, +inf and huge values leave the row: below the given maximum any value,
-        // −inf included, is exact here (x − max is exact or its e^ is 0).
-        let big = s.splat_f32s(BIG_LOGIT);
         let (mut mxa, mut mxb) = (neg_inf, neg_inf);
         let mut ok = s.equal_f32s(neg_inf, neg_inf);
         let mut acc = s.splat_f32s(0.0);
@@ -426,9 +426,7 @@ fn known_row<S: Simd, T: Element>(
                 ),
             );
             (mxa, mxb) = (s.max_f32s(mxa, u), s.max_f32s(mxb, v));
-            let du = s.sub_f32s(s.sub_f32s(u, vma), vka);
-            let dv = s.sub_f32s(s.sub_f32s(v, vmb), vkb);
-            acc = s.add_f32s(acc, exp_nonpos(s, s.min_f32s(du, dv)));
+            acc = s.add_f32s(acc, logit_min(s, (u, vma, vka), (v, vmb, vkb)));
             if n % FLUSH == FLUSH - 1 {
                 total += s.reduce_sum_f32s(acc) as f64;
                 acc = s.splat_f32s(0.0);
@@ -444,9 +442,7 @@ fn known_row<S: Simd, T: Element>(
                 return None;
             }
             (bma, bmb) = (bma.max(u), bmb.max(v));
-            let du = (u as f64 - ma as f64) - la;
-            let dv = (v as f64 - mb as f64) - lb;
-            total += du.min(dv).exp();
+            total += logit_min_one((u, ma, la), (v, mb, lb));
         }
         top_a.scan(s, x, bma, bi * BLOCK);
         top_b.scan(s, y, bmb, bi * BLOCK);
@@ -466,6 +462,28 @@ fn known_row<S: Simd, T: Element>(
         q: side(&top_b, mb, lb),
         sum_min: if want.sum_min { total } else { 0.0 },
     })
+}
+
+/// min(p, q) of logits u, v with their rows' maxima and log-normalisers:
+/// e^min(u − ma − ln sa, v − mb − ln sb), the differences formed in that order (u − ma is
+/// exact near the maximum, where the terms matter).
+#[inline(always)]
+fn logit_min<S: Simd>(
+    s: S,
+    (u, ma, ka): (S::f32s, S::f32s, S::f32s),
+    (v, mb, kb): (S::f32s, S::f32s, S::f32s),
+) -> S::f32s {
+    let du = s.sub_f32s(s.sub_f32s(u, ma), ka);
+    let dv = s.sub_f32s(s.sub_f32s(v, mb), kb);
+    exp_nonpos(s, s.min_f32s(du, dv))
+}
+
+/// [`logit_min`] for one element pair (a block's tail), in f64.
+#[inline(always)]
+fn logit_min_one((u, ma, la): (f32, f32, f64), (v, mb, lb): (f32, f32, f64)) -> f64 {
+    let du = (u as f64 - ma as f64) - la;
+    let dv = (v as f64 - mb as f64) - lb;
+    du.min(dv).exp()
 }
 
 /// Σ min(p, q) over a row whose sides' statistics are known (one more read of both).
@@ -496,9 +514,7 @@ fn sum_min<S: Simd, T: Element>(
         let mut acc = s.splat_f32s(0.0);
         for (n, (&u, &v)) in xv.iter().zip(yv).enumerate() {
             let term = if logits {
-                let du = s.sub_f32s(s.sub_f32s(u, vma), vka);
-                let dv = s.sub_f32s(s.sub_f32s(v, vmb), vkb);
-                exp_nonpos(s, s.min_f32s(du, dv))
+                logit_min(s, (u, vma, vka), (v, vmb, vkb))
             } else {
                 s.min_f32s(s.mul_f32s(u, vka), s.mul_f32s(v, vkb))
             };
@@ -511,9 +527,7 @@ fn sum_min<S: Simd, T: Element>(
         total += s.reduce_sum_f32s(acc) as f64;
         for (&u, &v) in xt.iter().zip(yt) {
             total += if logits {
-                let du = (u as f64 - ps.max as f64) - ps.ln_sum;
-                let dv = (v as f64 - qs.max as f64) - qs.ln_sum;
-                du.min(dv).exp()
+                logit_min_one((u, ps.max, ps.ln_sum), (v, qs.max, qs.ln_sum))
             } else {
                 (u as f64 * (-ps.ln_sum).exp()).min(v as f64 * (-qs.ln_sum).exp())
             };

@@ -1,7 +1,8 @@
 //! Agreement between P and Q beyond the divergence (opt-in: one more read of each row, by
 //! the engine that ran the rows — `cpu::agreeing` or the GPU's agreement pass — or here by
-//! `cpu::row_stats` for rows given without; f64 for the rows none takes): top-K agreement, Σ min(p, q) = 1 − TV (the acceptance rate of speculative
-//! decoding), and KLD by P's confidence. Every statistic is a count or moments: mergeable.
+//! `cpu::row_stats` for rows given without; f64 for the rows none takes): top-K agreement,
+//! Σ min(p, q) = 1 − TV (the acceptance rate of speculative decoding), and KLD by P's
+//! confidence. Every statistic is a count or moments: mergeable.
 
 use super::moments::Moments;
 use crate::cpu::row_stats::RowStats;
