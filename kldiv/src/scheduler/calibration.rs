@@ -124,6 +124,7 @@ pub fn measure(
     let mut c = Calibration {
         version: VERSION,
         key,
+        system: None,
         cpu: rates,
         gpu: [[0.0; 2]; 3],
         upload: 1.0,
@@ -187,6 +188,7 @@ mod tests {
         let c = Calibration {
             version: VERSION,
             key: "cpu avx512 x2 | gpu none".into(),
+            system: Some("icd lvp_icd.json 1 2".into()),
             cpu: [[1.5e9, 1.0e9], [3e9, 2e9], [3e9, 2e9]],
             gpu: [[0.0; 2]; 3],
             upload: 1.0,

@@ -82,6 +82,11 @@ pub struct Calibration {
     pub version: u32,
     /// Who was measured: CPU SIMD level and threads, adapter and driver.
     pub key: String,
+    /// The system the adapter part of `key` was read on (`scheduler::system`): where it
+    /// matches, a later run takes the cache without loading the GPU drivers to read it again.
+    /// Absent from older caches.
+    #[serde(default)]
+    pub system: Option<String>,
     /// CPU elements/s by [regime][form: 0 probabilities, 1 logits].
     pub cpu: [[f64; 2]; 3],
     /// GPU kernel elements/s, data already on the device; 0 when there is no GPU.
@@ -288,6 +293,7 @@ mod tests {
         Calibration {
             version: super::super::calibration::VERSION,
             key: "test".into(),
+            system: None,
             cpu: [[cpu; 2]; 3],
             gpu: [[gpu; 2]; 3],
             upload: 20e9,

@@ -3,12 +3,17 @@
 //!
 //! - [`cost`]: the cost model (pure): rates + job → estimates and choice.
 //! - [`calibration`]: measuring the rates, and their cache file.
+//! - [`system`]: what the adapter list depends on, read without loading a driver.
 //! - here: execution — running the choice, splitting rows, recovering from GPU failures.
 
 pub mod calibration;
 pub mod cost;
+pub mod system;
 
 pub use cost::{Calibration, DeviceMode, Job, Placement, Plan, Regime};
+
+/// Between the CPU and GPU parts of a calibration key.
+const KEY_GPU: &str = " | gpu ";
 
 use crate::cpu::CpuEngine;
 use crate::element::Element;
@@ -112,11 +117,22 @@ impl Scheduler {
         };
         #[cfg(not(feature = "gpu"))]
         let gpu = "no gpu".to_string();
-        format!(
-            "cpu {} x{} | gpu {gpu}",
-            self.cpu.simd_name(),
-            self.cpu.threads()
-        )
+        format!("{}{KEY_GPU}{gpu}", self.cpu_key())
+    }
+
+    /// The CPU part of [`Scheduler::calibration_key`]: SIMD level and threads.
+    fn cpu_key(&self) -> String {
+        format!("cpu {} x{}", self.cpu.simd_name(), self.cpu.threads())
+    }
+
+    /// Whether `c` was measured on this CPU and on this `system` (`system::fingerprint`):
+    /// then its adapter part holds without enumerating the adapters again.
+    fn same_system(&self, c: &Calibration, system: &Option<String>) -> bool {
+        system.is_some()
+            && c.system == *system
+            && c.key
+                .split_once(KEY_GPU)
+                .is_some_and(|(cpu, _)| cpu == self.cpu_key())
     }
 
     /// Use a saved calibration if it was measured on this CPU and adapter; returns whether
@@ -154,18 +170,36 @@ impl Scheduler {
     /// another CPU or adapter, of another format, or measured under load (timings that
     /// disagree by more than `calibration::PLAUSIBLE_SPREAD`) is measured again. A cache
     /// that cannot be read or written is reported in the result, never a reason to fail.
+    ///
+    /// A cache from this same system (`system::fingerprint`) is taken without enumerating
+    /// the GPU adapters, which loads every driver (~40 ms a run on lavapipe); others are
+    /// checked against the adapter's description, and recorded with this system when it
+    /// matches.
     pub fn calibrate_cached(&self, path: &std::path::Path) -> (Calibration, Calibrated) {
         let mut cache_error = None;
+        let system = system::fingerprint();
         match calibration::load(path) {
             Ok(Some(c)) if c.spread <= calibration::PLAUSIBLE_SPREAD => {
+                if self.same_system(&c, &system) {
+                    if let Ok(mut slot) = self.calibration.lock() {
+                        *slot = Some(c.clone());
+                    }
+                    return (c, Calibrated::Cached);
+                }
                 if self.set_calibration(c.clone()) {
+                    let c = Calibration { system, ..c };
+                    // Best effort: a cache that cannot be rewritten still served this run.
+                    let _ = calibration::save(path, &c);
                     return (c, Calibrated::Cached);
                 }
             }
             Ok(_) => {}
             Err(e) => cache_error = Some(e),
         }
-        let c = self.calibrate();
+        let c = Calibration {
+            system,
+            ..self.calibrate()
+        };
         if let Err(e) = calibration::save(path, &c) {
             cache_error = cache_error.or(Some(e));
         }
@@ -400,6 +434,7 @@ mod tests {
         let mut c = Calibration {
             version: calibration::VERSION,
             key: s.calibration_key(),
+            system: None,
             cpu: [[2e9; 2]; 3],
             gpu: [[1e9; 2]; 3],
             upload: 20e9,
@@ -410,8 +445,11 @@ mod tests {
         };
         calibration::save(&path, &c).unwrap();
         let (got, how) = s.calibrate_cached(&path);
+        // Taken, and recorded with this system for the next run.
+        c.system = system::fingerprint();
         assert_eq!(got, c);
         assert!(matches!(how, Calibrated::Cached));
+        assert_eq!(calibration::load(&path).unwrap(), Some(c.clone()));
         // The key comes from the adapter's description: no device was created for it.
         #[cfg(feature = "gpu")]
         assert!(!s.gpu_opened());
@@ -435,6 +473,53 @@ mod tests {
                 cache_error: Some(_)
             }
         ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A cache recorded on this system is taken on its word: its adapter part, which
+    /// names no adapter here, is not checked (checking would enumerate the adapters). On
+    /// another system, or another CPU, it is measured again.
+    #[test]
+    fn a_cache_from_this_system_is_taken_without_enumerating_adapters() {
+        let Some(here) = system::fingerprint() else {
+            return; // not Linux: always checked against the adapters
+        };
+        let dir = std::env::temp_dir().join(format!("kldiv-cal-sys-{}", std::process::id()));
+        let path = dir.join("calibration.json");
+        let s = Scheduler::with_mode(DeviceMode::Auto);
+        let c = Calibration {
+            version: calibration::VERSION,
+            key: format!("{}{KEY_GPU}an adapter this machine lacks", s.cpu_key()),
+            system: Some(here.clone()),
+            cpu: [[2e9; 2]; 3],
+            gpu: [[0.0; 2]; 3],
+            upload: 20e9,
+            gpu_latency: 50e-6,
+            gpu_is_software: false,
+            gpu_f64: false,
+            spread: 0.1,
+        };
+        calibration::save(&path, &c).unwrap();
+        let (got, how) = s.calibrate_cached(&path);
+        assert!(matches!(how, Calibrated::Cached));
+        assert_eq!(got, c);
+        for other in [
+            Calibration {
+                system: Some(format!("{here}pci another card\n")),
+                ..c.clone()
+            },
+            Calibration {
+                key: format!("cpu another x64{KEY_GPU}an adapter this machine lacks"),
+                ..c.clone()
+            },
+        ] {
+            calibration::save(&path, &other).unwrap();
+            let s = Scheduler::with_mode(DeviceMode::Auto);
+            let (fresh, how) = s.calibrate_cached(&path);
+            assert!(matches!(how, Calibrated::Measured { .. }));
+            assert_eq!(fresh.key, s.calibration_key());
+            assert_eq!(fresh.system, Some(here.clone()));
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 
