@@ -141,10 +141,15 @@ impl Scheduler {
         if c.key != self.calibration_key() {
             return false;
         }
+        self.install(c);
+        true
+    }
+
+    /// Makes `c` the calibration in use.
+    fn install(&self, c: Calibration) {
         if let Ok(mut slot) = self.calibration.lock() {
             *slot = Some(c);
         }
-        true
     }
 
     /// The calibration in use, measuring it now (≤ 0.3 s) if there is none yet.
@@ -181,12 +186,13 @@ impl Scheduler {
         match calibration::load(path) {
             Ok(Some(c)) if c.spread <= calibration::PLAUSIBLE_SPREAD => {
                 if self.same_system(&c, &system) {
-                    if let Ok(mut slot) = self.calibration.lock() {
-                        *slot = Some(c.clone());
-                    }
+                    self.install(c.clone());
                     return (c, Calibrated::Cached);
                 }
                 if self.set_calibration(c.clone()) {
+                    if c.system == system {
+                        return (c, Calibrated::Cached); // no system to record (not Linux)
+                    }
                     let c = Calibration { system, ..c };
                     // Best effort: a cache that cannot be rewritten still served this run.
                     let _ = calibration::save(path, &c);

@@ -51,13 +51,14 @@ pub fn fingerprint_of(env: &dyn Fn(&str) -> Option<String>, root: &Path) -> Stri
         }
     }
     for dir in manifest_dirs(env, root) {
-        for (name, meta) in sorted_entries(&dir) {
-            if name.ends_with(".json") {
+        for name in sorted_names(&dir) {
+            if let (true, Ok(meta)) = (name.ends_with(".json"), std::fs::metadata(dir.join(&name)))
+            {
                 out += &format!("icd {}/{name} {}\n", dir.display(), stamp(&meta));
             }
         }
     }
-    for (name, _) in sorted_entries(&root.join("sys/bus/pci/devices")) {
+    for name in sorted_names(&root.join("sys/bus/pci/devices")) {
         let dev = root.join("sys/bus/pci/devices").join(&name);
         let read = |f: &str| std::fs::read_to_string(dev.join(f)).unwrap_or_default();
         let class = read("class");
@@ -74,10 +75,10 @@ pub fn fingerprint_of(env: &dyn Fn(&str) -> Option<String>, root: &Path) -> Stri
     if let Ok(v) = std::fs::read_to_string(root.join("proc/driver/nvidia/version")) {
         out += &format!("nvidia {}\n", v.lines().next().unwrap_or("").trim());
     }
-    for (name, _) in sorted_entries(&root.join("dev/dri")) {
+    for name in sorted_names(&root.join("dev/dri")) {
         out += &format!("dri {name}\n");
     }
-    for (name, _) in sorted_entries(&root.join("dev")) {
+    for name in sorted_names(&root.join("dev")) {
         if name.starts_with("nvidia") {
             out += &format!("dev {name}\n");
         }
@@ -108,16 +109,17 @@ fn manifest_dirs(env: &dyn Fn(&str) -> Option<String>, root: &Path) -> Vec<PathB
     dirs
 }
 
-/// A directory's entries sorted by name (none where it cannot be read).
-fn sorted_entries(dir: &Path) -> Vec<(String, std::fs::Metadata)> {
+/// A directory's entry names, sorted (none where it cannot be read). Names only: /dev holds
+/// hundreds of entries, and only the manifests' metadata is wanted.
+fn sorted_names(dir: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return vec![];
     };
-    let mut v: Vec<_> = rd
+    let mut v: Vec<String> = rd
         .flatten()
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.metadata().ok()?)))
+        .filter_map(|e| e.file_name().into_string().ok())
         .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.sort();
     v
 }
 
