@@ -79,8 +79,11 @@ pub struct Args {
     temperature_q: Option<f64>,
     /// Also report how P and Q agree: top-K agreement (K = 1, 5, 10), Σ min(p, q) (1 − total
     /// variation: speculative decoding's acceptance rate), and mean KLD by P's confidence
-    /// (max p in [0, .25), [.25, .5), [.5, .75), [.75, .95), [.95, 1]). One more f64 pass
-    /// over each row, on the CPU.
+    /// (max p in [0, .25), [.25, .5), [.5, .75), [.75, .95), [.95, 1]). One more read of
+    /// each row where the job runs: on the CPU right after its divergence pass (rows still
+    /// in cache; f64 for f64 inputs and irregular rows), on the GPU a second kernel for
+    /// logits and log-probabilities. Σ min within 2e-6 (CPU) or 1e-5 (GPU) of f64 for f32
+    /// kernels.
     #[arg(long)]
     agreement: bool,
     /// Also write the run's mergeable statistics here (JSON), for `kldiv merge`.
