@@ -4,7 +4,7 @@
 
 #[path = "../../kldiv/tests/common/mod.rs"]
 mod common;
-use common::files::{f32_npy_shaped, i32_npy, tmp};
+use common::files::{f32_npy_shaped, i32_npy, read_f64_npy, tmp};
 use common::*;
 use std::process::Command;
 
@@ -419,4 +419,162 @@ fn llama_compat_reproduces_llama_cpp_arithmetic() {
         &["compare", &s(&qp), &s(&kp), "--llama-compat"],
         "--llama-compat",
     );
+}
+
+/// `--llama-compat`'s printed KLD and Δp lines are llama.cpp's, digit for digit: its report
+/// code (tools/perplexity/perplexity.cpp, `kl_divergence`) is mirrored here on the per-row
+/// values — KLD from `--out` (checked against llama.cpp's per-row formula), Δp recomputed in
+/// llama.cpp's f32 arithmetic — sorted as f32, its median, its f32 interpolation, its printf.
+#[test]
+fn llama_compat_prints_llama_cpps_percentile_lines() {
+    const CTX: usize = 64;
+    const CHUNKS: usize = 20;
+    const VOC: usize = 40;
+    const SCORED: usize = CTX - 1 - CTX / 2;
+    let mut rng = Rng::new(31);
+    let base: Vec<f32> = (0..CHUNKS * CTX * VOC)
+        .map(|_| (3.0 * rng.normal()) as f32)
+        .collect();
+    let quant: Vec<f32> = base
+        .iter()
+        .map(|&x| x + (2.5 * rng.normal()) as f32)
+        .collect();
+    let tokens: Vec<i32> = (0..CHUNKS * CTX).map(|i| (i * 7 % VOC) as i32).collect();
+    let (bp, qp, tp, kp, out) = (
+        tmp("pct_base.npy"),
+        tmp("pct_quant.npy"),
+        tmp("pct_tokens.npy"),
+        tmp("pct_base.kld"),
+        tmp("pct_kl.npy"),
+    );
+    f32_npy_shaped(&bp, &[CHUNKS * CTX, VOC], &base);
+    f32_npy_shaped(&qp, &[CHUNKS * CTX, VOC], &quant);
+    i32_npy(&tp, &tokens);
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let ctx = CTX.to_string();
+    ok(&[
+        "export-kld",
+        &s(&bp),
+        "--tokens",
+        &s(&tp),
+        "--n-ctx",
+        &ctx,
+        "-o",
+        &s(&kp),
+    ]);
+    let text = String::from_utf8(
+        ok(&[
+            "compare",
+            &s(&kp),
+            &s(&qp),
+            "--llama-compat",
+            "--out",
+            &s(&out),
+        ])
+        .stdout,
+    )
+    .unwrap();
+    let kld_file = std::fs::read(&kp).unwrap();
+    let nv = 2 * VOC.div_ceil(2) + 4;
+    let rec0 = 20 + 4 * CHUNKS * CTX;
+    let (_, kl) = read_f64_npy(&out);
+    assert_eq!(kl.len(), CHUNKS * SCORED);
+    let (mut dp, mut big) = (vec![], 0);
+    for (row, &got) in kl.iter().enumerate() {
+        let pos = (row / SCORED) * CTX + CTX / 2 + row % SCORED;
+        let at = rec0 + row * 2 * nv;
+        let (scale, min) = (le_f32(&kld_file, at), le_f32(&kld_file, at + 4));
+        let lp: Vec<f32> = (0..VOC)
+            .map(|i| {
+                let q = u16::from_le_bytes([kld_file[at + 8 + 2 * i], kld_file[at + 9 + 2 * i]]);
+                scale * q as f32 + min
+            })
+            .collect();
+        let logits = &quant[pos * VOC..(pos + 1) * VOC];
+        // llama.cpp's log_softmax against a base record, in its own types.
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let sum_exp: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
+        let lse = sum_exp.ln() as f32;
+        let want: f64 = lp
+            .iter()
+            .zip(logits)
+            .filter(|(x, _)| **x > -16.0)
+            .map(|(&x, &l)| (x.exp() * (x - l + (max + lse))) as f64)
+            .sum();
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs() + 1e-6,
+            "row {row}: {got} vs {want}"
+        );
+        big += usize::from(got > 1.0);
+        let tok = tokens[pos + 1] as usize;
+        let nll = max + lse - logits[tok];
+        let nll_base = -lp[tok];
+        dp.push((-nll).exp() - (-nll_base).exp());
+    }
+    assert!(
+        big > 5,
+        "the tail must hold KLDs whose f32 rounding shows in 6 decimals"
+    );
+    // llama.cpp's percentile and median over sorted f32 values.
+    let sorted = |v: Vec<f32>| {
+        let mut v = v;
+        v.sort_by(f32::total_cmp);
+        v
+    };
+    let percentile = |v: &[f32], fraction: f32| -> f32 {
+        if fraction <= 0.0 {
+            return v[0];
+        }
+        if fraction >= 1.0 {
+            return v[v.len() - 1];
+        }
+        let p = fraction * (v.len() - 1) as f32;
+        let ip = p as usize;
+        let p = p - ip as f32;
+        (1.0 - p) * v[ip] + p * v[(ip + 1).min(v.len() - 1)]
+    };
+    let median = |v: &[f32]| {
+        let n = v.len();
+        if n.is_multiple_of(2) {
+            0.5f32 * (v[n / 2] + v[n / 2 - 1])
+        } else {
+            v[n / 2]
+        }
+    };
+    let k = sorted(kl.iter().map(|&x| x as f32).collect());
+    let d = sorted(dp);
+    let mut want = vec![
+        format!("Maximum KLD: {:10.6}", k[k.len() - 1]),
+        format!("Median  KLD: {:10.6}", median(&k)),
+        format!("Minimum KLD: {:10.6}", k[0]),
+        format!("Maximum Δp: {:6.3}%", 100.0 * d[d.len() - 1] as f64),
+        format!("Median  Δp: {:6.3}%", 100.0 * median(&d) as f64),
+        format!("Minimum Δp: {:6.3}%", 100.0 * d[0] as f64),
+    ];
+    for (label, f) in [
+        ("99.9%", 0.999f32),
+        ("99.0%", 0.990),
+        ("95.0%", 0.950),
+        ("90.0%", 0.900),
+        ("10.0%", 0.100),
+        (" 5.0%", 0.050),
+        (" 1.0%", 0.010),
+        (" 0.1%", 0.001),
+    ] {
+        want.push(format!("{label}   KLD: {:10.6}", percentile(&k, f)));
+    }
+    for (label, f) in [
+        ("99.9%", 0.999f32),
+        ("75.0%", 0.750),
+        ("25.0%", 0.250),
+        (" 0.1%", 0.001),
+    ] {
+        want.push(format!(
+            "{label}   Δp: {:6.3}%",
+            100.0 * percentile(&d, f) as f64
+        ));
+    }
+    for line in want {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
+    }
 }

@@ -3,7 +3,11 @@
 //! scripts that parse llama.cpp's output read ours:
 //! - mean ± uncertainty: SE = sqrt((mean(x²) − mean(x)²)/(n − 1));
 //! - covariance of two means: (mean(xy) − mean(x)·mean(y))/(n − 1);
-//! - percentiles: linear interpolation at f·(n − 1) of the sorted values.
+//! - percentiles: linear interpolation at f·(n − 1) of the sorted values; in llama-compat
+//!   mode as llama.cpp computes them (each value rounded to f32, the interpolation in f32, the
+//!   median the mean of the two middle values), so that its printed digits are reproduced.
+//!
+//! Non-finite numbers print as glibc's printf prints them ("-nan", "inf"), as llama.cpp's do.
 
 use super::{Summary, TargetStats};
 use std::fmt::Write as _;
@@ -37,12 +41,16 @@ pub const DP_PCT: [f64; 13] = [
 
 /// The report's numbers from a summary's target statistics.
 pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
+    // llama.cpp takes the square root of a variance that rounding made negative (NaN) where
+    // the exact report clamps it at 0.
+    let compat = s.meta.mode == "llama-compat";
+    let root = |v: f64| if compat { v.sqrt() } else { v.max(0.0).sqrt() };
     let lq = t.nll.x.mean_unc();
     let lp = t.nll.y.mean_unc();
     let c = t.nll.cov_of_means();
     let ppl_q = lq.0.exp();
     let ppl_p = lp.0.exp();
-    let ratio_unc = (lq.1 * lq.1 + lp.1 * lp.1 - 2.0 * c).max(0.0).sqrt();
+    let ratio_unc = root(lq.1 * lq.1 + lp.1 * lp.1 - 2.0 * c);
     let ratio = (lq.0 - lp.0).exp();
     let ppl_cov = ppl_q * ppl_p * c;
     let (uq, up) = (ppl_q * lq.1, ppl_p * lp.1);
@@ -55,7 +63,11 @@ pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
         s.values.finite_moments().mean_unc()
     };
     let pct = |v: &super::Values, p: &[f64]| -> Vec<(f64, f64)> {
-        p.iter().copied().zip(v.percentiles(p)).collect()
+        let values = match v.exact() {
+            Some(kept) if compat => f32_percentiles(kept, p),
+            _ => v.percentiles(p),
+        };
+        p.iter().copied().zip(values).collect()
     };
     LlamaStats {
         count: t.nll.x.n as usize,
@@ -64,16 +76,61 @@ pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
         cor_ln_ppl: c / (lq.1 * lp.1),
         ln_ppl_ratio: (lq.0 - lp.0, ratio_unc),
         ppl_ratio: (ratio, ratio * ratio_unc),
-        ppl_diff: (
-            ppl_q - ppl_p,
-            (uq * uq + up * up - 2.0 * ppl_cov).max(0.0).sqrt(),
-        ),
+        ppl_diff: (ppl_q - ppl_p, root(uq * uq + up * up - 2.0 * ppl_cov)),
         kld,
         kld_pct: pct(&s.values, &KLD_PCT),
         dp: t.dp.finite_moments().mean_unc(),
         dp_pct: pct(&t.dp, &DP_PCT),
         rms_dp: (rms, 0.5 / rms * mse.1),
         same_top: share_with_error(s.same_top as usize, s.rows as usize),
+    }
+}
+
+/// Percentiles as llama.cpp's report computes them (tools/perplexity/perplexity.cpp): the
+/// values as f32, sorted; the median the mean of the two middle ones (f32); the others at
+/// p = f·(n − 1) in f32, (1 − frac)·v[⌊p⌋] + frac·v[⌊p⌋ + 1] in f32. NaN values are left out.
+fn f32_percentiles(values: &[f64], pcts: &[f64]) -> Vec<f64> {
+    let mut v: Vec<f32> = values
+        .iter()
+        .filter(|x| !x.is_nan())
+        .map(|&x| x as f32)
+        .collect();
+    v.sort_by(f32::total_cmp);
+    let n = v.len();
+    pcts.iter()
+        .map(|&pct| {
+            if n == 0 {
+                return f64::NAN;
+            }
+            let fraction = (pct / 100.0) as f32;
+            let x = if pct == 50.0 {
+                if n.is_multiple_of(2) {
+                    0.5f32 * (v[n / 2] + v[n / 2 - 1])
+                } else {
+                    v[n / 2]
+                }
+            } else if fraction <= 0.0 {
+                v[0]
+            } else if fraction >= 1.0 {
+                v[n - 1]
+            } else {
+                let p = fraction * (n - 1) as f32;
+                let ip = p as usize;
+                let frac = p - ip as f32;
+                (1.0 - frac) * v[ip] + frac * v[(ip + 1).min(n - 1)]
+            };
+            x as f64
+        })
+        .collect()
+}
+
+/// `v` right-aligned in `width` with `prec` decimals; NaN as "-nan" (glibc's printf of the
+/// NaN an x86 square root or 0/0 gives, which llama.cpp's report shows).
+fn f(v: f64, width: usize, prec: usize) -> String {
+    if v.is_nan() {
+        format!("{:>width$}", "-nan")
+    } else {
+        format!("{v:width$.prec$}")
     }
 }
 
@@ -90,45 +147,46 @@ fn label(p: f64, what: &str) -> String {
 pub fn text(s: &LlamaStats) -> String {
     let mut o = String::new();
     let pm = |o: &mut String, l: &str, (v, u): (f64, f64)| {
-        let _ = writeln!(o, "{l:<30}: {v:10.6} ± {u:10.6}");
+        let _ = writeln!(o, "{l:<30}: {} ± {}", f(v, 10, 6), f(u, 10, 6));
     };
     let _ = writeln!(o, "====== Perplexity statistics ======");
     pm(&mut o, "Mean PPL(Q)", s.ppl_q);
     pm(&mut o, "Mean PPL(base)", s.ppl_p);
     let _ = writeln!(
         o,
-        "Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%",
-        100.0 * s.cor_ln_ppl
+        "Cor(ln(PPL(Q)), ln(PPL(base))): {}%",
+        f(100.0 * s.cor_ln_ppl, 6, 2)
     );
     pm(&mut o, "Mean ln(PPL(Q)/PPL(base))", s.ln_ppl_ratio);
     pm(&mut o, "Mean PPL(Q)/PPL(base)", s.ppl_ratio);
     pm(&mut o, "Mean PPL(Q)-PPL(base)", s.ppl_diff);
     let _ = writeln!(o, "\n====== KL divergence statistics ======");
-    let _ = writeln!(o, "Mean    KLD: {:10.6} ± {:10.6}", s.kld.0, s.kld.1);
+    let (m, u) = (f(s.kld.0, 10, 6), f(s.kld.1, 10, 6));
+    let _ = writeln!(o, "Mean    KLD: {m} ± {u}");
     for &(p, v) in &s.kld_pct {
-        let _ = writeln!(o, "{}: {v:10.6}", label(p, "KLD"));
+        let _ = writeln!(o, "{}: {}", label(p, "KLD"), f(v, 10, 6));
     }
     let _ = writeln!(o, "\n====== Token probability statistics ======");
     let _ = writeln!(
         o,
-        "Mean    Δp: {:6.3} ± {:5.3} %",
-        100.0 * s.dp.0,
-        100.0 * s.dp.1
+        "Mean    Δp: {} ± {} %",
+        f(100.0 * s.dp.0, 6, 3),
+        f(100.0 * s.dp.1, 5, 3)
     );
     for &(p, v) in &s.dp_pct {
-        let _ = writeln!(o, "{}: {:6.3}%", label(p, "Δp"), 100.0 * v);
+        let _ = writeln!(o, "{}: {}%", label(p, "Δp"), f(100.0 * v, 6, 3));
     }
     let _ = writeln!(
         o,
-        "RMS Δp    : {:6.3} ± {:5.3} %",
-        100.0 * s.rms_dp.0,
-        100.0 * s.rms_dp.1
+        "RMS Δp    : {} ± {} %",
+        f(100.0 * s.rms_dp.0, 6, 3),
+        f(100.0 * s.rms_dp.1, 5, 3)
     );
     let _ = writeln!(
         o,
-        "Same top p: {:6.3} ± {:5.3} %",
-        100.0 * s.same_top.0,
-        100.0 * s.same_top.1
+        "Same top p: {} ± {} %",
+        f(100.0 * s.same_top.0, 6, 3),
+        f(100.0 * s.same_top.1, 5, 3)
     );
     o
 }
@@ -203,6 +261,39 @@ mod tests {
         assert_eq!(p, 0.75);
         assert!((se - 0.25).abs() < 1e-15, "{se}");
         assert!(share_with_error(1, 1).1.is_nan());
+    }
+
+    /// llama-compat percentiles follow llama.cpp's f32 arithmetic: at 99.9% of 100,000
+    /// values p = 0.999f·99999 rounds to 99899 in f32 (no interpolation), where f64 gives
+    /// 99899.001 and moves 0.001 of the way to the next value: a printed difference here.
+    #[test]
+    fn compat_percentiles_are_llama_cpps_f32_arithmetic() {
+        let mut v = vec![0.0; 99_900];
+        v.extend(std::iter::repeat_n(1.0, 100));
+        let got = f32_percentiles(&v, &[100.0, 99.9, 50.0, 0.0]);
+        assert_eq!(got, [1.0, 0.0, 0.0, 0.0]);
+        let mut exact = super::super::Values::new(true);
+        for (row, &x) in v.iter().enumerate() {
+            exact.push(x, row as u64);
+        }
+        assert!((exact.percentile(99.9) - 0.001).abs() < 1e-9);
+        // The median: the two middle values' mean in f32 (even n), the middle one (odd n).
+        assert_eq!(f32_percentiles(&[1.0, 2.0, 4.0, 8.0], &[50.0]), [3.0]);
+        assert_eq!(f32_percentiles(&[1.0, 2.0, 4.0], &[50.0]), [2.0]);
+        // Values are rounded to f32 first: 0.1 prints as llama.cpp's float does.
+        assert_eq!(f32_percentiles(&[0.1], &[100.0]), [0.1f32 as f64]);
+        // 10% of 11 values: p = 0.1f·10 = 1.0000000149 → 1 in f32, v[1] exactly.
+        let w: Vec<f64> = (0..11).map(|i| (i * i) as f64).collect();
+        assert_eq!(f32_percentiles(&w, &[10.0]), [1.0]);
+        assert!(f32_percentiles(&[], &[50.0])[0].is_nan());
+    }
+
+    /// NaN prints as llama.cpp's printf prints it, right-aligned.
+    #[test]
+    fn nan_prints_as_glibc_does() {
+        assert_eq!(f(f64::NAN, 10, 6), "      -nan");
+        assert_eq!(f(0.5, 10, 6), "  0.500000");
+        assert_eq!(f(-1.25, 6, 3), "-1.250");
     }
 
     #[test]
