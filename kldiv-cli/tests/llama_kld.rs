@@ -421,10 +421,11 @@ fn llama_compat_reproduces_llama_cpp_arithmetic() {
     );
 }
 
-/// `--llama-compat`'s printed KLD and Δp lines are llama.cpp's, digit for digit: its report
-/// code (tools/perplexity/perplexity.cpp, `kl_divergence`) is mirrored here on the per-row
-/// values — KLD from `--out` (checked against llama.cpp's per-row formula), Δp recomputed in
-/// llama.cpp's f32 arithmetic — sorted as f32, its median, its f32 interpolation, its printf.
+/// `--llama-compat`'s printed PPL, KLD and Δp lines are llama.cpp's, digit for digit: its
+/// report code (tools/perplexity/perplexity.cpp, `kl_divergence`) is mirrored here on the
+/// per-row values — KLD from `--out` (checked against llama.cpp's per-row formula), NLLs and
+/// Δp recomputed in llama.cpp's f32 arithmetic — its sums (f32 products summed in f64), its
+/// mean_and_uncertainty and covariance, its f32 percentiles and median, its printf.
 #[test]
 fn llama_compat_prints_llama_cpps_percentile_lines() {
     const CTX: usize = 64;
@@ -480,6 +481,8 @@ fn llama_compat_prints_llama_cpps_percentile_lines() {
     let (_, kl) = read_f64_npy(&out);
     assert_eq!(kl.len(), CHUNKS * SCORED);
     let (mut dp, mut big) = (vec![], 0);
+    // llama.cpp's kl_divergence_result: f32 NLLs, their products in f32, sums in f64.
+    let mut sums = [0f64; 5];
     for (row, &got) in kl.iter().enumerate() {
         let pos = (row / SCORED) * CTX + CTX / 2 + row % SCORED;
         let at = rec0 + row * 2 * nv;
@@ -510,6 +513,15 @@ fn llama_compat_prints_llama_cpps_percentile_lines() {
         let nll = max + lse - logits[tok];
         let nll_base = -lp[tok];
         dp.push((-nll).exp() - (-nll_base).exp());
+        for (acc, v) in sums.iter_mut().zip([
+            nll,
+            nll * nll,
+            nll_base,
+            nll_base * nll_base,
+            nll * nll_base,
+        ]) {
+            *acc += v as f64;
+        }
     }
     assert!(
         big > 5,
@@ -541,6 +553,45 @@ fn llama_compat_prints_llama_cpps_percentile_lines() {
             v[n / 2]
         }
     };
+    // Its report's mean_and_uncertainty and covariance over those sums (count > 10 here).
+    let n = kl.len() as f64;
+    let mean_unc = |sum: f64, sum2: f64| {
+        let f = sum / n;
+        let df = sum2 / n - f * f;
+        (
+            f,
+            if df > 0.0 {
+                (df / (n - 1.0)).sqrt()
+            } else {
+                0.0
+            },
+        )
+    };
+    let (lq, lb) = (mean_unc(sums[0], sums[1]), mean_unc(sums[2], sums[3]));
+    let cov = (sums[4] / n - (sums[0] / n) * (sums[2] / n)) / (n - 1.0);
+    let (ppl, ppl_base) = (lq.0.exp(), lb.0.exp());
+    let (ppl_unc, base_unc) = (ppl * lq.1, ppl_base * lb.1);
+    let ratio_unc = (lq.1 * lq.1 + lb.1 * lb.1 - 2.0 * cov).sqrt();
+    let pm = |label: &str, v: f64, u: f64| format!("{label:<30}: {v:10.6} ± {u:10.6}");
+    let ppl_lines = [
+        pm("Mean PPL(Q)", ppl, ppl_unc),
+        pm("Mean PPL(base)", ppl_base, base_unc),
+        format!(
+            "Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%",
+            100.0 * cov / (lq.1 * lb.1)
+        ),
+        pm("Mean ln(PPL(Q)/PPL(base))", lq.0 - lb.0, ratio_unc),
+        pm(
+            "Mean PPL(Q)/PPL(base)",
+            (lq.0 - lb.0).exp(),
+            (lq.0 - lb.0).exp() * ratio_unc,
+        ),
+        pm(
+            "Mean PPL(Q)-PPL(base)",
+            ppl - ppl_base,
+            (ppl_unc * ppl_unc + base_unc * base_unc - 2.0 * ppl * ppl_base * cov).sqrt(),
+        ),
+    ];
     let k = sorted(kl.iter().map(|&x| x as f32).collect());
     let d = sorted(dp);
     let mut want = vec![
@@ -574,6 +625,7 @@ fn llama_compat_prints_llama_cpps_percentile_lines() {
             100.0 * percentile(&d, f) as f64
         ));
     }
+    want.extend(ppl_lines);
     for line in want {
         assert!(text.lines().any(|l| l == line), "{line:?} not in\n{text}");
     }

@@ -228,3 +228,39 @@ fn further_divergences_merge_and_round_trip() {
     other.push_also(0, &[0.5]).unwrap();
     assert!(merged.merge(&other).is_err());
 }
+
+/// llama-compat's NLL sums (llama.cpp's own) survive JSON, merge by adding, and a summary
+/// whose sums count other rows than its targets is refused.
+#[test]
+fn llama_compat_sums_round_trip_and_merge() {
+    let shard = |first: u64, n: u64| {
+        let mut s = Summary::new(meta(), false, first).with_targets(false);
+        for i in 0..n {
+            let (q, p) = (1.0 + 0.01 * i as f32, 2.0 - 0.02 * i as f32);
+            s.push_row(
+                0.1,
+                true,
+                Some(RowTarget {
+                    nll_q: q as f64,
+                    nll_p: p as f64,
+                    dp: 0.0,
+                }),
+            );
+            s.push_llama_nll(q, p);
+        }
+        s
+    };
+    let (mut a, b) = (shard(0, 30), shard(30, 20));
+    let back = Summary::from_json(&a.to_json()).unwrap();
+    assert_eq!(back, a);
+    a.merge(&b).unwrap();
+    let sums = a.targets.as_ref().unwrap().llama_sums.unwrap();
+    assert_eq!(sums.n, 50);
+    let want = b.targets.as_ref().unwrap().llama_sums.unwrap().nll
+        + shard(0, 30).targets.unwrap().llama_sums.unwrap().nll;
+    assert_eq!(sums.nll, want);
+    let mut v: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
+    v["targets"]["llama_sums"]["n"] = serde_json::json!(49);
+    let e = Summary::from_json(&v.to_string()).unwrap_err();
+    assert!(e.to_string().contains("counts disagree"), "{e}");
+}

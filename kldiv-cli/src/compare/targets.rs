@@ -87,6 +87,9 @@ pub(super) fn compat_block(
             dp: ((-nll_q).exp() - (-nll_base).exp()) as f64,
         });
         totals.summary.push_row(r.kld / unit, r.same_top, target);
+        if let Some((nll_q, nll_base)) = r.nll {
+            totals.summary.push_llama_nll(nll_q, nll_base);
+        }
     }
     if totals.explain.is_none() {
         totals.explain = Some("llama.cpp-compatible arithmetic on the CPU (--llama-compat)".into());

@@ -45,9 +45,10 @@ pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
     // the exact report clamps it at 0.
     let compat = s.meta.mode == "llama-compat";
     let root = |v: f64| if compat { v.sqrt() } else { v.max(0.0).sqrt() };
-    let lq = t.nll.x.mean_unc();
-    let lp = t.nll.y.mean_unc();
-    let c = t.nll.cov_of_means();
+    let (lq, lp, c) = match &t.llama_sums {
+        Some(l) => llama_nll_stats(l),
+        None => (t.nll.x.mean_unc(), t.nll.y.mean_unc(), t.nll.cov_of_means()),
+    };
     let ppl_q = lq.0.exp();
     let ppl_p = lp.0.exp();
     let ratio_unc = root(lq.1 * lq.1 + lp.1 * lp.1 - 2.0 * c);
@@ -84,6 +85,32 @@ pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
         rms_dp: (rms, 0.5 / rms * mse.1),
         same_top: share_with_error(s.same_top as usize, s.rows as usize),
     }
+}
+
+/// ln PPL(Q) and ln PPL(P), each (mean, uncertainty), and their covariance as llama.cpp's
+/// report computes them from its sums (`mean_and_uncertainty`, `covariance`): the variance
+/// as mean(x²) − mean(x)², 0 where that is not positive or with 10 rows or fewer.
+fn llama_nll_stats(l: &super::LlamaSums) -> ((f64, f64), (f64, f64), f64) {
+    let n = l.n as f64;
+    let mean_unc = |sum: f64, sum2: f64| {
+        if l.n < 1 {
+            return (0.0, 0.0);
+        }
+        let f = sum / n;
+        let df = sum2 / n - f * f;
+        let df = if df > 0.0 && l.n > 10 {
+            (df / (n - 1.0)).sqrt()
+        } else {
+            0.0
+        };
+        (f, df)
+    };
+    let cov = if l.n < 10 {
+        0.0
+    } else {
+        (l.cross / n - (l.nll / n) * (l.base / n)) / (n - 1.0)
+    };
+    (mean_unc(l.nll, l.nll2), mean_unc(l.base, l.base2), cov)
 }
 
 /// Percentiles as llama.cpp's report computes them (tools/perplexity/perplexity.cpp): the
@@ -286,6 +313,48 @@ mod tests {
         let w: Vec<f64> = (0..11).map(|i| (i * i) as f64).collect();
         assert_eq!(f32_percentiles(&w, &[10.0]), [1.0]);
         assert!(f32_percentiles(&[], &[50.0])[0].is_nan());
+    }
+
+    /// llama.cpp's NLL sums: f32 products summed in f64, its variance and covariance
+    /// formulas; merged by adding, kept through JSON.
+    #[test]
+    fn llama_sums_follow_llama_cpps_formulas() {
+        let nll: Vec<(f32, f32)> = (0..12)
+            .map(|i| (1.0 + 0.1 * i as f32, 2.0 - 0.05 * (i * i % 7) as f32))
+            .collect();
+        let mut l = super::super::LlamaSums::default();
+        for &(q, p) in &nll {
+            l.push(q, p);
+        }
+        let n = 12.0;
+        let sum =
+            |f: &dyn Fn(f32, f32) -> f32| nll.iter().map(|&(q, p)| f(q, p) as f64).sum::<f64>();
+        let (sq, sq2) = (sum(&|q, _| q), sum(&|q, _| q * q));
+        let (sp, sp2, sx) = (sum(&|_, p| p), sum(&|_, p| p * p), sum(&|q, p| q * p));
+        let ((mq, uq), (mp, up), c) = llama_nll_stats(&l);
+        assert_eq!(mq, sq / n);
+        assert_eq!(uq, ((sq2 / n - mq * mq) / (n - 1.0)).sqrt());
+        assert_eq!((mp, up), (sp / n, ((sp2 / n - mp * mp) / (n - 1.0)).sqrt()));
+        assert_eq!(c, (sx / n - mq * mp) / (n - 1.0));
+        // As llama.cpp: no uncertainty with ten rows or fewer, no covariance below ten.
+        let mut few = super::super::LlamaSums::default();
+        for &(q, p) in &nll[..9] {
+            few.push(q, p);
+        }
+        let ((_, u), _, c) = llama_nll_stats(&few);
+        assert_eq!((u, c), (0.0, 0.0));
+        few.push(nll[9].0, nll[9].1);
+        let ((_, u), _, c) = llama_nll_stats(&few);
+        assert_eq!(u, 0.0);
+        assert!(c != 0.0);
+        let mut merged = few;
+        for &(q, p) in &nll[10..] {
+            let mut one = super::super::LlamaSums::default();
+            one.push(q, p);
+            merged.merge(&one);
+        }
+        assert_eq!(merged.n, 12);
+        assert!((merged.nll2 - l.nll2).abs() < 1e-12);
     }
 
     /// NaN prints as llama.cpp's printf prints it, right-aligned.

@@ -108,6 +108,44 @@ pub struct TargetStats {
     pub dp: Values,
     /// Moments of Δp² (RMS Δp and its uncertainty).
     pub dp2: Moments,
+    /// llama.cpp's own running sums of the NLLs, in llama-compat mode only.
+    pub llama_sums: Option<LlamaSums>,
+}
+
+/// The NLL sums of llama.cpp's `kl_divergence_result` as it accumulates them: each product
+/// of two f32 NLLs taken in f32, summed in f64. Its report's PPL lines are computed from
+/// these; f64 moments of the same values differ at ~4e-8 relative, which a model whose PPL
+/// prints 13 digits shows (`scripts/llama-check`). Merged by adding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaSums {
+    pub n: u64,
+    /// Σ nll_Q, Σ nll_Q², Σ nll_P, Σ nll_P², Σ nll_Q·nll_P.
+    pub nll: f64,
+    pub nll2: f64,
+    pub base: f64,
+    pub base2: f64,
+    pub cross: f64,
+}
+
+impl LlamaSums {
+    pub fn push(&mut self, nll_q: f32, nll_p: f32) {
+        self.n += 1;
+        self.nll += nll_q as f64;
+        self.nll2 += (nll_q * nll_q) as f64;
+        self.base += nll_p as f64;
+        self.base2 += (nll_p * nll_p) as f64;
+        self.cross += (nll_q * nll_p) as f64;
+    }
+
+    pub fn merge(&mut self, o: &LlamaSums) {
+        self.n += o.n;
+        self.nll += o.nll;
+        self.nll2 += o.nll2;
+        self.base += o.base;
+        self.base2 += o.base2;
+        self.cross += o.cross;
+    }
 }
 
 /// One row's target values.
@@ -223,6 +261,7 @@ impl Summary {
             nll: Bivariate::default(),
             dp: Values::new(keep),
             dp2: Moments::default(),
+            llama_sums: None,
         });
         self
     }
@@ -237,6 +276,16 @@ impl Summary {
             ts.nll.push(t.nll_q, t.nll_p);
             ts.dp.push(t.dp, row);
             ts.dp2.push(t.dp * t.dp);
+        }
+    }
+
+    /// Records the last row's target NLLs into llama.cpp's own sums as well (llama-compat
+    /// mode: see [`LlamaSums`]). Call after [`Summary::push_row`] for rows with a target.
+    pub fn push_llama_nll(&mut self, nll_q: f32, nll_p: f32) {
+        if let Some(t) = &mut self.targets {
+            t.llama_sums
+                .get_or_insert_with(Default::default)
+                .push(nll_q, nll_p);
         }
     }
 
@@ -447,6 +496,13 @@ impl Summary {
             x.nll = x.nll.merge(&y.nll);
             x.dp.merge(&y.dp);
             x.dp2 = x.dp2.merge(&y.dp2);
+            x.llama_sums = match (x.llama_sums, &y.llama_sums) {
+                (Some(mut a), Some(b)) => {
+                    a.merge(b);
+                    Some(a)
+                }
+                _ => None,
+            };
         }
         if let (Some(x), Some(y)) = (&mut first.agreement, &second.agreement) {
             x.merge(y);
@@ -495,6 +551,7 @@ impl Summary {
                 nll: t.nll,
                 dp: t.dp.to_wire(),
                 dp2: t.dp2,
+                llama_sums: t.llama_sums,
             }),
             agreement: self.agreement.clone(),
             also: self
@@ -536,6 +593,7 @@ impl Summary {
                 nll: t.nll,
                 dp: Values::from_wire(&t.dp).map_err(|e| bad(format!("delta_p: {e}")))?,
                 dp2: t.dp2,
+                llama_sums: t.llama_sums,
             }),
         };
         let seen = values.count() + values.nan_count();
@@ -543,7 +601,15 @@ impl Summary {
             .as_ref()
             .map_or(0, |t| t.dp.count() + t.dp.nan_count());
         let nll_rows = targets.as_ref().map_or(0, |t| t.nll.x.n);
-        if seen != w.rows || w.same_top > w.rows || target_rows > w.rows || nll_rows != target_rows
+        let llama_rows = targets
+            .as_ref()
+            .and_then(|t| t.llama_sums)
+            .map_or(nll_rows, |l| l.n);
+        if seen != w.rows
+            || w.same_top > w.rows
+            || target_rows > w.rows
+            || nll_rows != target_rows
+            || llama_rows != nll_rows
         {
             return Err(bad(format!(
                 "counts disagree: {} rows, {seen} values, {} same top, {target_rows} rows with \
@@ -688,4 +754,6 @@ struct TargetsWire {
     nll: Bivariate,
     dp: ValuesWire,
     dp2: Moments,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    llama_sums: Option<LlamaSums>,
 }
