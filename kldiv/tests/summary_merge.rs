@@ -254,6 +254,8 @@ fn llama_compat_sums_round_trip_and_merge() {
     let back = Summary::from_json(&a.to_json()).unwrap();
     assert_eq!(back, a);
     a.merge(&b).unwrap();
+    // An empty shard has no sums and takes none away.
+    a.merge(&shard(50, 0)).unwrap();
     let sums = a.targets.as_ref().unwrap().llama_sums.unwrap();
     assert_eq!(sums.n, 50);
     let want = b.targets.as_ref().unwrap().llama_sums.unwrap().nll

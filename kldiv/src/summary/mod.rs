@@ -493,16 +493,20 @@ impl Summary {
         };
         first.values.merge(&second.values);
         if let (Some(x), Some(y)) = (&mut first.targets, &second.targets) {
+            // A shard without target rows has no sums to give (compat shards with rows have).
+            let (xn, yn) = (x.nll.x.n, y.nll.x.n);
+            x.llama_sums = match (x.llama_sums, y.llama_sums) {
+                (Some(mut a), Some(b)) => {
+                    a.merge(&b);
+                    Some(a)
+                }
+                (Some(a), None) if yn == 0 => Some(a),
+                (None, Some(b)) if xn == 0 => Some(b),
+                _ => None,
+            };
             x.nll = x.nll.merge(&y.nll);
             x.dp.merge(&y.dp);
             x.dp2 = x.dp2.merge(&y.dp2);
-            x.llama_sums = match (x.llama_sums, &y.llama_sums) {
-                (Some(mut a), Some(b)) => {
-                    a.merge(b);
-                    Some(a)
-                }
-                _ => None,
-            };
         }
         if let (Some(x), Some(y)) = (&mut first.agreement, &second.agreement) {
             x.merge(y);
