@@ -6,6 +6,7 @@
 mod common;
 use common::files::{f32_npy_shaped, i32_npy, read_f64_npy, tmp};
 use common::*;
+use std::path::Path;
 use std::process::Command;
 
 fn bin() -> Command {
@@ -71,6 +72,22 @@ fn position(row: usize) -> usize {
     (row / R) * N_CTX + N_CTX / 2 + row % R
 }
 
+/// `kldiv export-kld LOGITS --tokens TOKENS --n-ctx N -o KLD`, which must succeed.
+fn export_kld(logits: &Path, tokens: &Path, n_ctx: usize, kld: &Path) {
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let n_ctx = n_ctx.to_string();
+    ok(&[
+        "export-kld",
+        &s(logits),
+        "--tokens",
+        &s(tokens),
+        "--n-ctx",
+        &n_ctx,
+        "-o",
+        &s(kld),
+    ]);
+}
+
 /// Base and quantised logits (normal, `spread` wide, the quantised ones off by `noise`),
 /// tokens i·`step` mod V, written as files; the base exported to a .kld by `kldiv export-kld`.
 struct Exported {
@@ -115,18 +132,8 @@ fn exported(
     f32_npy_shaped(&qp, &[N_CHUNK * N_CTX, V], &quant);
     i32_npy(&tp, &tokens);
     let tok_bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let n_ctx = N_CTX.to_string();
-    ok(&[
-        "export-kld",
-        &s(&bp),
-        "--tokens",
-        &s(&tp),
-        "--n-ctx",
-        &n_ctx,
-        "-o",
-        &s(&kp),
-    ]);
+    export_kld(&bp, &tp, N_CTX, &kp);
     Exported {
         base,
         quant,
@@ -452,17 +459,7 @@ fn llama_compat_prints_llama_cpps_percentile_lines() {
     f32_npy_shaped(&qp, &[CHUNKS * CTX, VOC], &quant);
     i32_npy(&tp, &tokens);
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let ctx = CTX.to_string();
-    ok(&[
-        "export-kld",
-        &s(&bp),
-        "--tokens",
-        &s(&tp),
-        "--n-ctx",
-        &ctx,
-        "-o",
-        &s(&kp),
-    ]);
+    export_kld(&bp, &tp, CTX, &kp);
     let text = String::from_utf8(
         ok(&[
             "compare",
