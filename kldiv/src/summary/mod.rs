@@ -617,7 +617,7 @@ impl Summary {
         {
             return Err(bad(format!(
                 "counts disagree: {} rows, {seen} values, {} same top, {target_rows} rows with \
-                 targets",
+                 targets, {nll_rows} NLL pairs, {llama_rows} in llama.cpp's NLL sums",
                 w.rows, w.same_top
             )));
         }
