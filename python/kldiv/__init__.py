@@ -15,6 +15,8 @@ released, and Ctrl-C stops it between blocks of rows.
 
 from __future__ import annotations
 
+import math as _math
+
 import numpy as _np
 
 from ._kldiv import Error, Summary, __version__
@@ -96,6 +98,23 @@ def _pair(p, q):
     return p, q
 
 
+def _error(message):
+    """A ``kldiv.Error`` raised from Python (no side, row or column)."""
+    e = Error(message)
+    e.side = e.row = e.col = None
+    return e
+
+
+def _tempered(x, t):
+    """Logits ``x`` in float64 divided by the temperature ``t`` (None: 1), as the command
+    line forms them."""
+    t = 1.0 if t is None else float(t)
+    if not (t > 0 and _math.isfinite(t)):
+        raise _error(f"a temperature must be positive and finite, not {t}")
+    x = x.astype(_np.float64)
+    return x if t == 1.0 else x / t
+
+
 def kl(
     p,
     q=None,
@@ -109,6 +128,8 @@ def kl(
     propagate_nan: bool = False,
     targets=None,
     agreement: bool = False,
+    temperature_p: float | None = None,
+    temperature_q: float | None = None,
     device: str = "auto",
 ):
     """The divergence of every row of ``p`` from the same row of ``q``.
@@ -127,11 +148,19 @@ def kl(
     ``.to_dict()`` and ``str()``).
     agreement: also return a ``Summary``, with top-K agreement (K = 1, 5, 10), Σ min(p, q)
     (1 − total variation) and mean KLD by P's confidence (``to_dict()["agreement"]``).
+    temperature_p, temperature_q: divide that side's logits by T (formed in float64) before
+    the softmax, as distillation does (``input="logits"``).
     device: "auto" (the scheduler picks), "cpu", "gpu" or "split".
 
     Bad input raises ``kldiv.Error`` (a ValueError) naming the side, row and column.
     """
     p, q = _pair(p, q)
+    if temperature_p is not None or temperature_q is not None:
+        if input != "logits":
+            raise _error('temperature_p/temperature_q divide logits: give input="logits"')
+        # Both sides in float64, where the division is formed (as the command line does).
+        p = _tempered(p, temperature_p)
+        q = None if q is None else _tempered(q, temperature_q)
     if targets is not None or agreement:
         s = Summary(
             divergence=divergence,
