@@ -329,6 +329,28 @@ fn export_then_compare_against_scored_and_all_positions() {
     let bad = tmp("magic.kld");
     std::fs::write(&bad, &magic).unwrap();
     fails(&["compare", &s(&bad), &s(&qp)], "magic");
+    // Two bases made from different texts (one token apart, at chunk 1 position 3), or of
+    // different shapes, are not compared.
+    let mut other = kld.clone();
+    let at = 20 + 4 * (N_CTX + 3);
+    let t = i32::from_le_bytes(other[at..at + 4].try_into().unwrap());
+    other[at..at + 4].copy_from_slice(&((t + 1) % V as i32).to_le_bytes());
+    let other_text = tmp("other_text.kld");
+    std::fs::write(&other_text, &other).unwrap();
+    fails(&["compare", &s(&kp), &s(&other_text)], "tokens differ from");
+    fails(
+        &["compare", &s(&kp), &s(&other_text)],
+        &format!("chunk 1, position 3: {} against {t}", (t + 1) % V as i32),
+    );
+    let other_shape = tmp("other_shape.kld");
+    export_kld(&bp, &tp, 4, &other_shape);
+    fails(
+        &["compare", &s(&kp), &s(&other_shape)],
+        &format!(
+            "another shape (n_ctx 4, n_vocab {V}, n_chunk {})",
+            2 * N_CHUNK
+        ),
+    );
     let few = tmp("few.npy");
     f32_npy_shaped(&few, &[5, V], &quant[..5 * V]);
     fails(&["compare", &s(&kp), &s(&few)], "per scored position");

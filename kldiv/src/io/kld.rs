@@ -24,6 +24,16 @@ pub struct KldLayout {
     pub n_chunk: usize,
 }
 
+impl std::fmt::Display for KldLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "n_ctx {}, n_vocab {}, n_chunk {}",
+            self.n_ctx, self.n_vocab, self.n_chunk
+        )
+    }
+}
+
 impl KldLayout {
     /// The first scored position of a chunk (llama.cpp scores the second half).
     pub fn first(&self) -> usize {

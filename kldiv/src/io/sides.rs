@@ -140,6 +140,27 @@ pub fn kld_targets(p: &TensorFile, q: &TensorFile, l: KldLayout, rows: usize) ->
         .collect()
 }
 
+/// Two `.kld` bases of layout `l` hold the same tokens: else they were made from different
+/// texts (or tokenizers), and their rows would be compared position by position regardless.
+fn same_tokens(p: &TensorFile, q: &TensorFile, l: KldLayout) -> Result<()> {
+    let differs = (0..l.positions()).find(|&i| p.kld_token(i) != q.kld_token(i));
+    match differs {
+        None => Ok(()),
+        Some(i) => Err(Error::File {
+            path: q.path.clone(),
+            message: format!(
+                "its tokens differ from {}'s (first at chunk {}, position {}: {} against {}): \
+                 the two bases were not made from the same text",
+                p.label(),
+                i / l.n_ctx,
+                i % l.n_ctx,
+                q.kld_token(i).unwrap_or(-1),
+                p.kld_token(i).unwrap_or(-1),
+            ),
+        }),
+    }
+}
+
 /// The sides of a comparison that involves a `.kld` base: both `.kld` (same layout), or an
 /// array with either the scored positions' rows or every position's.
 pub fn kld_sides<'a>(
@@ -158,12 +179,15 @@ pub fn kld_sides<'a>(
             return Err(Error::File {
                 path: q.path.clone(),
                 message: format!(
-                    "a .kld base of another shape ({b:?}) than {} ({a:?})",
+                    "a .kld base of another shape ({b}) than {} ({a})",
                     p.label()
                 ),
             })
         }
-        (Some(a), Some(_)) => return Ok((plain(p), plain(q), Some(a))),
+        (Some(a), Some(_)) => {
+            same_tokens(p, q, a)?;
+            return Ok((plain(p), plain(q), Some(a)));
+        }
         (Some(l), None) => (l, q),
         (None, Some(l)) => (l, p),
     };
