@@ -329,6 +329,26 @@ fn export_then_compare_against_scored_and_all_positions() {
     let bad = tmp("magic.kld");
     std::fs::write(&bad, &magic).unwrap();
     fails(&["compare", &s(&bad), &s(&qp)], "magic");
+    // Entropy reads P alone: a .kld's tokens score nothing then (no report of NaNs), and
+    // explicit targets or agreement are refused.
+    let out = ok(&["compare", &s(&kp), &s(&qp), "--divergence", "entropy"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains("Perplexity") && !text.contains("nan"),
+        "{text}"
+    );
+    for extra in ["--targets", "--agreement"] {
+        let mut args = vec!["compare", &s(&qp), &s(&qp)]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        args.extend(["--input", "logits", "--divergence", "entropy", extra].map(String::from));
+        if extra == "--targets" {
+            args.push(s(&tp));
+        }
+        let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        fails(&args, "entropy");
+    }
     // Two bases made from different texts (one token apart, at chunk 1 position 3), or of
     // different shapes, are not compared.
     let mut other = kld.clone();

@@ -92,9 +92,11 @@ pub(crate) fn _compare_files(
     let dtype = kldiv::io::sides::read_type(&o.req, (&ps, &qs));
     let t = match (targets_vec(targets, rows)?, kld) {
         (Some(t), _) => Some(t),
-        (None, Some(l)) => Some(kld_targets(&pf, &qf, l, rows)),
-        (None, None) => None,
+        // A .kld side's own tokens score Q against P: entropy (P alone) goes without them.
+        (None, Some(l)) if o.req.reads_q() => Some(kld_targets(&pf, &qf, l, rows)),
+        (None, _) => None,
     };
+    kldiv::Summary::check_extras(&o.req, t.is_some(), agreement).map_err(|e| to_py(py, e))?;
     let mut meta = Meta::of(&o.req, cols, dtype);
     (meta.p, meta.q) = (pf.label(), qf.label());
     (meta.p_dtype, meta.q_dtype) = (pf.stored().name().into(), qf.stored().name().into());

@@ -386,6 +386,7 @@ impl PySummary {
             propagate_nan,
             device,
         )?;
+        kldiv::Summary::check_extras(&o.req, targets, agreement).map_err(|e| bad(e.to_string()))?;
         let mut meta = Meta::of(&o.req, 0, Dtype::F32);
         (meta.p, meta.q) = ("array".into(), "array".into());
         let mut inner = kldiv::Summary::new(meta, keep_values, first_row);

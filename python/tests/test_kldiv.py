@@ -316,6 +316,15 @@ def test_kl_divides_each_side_by_its_temperature():
             kldiv.kl(a, b, input="logits", temperature_q=bad)
 
 
+def test_entropy_has_no_targets_or_agreement():
+    # Perplexities, Δp and agreement compare P with Q; entropy reads P alone.
+    a = rng.normal(size=(4, 9))
+    with pytest.raises(kldiv.Error, match="entropy"):
+        kldiv.kl(a, a, input="logits", divergence="entropy", targets=np.arange(4))
+    with pytest.raises(kldiv.Error, match="entropy"):
+        kldiv.kl(a, a, input="logits", divergence="entropy", agreement=True)
+
+
 def test_compare_files_vocab_min_compares_the_common_prefix(tmp_path):
     a = rng.normal(scale=2, size=(2, 3, 40)).astype(np.float32)  # [B, T, V_P]
     b = rng.normal(scale=2, size=(6, 37)).astype(np.float32)  # [B·T, V_Q]

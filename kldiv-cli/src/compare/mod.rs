@@ -227,7 +227,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
         None => qs,
     };
     let dtype = kldiv::io::sides::read_type(&req, (&ps, &qs));
-    let targets = read_targets(a.targets.as_deref(), &p, &q, kld, rows, cols)?;
+    // A .kld side's own tokens score Q against P: entropy (P alone) goes without them.
+    let kld_targets = kld.filter(|_| req.reads_q());
+    let targets = read_targets(a.targets.as_deref(), &p, &q, kld_targets, rows, cols)?;
+    Summary::check_extras(&req, targets.is_some(), false)?;
     let compat = a.llama_compat;
     if compat
         && (p.kld_layout().is_none()

@@ -255,6 +255,20 @@ impl Summary {
         self
     }
 
+    /// Whether a run of `req` can have target or agreement statistics: both compare P's
+    /// probabilities with Q's, which entropy (P alone) has not. An error names what was asked.
+    pub fn check_extras(req: &Request, targets: bool, agreement: bool) -> Result<()> {
+        let what = match (targets, agreement) {
+            _ if req.reads_q() => return Ok(()),
+            (true, _) => "targets (perplexities, Δp, same top)",
+            (false, true) => "agreement statistics",
+            (false, false) => return Ok(()),
+        };
+        Err(Error::InvalidRequest(format!(
+            "{what} compare P with Q: not with entropy, which reads P alone"
+        )))
+    }
+
     /// Turns on the target statistics (before the first row).
     pub fn with_targets(mut self, keep: bool) -> Summary {
         self.targets = Some(TargetStats {
