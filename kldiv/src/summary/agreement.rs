@@ -193,8 +193,9 @@ impl Agreement {
         }
     }
 
-    /// As JSON (the report's `agreement` object).
-    pub fn json(&self) -> serde_json::Value {
+    /// As JSON (the report's `agreement` object), the buckets' means of the divergence
+    /// `labels` names.
+    pub fn json(&self, labels: super::llama::Labels) -> serde_json::Value {
         let n = self.rows as f64;
         let mut top = serde_json::Map::new();
         for (i, k) in TOP_K.iter().enumerate() {
@@ -213,25 +214,27 @@ impl Agreement {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                serde_json::json!({
+                let mut j = serde_json::json!({
                     "p_max_from": edges[i],
                     "p_max_to": edges[i + 1],
                     "rows": b.rows(),
                     "inf_rows": b.inf,
-                    "mean_kld": super::llama::num(b.mean()),
-                })
+                });
+                j[format!("mean_{}", labels.key)] = super::llama::num(b.mean());
+                j
             })
             .collect();
-        serde_json::json!({
+        let mut j = serde_json::json!({
             "rows": self.rows,
             "top_k": top,
             "sum_min": { "mean": super::llama::num(m), "sem": super::llama::num(se) },
-            "kld_by_p_confidence": buckets,
-        })
+        });
+        j[format!("{}_by_p_confidence", labels.key)] = buckets.into();
+        j
     }
 
-    /// As text lines of the report.
-    pub fn text(&self) -> String {
+    /// As text lines of the report (the buckets' means of the divergence `labels` names).
+    pub fn text(&self, labels: super::llama::Labels) -> String {
         use std::fmt::Write as _;
         let n = self.rows as f64;
         let mut o = String::new();
@@ -254,7 +257,8 @@ impl Agreement {
             let close = if i == 4 { "]" } else { ")" };
             let _ = writeln!(
                 o,
-                "    KLD where max p in [{}, {}{close}: {:>8} rows, mean {:.6e}",
+                "    {} where max p in [{}, {}{close}: {:>8} rows, mean {:.6e}",
+                labels.short,
                 edges[i],
                 edges[i + 1],
                 b.rows(),

@@ -12,9 +12,39 @@
 use super::{Summary, TargetStats};
 use std::fmt::Write as _;
 
+/// How a report names its main divergence's statistics: llama.cpp's labels for KL, the
+/// divergence's own name for any other, so that no other divergence is read as KL (by a
+/// person, or by a script that parses llama.cpp's report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Labels {
+    /// In the text's lines ("Mean    KLD:", "KLD where max p in …").
+    pub short: &'static str,
+    /// The text block's title ("====== KL divergence statistics ======").
+    pub title: &'static str,
+    /// The JSON key ("kld", "kld_by_p_confidence", "mean_kld").
+    pub key: &'static str,
+}
+
+impl Labels {
+    /// The labels of a divergence by its command-line name.
+    pub fn of(divergence: &str) -> Labels {
+        let (short, title, key) = match divergence {
+            "reverse-kl" => ("RKLD", "reverse KL divergence", "reverse_kld"),
+            "symmetric-kl" => ("SKLD", "symmetric KL divergence", "symmetric_kld"),
+            "js" => ("JSD", "Jensen-Shannon divergence", "jsd"),
+            "cross-entropy" => ("CE", "cross-entropy", "cross_entropy"),
+            "entropy" => ("H", "entropy", "entropy"),
+            _ => ("KLD", "KL divergence", "kld"),
+        };
+        Labels { short, title, key }
+    }
+}
+
 /// Every number of the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaStats {
+    /// What `kld` and `kld_pct` hold: KL, unless the run's first divergence was another.
+    pub labels: Labels,
     pub count: usize,
     pub ppl_q: (f64, f64),
     pub ppl_p: (f64, f64),
@@ -71,6 +101,7 @@ pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
         p.iter().copied().zip(values).collect()
     };
     LlamaStats {
+        labels: Labels::of(&s.meta.divergence),
         count: t.nll.x.n as usize,
         ppl_q: (ppl_q, uq),
         ppl_p: (ppl_p, up),
@@ -187,11 +218,12 @@ pub fn text(s: &LlamaStats) -> String {
     pm(&mut o, "Mean ln(PPL(Q)/PPL(base))", s.ln_ppl_ratio);
     pm(&mut o, "Mean PPL(Q)/PPL(base)", s.ppl_ratio);
     pm(&mut o, "Mean PPL(Q)-PPL(base)", s.ppl_diff);
-    let _ = writeln!(o, "\n====== KL divergence statistics ======");
+    let what = s.labels.short;
+    let _ = writeln!(o, "\n====== {} statistics ======", s.labels.title);
     let (m, u) = (f(s.kld.0, 10, 6), f(s.kld.1, 10, 6));
-    let _ = writeln!(o, "Mean    KLD: {m} ± {u}");
+    let _ = writeln!(o, "{:<8}{what}: {m} ± {u}", "Mean");
     for &(p, v) in &s.kld_pct {
-        let _ = writeln!(o, "{}: {}", label(p, "KLD"), f(v, 10, 6));
+        let _ = writeln!(o, "{}: {}", label(p, what), f(v, 10, 6));
     }
     let _ = writeln!(o, "\n====== Token probability statistics ======");
     let _ = writeln!(
@@ -262,7 +294,7 @@ fn with_pct((m, u): (f64, f64), pct: &[(f64, f64)]) -> serde_json::Value {
 
 /// The same numbers under stable snake_case keys (non-finite values are null).
 pub fn json(s: &LlamaStats) -> serde_json::Value {
-    serde_json::json!({
+    let mut j = serde_json::json!({
         "target_rows": s.count,
         "ppl_q": mean_sem(s.ppl_q),
         "ppl_p": mean_sem(s.ppl_p),
@@ -270,11 +302,12 @@ pub fn json(s: &LlamaStats) -> serde_json::Value {
         "ln_ppl_ratio": mean_sem(s.ln_ppl_ratio),
         "ppl_ratio": mean_sem(s.ppl_ratio),
         "ppl_diff": mean_sem(s.ppl_diff),
-        "kld": with_pct(s.kld, &s.kld_pct),
         "delta_p": with_pct(s.dp, &s.dp_pct),
         "rms_delta_p": mean_sem(s.rms_dp),
         "same_top": mean_sem(s.same_top),
-    })
+    });
+    j[s.labels.key] = with_pct(s.kld, &s.kld_pct);
+    j
 }
 
 #[cfg(test)]
@@ -425,5 +458,52 @@ mod tests {
         let j = json(&s);
         assert!((j["kld"]["median"].as_f64().unwrap() - 0.15).abs() < 1e-12);
         assert!(j["delta_p"]["percentiles"]["p99.9"].is_number());
+        assert!(t.contains("Mean    KLD:   0.150000 ± "), "{t}");
+    }
+
+    /// A first divergence other than KL is named as itself wherever the report would say KLD
+    /// (llama.cpp's block, the agreement's buckets, their JSON keys): never read as KL.
+    #[test]
+    fn another_divergence_is_not_labelled_kld() {
+        let req = crate::Request::new(crate::Divergence::JensenShannon);
+        let meta = super::super::Meta::of(&req, 4, crate::Dtype::F32);
+        let mut sum = Summary::new(meta, true, 0)
+            .with_targets(true)
+            .with_agreement();
+        let t = super::super::RowTarget {
+            nll_p: 1.0,
+            nll_q: 1.5,
+            dp: 0.1,
+        };
+        sum.push_row(0.25, true, Some(t));
+        sum.push_row(0.5, false, Some(t));
+        let g = super::super::agreement::row(
+            crate::InputForm::Probabilities,
+            &[0.5f64, 0.3, 0.2],
+            &[0.2f64, 0.3, 0.5],
+        )
+        .unwrap();
+        if let Some(a) = &mut sum.agreement {
+            a.push(&g, 0.25);
+        }
+        let text = super::super::report::text(&sum);
+        for l in [
+            "====== Jensen-Shannon divergence statistics ======",
+            "Mean    JSD:   0.375000 ± ",
+            "Maximum JSD:   0.500000",
+            "JSD where max p in [.5, .75):",
+        ] {
+            assert!(text.contains(l), "missing {l:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("KLD") && !text.contains("KL divergence"),
+            "{text}"
+        );
+        let j = super::super::report::json(&sum);
+        assert!((j["jsd"]["mean"].as_f64().unwrap() - 0.375).abs() < 1e-12);
+        assert!(j.get("kld").is_none(), "{j}");
+        let buckets = &j["agreement"]["jsd_by_p_confidence"];
+        assert_eq!(buckets[2]["mean_jsd"].as_f64(), Some(0.25), "{j}");
+        assert!(j["agreement"].get("kld_by_p_confidence").is_none(), "{j}");
     }
 }

@@ -55,7 +55,7 @@ pub fn json(s: &Summary) -> serde_json::Value {
         j["max_index"] = b.into();
     }
     if let Some(a) = &s.agreement {
-        j["agreement"] = a.json();
+        j["agreement"] = a.json(llama::Labels::of(&m.divergence));
     }
     if !s.also.is_empty() {
         let also: serde_json::Map<String, serde_json::Value> = s
@@ -177,7 +177,7 @@ pub fn text(s: &Summary) -> String {
         );
     }
     if let Some(a) = &s.agreement {
-        o.push_str(&a.text());
+        o.push_str(&a.text(llama::Labels::of(&m.divergence)));
     }
     if !s.values.is_exact() {
         let _ = writeln!(
