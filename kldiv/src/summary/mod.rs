@@ -360,6 +360,26 @@ impl Summary {
                 ));
             }
         }
+        // A pseudocount smooths the rows the divergence was computed on: the targets'
+        // probabilities and the agreement come from the same smoothed rows (x + ε, each
+        // normalised by its sum below), in f64.
+        if req.pseudocount > 0.0 && (targets.is_some() || self.agreement.is_some()) {
+            let eps = req.pseudocount;
+            let smooth = |x: &[T]| x.iter().map(|v| v.to_f64() + eps).collect::<Vec<f64>>();
+            let (ps, qs) = (smooth(p), smooth(q));
+            let plain = Request {
+                pseudocount: 0.0,
+                ..*req
+            };
+            return self.add_block_from_run(
+                &plain,
+                (&ps, &qs),
+                cols,
+                values,
+                (tops, agreed),
+                targets,
+            );
+        }
         let reads_q = req.reads_q();
         let agree = self.agreement.is_some() && reads_q;
         // Top K, log-normalisers and Σ min with the SIMD kernels; rows they leave (f64
@@ -774,4 +794,44 @@ struct TargetsWire {
     dp2: Moments,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     llama_sums: Option<LlamaSums>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With a pseudocount, the targets' probabilities and the agreement are those of the
+    /// smoothed rows the divergence saw, (x + ε)/Σ(x + ε), not of the raw counts (a zero
+    /// count at a target made PPL(base) infinite).
+    #[test]
+    fn a_pseudocount_smooths_the_targets_and_the_agreement() {
+        let eps = 0.5;
+        let req = Request::new(Divergence::Kl).pseudocount(eps);
+        let p = [3.0f64, 0.0, 1.0, 1.0, 1.0, 2.0];
+        let q = [2.0f64, 1.0, 1.0, 1.0, 2.0, 1.0];
+        let targets = [1i64, 2];
+        let smooth = |r: &[f64]| {
+            let s: f64 = r.iter().map(|x| x + eps).sum();
+            r.iter().map(|x| (x + eps) / s).collect::<Vec<f64>>()
+        };
+        let meta = Meta::of(&req, 3, crate::Dtype::F64);
+        let mut sum = Summary::new(meta, true, 0)
+            .with_targets(true)
+            .with_agreement();
+        // The divergence's values come from an engine; only the extra statistics are checked.
+        sum.add_block(&req, (&p, &q), 3, &[0.1, 0.2], Some(&targets))
+            .unwrap();
+        let (mut nll_p, mut nll_q, mut min) = (0.0, 0.0, 0.0);
+        for (r, &t) in targets.iter().enumerate() {
+            let (a, b) = (smooth(&p[3 * r..3 * r + 3]), smooth(&q[3 * r..3 * r + 3]));
+            nll_p -= a[t as usize].ln() / 2.0;
+            nll_q -= b[t as usize].ln() / 2.0;
+            min += a.iter().zip(&b).map(|(x, y)| x.min(*y)).sum::<f64>() / 2.0;
+        }
+        let l = sum.llama().unwrap();
+        assert!((l.ppl_p.0 / nll_p.exp() - 1.0).abs() < 1e-12, "{l:?}");
+        assert!((l.ppl_q.0 / nll_q.exp() - 1.0).abs() < 1e-12, "{l:?}");
+        let a = sum.agreement.as_ref().unwrap();
+        assert!((a.sum_min.mean_unc().0 - min).abs() < 1e-12, "{a:?}");
+    }
 }
