@@ -87,7 +87,8 @@ pub(super) fn compat_block(
             dp: ((-nll_q).exp() - (-nll_base).exp()) as f64,
         });
         totals.summary.push_row(r.kld / unit, r.same_top, target);
-        if let Some((nll_q, nll_base)) = r.nll {
+        // (A NaN row has no target statistics: see `Summary::push_row`.)
+        if let (Some((nll_q, nll_base)), false) = (r.nll, r.kld.is_nan()) {
             totals.summary.push_llama_nll(nll_q, nll_base);
         }
     }

@@ -114,7 +114,7 @@ pub(super) fn stats(s: &Summary, t: &TargetStats) -> LlamaStats {
         dp: t.dp.finite_moments().mean_unc(),
         dp_pct: pct(&t.dp, &DP_PCT),
         rms_dp: (rms, 0.5 / rms * mse.1),
-        same_top: share_with_error(s.same_top as usize, s.rows as usize),
+        same_top: share_with_error(s.same_top as usize, s.scored_rows() as usize),
     }
 }
 

@@ -285,12 +285,21 @@ impl Summary {
         let row = self.first_row + self.rows;
         self.rows += 1;
         self.values.push(value, row);
-        self.same_top += same_top as u64;
-        if let (Some(ts), Some(t)) = (&mut self.targets, target) {
+        // A NaN row (its input held NaN, kept by `NanPolicy::Propagate`) is counted
+        // (`nan_rows`) and left out of every statistic, as it is of the divergence's.
+        let scored = !value.is_nan();
+        self.same_top += (same_top && scored) as u64;
+        if let (Some(ts), Some(t), true) = (&mut self.targets, target, scored) {
             ts.nll.push(t.nll_q, t.nll_p);
             ts.dp.push(t.dp, row);
             ts.dp2.push(t.dp * t.dp);
         }
+    }
+
+    /// Rows that have statistics: all but those whose value is NaN (the "same top" share is
+    /// of these).
+    pub fn scored_rows(&self) -> u64 {
+        self.rows - self.values.nan_count()
     }
 
     /// Records the last row's target NLLs into llama.cpp's own sums as well (llama-compat
@@ -833,5 +842,27 @@ mod tests {
         assert!((l.ppl_q.0 / nll_q.exp() - 1.0).abs() < 1e-12, "{l:?}");
         let a = sum.agreement.as_ref().unwrap();
         assert!((a.sum_min.mean_unc().0 - min).abs() < 1e-12, "{a:?}");
+    }
+
+    /// A NaN row (kept by `NanPolicy::Propagate`) is left out of the targets' statistics and
+    /// of "same top", as of the divergence's: it made PPL(base) and RMS Δp NaN and counted
+    /// as a row whose argmax agrees.
+    #[test]
+    fn a_nan_row_is_left_out_of_every_statistic() {
+        let req = Request::new(Divergence::Kl);
+        let mut sum =
+            Summary::new(Meta::of(&req, 3, crate::Dtype::F64), true, 0).with_targets(true);
+        let t = |nll_p: f64, nll_q: f64| RowTarget::of(-nll_p, -nll_q);
+        sum.push_row(0.1, true, Some(t(1.0, 2.0)));
+        sum.push_row(f64::NAN, true, Some(t(f64::NAN, 1.0)));
+        sum.push_row(0.3, false, Some(t(3.0, 2.0)));
+        assert_eq!((sum.rows, sum.scored_rows(), sum.same_top), (3, 2, 1));
+        let l = sum.llama().unwrap();
+        assert!((l.ppl_p.0 - 2f64.exp()).abs() < 1e-12, "{l:?}");
+        assert!((l.ppl_q.0 - 2f64.exp()).abs() < 1e-12, "{l:?}");
+        assert!(l.rms_dp.0.is_finite() && l.ppl_diff.0.is_finite(), "{l:?}");
+        assert_eq!(l.same_top.0, 0.5);
+        let j = report::json(&sum);
+        assert_eq!(j["same_top"]["mean"].as_f64(), Some(0.5), "{j}");
     }
 }

@@ -10,7 +10,7 @@ impl Summary {
     fn same_top_share(&self) -> Option<(f64, f64)> {
         self.meta
             .reads_q()
-            .then(|| share_with_error(self.same_top as usize, self.rows as usize))
+            .then(|| share_with_error(self.same_top as usize, self.scored_rows() as usize))
     }
 }
 
