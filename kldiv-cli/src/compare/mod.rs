@@ -230,7 +230,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     // A .kld side's own tokens score Q against P: entropy (P alone) goes without them.
     let kld_targets = kld.filter(|_| req.reads_q());
     let targets = read_targets(a.targets.as_deref(), &p, &q, kld_targets, rows, cols)?;
-    Summary::check_extras(&req, targets.is_some(), false)?;
+    Summary::check_extras(&req, targets.is_some(), a.agreement)?;
     let compat = a.llama_compat;
     if compat
         && (p.kld_layout().is_none()
@@ -273,11 +273,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
         summary = summary.with_targets(true);
     }
     if a.agreement {
-        if compat || !req.reads_q() {
+        if compat {
             return Err(Failure {
                 code: 2,
                 message: "--agreement compares two distributions in exact arithmetic: not with \
-                          --llama-compat or --divergence entropy"
+                          --llama-compat"
                     .into(),
             });
         }
