@@ -200,6 +200,28 @@ fn merge_refuses_overlapping_or_corrupt_summaries() {
     let out = run(&["merge", s.to_str().unwrap(), s.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--row-offset"));
+    // Shards computed with different value-changing options are not merged: the message
+    // names both.
+    let smooth = tmp("merge-bad-smooth.json");
+    kldiv(&[
+        "compare",
+        p.to_str().unwrap(),
+        q.to_str().unwrap(),
+        "--pseudocount",
+        "0.5",
+        "--row-offset",
+        "20",
+        "--summary-out",
+        smooth.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let out = run(&["merge", s.to_str().unwrap(), smooth.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'normalize'") && err.contains("'pseudocount 0.5'"),
+        "{err}"
+    );
     // A truncated file names itself.
     let text = std::fs::read_to_string(&s).unwrap();
     let cut = tmp("merge-bad-cut.json");

@@ -97,7 +97,7 @@ pub(crate) fn _compare_files(
         (None, _) => None,
     };
     kldiv::Summary::check_extras(&o.req, t.is_some(), agreement).map_err(|e| to_py(py, e))?;
-    let mut meta = Meta::of(&o.req, cols, dtype);
+    let mut meta = Meta::of(&o.req, cols, dtype).with_temperatures(temperature_p, temperature_q);
     (meta.p, meta.q) = (pf.label(), qf.label());
     (meta.p_dtype, meta.q_dtype) = (pf.stored().name().into(), qf.stored().name().into());
     let mut s = kldiv::Summary::new(meta, true, first_row).with_also(&also, true);

@@ -281,6 +281,14 @@ def test_compare_files_divides_each_side_by_its_temperature(tmp_path):
     p = softmax(a.astype(np.float64) / tp, axis=1)
     q = softmax(b.astype(np.float64) / tq, axis=1)
     close(s.values, rel_entr(p, q).sum(axis=1), 1e-12)
+    assert s.to_dict()["settings"] == "temperature-p 0.7, temperature-q 1.3"
+    # A shard at another temperature is not merged into this one.
+    other = kldiv.compare_files(
+        str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), input="logits", device="cpu",
+        first_row=30,
+    )
+    with pytest.raises(kldiv.Error, match="temperature-p 0.7"):
+        s.merge(other)
     with pytest.raises(kldiv.Error, match="logits"):
         kldiv.compare_files(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), temperature_p=2.0)
     with pytest.raises(kldiv.Error, match="positive"):

@@ -257,7 +257,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
     };
     let engine = crate::engine(a.device)?;
     let per_block = (BLOCK_BYTES / (cols * dtype.size_bytes()).max(1)).max(1);
-    let mut meta = Meta::of(&req, cols, dtype);
+    let mut meta = Meta::of(&req, cols, dtype).with_temperatures(tp, tq);
     (meta.p, meta.q) = (p.label(), q.label());
     (meta.p_dtype, meta.q_dtype) = (p.stored().name().into(), q.stored().name().into());
     meta.mode = if compat { "llama-compat" } else { "exact" }.into();

@@ -14,7 +14,7 @@ mod values;
 use crate::cpu::row_stats;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::request::{Divergence, InputForm, Request, Unit};
+use crate::request::{Divergence, InputForm, Normalization, Request, Unit};
 use crate::semantics::sums::AgreeSums;
 use agreement::Agreement;
 use moments::{Bivariate, Moments};
@@ -44,6 +44,12 @@ pub struct Meta {
     /// in reports are then also named by their multi-index. Empty after a merge.
     #[serde(default)]
     pub row_shape: Vec<u64>,
+    /// The options beyond divergence, input and unit that change the values, in the CLI's
+    /// spelling ("normalize", "pseudocount 0.5", "temperature-p 2"; comma-separated, empty
+    /// for none): shards computed with different ones are not merged. (Absent from
+    /// summaries written before it: read as none.)
+    #[serde(default)]
+    pub settings: String,
 }
 
 impl Meta {
@@ -78,7 +84,33 @@ impl Meta {
             dtype: dtype.name().into(),
             mode: "exact".into(),
             row_shape: vec![],
+            settings: String::new(),
         }
+        .with_setting(match req.normalization {
+            _ if req.pseudocount > 0.0 => format!("pseudocount {}", req.pseudocount),
+            Normalization::Normalize => "normalize".into(),
+            Normalization::AsGiven => "as-given".into(),
+            Normalization::Check { .. } => String::new(),
+        })
+    }
+
+    /// Each side's temperature (logits divided by T), where it is not 1.
+    pub fn with_temperatures(self, p: Option<f64>, q: Option<f64>) -> Meta {
+        let t = |side, t: Option<f64>| match t {
+            Some(t) if t != 1.0 => format!("temperature-{side} {t}"),
+            _ => String::new(),
+        };
+        self.with_setting(t("p", p)).with_setting(t("q", q))
+    }
+
+    fn with_setting(mut self, s: String) -> Meta {
+        if !s.is_empty() {
+            if !self.settings.is_empty() {
+                self.settings.push_str(", ");
+            }
+            self.settings.push_str(&s);
+        }
+        self
     }
 
     pub fn divergence(&self) -> Option<Divergence> {
@@ -500,6 +532,20 @@ impl Summary {
                 return bad(format!("cannot merge a {what} of {x} with one of {y}"));
             }
         }
+        if a.settings != b.settings {
+            let say = |s: &str| {
+                if s.is_empty() {
+                    "no options".to_string()
+                } else {
+                    format!("'{s}'")
+                }
+            };
+            return bad(format!(
+                "cannot merge a summary computed with {} with one computed with {}",
+                say(&a.settings),
+                say(&b.settings)
+            ));
+        }
         if a.cols != b.cols {
             return bad(format!(
                 "cannot merge rows of {} values with rows of {}",
@@ -808,6 +854,44 @@ struct TargetsWire {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The options that change the values are named in the metadata, merged shards must
+    /// share them, and a summary written before the field existed reads as having none.
+    #[test]
+    fn shards_with_different_options_are_not_merged() {
+        let base = Request::new(Divergence::Kl);
+        let meta = |req: &Request| Meta::of(req, 4, crate::Dtype::F32);
+        assert_eq!(meta(&base).settings, "");
+        assert_eq!(
+            meta(&base.normalization(Normalization::Normalize)).settings,
+            "normalize"
+        );
+        assert_eq!(meta(&base.pseudocount(0.5)).settings, "pseudocount 0.5");
+        let logits = base.input(InputForm::Logits);
+        let warm = meta(&logits).with_temperatures(Some(2.0), Some(1.0));
+        assert_eq!(warm.settings, "temperature-p 2");
+        let both = meta(&logits).with_temperatures(Some(0.5), Some(1.5));
+        assert_eq!(both.settings, "temperature-p 0.5, temperature-q 1.5");
+        let summary = |m: Meta, first| {
+            let mut s = Summary::new(m, true, first);
+            s.push_row(0.25, true, None);
+            s
+        };
+        let mut a = summary(meta(&logits), 0);
+        let err = a.merge(&summary(warm.clone(), 1)).unwrap_err().to_string();
+        assert!(
+            err.contains("no options") && err.contains("'temperature-p 2'"),
+            "{err}"
+        );
+        let mut b = summary(warm.clone(), 0);
+        b.merge(&summary(warm, 1)).unwrap();
+        assert_eq!(b.rows, 2);
+        // Written before `settings`: read as none.
+        let mut wire: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
+        wire["meta"].as_object_mut().unwrap().remove("settings");
+        let old = Summary::from_json(&wire.to_string()).unwrap();
+        assert_eq!(old.meta.settings, "");
+    }
 
     /// With a pseudocount, the targets' probabilities and the agreement are those of the
     /// smoothed rows the divergence saw, (x + ε)/Σ(x + ε), not of the raw counts (a zero

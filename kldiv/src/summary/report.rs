@@ -32,6 +32,8 @@ pub fn json(s: &Summary) -> serde_json::Value {
         "first_row": s.first_row,
         "cols": m.cols,
         "dtype": m.dtype,
+        // The value-changing options ("normalize", "pseudocount 0.5", …; empty for none).
+        "settings": m.settings,
         // Exact, or from the quantile sketch (summaries merged from shards).
         "percentiles_exact": s.values.is_exact(),
         // The statistics of the rows whose value is finite (`inf_rows`: q = 0 < p).
