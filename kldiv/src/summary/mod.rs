@@ -47,8 +47,9 @@ pub struct Meta {
     /// The options beyond divergence, input and unit that change the values, in the CLI's
     /// spelling ("normalize", "pseudocount 0.5", "temperature-p 2"; comma-separated, empty
     /// for none): shards computed with different ones are not merged. (Absent from
-    /// summaries written before it: read as none.)
-    #[serde(default)]
+    /// summaries written before it: read as none; left out when empty, so that a summary
+    /// without options stays readable by those versions.)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub settings: String,
 }
 
@@ -886,6 +887,8 @@ mod tests {
         let mut b = summary(warm.clone(), 0);
         b.merge(&summary(warm, 1)).unwrap();
         assert_eq!(b.rows, 2);
+        // Without options the field is left out (older readers refuse unknown fields).
+        assert!(!a.to_json().contains("settings"));
         // Written before `settings`: read as none.
         let mut wire: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
         wire["meta"].as_object_mut().unwrap().remove("settings");
