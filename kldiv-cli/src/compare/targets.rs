@@ -86,9 +86,8 @@ pub(super) fn compat_block(
             nll_q: nll_q as f64,
             dp: ((-nll_q).exp() - (-nll_base).exp()) as f64,
         });
-        totals.summary.push_row(r.kld / unit, r.same_top, target);
-        // (A NaN row has no target statistics: see `Summary::push_row`.)
-        if let (Some((nll_q, nll_base)), false) = (r.nll, r.kld.is_nan()) {
+        let scored = totals.summary.push_row(r.kld / unit, r.same_top, target);
+        if let (Some((nll_q, nll_base)), true) = (r.nll, scored) {
             totals.summary.push_llama_nll(nll_q, nll_base);
         }
     }

@@ -313,8 +313,9 @@ impl Summary {
         self
     }
 
-    /// Adds the next row.
-    pub fn push_row(&mut self, value: f64, same_top: bool, target: Option<RowTarget>) {
+    /// Adds the next row; whether it entered the statistics (a NaN row does not), for
+    /// what a caller records beside them ([`Summary::push_llama_nll`]).
+    pub fn push_row(&mut self, value: f64, same_top: bool, target: Option<RowTarget>) -> bool {
         let row = self.first_row + self.rows;
         self.rows += 1;
         self.values.push(value, row);
@@ -327,6 +328,7 @@ impl Summary {
             ts.dp.push(t.dp, row);
             ts.dp2.push(t.dp * t.dp);
         }
+        scored
     }
 
     /// Rows that have statistics: all but those whose value is NaN (the "same top" share is
@@ -336,7 +338,8 @@ impl Summary {
     }
 
     /// Records the last row's target NLLs into llama.cpp's own sums as well (llama-compat
-    /// mode: see [`LlamaSums`]). Call after [`Summary::push_row`] for rows with a target.
+    /// mode: see [`LlamaSums`]). Call after [`Summary::push_row`] for rows with a target
+    /// that it scored.
     pub fn push_llama_nll(&mut self, nll_q: f32, nll_p: f32) {
         if let Some(t) = &mut self.targets {
             t.llama_sums
