@@ -470,6 +470,47 @@ fn llama_compat_reproduces_llama_cpp_arithmetic() {
     );
 }
 
+/// A NaN in Q's logits with `--propagate-nan` makes that row NaN in `--llama-compat` as in
+/// the exact mode: counted in `nan_rows` and left out of llama.cpp's own NLL sums, so the
+/// perplexities stay those of the other rows (they were NaN).
+#[test]
+fn llama_compat_leaves_a_nan_row_out_of_the_perplexities() {
+    let Exported {
+        mut quant,
+        tokens,
+        kp,
+        ..
+    } = exported("compat_nan", 12, 2.0, 0.3, 3, &[N_CHUNK * N_CTX, V]);
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    // The first scored position's target, in Q: NaN.
+    let pos = position(0);
+    quant[pos * V + tokens[pos + 1] as usize] = f32::NAN;
+    let qp = tmp("compat_nan_quant_nan.npy");
+    f32_npy_shaped(&qp, &[N_CHUNK * N_CTX, V], &quant);
+    let kld = std::fs::read(&kp).unwrap();
+    let j: serde_json::Value = serde_json::from_slice(
+        &ok(&[
+            "compare",
+            &s(&kp),
+            &s(&qp),
+            "--llama-compat",
+            "--propagate-nan",
+            "--json",
+        ])
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(j["nan_rows"], 1, "{j}");
+    // PPL(base) over the other scored rows, from the decoded records.
+    let nll: Vec<f64> = (1..N_CHUNK * R)
+        .map(|row| -decoded(&kld, row)[tokens[position(row) + 1] as usize])
+        .collect();
+    let want = (nll.iter().sum::<f64>() / nll.len() as f64).exp();
+    let got = j["ppl_p"]["mean"].as_f64().expect("PPL(base) is a number");
+    assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    assert!(j["ppl_q"]["mean"].as_f64().is_some(), "{j}");
+}
+
 /// `--llama-compat`'s printed PPL, KLD and Δp lines are llama.cpp's, digit for digit: its
 /// report code (tools/perplexity/perplexity.cpp, `kl_divergence`) is mirrored here on the
 /// per-row values — KLD from `--out` (checked against llama.cpp's per-row formula), NLLs and
