@@ -509,6 +509,10 @@ fn pseudocount_smooths_counts_with_holes() {
     let out = run_ok(&["compare", ps_, qs_, "--pseudocount", "0.5", "--json"]);
     let got = json(&out)["mean"].as_f64().unwrap();
     assert!((got - want).abs() <= 1e-6 * want, "{got} vs {want}");
+    // The text report says which option changed the values.
+    let out = run_ok(&["compare", ps_, qs_, "--pseudocount", "0.5"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("options   pseudocount 0.5"), "{text}");
     // Without it the hole in Q is an infinite KL; with logits it means nothing.
     let out = run_ok(&["compare", ps_, qs_, "--normalize", "--json"]);
     let j = json(&out);

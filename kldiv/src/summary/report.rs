@@ -120,6 +120,10 @@ pub fn text(s: &Summary) -> String {
         "{div}(P‖Q) of {} and {}: {} rows × {} columns, {dtypes} {input}, in {}",
         m.p, m.q, s.rows, m.cols, m.unit
     );
+    // The options that changed the values, so a reader of the text knows what was compared.
+    if !m.settings.is_empty() {
+        let _ = writeln!(o, "  options   {}", m.settings);
+    }
     let _ = writeln!(o, "  mean      {:.6e} ± {:.2e}", st.mean, st.sem);
     let _ = writeln!(o, "  std       {:.6e}", st.std);
     let at = |r: usize| match m.index_of(r as u64) {
