@@ -223,6 +223,20 @@ named!(Divergence {
     Entropy = "entropy",
 });
 
+impl Divergence {
+    /// Its formula, as the text report's heading writes it.
+    pub fn formula(self) -> &'static str {
+        match self {
+            Divergence::Kl => "KL(P‖Q)",
+            Divergence::ReverseKl => "KL(Q‖P)",
+            Divergence::SymmetricKl => "KL(P‖Q) + KL(Q‖P)",
+            Divergence::JensenShannon => "JS(P, Q)",
+            Divergence::CrossEntropy => "H(P, Q)",
+            Divergence::Entropy => "H(P)",
+        }
+    }
+}
+
 named!(InputForm {
     Probabilities = "probs",
     LogProbabilities = "logprobs",

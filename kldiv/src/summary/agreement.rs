@@ -240,6 +240,15 @@ impl Agreement {
         let mut o = String::new();
         let _ = writeln!(o, "  agreement over {} rows:", self.rows);
         for (i, k) in TOP_K.iter().enumerate() {
+            // At K = 1 the two measures are one: the argmaxes agree.
+            if *k == 1 {
+                let _ = writeln!(
+                    o,
+                    "    top-1   P's top-1 is Q's top-1: {:.4}",
+                    self.top1_in_q_topk[i] as f64 / n
+                );
+                continue;
+            }
             let _ = writeln!(
                 o,
                 "    top-{k:<2}  P's top-1 in Q's top-{k}: {:.4}   P's top-{k} in Q's top-{k}: {:.4}",
@@ -255,15 +264,19 @@ impl Agreement {
         let edges = ["0", ".25", ".5", ".75", ".95", "1"];
         for (i, b) in self.buckets.iter().enumerate() {
             let close = if i == 4 { "]" } else { ")" };
-            let _ = writeln!(
+            let range = format!("[{}, {}{close}:", edges[i], edges[i + 1]);
+            let _ = write!(
                 o,
-                "    {} where max p in [{}, {}{close}: {:>8} rows, mean {:.6e}",
+                "    {} where max p in {range:<12}{:>8} rows",
                 labels.short,
-                edges[i],
-                edges[i + 1],
-                b.rows(),
-                b.mean()
+                b.rows()
             );
+            // An empty bucket has no mean to print.
+            let _ = if b.rows() > 0 {
+                writeln!(o, ", mean {:.6e}", b.mean())
+            } else {
+                writeln!(o)
+            };
         }
         o
     }

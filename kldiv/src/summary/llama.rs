@@ -491,10 +491,33 @@ mod tests {
             "====== Jensen-Shannon divergence statistics ======",
             "Mean    JSD:   0.375000 ± ",
             "Maximum JSD:   0.500000",
-            "JSD where max p in [.5, .75):",
+            "JSD where max p in [.5, .75):         1 rows, mean 2.500000e-1",
+            // An empty bucket has no mean.
+            "JSD where max p in [.95, 1]:          0 rows\n",
+            "top-1   P's top-1 is Q's top-1: 0.0000",
         ] {
             assert!(text.contains(l), "missing {l:?} in\n{text}");
         }
+        // The heading writes the divergence as its formula and the input as the CLI spells it.
+        let head = text.lines().next().unwrap_or("");
+        assert!(
+            head.starts_with("JS(P, Q) of ") && head.contains(", f32 probs, in nats"),
+            "{head}"
+        );
+        let entropy = Summary::new(
+            super::super::Meta::of(
+                &crate::Request::new(crate::Divergence::Entropy),
+                4,
+                crate::Dtype::F32,
+            ),
+            true,
+            0,
+        );
+        let head = super::super::report::text(&entropy);
+        assert!(
+            head.starts_with("H(P) of ") && !head.contains(" and "),
+            "{head}"
+        );
         assert!(
             !text.contains("KLD") && !text.contains("KL divergence"),
             "{text}"

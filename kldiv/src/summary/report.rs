@@ -113,12 +113,16 @@ pub fn text(s: &Summary) -> String {
     };
     let div = m
         .divergence()
-        .map_or(m.divergence.clone(), |d| format!("{d:?}"));
-    let input = m.input().map_or(m.input.clone(), |i| format!("{i:?}"));
+        .map_or(m.divergence.clone(), |d| d.formula().to_string());
+    let files = if m.reads_q() {
+        format!("{} and {}", m.p, m.q)
+    } else {
+        m.p.clone()
+    };
     let _ = writeln!(
         o,
-        "{div}(P‖Q) of {} and {}: {} rows × {} columns, {dtypes} {input}, in {}",
-        m.p, m.q, s.rows, m.cols, m.unit
+        "{div} of {files}: {} rows × {} columns, {dtypes} {}, in {}",
+        s.rows, m.cols, m.input, m.unit
     );
     // The options that changed the values, so a reader of the text knows what was compared.
     if !m.settings.is_empty() {
