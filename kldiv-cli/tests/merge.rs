@@ -180,16 +180,15 @@ fn merge_refuses_overlapping_or_corrupt_summaries() {
     let q = tmp("merge-bad-q.npy");
     f32_npy(&p, 20, 8, &to_f32(&a));
     f32_npy(&q, 20, 8, &to_f32(&b));
+    // A shard's summary of p and q with these options.
+    let shard = |options: &[&str], out: &std::path::Path| {
+        let mut args = vec!["compare", p.to_str().unwrap(), q.to_str().unwrap()];
+        args.extend(options);
+        args.extend(["--summary-out", out.to_str().unwrap(), "--quiet"]);
+        kldiv(&args);
+    };
     let s = tmp("merge-bad-s.json");
-    kldiv(&[
-        "compare",
-        p.to_str().unwrap(),
-        q.to_str().unwrap(),
-        "--normalize",
-        "--summary-out",
-        s.to_str().unwrap(),
-        "--quiet",
-    ]);
+    shard(&["--normalize"], &s);
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_kldiv"))
             .args(args)
@@ -203,18 +202,7 @@ fn merge_refuses_overlapping_or_corrupt_summaries() {
     // Shards computed with different value-changing options are not merged: the message
     // names both.
     let smooth = tmp("merge-bad-smooth.json");
-    kldiv(&[
-        "compare",
-        p.to_str().unwrap(),
-        q.to_str().unwrap(),
-        "--pseudocount",
-        "0.5",
-        "--row-offset",
-        "20",
-        "--summary-out",
-        smooth.to_str().unwrap(),
-        "--quiet",
-    ]);
+    shard(&["--pseudocount", "0.5", "--row-offset", "20"], &smooth);
     let out = run(&["merge", s.to_str().unwrap(), smooth.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
