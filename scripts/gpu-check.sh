@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
-cargo build --release -q -p kldiv-cli
+# The default members (library and CLI), as `cargo test` builds them: the same features, so
+# after the tests this reuses their compiled library instead of building it again.
+cargo build --release -q
 k=target/release/kldiv
 "$k" info
 for dtype in f32 bf16; do
