@@ -8,6 +8,9 @@ use kldiv::{bf16, f16, CpuEngine, Divergence, Dtype, Element, InputForm, Request
 use rayon::prelude::*;
 use std::time::Instant;
 
+#[cfg(not(feature = "gpu"))]
+use crate::NO_GPU;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Scale the workloads down (rows / 16) to finish in well under a minute.
@@ -124,7 +127,10 @@ impl Ctx {
                 Way::Reference => self.reference.per_row(req, p, q, rows, cols)?,
                 Way::Scalar => self.scalar.per_row(req, p, q, rows, cols)?,
                 Way::Simd => self.auto.cpu().per_row(req, p, q, rows, cols)?,
+                #[cfg(feature = "gpu")]
                 Way::Gpu => self.auto.gpu()?.per_row(req, p, q, rows, cols)?,
+                #[cfg(not(feature = "gpu"))]
+                Way::Gpu => return Err(kldiv::Error::GpuUnavailable(NO_GPU.into()).into()),
                 Way::Split => self.split.run(req, p, q, rows, cols)?.values,
                 Way::Auto => self.auto.run(req, p, q, rows, cols)?.values,
             };
@@ -203,8 +209,13 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let auto = crate::engine(Some(DeviceArg::Auto))?;
     let split = Scheduler::with_mode(DeviceMode::Split);
     split.set_calibration(auto.calibrate());
-    let has_gpu = auto.gpu().is_ok();
-    let software_gpu = auto.gpu().is_ok_and(|g| g.adapter().is_software);
+    #[cfg(feature = "gpu")]
+    let (has_gpu, software_gpu) = (
+        auto.gpu().is_ok(),
+        auto.gpu().is_ok_and(|g| g.adapter().is_software),
+    );
+    #[cfg(not(feature = "gpu"))]
+    let (has_gpu, software_gpu) = (false, false);
     let ctx = Ctx {
         reference: CpuEngine::with_level(SimdLevel::Reference)?,
         scalar: CpuEngine::with_level(SimdLevel::Scalar)?,
@@ -217,17 +228,24 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let read_bytes = if a.quick { 256 << 20 } else { 1 << 30 };
     let read = ctx.auto.cpu().read_limit(read_bytes, 3);
     let mut limit = read.best_gbs;
-    let mut ctx = ctx;
-    if a.device != Some(DeviceArg::Cpu) {
-        if let Ok(g) = ctx.auto.gpu() {
-            ctx.gpu_limit = g.read_limit(if a.quick { 64 << 20 } else { 1 << 30 }, 5)?;
+    #[cfg(feature = "gpu")]
+    let ctx = {
+        let mut ctx = ctx;
+        if a.device != Some(DeviceArg::Cpu) {
+            if let Ok(g) = ctx.auto.gpu() {
+                ctx.gpu_limit = g.read_limit(if a.quick { 64 << 20 } else { 1 << 30 }, 5)?;
+            }
         }
-    }
+        ctx
+    };
     let simd = ctx.auto.cpu().simd_name();
+    #[cfg(feature = "gpu")]
     let gpu_name = match ctx.auto.gpu() {
         Ok(g) => format!("{} ({})", g.adapter().name, g.adapter().backend),
         Err(e) => format!("none: {e}"),
     };
+    #[cfg(not(feature = "gpu"))]
+    let gpu_name = format!("none: {NO_GPU}");
     outln!(
         "kldiv bench{}: {} threads, CPU SIMD {simd}, GPU {gpu_name}",
         if a.quick { " --quick" } else { "" },
@@ -426,10 +444,13 @@ fn suite(
             for way in ways(a.device, ctx.has_gpu) {
                 let r = measure(ctx, data, w.name, w, w.input, dtype, way, repeat, limit)?;
                 print_row(&r)?;
+                #[cfg(feature = "gpu")]
                 let kernel_ns = match (way, ctx.auto.gpu()) {
                     (Way::Gpu, Ok(g)) => g.last_call().kernel_ns,
                     _ => None,
                 };
+                #[cfg(not(feature = "gpu"))]
+                let kernel_ns: Option<u64> = None;
                 let gpu_row = r.clone();
                 rows.push(r);
                 // Kernel time alone, from timestamp queries (last repetition).

@@ -216,10 +216,13 @@ fn run() -> i32 {
     }
 }
 
-fn info() -> Result<(), Failure> {
-    let cpu = kldiv::CpuEngine::new();
-    outln!("cpu: {} SIMD, {} threads", cpu.simd_name(), cpu.threads());
-    let e = engine(Some(DeviceArg::Auto))?;
+/// Why a build without the `gpu` feature has no GPU.
+#[cfg(not(feature = "gpu"))]
+const NO_GPU: &str = "built without the `gpu` feature";
+
+/// `info`'s GPU lines: the adapter the scheduler opened, or why there is none.
+#[cfg(feature = "gpu")]
+fn describe_gpu(e: &kldiv::scheduler::Scheduler) -> Result<(), Failure> {
     match e.gpu() {
         Ok(g) => {
             let a = g.adapter();
@@ -253,6 +256,20 @@ fn info() -> Result<(), Failure> {
         }
         Err(why) => outln!("gpu: none ({why})"),
     }
+    Ok(())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn describe_gpu(_: &kldiv::scheduler::Scheduler) -> Result<(), Failure> {
+    outln!("gpu: none ({NO_GPU})");
+    Ok(())
+}
+
+fn info() -> Result<(), Failure> {
+    let cpu = kldiv::CpuEngine::new();
+    outln!("cpu: {} SIMD, {} threads", cpu.simd_name(), cpu.threads());
+    let e = engine(Some(DeviceArg::Auto))?;
+    describe_gpu(&e)?;
     let c = e.calibrate();
     outln!("scheduler calibration ({}):", c.key);
     for (i, regime) in ["short rows (≤64)", "medium rows", "long rows (>65536)"]
