@@ -15,6 +15,11 @@ pub use cost::{Calibration, DeviceMode, Job, Placement, Plan, Regime};
 /// Between the CPU and GPU parts of a calibration key.
 const KEY_GPU: &str = " | gpu ";
 
+/// The GPU part of the key of a build without the `gpu` feature. Its calibration has no GPU
+/// figures, so a build with a GPU must not take it on the same system (it would never place
+/// work there), nor the reverse (it would place work on a GPU it cannot open).
+const KEY_NO_GPU_BUILD: &str = "none in this build";
+
 use crate::cpu::CpuEngine;
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -116,7 +121,7 @@ impl Scheduler {
             Err(_) => "no gpu".to_string(),
         };
         #[cfg(not(feature = "gpu"))]
-        let gpu = "no gpu".to_string();
+        let gpu = KEY_NO_GPU_BUILD.to_string();
         format!("{}{KEY_GPU}{gpu}", self.cpu_key())
     }
 
@@ -130,9 +135,9 @@ impl Scheduler {
     fn same_system(&self, c: &Calibration, system: &Option<String>) -> bool {
         system.is_some()
             && c.system == *system
-            && c.key
-                .split_once(KEY_GPU)
-                .is_some_and(|(cpu, _)| cpu == self.cpu_key())
+            && c.key.split_once(KEY_GPU).is_some_and(|(cpu, gpu)| {
+                cpu == self.cpu_key() && (gpu == KEY_NO_GPU_BUILD) != cfg!(feature = "gpu")
+            })
     }
 
     /// Use a saved calibration if it was measured on this CPU and adapter; returns whether
@@ -485,6 +490,7 @@ mod tests {
     /// A cache recorded on this system is taken on its word: its adapter part, which
     /// names no adapter here, is not checked (checking would enumerate the adapters). On
     /// another system, or another CPU, it is measured again.
+    #[cfg(feature = "gpu")]
     #[test]
     fn a_cache_from_this_system_is_taken_without_enumerating_adapters() {
         let Some(here) = system::fingerprint() else {
@@ -526,6 +532,42 @@ mod tests {
             assert_eq!(fresh.key, s.calibration_key());
             assert_eq!(fresh.system, Some(here.clone()));
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A build without the `gpu` feature and a build with it, on the same system and CPU,
+    /// each measure again rather than take the other's cache (a GPU build took a CPU-only
+    /// build's calibration and never placed work on the GPU; a CPU-only build took a GPU
+    /// build's and planned GPU work it could not run).
+    #[test]
+    fn a_cache_from_the_other_kind_of_build_is_measured_again() {
+        let Some(here) = system::fingerprint() else {
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("kldiv-cal-build-{}", std::process::id()));
+        let path = dir.join("calibration.json");
+        let s = Scheduler::with_mode(DeviceMode::Auto);
+        let other = if cfg!(feature = "gpu") {
+            KEY_NO_GPU_BUILD
+        } else {
+            "an adapter"
+        };
+        let c = Calibration {
+            version: calibration::VERSION,
+            key: format!("{}{KEY_GPU}{other}", s.cpu_key()),
+            system: Some(here),
+            cpu: [[2e9; 2]; 3],
+            gpu: [[50e9; 2]; 3],
+            upload: 20e9,
+            gpu_latency: 50e-6,
+            gpu_is_software: false,
+            gpu_f64: false,
+            spread: 0.1,
+        };
+        calibration::save(&path, &c).unwrap();
+        let (fresh, how) = s.calibrate_cached(&path);
+        assert!(matches!(how, Calibrated::Measured { .. }), "{how:?}");
+        assert_eq!(fresh.key, s.calibration_key());
         std::fs::remove_dir_all(&dir).ok();
     }
 
