@@ -437,22 +437,30 @@ fn debug_log() -> bool {
 mod tests {
     use super::*;
 
+    /// A plausible cached calibration (CPU 2 Gelem/s, the GPU at `gpu` elements/s).
+    fn cached(key: String, system: Option<String>, gpu: f64) -> Calibration {
+        Calibration {
+            version: calibration::VERSION,
+            key,
+            system,
+            cpu: [[2e9; 2]; 3],
+            gpu: [[gpu; 2]; 3],
+            upload: 20e9,
+            gpu_latency: 50e-6,
+            gpu_is_software: false,
+            gpu_f64: false,
+            spread: 0.1,
+        }
+    }
+
     #[test]
     fn a_plausible_cache_is_used_without_opening_the_gpu() {
         let dir = std::env::temp_dir().join(format!("kldiv-cal-{}", std::process::id()));
         let path = dir.join("calibration.json");
         let s = Scheduler::with_mode(DeviceMode::Auto);
         let mut c = Calibration {
-            version: calibration::VERSION,
-            key: s.calibration_key(),
-            system: None,
-            cpu: [[2e9; 2]; 3],
-            gpu: [[1e9; 2]; 3],
-            upload: 20e9,
-            gpu_latency: 50e-6,
             gpu_is_software: true,
-            gpu_f64: false,
-            spread: 0.1,
+            ..cached(s.calibration_key(), None, 1e9)
         };
         calibration::save(&path, &c).unwrap();
         let (got, how) = s.calibrate_cached(&path);
@@ -499,18 +507,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kldiv-cal-sys-{}", std::process::id()));
         let path = dir.join("calibration.json");
         let s = Scheduler::with_mode(DeviceMode::Auto);
-        let c = Calibration {
-            version: calibration::VERSION,
-            key: format!("{}{KEY_GPU}an adapter this machine lacks", s.cpu_key()),
-            system: Some(here.clone()),
-            cpu: [[2e9; 2]; 3],
-            gpu: [[0.0; 2]; 3],
-            upload: 20e9,
-            gpu_latency: 50e-6,
-            gpu_is_software: false,
-            gpu_f64: false,
-            spread: 0.1,
-        };
+        let c = cached(
+            format!("{}{KEY_GPU}an adapter this machine lacks", s.cpu_key()),
+            Some(here.clone()),
+            0.0,
+        );
         calibration::save(&path, &c).unwrap();
         let (got, how) = s.calibrate_cached(&path);
         assert!(matches!(how, Calibrated::Cached));
@@ -552,18 +553,7 @@ mod tests {
         } else {
             "an adapter"
         };
-        let c = Calibration {
-            version: calibration::VERSION,
-            key: format!("{}{KEY_GPU}{other}", s.cpu_key()),
-            system: Some(here),
-            cpu: [[2e9; 2]; 3],
-            gpu: [[50e9; 2]; 3],
-            upload: 20e9,
-            gpu_latency: 50e-6,
-            gpu_is_software: false,
-            gpu_f64: false,
-            spread: 0.1,
-        };
+        let c = cached(format!("{}{KEY_GPU}{other}", s.cpu_key()), Some(here), 50e9);
         calibration::save(&path, &c).unwrap();
         let (fresh, how) = s.calibrate_cached(&path);
         assert!(matches!(how, Calibrated::Measured { .. }), "{how:?}");
