@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use std::time::Instant;
 
 #[cfg(not(feature = "gpu"))]
-use crate::NO_GPU;
+use kldiv::scheduler::GPU_NOT_BUILT;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -130,7 +130,7 @@ impl Ctx {
                 #[cfg(feature = "gpu")]
                 Way::Gpu => self.auto.gpu()?.per_row(req, p, q, rows, cols)?,
                 #[cfg(not(feature = "gpu"))]
-                Way::Gpu => return Err(kldiv::Error::GpuUnavailable(NO_GPU.into()).into()),
+                Way::Gpu => return Err(kldiv::Error::GpuUnavailable(GPU_NOT_BUILT.into()).into()),
                 Way::Split => self.split.run(req, p, q, rows, cols)?.values,
                 Way::Auto => self.auto.run(req, p, q, rows, cols)?.values,
             };
@@ -245,7 +245,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         Err(e) => format!("none: {e}"),
     };
     #[cfg(not(feature = "gpu"))]
-    let gpu_name = format!("none: {NO_GPU}");
+    let gpu_name = format!("none: {GPU_NOT_BUILT}");
     outln!(
         "kldiv bench{}: {} threads, CPU SIMD {simd}, GPU {gpu_name}",
         if a.quick { " --quick" } else { "" },

@@ -19,6 +19,8 @@ mod progress;
 mod sigbus;
 
 use clap::{Parser, Subcommand, ValueEnum};
+#[cfg(not(feature = "gpu"))]
+use kldiv::scheduler::GPU_NOT_BUILT;
 use kldiv::{Divergence, InputForm};
 
 #[derive(Parser)]
@@ -216,10 +218,6 @@ fn run() -> i32 {
     }
 }
 
-/// Why a build without the `gpu` feature has no GPU.
-#[cfg(not(feature = "gpu"))]
-const NO_GPU: &str = "built without the `gpu` feature";
-
 /// `info`'s GPU lines: the adapter the scheduler opened, or why there is none.
 #[cfg(feature = "gpu")]
 fn describe_gpu(e: &kldiv::scheduler::Scheduler) -> Result<(), Failure> {
@@ -261,7 +259,7 @@ fn describe_gpu(e: &kldiv::scheduler::Scheduler) -> Result<(), Failure> {
 
 #[cfg(not(feature = "gpu"))]
 fn describe_gpu(_: &kldiv::scheduler::Scheduler) -> Result<(), Failure> {
-    outln!("gpu: none ({NO_GPU})");
+    outln!("gpu: none ({GPU_NOT_BUILT})");
     Ok(())
 }
 

@@ -20,6 +20,10 @@ const KEY_GPU: &str = " | gpu ";
 /// work there), nor the reverse (it would place work on a GPU it cannot open).
 const KEY_NO_GPU_BUILD: &str = "none in this build";
 
+/// Why a build without the `gpu` feature has no GPU (its `GpuUnavailable` errors say it).
+#[cfg(not(feature = "gpu"))]
+pub const GPU_NOT_BUILT: &str = "built without the `gpu` feature";
+
 use crate::cpu::CpuEngine;
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -135,6 +139,7 @@ impl Scheduler {
     fn same_system(&self, c: &Calibration, system: &Option<String>) -> bool {
         system.is_some()
             && c.system == *system
+            // Made by a build of the same kind (with or without the `gpu` feature).
             && c.key.split_once(KEY_GPU).is_some_and(|(cpu, gpu)| {
                 cpu == self.cpu_key() && (gpu == KEY_NO_GPU_BUILD) != cfg!(feature = "gpu")
             })
@@ -421,9 +426,7 @@ impl Scheduler {
         crate::PerRow,
         Vec<Option<crate::semantics::sums::AgreeSums>>,
     )> {
-        Err(Error::GpuUnavailable(
-            "built without the `gpu` feature".into(),
-        ))
+        Err(Error::GpuUnavailable(GPU_NOT_BUILT.into()))
     }
 }
 
