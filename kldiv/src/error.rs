@@ -69,6 +69,13 @@ pub enum Error {
     },
     #[error("{side} row {row} has no probability mass (all zeros or all -inf)")]
     NoMass { side: Side, row: usize },
+    /// A row's target id (the actual next token) that is neither a column nor `IGNORE` (−100).
+    #[error("target of row {row} is {target}, outside [0, {cols}) (−100 ignores a row)")]
+    BadTarget {
+        row: usize,
+        target: i64,
+        cols: usize,
+    },
     #[error("element types differ: P is {p}, Q is {q}")]
     DtypeMismatch { p: &'static str, q: &'static str },
     #[error("invalid request: {0}")]

@@ -90,7 +90,7 @@ pub(crate) fn _compare_files(
         None => qs,
     };
     let dtype = kldiv::io::sides::read_type(&o.req, (&ps, &qs));
-    let t = match (targets_vec(targets, rows)?, kld) {
+    let t = match (targets_vec(py, targets, (rows, cols))?, kld) {
         (Some(t), _) => Some(t),
         // A .kld side's own tokens score Q against P: entropy (P alone) goes without them.
         (None, Some(l)) if o.req.reads_q() => Some(kld_targets(&pf, &qf, l, rows)),

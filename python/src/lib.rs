@@ -40,6 +40,7 @@ fn to_py(py: Python<'_>, e: kldiv::Error) -> PyErr {
         kldiv::Error::NotNormalized { side, row, .. } | kldiv::Error::NoMass { side, row } => {
             (Some(*side), Some(*row), None)
         }
+        kldiv::Error::BadTarget { row, .. } => (None, Some(*row), None),
         _ => (None, None, None),
     };
     let err = Error::new_err(e.to_string());
@@ -344,7 +345,13 @@ struct PySummary {
     opts: Option<Options>,
 }
 
-fn targets_vec(t: Option<&Bound<'_, PyAny>>, rows: usize) -> PyResult<Option<Vec<i64>>> {
+/// The targets as ids, one per row, each a column of a `cols`-wide row or −100: checked
+/// whole before any row is computed, so an error names its row in the caller's array.
+fn targets_vec(
+    py: Python<'_>,
+    t: Option<&Bound<'_, PyAny>>,
+    (rows, cols): (usize, usize),
+) -> PyResult<Option<Vec<i64>>> {
     let Some(t) = t else { return Ok(None) };
     let v: Vec<i64> = if let Ok(a) = t.extract::<PyReadonlyArrayDyn<'_, i64>>() {
         a.as_array().iter().copied().collect()
@@ -356,6 +363,7 @@ fn targets_vec(t: Option<&Bound<'_, PyAny>>, rows: usize) -> PyResult<Option<Vec
     if v.len() != rows {
         return Err(bad(format!("{} targets for {rows} rows", v.len())));
     }
+    kldiv::summary::check_target_ids(&v, cols).map_err(|e| to_py(py, e))?;
     Ok(Some(v))
 }
 
@@ -426,7 +434,7 @@ impl PySummary {
                 self.inner.meta.cols
             )));
         }
-        let t = targets_vec(targets, rows)?;
+        let t = targets_vec(py, targets, (rows, cols))?;
         if t.is_some() != self.inner.targets.is_some() {
             return Err(bad(
                 "give targets to every update of a Summary(targets=True), and to no other",
@@ -449,8 +457,8 @@ impl PySummary {
             y,
             agreement,
             |pb, qb, cols, run| {
-                let n = run.values.len();
-                let tb = t.as_ref().map(|t| &t[r0..r0 + n]);
+                let (first, n) = (r0, run.values.len());
+                let tb = t.as_ref().map(|t| &t[first..first + n]);
                 r0 += n;
                 summary
                     .add_block_from_run(
@@ -461,7 +469,7 @@ impl PySummary {
                         (&run.tops, &run.agreement),
                         tb,
                     )
-                    .map_err(|e| to_py(py, e))
+                    .map_err(|e| to_py(py, relocate_row_by(e, first)))
             }
         )?);
         summary.elapsed_s += started.elapsed().as_secs_f64();

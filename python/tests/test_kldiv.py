@@ -324,6 +324,31 @@ def test_kl_divides_each_side_by_its_temperature():
             kldiv.kl(a, b, input="logits", temperature_q=bad)
 
 
+def test_a_target_outside_the_row_names_its_row(tmp_path):
+    # The row in the caller's array, in the message and as `.row`, before any row is
+    # computed: it was None, and compare_files named the row within a 16M-element block.
+    a = rng.normal(size=(300, 2)).astype(np.float32)
+    t = np.zeros(300, np.int64)
+    t[7], t[299] = -100, 2
+    for call in (
+        lambda: kldiv.kl(a, a, input="logits", targets=t),
+        lambda: kldiv.Summary(input="logits", targets=True).update(a, a, targets=t),
+    ):
+        with pytest.raises(kldiv.Error, match="row 299 is 2, outside") as e:
+            call()
+        assert (e.value.side, e.value.row, e.value.col) == (None, 299, None)
+    rows = (16 << 20) // 16 + 300  # more than one of compare_files' blocks
+    big = np.zeros((rows, 16), np.float32)
+    np.save(tmp_path / "p.npy", big)
+    tb = np.zeros(rows, np.int64)
+    tb[rows - 5] = 16
+    with pytest.raises(kldiv.Error, match=f"row {rows - 5} is 16") as e:
+        kldiv.compare_files(
+            str(tmp_path / "p.npy"), str(tmp_path / "p.npy"), input="logits", targets=tb
+        )
+    assert e.value.row == rows - 5
+
+
 def test_entropy_has_no_targets_or_agreement():
     # Perplexities, Δp and agreement compare P with Q; entropy reads P alone.
     a = rng.normal(size=(4, 9))

@@ -6,7 +6,7 @@ use crate::Failure;
 use kldiv::io::kld::KldLayout;
 use kldiv::io::sides::{kld_targets, Side};
 use kldiv::io::tensor::{Stored, TensorFile};
-use kldiv::summary::{RowTarget, IGNORE};
+use kldiv::summary::{check_target_ids, RowTarget, IGNORE};
 use kldiv::{Request, Unit};
 
 /// The target of every row: from `--targets`, else from a `.kld` side's tokens.
@@ -45,13 +45,7 @@ pub(super) fn read_targets(
         (None, None) => return Ok(None),
     };
     let what = spec.unwrap_or("the .kld tokens");
-    for (r, &t) in ids.iter().enumerate() {
-        if t != IGNORE && !(0..cols as i64).contains(&t) {
-            return Err(bad(format!(
-                "{what}: target of row {r} is {t}, outside [0, {cols}) (−100 ignores a row)"
-            )));
-        }
-    }
+    check_target_ids(&ids, cols).map_err(|e| bad(format!("{what}: {e}")))?;
     Ok(Some(ids))
 }
 

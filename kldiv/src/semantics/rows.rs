@@ -119,6 +119,11 @@ fn map_row(e: Error, f: impl Fn(usize) -> usize) -> Error {
             tolerance,
         },
         Error::NoMass { side, row } => Error::NoMass { side, row: f(row) },
+        Error::BadTarget { row, target, cols } => Error::BadTarget {
+            row: f(row),
+            target,
+            cols,
+        },
         other => other,
     }
 }

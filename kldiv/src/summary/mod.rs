@@ -777,14 +777,21 @@ fn check_targets(t: &[i64], rows: usize, cols: usize) -> Result<()> {
             t.len()
         )));
     }
+    check_target_ids(t, cols)
+}
+
+/// Every target is a column of a `cols`-wide row or `IGNORE`; the first that is not is
+/// `Error::BadTarget` naming its row (its index in `t`).
+pub fn check_target_ids(t: &[i64], cols: usize) -> Result<()> {
     match t
         .iter()
         .position(|&x| x != IGNORE && !(0..cols as i64).contains(&x))
     {
-        Some(r) => Err(Error::InvalidRequest(format!(
-            "target of row {r} is {}, outside [0, {cols}) (−100 ignores a row)",
-            t[r]
-        ))),
+        Some(row) => Err(Error::BadTarget {
+            row,
+            target: t[row],
+            cols,
+        }),
         None => Ok(()),
     }
 }
@@ -932,6 +939,40 @@ mod tests {
         assert!((l.ppl_q.0 / nll_q.exp() - 1.0).abs() < 1e-12, "{l:?}");
         let a = sum.agreement.as_ref().unwrap();
         assert!((a.sum_min.mean_unc().0 - min).abs() < 1e-12, "{a:?}");
+    }
+
+    /// A target outside the row is a typed error naming its row, which a caller that
+    /// computes a file block by block moves to the file's row (it was an untyped message
+    /// naming the row within the block).
+    #[test]
+    fn a_target_outside_the_row_names_its_row_in_the_whole_input() {
+        let req = Request::new(Divergence::Kl);
+        let (p, q) = ([0.5f64, 0.25, 0.25, 0.2, 0.3, 0.5], [1.0 / 3.0; 6]);
+        let mut sum =
+            Summary::new(Meta::of(&req, 3, crate::Dtype::F64), true, 0).with_targets(true);
+        let e = sum
+            .add_block(&req, (&p, &q), 3, &[0.1, 0.2], Some(&[IGNORE, 3]))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::BadTarget {
+                    row: 1,
+                    target: 3,
+                    cols: 3
+                }
+            ),
+            "{e:?}"
+        );
+        let moved = crate::semantics::rows::relocate_row_by(e, 4096);
+        assert!(
+            matches!(moved, Error::BadTarget { row: 4097, .. }),
+            "{moved:?}"
+        );
+        assert!(moved.to_string().contains("row 4097 is 3"), "{moved}");
+        assert!(sum
+            .add_block(&req, (&p, &q), 3, &[0.1, 0.2], Some(&[IGNORE, 2]))
+            .is_ok());
     }
 
     /// A NaN row (kept by `NanPolicy::Propagate`) is left out of the targets' statistics and
