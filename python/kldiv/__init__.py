@@ -140,7 +140,9 @@ def kl(
     "symmetric-kl", "js" (Jensen–Shannon; scipy's jensenshannon is its square root),
     "cross-entropy", "entropy" (q not read).
     reduction: "none" (an array shaped as p's leading axes; a float for 1-D p), "sum",
-    "mean" or "batchmean" (the mean over rows, torch's batchmean).
+    "mean" (the mean over rows) or "batchmean" (torch's: the sum divided by p.shape[0], the
+    batch of a [B, T, V] p, so B·T rows give the mean per sequence, not per row; for 1-D p,
+    as torch, its length). torch's own "mean" divides by every element, not by rows.
     normalize: divide each probability row by its sum instead of rejecting it.
     pseudocount: add this to every probability of p and q, then normalise (smoothed KL).
     targets: the actual next token of each row (int array, -100 ignores a row): returns a

@@ -284,7 +284,8 @@ macro_rules! each_type {
     };
 }
 
-/// Per-row values (shaped as the leading axes), or their sum or mean over rows.
+/// Per-row values (shaped as the leading axes), or their sum, their mean over rows, or
+/// torch's batchmean.
 #[pyfunction]
 #[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, reduction))]
 #[allow(clippy::too_many_arguments)]
@@ -328,8 +329,14 @@ fn _compute<'py>(
             Ok(arr.into_any().unbind())
         }
         "sum" => Ok(v.iter().sum::<f64>().into_pyobject(py)?.into_any().unbind()),
-        "mean" | "batchmean" => {
+        "mean" => {
             let m = v.iter().sum::<f64>() / v.len() as f64;
+            Ok(m.into_pyobject(py)?.into_any().unbind())
+        }
+        // torch's `batchmean`: the sum over everything divided by the first axis's length
+        // (the batch of a [B, T, V] input; the length of a 1-D one, as torch divides it).
+        "batchmean" => {
+            let m = v.iter().sum::<f64>() / shape[0] as f64;
             Ok(m.into_pyobject(py)?.into_any().unbind())
         }
         other => Err(bad(format!(

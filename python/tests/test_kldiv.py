@@ -102,6 +102,14 @@ def test_torch_kl_div_batchmean_formula():
     # P is read as log-probabilities too: pass log p.
     got = kldiv.kl(np.log(p), lq, input="logprobs", reduction="batchmean", device="cpu")
     close(got, want, 1e-12)
+    # torch divides by input.size(0), the batch: of a [B, T, V] input, B (it was B·T here).
+    p3, q3 = p.reshape(3, 4, 40), q.reshape(3, 4, 40)
+    want = (p3 * (np.log(p3) - np.log(q3))).sum() / 3
+    close(kldiv.kl(p3, q3, reduction="batchmean", device="cpu"), want, 1e-12)
+    close(kldiv.kl(p3, q3, reduction="mean", device="cpu"), want * 3 / 12, 1e-12)
+    # A 1-D input's size(0) is its length.
+    want = (p[0] * (np.log(p[0]) - np.log(q[0]))).sum() / 40
+    close(kldiv.kl(p[0], q[0], reduction="batchmean", device="cpu"), want, 1e-12)
 
 
 def test_edges_follow_the_mathematics():
