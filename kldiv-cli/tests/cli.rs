@@ -789,3 +789,40 @@ fn several_divergences_in_one_run() {
         &["entropy"],
     );
 }
+
+/// Sides stored in different types are read in the wider one, but each row keeps the
+/// rounding of the type its file stores: an f16 row beside an f64 one is checked with f16's
+/// sum tolerance (4e-3), not f64's (1e-6), which refused it.
+#[test]
+fn a_row_is_checked_with_the_tolerance_of_the_type_its_file_stores() {
+    // f16 P = [¼, ¼, ¼, ¼ + 2⁻¹²] (exact in f16; sums to 1 + 2.4e-4), and the same with
+    // ¼ + 2⁻⁷ (1 + 7.8e-3: beyond f16's tolerance too).
+    let f16_row = |last: u16| -> Vec<u8> {
+        [0x3400u16, 0x3400, 0x3400, last]
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect()
+    };
+    let q = [0.1f64, 0.2, 0.3, 0.4];
+    let (pp, bad, qp) = (tmp("p_f16.npy"), tmp("p_f16_bad.npy"), tmp("q_f64.npy"));
+    let dict = |d: &str| format!("{{'descr': '{d}', 'fortran_order': False, 'shape': (1, 4), }}");
+    write_npy(&pp, &dict("<f2"), &f16_row(0x3401));
+    write_npy(&bad, &dict("<f2"), &f16_row(0x3420));
+    let qb: Vec<u8> = q.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy(&qp, &dict("<f8"), &qb);
+    let (ps, qs) = (pp.to_str().unwrap(), qp.to_str().unwrap());
+    let j = json(&bin().args(["compare", ps, qs, "--json"]).output().unwrap());
+    let p = [0.25, 0.25, 0.25, 0.25 + 2f64.powi(-12)];
+    // A checked row is taken as given: Σ p·ln(p/q) of the stored values.
+    let want: f64 = p.iter().zip(&q).map(|(a, b)| a * (a / b).ln()).sum();
+    let got = j["mean"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-12 * want, "{got} against {want}");
+    // Q as stored (f64) beside P (f16): the looser tolerance holds for both.
+    let j = json(&bin().args(["compare", qs, ps, "--json"]).output().unwrap());
+    assert!(j["mean"].as_f64().unwrap() > 0.0);
+    expect_fail(
+        &["compare", bad.to_str().unwrap(), qs],
+        2,
+        &["p_f16_bad.npy", "row 0", "tolerance 4e-3"],
+    );
+}

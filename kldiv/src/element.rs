@@ -12,6 +12,11 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    pub const ALL: [Dtype; 4] = [Dtype::F32, Dtype::F64, Dtype::F16, Dtype::BF16];
+    /// The type named as [`Dtype::name`] spells it ("f32", "bf16", …).
+    pub fn from_name(name: &str) -> Option<Dtype> {
+        Dtype::ALL.into_iter().find(|d| d.name() == name)
+    }
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",

@@ -149,6 +149,23 @@ impl Request {
         })
     }
 
+    /// The request for sides stored as `p` and `q` and computed in a wider type (an f16
+    /// side beside an f64 one is read as f64): a row check without an explicit tolerance
+    /// takes the looser of the stored types' defaults, since each row carries the rounding
+    /// of the type it was stored in, not of the one it is read in.
+    pub fn for_stored(self, p: crate::element::Dtype, q: crate::element::Dtype) -> Request {
+        match self.normalization {
+            Normalization::Check { tolerance: None } => {
+                let q = if self.reads_q() { q } else { p };
+                let tolerance = default_sum_tolerance(p).max(default_sum_tolerance(q));
+                self.normalization(Normalization::Check {
+                    tolerance: Some(tolerance),
+                })
+            }
+            _ => self,
+        }
+    }
+
     /// Whether Q is read at all.
     pub fn reads_q(&self) -> bool {
         self.divergence != Divergence::Entropy
@@ -247,3 +264,45 @@ named!(Unit {
     Nats = "nats",
     Bits = "bits",
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::element::Dtype;
+
+    fn tolerance(r: Request) -> Option<f64> {
+        match r.normalization {
+            Normalization::Check { tolerance } => tolerance,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn rows_are_checked_with_the_looser_stored_types_tolerance() {
+        let kl = Request::new(Divergence::Kl);
+        let t = |p, q| tolerance(kl.for_stored(p, q));
+        assert_eq!(t(Dtype::F16, Dtype::F64), Some(4e-3));
+        assert_eq!(t(Dtype::F64, Dtype::BF16), Some(3e-2));
+        assert_eq!(t(Dtype::F32, Dtype::F32), Some(1e-4));
+        // Entropy reads P alone: Q's type does not loosen P's check.
+        let h = Request::new(Divergence::Entropy).for_stored(Dtype::F64, Dtype::BF16);
+        assert_eq!(tolerance(h), Some(1e-6));
+        // A tolerance given, or no check at all, stays as asked.
+        let given = kl.normalization(Normalization::Check {
+            tolerance: Some(0.5),
+        });
+        assert_eq!(
+            tolerance(given.for_stored(Dtype::F64, Dtype::F16)),
+            Some(0.5)
+        );
+        let norm = kl.normalization(Normalization::Normalize);
+        assert_eq!(
+            norm.for_stored(Dtype::F16, Dtype::F64).normalization,
+            Normalization::Normalize
+        );
+        for d in Dtype::ALL {
+            assert_eq!(Dtype::from_name(d.name()), Some(d));
+        }
+        assert_eq!(Dtype::from_name("f8"), None);
+    }
+}

@@ -78,6 +78,8 @@ def _check_real(a, name):
 
 
 def _pair(p, q):
+    """p and q as arrays of one element type, and the types they were stored in where one
+    was cast (rows are then checked with the stored types' tolerance), else None."""
     p = _array(p, "p")
     q = None if q is None else _array(q, "q")
     _check_real(p, "p")
@@ -92,10 +94,11 @@ def _pair(p, q):
     else:
         kind = _COMMON.get(frozenset({kp, kq}), "f64")
     dt = {"f16": _np.float16, "f32": _np.float32, "f64": _np.float64, "bf16": _bf16()}[kind]
+    stored = None if kp == kq == kind else (kp or "f64", kq or "f64")
     p = p if kp == kind else p.astype(dt)
     if q is not None and kq != kind:
         q = q.astype(dt)
-    return p, q
+    return p, q, stored
 
 
 def _error(message):
@@ -156,7 +159,7 @@ def kl(
 
     Bad input raises ``kldiv.Error`` (a ValueError) naming the side, row and column.
     """
-    p, q = _pair(p, q)
+    p, q, stored = _pair(p, q)
     if temperature_p is not None or temperature_q is not None:
         if input != "logits":
             raise _error('temperature_p/temperature_q divide logits: give input="logits"')
@@ -174,11 +177,13 @@ def kl(
             device=device,
             targets=targets is not None,
             agreement=agreement,
+            stored_as=stored,
         )
         s.update(p, q, None if targets is None else _array(targets, "targets").reshape(-1))
         return s
     return _compute(
-        p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, reduction
+        p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, reduction,
+        stored
     )
 
 

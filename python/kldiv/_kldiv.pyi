@@ -33,7 +33,11 @@ class Summary:
         keep_values: bool = True,
         first_row: int = 0,
         agreement: bool = False,
-    ) -> None: ...
+        stored_as: Optional[tuple[str, str]] = None,
+    ) -> None:
+        """``stored_as``: the types ("f16", "bf16", "f32", "f64") p and q were stored in
+        before a cast to the one type given to ``update`` (as ``kl()`` casts mixed inputs):
+        rows are checked with the looser of those types' sum tolerances."""
     def update(
         self, p: npt.ArrayLike, q: Optional[npt.ArrayLike] = None, targets: Optional[npt.ArrayLike] = None
     ) -> npt.NDArray[np.float64]:

@@ -100,6 +100,8 @@ fn divergence_named(name: &str) -> PyResult<Divergence> {
     })
 }
 
+/// The request the keyword arguments spell (every entry point takes the same ones).
+#[allow(clippy::too_many_arguments)]
 fn options(
     divergence: &str,
     input: &str,
@@ -108,6 +110,7 @@ fn options(
     pseudocount: Option<f64>,
     propagate_nan: bool,
     device: &str,
+    stored_as: Option<(String, String)>,
 ) -> PyResult<Options> {
     let names = |all: Vec<&str>| all.join(", ");
     let div = divergence_named(divergence)?;
@@ -128,6 +131,14 @@ fn options(
     }
     if let Some(eps) = pseudocount {
         req = req.pseudocount(eps);
+    }
+    // Arrays cast to one type (kl() does): rows are checked as the types they were stored in.
+    if let Some((p, q)) = stored_as {
+        let dtype = |n: &str| {
+            Dtype::from_name(n)
+                .ok_or_else(|| bad(format!("stored_as names f16, bf16, f32 or f64, not {n:?}")))
+        };
+        req = req.for_stored(dtype(&p)?, dtype(&q)?);
     }
     Python::attach(|py| req.resolved().map_err(|e| to_py(py, e)))?;
     Ok(Options {
@@ -287,7 +298,7 @@ macro_rules! each_type {
 /// Per-row values (shaped as the leading axes), or their sum, their mean over rows, or
 /// torch's batchmean.
 #[pyfunction]
-#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, reduction))]
+#[pyo3(signature = (p, q, divergence, input, unit, normalize, pseudocount, propagate_nan, device, reduction, stored_as=None))]
 #[allow(clippy::too_many_arguments)]
 fn _compute<'py>(
     py: Python<'py>,
@@ -301,6 +312,7 @@ fn _compute<'py>(
     propagate_nan: bool,
     device: &str,
     reduction: &str,
+    stored_as: Option<(String, String)>,
 ) -> PyResult<Py<PyAny>> {
     let o = options(
         divergence,
@@ -310,6 +322,7 @@ fn _compute<'py>(
         pseudocount,
         propagate_nan,
         device,
+        stored_as,
     )?;
     let (a, b) = pair(p, q, &o)?;
     let shape = a.shape();
@@ -377,7 +390,7 @@ fn targets_vec(
 #[pymethods]
 impl PySummary {
     #[new]
-    #[pyo3(signature = (*, divergence="kl", input="probs", unit="nats", normalize=false, pseudocount=None, propagate_nan=false, device="auto", targets=false, keep_values=true, first_row=0, agreement=false))]
+    #[pyo3(signature = (*, divergence="kl", input="probs", unit="nats", normalize=false, pseudocount=None, propagate_nan=false, device="auto", targets=false, keep_values=true, first_row=0, agreement=false, stored_as=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         divergence: &str,
@@ -391,6 +404,7 @@ impl PySummary {
         keep_values: bool,
         first_row: u64,
         agreement: bool,
+        stored_as: Option<(String, String)>,
     ) -> PyResult<Self> {
         let o = options(
             divergence,
@@ -400,6 +414,7 @@ impl PySummary {
             pseudocount,
             propagate_nan,
             device,
+            stored_as,
         )?;
         kldiv::Summary::check_extras(&o.req, targets, agreement).map_err(|e| bad(e.to_string()))?;
         let mut meta = Meta::of(&o.req, 0, Dtype::F32);

@@ -357,6 +357,25 @@ def test_a_target_outside_the_row_names_its_row(tmp_path):
     assert e.value.row == rows - 5
 
 
+def test_mixed_types_check_rows_as_they_were_stored(tmp_path):
+    # kl() casts f16 p and f64 q to f64, and compare_files reads them as f64: the f16 row's
+    # rounding (its sum is 1 + 2.4e-4) is within f16's tolerance, not f64's, which refused it.
+    p = np.array([[0.25, 0.25, 0.25, 0.25 + 2.0**-12]], np.float16)
+    q = np.array([[0.1, 0.2, 0.3, 0.4]])
+    want = rel_entr(p.astype(np.float64), q).sum()
+    close(kldiv.kl(p, q, device="cpu")[0], want, 1e-12)
+    close(kldiv.kl(p, q, targets=np.array([1]), device="cpu").values[0], want, 1e-12)
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "q.npy", q)
+    s = kldiv.compare_files(str(tmp_path / "p.npy"), str(tmp_path / "q.npy"), device="cpu")
+    close(s.values[0], want, 1e-12)
+    # Beyond f16's tolerance (4e-3) it is still an error, and one type alone keeps its own.
+    with pytest.raises(kldiv.Error, match="tolerance 4e-3"):
+        kldiv.kl(np.array([[0.25, 0.25, 0.25, 0.2578125]], np.float16), q)
+    with pytest.raises(kldiv.Error, match="tolerance 1e-6"):
+        kldiv.kl(p.astype(np.float64), q)
+
+
 def test_entropy_has_no_targets_or_agreement():
     # Perplexities, Δp and agreement compare P with Q; entropy reads P alone.
     a = rng.normal(size=(4, 9))
