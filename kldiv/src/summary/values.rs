@@ -138,7 +138,15 @@ impl Values {
     }
 
     fn finite_at_rank(&self, r: u64) -> f64 {
-        // The extremes are known exactly; the sketch never reads beyond them.
+        // The extremes are known exactly: the first and last ranks are them (a merged
+        // report's "Maximum KLD" is the maximum, not a sketch bucket near it), and the
+        // sketch never reads beyond them.
+        if r == 0 {
+            return self.finite_min;
+        }
+        if r + 1 == self.finite.n {
+            return self.finite_max;
+        }
         self.sketch
             .at_rank(r)
             .clamp(self.finite_min, self.finite_max)
@@ -407,6 +415,30 @@ mod tests {
         assert!((fa.std - fb.std).abs() <= 1e-12 * fa.std);
         assert!((fa.median - fb.median).abs() <= ALPHA * fa.median);
         assert_eq!((fa.min, fa.max), (fb.min, fb.max));
+    }
+
+    /// The 0th and 100th percentiles are the extremes, exactly, with or without the values
+    /// kept: llama.cpp's "Maximum KLD" and "Minimum Δp" of a merged report were the sketch's
+    /// buckets (0.1% off).
+    #[test]
+    fn sketched_extremes_are_exact() {
+        let v: Vec<f64> = (0..1000)
+            .map(|i| 0.0123 + ((i * 7919) % 1009) as f64 * 1.37e-4 - 0.05)
+            .collect();
+        let (mut kept, mut sk) = (Values::new(true), Values::new(false));
+        for (r, &x) in v.iter().enumerate() {
+            kept.push(x, r as u64);
+            sk.push(x, r as u64);
+        }
+        let (lo, hi) = (
+            v.iter().copied().fold(f64::INFINITY, f64::min),
+            v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        assert_eq!(kept.percentiles(&[0.0, 100.0]), vec![lo, hi]);
+        assert_eq!(sk.percentiles(&[0.0, 100.0]), vec![lo, hi]);
+        // +inf rows above them: the finite maximum is still exact at its rank.
+        sk.push(f64::INFINITY, 1000);
+        assert_eq!((sk.percentile(100.0), sk.at_rank(999)), (f64::INFINITY, hi));
     }
 
     #[test]
