@@ -119,10 +119,14 @@ pub fn text(s: &Summary) -> String {
     } else {
         m.p.clone()
     };
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let _ = writeln!(
         o,
-        "{div} of {files}: {} rows × {} columns, {dtypes} {}, in {}",
-        s.rows, m.cols, m.input, m.unit
+        "{div} of {files}: {} × {}, {dtypes} {}, in {}",
+        plural(s.rows, "row", "rows"),
+        plural(m.cols, "column", "columns"),
+        m.input,
+        m.unit
     );
     // The options that changed the values, so a reader of the text knows what was compared.
     if !m.settings.is_empty() {
@@ -209,4 +213,37 @@ pub fn text(s: &Summary) -> String {
 
 fn join(i: &[u64]) -> String {
     i.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::summary::{Meta, Summary};
+    use crate::{Divergence, Request};
+
+    /// The first line counts rows and columns in words that agree with the counts.
+    #[test]
+    fn the_first_line_counts_in_singular_and_plural() {
+        let req = Request::new(Divergence::Kl);
+        let first_line = |rows: usize, cols: usize| {
+            let mut s = Summary::new(Meta::of(&req, cols, crate::Dtype::F64), true, 0);
+            for r in 0..rows {
+                s.push_row(0.1 * r as f64, true, None);
+            }
+            super::text(&s)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            first_line(1, 1).contains(": 1 row × 1 column, "),
+            "{}",
+            first_line(1, 1)
+        );
+        assert!(
+            first_line(2, 7).contains(": 2 rows × 7 columns, "),
+            "{}",
+            first_line(2, 7)
+        );
+    }
 }
