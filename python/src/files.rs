@@ -52,7 +52,7 @@ pub(crate) fn _compare_files(
         .map(|n| divergence_named(n.trim()))
         .collect::<PyResult<Vec<_>>>()?;
     Divergence::check_list(&divs).map_err(|e| to_py(py, e))?;
-    let mut o = options(
+    let o = options(
         divs[0].name(),
         input,
         unit,
@@ -62,9 +62,6 @@ pub(crate) fn _compare_files(
         device,
         None,
     )?;
-    // Rows are checked with the tolerance of the types the files store (an f16 side beside
-    // an f64 one is read as f64).
-    o.req = o.req.for_stored(pf.dtype(), qf.dtype());
     let also = divs[1..].to_vec();
     let (ps, qs) = common_vocab((ps, qs), o.req.reads_q(), vocab_min, "vocab_min=True")
         .map_err(|e| to_py(py, e))?;

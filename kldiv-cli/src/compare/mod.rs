@@ -227,8 +227,6 @@ pub fn run(a: Args) -> Result<(), Failure> {
         None => qs,
     };
     let dtype = kldiv::io::sides::read_type(&req, (&ps, &qs));
-    // Each row carries the rounding of the type its file stores, whatever it is read in.
-    let req = req.for_stored(p.dtype(), q.dtype());
     // A .kld side's own tokens score Q against P: entropy (P alone) goes without them.
     let kld_targets = kld.filter(|_| req.reads_q());
     let targets = read_targets(a.targets.as_deref(), &p, &q, kld_targets, rows, cols)?;

@@ -259,7 +259,8 @@ pub fn read_type(req: &crate::Request, (p, q): (&Side, &Side)) -> crate::Dtype {
     }
 }
 
-/// Rows `[r0, r1)` of both sides, read in the `read_type`, through the scheduler into
+/// Rows `[r0, r1)` of both sides, read in the `read_type` and checked with the tolerance of
+/// the types the files store (`Request::for_stored`), through the scheduler into
 /// `summary` (`targets` are the block's), with the summary's further divergences
 /// (`Summary::also`) over the same block. Returns the main divergence's run (its plan and
 /// warnings).
@@ -306,6 +307,8 @@ pub fn run_block(
         Ok(run)
     }
     use crate::Dtype as D;
+    // Read in the wider type, each row is still checked as the type its file stores.
+    let req = &req.for_stored(sides.0.file.dtype(), sides.1.file.dtype());
     match read_type(req, sides) {
         D::F32 => typed::<f32>(engine, req, sides, rows, targets, summary),
         D::F64 => typed::<f64>(engine, req, sides, rows, targets, summary),
