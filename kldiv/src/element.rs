@@ -17,6 +17,17 @@ impl Dtype {
     pub fn from_name(name: &str) -> Option<Dtype> {
         Dtype::ALL.into_iter().find(|d| d.name() == name)
     }
+    /// The narrowest type that holds both exactly: f32 against f16/bf16 is f32, f16
+    /// against bf16 f32 (neither holds the other), anything against f64 f64.
+    pub fn common(self, other: Dtype) -> Dtype {
+        if self == other {
+            self
+        } else if self == Dtype::F64 || other == Dtype::F64 {
+            Dtype::F64
+        } else {
+            Dtype::F32
+        }
+    }
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",

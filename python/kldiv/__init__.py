@@ -20,7 +20,7 @@ import math as _math
 import numpy as _np
 
 from ._kldiv import Error, Summary, __version__
-from ._kldiv import _compare_files, _compute, _gpu_info
+from ._kldiv import _common_type, _compare_files, _compute, _gpu_info
 
 __all__ = [
     "Error", "Summary", "kl", "compare_files", "gpu_info", "DIVERGENCES", "INPUTS", "__version__",
@@ -59,14 +59,6 @@ def _kind(dt):
     return {"float16": "f16", "float32": "f32", "float64": "f64"}.get(dt.name)
 
 
-# The type both sides are read in: the one that holds each exactly (as the command line).
-_COMMON = {
-    frozenset({"f16", "bf16"}): "f32",
-    frozenset({"f16", "f32"}): "f32",
-    frozenset({"bf16", "f32"}): "f32",
-}
-
-
 def _check_real(a, name):
     """Real numbers only: a complex, string or object array would be cast with loss or fail
     deep inside numpy."""
@@ -87,12 +79,8 @@ def _pair(p, q):
         _check_real(q, "q")
     kp = _kind(p.dtype)
     kq = kp if q is None else _kind(q.dtype)
-    if kp is None or kq is None:
-        kind = "f64"
-    elif kp == kq:
-        kind = kp
-    else:
-        kind = _COMMON.get(frozenset({kp, kq}), "f64")
+    # The type both sides are read in: the one that holds each exactly (integers: float64).
+    kind = _common_type(kp or "f64", kq or "f64")
     dt = {"f16": _np.float16, "f32": _np.float32, "f64": _np.float64, "bf16": _bf16()}[kind]
     stored = None if kp == kq == kind else (kp or "f64", kq or "f64")
     p = p if kp == kind else p.astype(dt)

@@ -596,6 +596,16 @@ fn _gpu_info(py: Python<'_>) -> PyResult<Option<Bound<'_, pyo3::types::PyDict>>>
     Ok(Some(d))
 }
 
+/// The element type two arrays stored as `a` and `b` ("f16", "bf16", "f32", "f64") are both
+/// read in: the command line's rule (`Dtype::common`), kept in one place.
+#[pyfunction]
+fn _common_type(a: &str, b: &str) -> PyResult<&'static str> {
+    let named = |n: &str| {
+        Dtype::from_name(n).ok_or_else(|| PyValueError::new_err(format!("no element type {n:?}")))
+    };
+    Ok(named(a)?.common(named(b)?).name())
+}
+
 #[pymodule]
 fn _kldiv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Error", m.py().get_type::<Error>())?;
@@ -603,6 +613,7 @@ fn _kldiv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_compute, m)?)?;
     m.add_function(wrap_pyfunction!(files::_compare_files, m)?)?;
     m.add_function(wrap_pyfunction!(_gpu_info, m)?)?;
+    m.add_function(wrap_pyfunction!(_common_type, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

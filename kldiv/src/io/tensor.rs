@@ -75,19 +75,10 @@ impl Stored {
     }
 }
 
-/// The narrowest element type that holds both inputs exactly: f32 against f16/bf16 is read
-/// as f32, f16 against bf16 as f32 (neither holds the other), anything against f64 or
-/// integers as f64.
+/// The narrowest element type that holds both inputs exactly ([`Dtype::common`]; integer
+/// counts are computed in f64).
 pub fn common_type(a: Stored, b: Stored) -> Dtype {
-    let (x, y) = (a.compute_type(), b.compute_type());
-    if x == y {
-        return x;
-    }
-    if x == Dtype::F64 || y == Dtype::F64 {
-        Dtype::F64
-    } else {
-        Dtype::F32
-    }
+    a.compute_type().common(b.compute_type())
 }
 
 /// One input tensor: a file (and, for .safetensors, a tensor name).
