@@ -1,5 +1,5 @@
 // Agreement over logits, a pass after the first: the rows' maxima and log-sums are known
-// (row_data = (ma, ln sa, mb, ln sb)). Per segment (or short row): Σ min(p, q) with
+// (row_data = (ma, ln sa, mb, l = ln sb − ln sa)). Per segment (or short row): Σ min(p, q) with
 // p = e^((a − ma) − ln sa), q likewise, and each side's TOPN largest logits with their
 // columns, largest first, the lower column first on ties (src/semantics/exact.rs
 // `logit_agree_segment`, the exact twin; the host merges the segments' lists). −inf ranks as
@@ -80,7 +80,7 @@ fn pair_min(v: vec2<real>, r: vec4<real>, col: u32, bad: ptr<function, u32>) -> 
         p = exp_nonpos(min((v.x - r.x) - r.y, 0.0));
     }
     if (logit_ok(v.y)) {
-        q = exp_nonpos(min((v.y - r.z) - r.w, 0.0));
+        q = exp_nonpos(min((v.y - r.z) - (r.y + r.w), 0.0));
     }
     return min(p, q);
 }

@@ -1,6 +1,6 @@
 // Jensen–Shannon over logits, second pass: the rows' maxima and log-sums are known
-// (row_data = (ma, ln sa, mb, ln sb)). Each element adds m·F(u), m = (p+q)/2 and
-// u = ln p − ln q = (a − b − (ma − mb)) + (ln sb − ln sa), so near-identical rows keep their
+// (row_data = (ma, ln sa, mb, l = ln sb − ln sa)). Each element adds m·F(u), m = (p+q)/2 and
+// u = ln p − ln q = (a − b − (ma − mb)) + l, so near-identical rows keep their
 // digits (src/semantics/exact.rs `logit_js_segment`, the exact twin). u is formed in plain
 // `real` (f32, or f64); its rounding is bounded from the exponents (`sub_err`) and the host
 // re-reads rows whose bound is too large. Uses: LN2, js_f, exp_nonpos, sub_err, logit_ok,
@@ -52,7 +52,7 @@ fn js_step(acc: ptr<function, JsRec>, x: real, y: real, r: vec4<real>, c: real, 
         p = exp_nonpos((x - r.x) - r.y);
     }
     if (!nb) {
-        q = exp_nonpos((y - r.z) - r.w);
+        q = exp_nonpos((y - r.z) - (r.y + r.w));
     }
     (*acc).sp += p;
     (*acc).sq += q;
@@ -87,7 +87,7 @@ fn rows_wg(ids: WgIds) {
     let r = row_data[params.row0 + row];
     // The row constants as this kernel rounds them (the host knows both roundings).
     let c = r.x - r.z;
-    let l = r.w - r.y;
+    let l = r.w;
     var acc = js_zero();
     let base = seg * SEG;
     var last: Loaded;
@@ -113,7 +113,7 @@ fn rows_tile(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     }
     let r = row_data[params.row0 + row];
     let c = r.x - r.z;
-    let l = r.w - r.y;
+    let l = r.w;
     var acc = js_zero();
     for (var col = 0u; col < params.cols; col++) {
         let v = tile_pair(lid, col);

@@ -27,7 +27,7 @@ struct Params {
 
 @group(0) @binding(3) var<uniform> params: Params;
 // Per row of the chunk (from params.row0): the logits shift (c_hi, c_lo, 0, 0); or
-// (scale_p, scale_q, pseudocount, 0); or (ma, ln sa, mb, ln sb) (src/gpu/records.rs `row_data`).
+// (scale_p, scale_q, pseudocount, 0); or (ma, ln sa, mb, l = ln sb − ln sa) (src/gpu/records.rs `row_data`).
 @group(0) @binding(4) var<storage, read_write> row_data: array<vec4<real>>;
 
 // Linear workgroup index from a 2-D grid (65535 workgroups per dimension).

@@ -523,7 +523,7 @@ impl PassEngine for GpuEngine {
                 match folded {
                     Some(Folded::Probs(s)) => Ok(Partial::Probs(s)),
                     Some(Folded::Logits(s)) => Ok(Partial::Logits(s)),
-                    Some(Folded::Js(s)) => Ok(Partial::Js(s.sums(params, in_f64))),
+                    Some(Folded::Js(s)) => Ok(Partial::Js(s.sums(params, in_f64, cols))),
                     Some(Folded::Agree(s)) => Ok(Partial::Agree(s)),
                     None => Err(Irregular::NeedsExact),
                 }

@@ -3,6 +3,7 @@
 
 use super::shaders::KernelFile;
 use crate::request::Divergence;
+use crate::semantics::finish::F32_TERM_FLOOR;
 use crate::semantics::plan::RowParams;
 use crate::semantics::sums::{self, two_sum, AgreeSums, JsSums, LogitSums, ProbSums, TOP_LIST};
 
@@ -254,32 +255,33 @@ impl JsParts {
     /// c = ma − mb and l = ln sb − ln sa (`params` as given, against [`row_data`]'s f32, or
     /// formed in f64 by f64 kernels); F changes by at most ½(|u| + |Δu|)·|Δu| for a change Δu
     /// of its argument, and JS = ½ Σ m·F.
-    pub fn sums(&self, params: RowParams, in_f64: bool) -> JsSums {
-        let RowParams::Softmax { ma, lnsa, mb, lnsb } = params else {
+    pub fn sums(&self, params: RowParams, in_f64: bool, cols: usize) -> JsSums {
+        let RowParams::Softmax { ma, mb, l, .. } = params else {
             return JsSums::default();
         };
         let (dc, eps) = if in_f64 {
-            // The kernel forms ma − mb and ln sb − ln sa in f64: each off by its rounding.
+            // The kernel forms ma − mb in f64, off by its rounding; l it reads as it is.
             let (_, c_lo) = two_sum(ma, -mb);
-            let (_, l_lo) = two_sum(lnsb, -lnsa);
-            (
-                c_lo.abs() + l_lo.abs(),
-                crate::semantics::finish::SUMS_EPS_F64,
-            )
+            (c_lo.abs(), crate::semantics::finish::SUMS_EPS_F64)
         } else {
             let k = row_data(params);
             let c32 = (k[0] - k[2]) as f64;
-            let l32 = (k[3] - k[1]) as f64;
-            let dc = ((ma - mb) - c32).abs() + ((lnsb - lnsa) - l32).abs();
+            let dc = ((ma - mb) - c32).abs() + (l - k[3] as f64).abs();
             (dc, crate::semantics::finish::SUMS_EPS_F32)
         };
         let sum_m = 0.5 * (self.sp + self.sq);
         let f_err = 0.5 * (self.err + dc * self.amu + 2.0 * dc * dc * sum_m);
+        // f32 terms below 2^−126 are subnormal or 0.
+        let floor = if in_f64 {
+            0.0
+        } else {
+            cols as f64 * F32_TERM_FLOOR
+        };
         JsSums {
             h: self.h,
             sp: self.sp,
             sq: self.sq,
-            err: 0.5 * f_err + eps * self.h,
+            err: 0.5 * f_err + eps * self.h + floor,
         }
     }
 }
@@ -290,9 +292,7 @@ pub fn row_data(params: RowParams) -> [f32; 4] {
         RowParams::None | RowParams::Skip => [0.0; 4],
         RowParams::Affine { add, p, q } => [p as f32, q as f32, add as f32, 0.0],
         // Maxima are input values (exact in f32); ln of the sums is small.
-        RowParams::Softmax { ma, lnsa, mb, lnsb } => {
-            [ma as f32, lnsa as f32, mb as f32, lnsb as f32]
-        }
+        RowParams::Softmax { ma, lnsa, mb, l } => [ma as f32, lnsa as f32, mb as f32, l as f32],
         // The shift as an f32 pair: the kernel subtracts both, and records them.
         RowParams::Shift { hi, lo } => {
             let c_hi = hi as f32;
@@ -306,7 +306,7 @@ pub fn row_data_f64(params: RowParams) -> [f64; 4] {
     match params {
         RowParams::None | RowParams::Skip => [0.0; 4],
         RowParams::Affine { add, p, q } => [p, q, add, 0.0],
-        RowParams::Softmax { ma, lnsa, mb, lnsb } => [ma, lnsa, mb, lnsb],
+        RowParams::Softmax { ma, lnsa, mb, l } => [ma, lnsa, mb, l],
         RowParams::Shift { hi, lo } => [hi, lo, 0.0, 0.0],
     }
 }

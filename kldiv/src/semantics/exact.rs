@@ -316,12 +316,13 @@ pub fn js_f(u: f64) -> f64 {
 
 /// Jensen–Shannon sums over a piece of a logits row whose maxima and log-sums are known
 /// (`RowParams::Softmax`): the second pass of JS over logits. `h` = Σ m·F(u), m = (p+q)/2,
-/// u = ln p − ln q = (a − b − (ma − mb)) + (ln sb − ln sa) with a − b exact.
+/// u = ln p − ln q = (a − b − (ma − mb)) + l with a − b exact, l = ln sb − ln sa.
 pub fn logit_js_segment<T: Element>(
     a: &[T],
     b: &[T],
-    (ma, lnsa, mb, lnsb): (f64, f64, f64, f64),
+    (ma, lnsa, mb, l): (f64, f64, f64, f64),
 ) -> Result<JsSums, Bad> {
+    let lnsb = lnsa + l;
     let (c_hi, c_lo) = shift_from(ma, mb, 0.0);
     let mut out = JsSums::default();
     for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
@@ -340,7 +341,7 @@ pub fn logit_js_segment<T: Element>(
             (true, false) | (false, true) => (p + q) * std::f64::consts::LN_2,
             (false, false) => {
                 let (d_hi, d_lo) = two_sum(x, -y);
-                let u = ((d_hi - c_hi) + (d_lo - c_lo)) + (lnsb - lnsa);
+                let u = ((d_hi - c_hi) + (d_lo - c_lo)) + l;
                 0.5 * (p + q) * js_f(u)
             }
         };
@@ -394,12 +395,12 @@ pub fn segment<T: Element>(
             logit_segment(p, q, Some((hi, lo))).map(Partial::Logits)
         }
         (Kernel::Logits(_), _) => logit_row_exact(p, q).map(Partial::Logits),
-        (Kernel::LogitsJs, RowParams::Softmax { ma, lnsa, mb, lnsb }) => {
-            logit_js_segment(p, q, (ma, lnsa, mb, lnsb)).map(Partial::Js)
+        (Kernel::LogitsJs, RowParams::Softmax { ma, lnsa, mb, l }) => {
+            logit_js_segment(p, q, (ma, lnsa, mb, l)).map(Partial::Js)
         }
         (Kernel::LogitsJs, _) => unreachable!("JS over logits reads the first pass's sums"),
-        (Kernel::LogitsAgree, RowParams::Softmax { ma, lnsa, mb, lnsb }) => {
-            logit_agree_segment(p, q, (ma, lnsa, mb, lnsb)).map(Partial::Agree)
+        (Kernel::LogitsAgree, RowParams::Softmax { ma, lnsa, mb, l }) => {
+            logit_agree_segment(p, q, (ma, lnsa, mb, lnsa + l)).map(Partial::Agree)
         }
         (Kernel::LogitsAgree, _) => unreachable!("agreement reads the first pass's sums"),
     }

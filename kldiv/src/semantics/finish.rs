@@ -366,6 +366,35 @@ pub fn logit_target(eps: f64) -> f64 {
 pub const SUMS_EPS_F32: f64 = 6e-7;
 pub const SUMS_EPS_F64: f64 = 1e-13;
 
+/// What one f32 term of the logits kernels (w·ψ(x) of KL, m·F(u) of Jensen–Shannon's second
+/// pass) can lose to underflow: below 2^−126, x², ψ and w·ψ are subnormal (spacing 2^−149)
+/// or 0, so each term is off by at most a few 2^−149. A floor under the f32 kernels' error,
+/// per element, which sends rows whose value is near it (≲ 1e-39 per column: logits that
+/// differ by ~1e-19 or less) to the exact path.
+pub const F32_TERM_FLOOR: f64 = 1.121_038_771_459_853_7e-44; // 2^−146
+
+/// l = ln sb − ln sa of a logits row, for the second pass of Jensen–Shannon, where
+/// ln p − ln q = (a − b − (ma − mb)) + l. On near-identical rows those log-ratios are tiny
+/// and the difference of the two log-sums, off by the sums' rounding (2ε), is all of them;
+/// from P's ψ sums l = ln(1 + X) − (c − (ma − mb)), X = E_p[ψ(x)] − E_p[x] = E_p[e^−x] − 1
+/// (see [`LogitSums`]), is off by ε·(E_p[ψ] + E_p|x|)/(1 + X): relative to x itself. The
+/// better of the two by that estimate. (Entries where q = 0 < p leave X without their
+/// −p, so those rows take the difference.)
+pub fn log_sum_ratio(s: &LogitSums, eps: f64) -> f64 {
+    let plain = s.sb.ln() - s.sa.ln();
+    let (epsi, ex, eax) = (s.psi_a / s.sa, s.xa / s.sa, s.ax_a / s.sa);
+    let x = epsi - ex;
+    if s.q_zero > 0 || !(epsi.is_finite() && x > -1.0) {
+        return plain;
+    }
+    let err = eps * (epsi + eax) / (1.0 + x) + s.xerr_a / s.sa;
+    if err < 2.0 * eps {
+        x.ln_1p() - s.shift_gap()
+    } else {
+        plain
+    }
+}
+
 /// One direction of KL from E_w[x], E_w|x|, E_w[ψ], L = ln E_w[e^−x] and the bound `dx` on
 /// what the rounding of x costs: (value, error estimate) of the better of the two forms.
 fn kl_forms(ex: f64, eax: f64, epsi: f64, l: f64, dx: f64, eps: f64) -> (f64, f64) {
@@ -489,6 +518,11 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_f32_term_floor_is_two_to_the_minus_146() {
+        assert_eq!(super::F32_TERM_FLOOR, 2f64.powi(-146));
     }
 
     /// Away from 0 it is the direct form, and the two forms meet at the switch.

@@ -29,14 +29,12 @@ pub enum RowParams {
     /// Probabilities read as (x + add)·p and (y + add)·q: a pseudocount, then 1 / the row
     /// sums. `add` only touches values ≥ 0, so negatives and NaN are still reported.
     Affine { add: f64, p: f64, q: f64 },
-    /// The row's maxima and ln of its sums relative to them: probabilities are
-    /// e^((a − ma) − ln sa).
-    Softmax {
-        ma: f64,
-        lnsa: f64,
-        mb: f64,
-        lnsb: f64,
-    },
+    /// The row's maxima, ln of P's sum relative to its maximum, and l = ln sb − ln sa:
+    /// probabilities are e^((a − ma) − ln sa) and e^((b − mb) − (ln sa + l)). l is given
+    /// apart because ln p − ln q = (a − b − (ma − mb)) + l needs it to the digits of a
+    /// near-identical row's log-ratios, which the difference of two log-sums does not keep
+    /// (`finish::log_sum_ratio`).
+    Softmax { ma: f64, lnsa: f64, mb: f64, l: f64 },
     /// The logits shift c = hi + lo.
     Shift { hi: f64, lo: f64 },
     /// Do not read this row (its value is already decided).
@@ -140,8 +138,10 @@ impl PassPlan {
     pub fn of(req: &Request) -> PassPlan {
         let probs = req.input == InputForm::Probabilities;
         match (req.divergence, probs) {
+            // KL's first pass: its ψ sums give the second pass ln sb − ln sa to the digits of
+            // a near-identical row's log-ratios (`finish::log_sum_ratio`).
             (Divergence::JensenShannon, false) => PassPlan::Two {
-                first: Kernel::Logits(Divergence::Entropy),
+                first: Kernel::Logits(Divergence::Kl),
                 second: Kernel::LogitsJs,
             },
             (Divergence::JensenShannon, true) if req.normalization == Normalization::Normalize => {
@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(
             PassPlan::of(&js.input(InputForm::Logits)),
             PassPlan::Two {
-                first: Kernel::Logits(Divergence::Entropy),
+                first: Kernel::Logits(Divergence::Kl),
                 second: Kernel::LogitsJs
             }
         );

@@ -235,6 +235,8 @@ impl Finish for Reread<'_> {
 struct SumsOfRows<'a> {
     req: &'a Request,
     tol: Option<f64>,
+    /// The relative error of the engine's sums (`PassEngine::sums_eps`).
+    eps: f64,
     exact: Later,
     tops: &'a TopsTable,
 }
@@ -262,7 +264,7 @@ impl Finish for SumsOfRows<'_> {
                     ma: s.ma,
                     lnsa: s.sa.ln(),
                     mb: s.mb,
-                    lnsb: s.sb.ln(),
+                    l: finish::log_sum_ratio(&s, self.eps),
                 })
             }
             Ok(Partial::Js(_) | Partial::Agree(_)) => {
@@ -338,6 +340,7 @@ pub fn per_row<'a, E: PassEngine, T: Element>(
             let sums = SumsOfRows {
                 req,
                 tol,
+                eps,
                 exact: Later::default(),
                 tops: &tops,
             };
@@ -527,6 +530,7 @@ fn kl_family<'a, E: PassEngine, T: Element>(
         js: js.as_ref().map(|req| SumsOfRows {
             req,
             tol,
+            eps,
             exact: Later::default(),
             // (The family keeps them.)
             tops: &no_tops,
@@ -708,6 +712,7 @@ fn exact_row<T: Element>(req: &Request, p: &[T], q: &[T], row: usize) -> Result<
             let sums_of = SumsOfRows {
                 req,
                 tol,
+                eps: finish::SUMS_EPS_F64,
                 exact: Later::default(),
                 tops: &TopsTable(vec![]),
             };

@@ -73,7 +73,8 @@ pub struct LogitSums {
     /// unavailable for the row).
     pub psi_a: f64,
     pub psi_b: f64,
-    /// Σ wa·δ and Σ wb·δ, δ a bound on the rounding error of x (0 where x is exact).
+    /// Σ wa·δ and Σ wb·δ, δ a bound on the rounding error of x (0 where x is exact), plus
+    /// what f32 ψ terms lose to underflow (`finish::F32_TERM_FLOOR`).
     pub xerr_a: f64,
     pub xerr_b: f64,
     /// The row's shift c = shift_hi + shift_lo.
@@ -112,7 +113,7 @@ impl RowTops {
             ma: self.max_a,
             lnsa: self.lse_a - self.max_a,
             mb: self.max_b,
-            lnsb: self.lse_b - self.max_b,
+            l: (self.lse_b - self.max_b) - (self.lse_a - self.max_a),
         }
     }
 }

@@ -511,6 +511,45 @@ pub fn near_identical_logits(e: &TestEngine) {
     }
 }
 
+/// Jensen–Shannon of near-identical logits (differences ~1e-6 and ~1e-4 on values ~2):
+/// its log-ratios are as small, and the second pass once took their row term from the
+/// difference of two f32 log-sums (1e-5 to 4e-4 relative error at 1e-6). Reference, in
+/// the log domain (a sum of p·ln(p/m) terms would keep no digit here): u = ln p − ln q from
+/// f64 log-softmaxes (off by ~4e-16, relative 4e-10 at u ~ 1e-6), JS = ½ Σ m·F(u),
+/// F = (1+τ)ln(1+τ) + (1−τ)ln(1−τ) = τ² + τ⁴/6 + τ⁶/15 + τ⁸/28 + …, τ = tanh(u/2).
+pub fn near_identical_logits_js(e: &TestEngine) {
+    let mut rng = Rng::new(61);
+    let (rows, cols) = (3, 32_000);
+    let rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
+    let req = Request::new(Divergence::JensenShannon).input(InputForm::Logits);
+    for sigma in [1e-6, 1e-4] {
+        let (a, b) = logit_pair(&mut rng, rows, cols, sigma);
+        let (af, bf) = (to_f32(&a), to_f32(&b));
+        let got = e.ok(&req, &af, &bf, rows, cols);
+        let (la, lb) = (
+            log_softmax_rows(&to_f64(&af), cols),
+            log_softmax_rows(&to_f64(&bf), cols),
+        );
+        for (r, &got) in got.iter().enumerate() {
+            let span = r * cols..(r + 1) * cols;
+            let want: f64 = la[span.clone()]
+                .iter()
+                .zip(&lb[span])
+                .map(|(&x, &y)| {
+                    let m = 0.5 * (x.exp() + y.exp());
+                    let t2 = ((x - y) / 2.0).tanh().powi(2);
+                    0.5 * m * t2 * (1.0 + t2 / 6.0 + t2 * t2 / 15.0 + t2.powi(3) / 28.0)
+                })
+                .sum();
+            assert!(
+                close(got, want, rel, 0.0),
+                "{} σ = {sigma:e} row {r}: {got:e} vs {want:e}",
+                e.name(),
+            );
+        }
+    }
+}
+
 /// Rows whose blocks see P and Q at very different offsets: everywhere a = b + 0.3, except
 /// one logit of one side, in the second 512-column block, h above it. There e^(b − mb) and
 /// e^(a − ma) differ by ~e^h, and e^(a − ma) underflows f32 where e^(b − mb) does not, so no
@@ -807,6 +846,72 @@ pub fn tiny_and_huge_values(e: &TestEngine) {
         "{}: {got} vs {want}",
         e.name()
     );
+}
+
+/// Every divergence of P = softmax([e, 0, 0, −e]) against the uniform Q = softmax(0) in
+/// closed form, for e ≤ 1e-3 (series in h = e/2, terms beyond those kept below 1e-18 of
+/// each value): KL = e·tanh h − 2 ln cosh h, reverse KL = 2 ln cosh h, H(P, Q) = ln 4,
+/// H(P) = ln 4 − KL, and JS = ½ Σ m·(r² + r⁴/6 + r⁶/15 + r⁸/28) with r = (p − q)/(2m),
+/// p − q from expm1 (no cancellation).
+fn tiny_logit_reference(div: Divergence, e: f64) -> f64 {
+    let h = e / 2.0;
+    let (h2, h4, h6) = (h * h, h.powi(4), h.powi(6));
+    let kl = h2 - h4 / 2.0 + 2.0 * h6 / 9.0;
+    let rev = h2 - h4 / 6.0 + 2.0 * h6 / 45.0;
+    let ln4 = 4f64.ln();
+    match div {
+        Divergence::Kl => kl,
+        Divergence::ReverseKl => rev,
+        Divergence::SymmetricKl => kl + rev,
+        Divergence::CrossEntropy => ln4,
+        Divergence::Entropy => ln4 - kl,
+        Divergence::JensenShannon => {
+            let z = 4.0 + 4.0 * h.sinh().powi(2);
+            [e, 0.0, 0.0, -e]
+                .iter()
+                .map(|&a| {
+                    let d = (a.exp_m1() - h.sinh().powi(2)) / z;
+                    let m = 0.25 + d / 2.0;
+                    let r2 = (d / (2.0 * m)).powi(2);
+                    0.5 * m * r2 * (1.0 + r2 / 6.0 + r2 * r2 / 15.0 + r2.powi(3) / 28.0)
+                })
+                .sum()
+        }
+    }
+}
+
+/// Logits whose every value is tiny: the row's shift cannot hold lse_a − lse_b (1 + e² is 1
+/// in f64), so the value rests on ln(1+X) − X for a small X, which formed directly was 0
+/// below X ≈ 1e-16 (KL of [1e-20, 0, 0, −1e-20] against zeros came out 3·e²/4, not e²/4)
+/// and lost digits up to X ≈ 1e-2. f32 and (on engines computing f64) f64 inputs, every
+/// divergence, within the engine's bound of the closed form.
+pub fn tiny_logits_keep_their_digits(e: &TestEngine) {
+    let (rows, cols) = (1, 4);
+    for scale in [1e-3, 1e-6, 1e-10, 1e-15, 1e-20, 1e-30] {
+        let p32 = [scale as f32, 0.0, 0.0, -(scale as f32)];
+        let p64 = [scale, 0.0, 0.0, -scale];
+        let (q32, q64) = ([0f32; 4], [0f64; 4]);
+        for &div in Divergence::ALL {
+            let req = Request::new(div).input(InputForm::Logits);
+            let got = e.ok(&req, &p32, &q32, rows, cols)[0];
+            let want = tiny_logit_reference(div, p32[0] as f64);
+            let rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
+            assert!(
+                close(got, want, rel, 0.0),
+                "{} f32 {div:?} e = {scale:e}: {got:e} vs {want:e}",
+                e.name()
+            );
+            if e.computes_f64() {
+                let got = e.ok(&req, &p64, &q64, rows, cols)[0];
+                let want = tiny_logit_reference(div, scale);
+                assert!(
+                    close(got, want, 1e-12, 0.0),
+                    "{} f64 {div:?} e = {scale:e}: {got:e} vs {want:e}",
+                    e.name()
+                );
+            }
+        }
+    }
 }
 
 fn log_softmax32(x: &[f32]) -> Vec<f64> {

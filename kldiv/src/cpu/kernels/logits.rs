@@ -6,6 +6,7 @@ use super::{lanes_sum, lanes_sum_f64, FLUSH, PREFETCH_AHEAD};
 use crate::consts::{BIG_LOGIT, JS_G, JS_NEAR, PSI_NEAR, PSI_P};
 use crate::request::Divergence;
 use crate::semantics::exact;
+use crate::semantics::finish::F32_TERM_FLOOR;
 use crate::semantics::rows::Bad;
 use crate::semantics::sums::{JsSums, LogitSums, NO_TOP};
 use pulp::Simd;
@@ -167,6 +168,10 @@ pub fn logit_block<S: Simd>(
         Divergence::SymmetricKl => block_sums::<S, true, true>(s, div, av, bv, consts, &mut out),
         _ => block_sums::<S, false, false>(s, div, av, bv, consts, &mut out),
     }
+    // The f32 ψ terms' underflow, as an error of x (the tail below is f64).
+    let lost = (av.len() * S::F32_LANES) as f64 * F32_TERM_FLOOR;
+    out.xerr_a += lost;
+    out.xerr_b += lost;
     for (&x, &y) in at.iter().zip(bt) {
         exact::logit_element(x as f64, y as f64, &mut out, g);
     }
@@ -339,7 +344,7 @@ pub fn logit_js_block<S: Simd>(
     s: S,
     a: &[f32],
     b: &[f32],
-    (ma, lnsa, mb, lnsb): (f64, f64, f64, f64),
+    (ma, lnsa, mb, l): (f64, f64, f64, f64),
 ) -> Result<JsSums, Bad> {
     let (av, at) = S::as_simd_f32s(a);
     let (bv, bt) = S::as_simd_f32s(b);
@@ -351,19 +356,18 @@ pub fn logit_js_block<S: Simd>(
         );
         if !all(s, ok) {
             // −inf masks, NaN, +inf: the exact path handles and reports them.
-            return exact::logit_js_segment(a, b, (ma, lnsa, mb, lnsb));
+            return exact::logit_js_segment(a, b, (ma, lnsa, mb, l));
         }
     }
     let (vma, vmb) = (s.splat_f32s(ma as f32), s.splat_f32s(mb as f32));
-    let (vla, vlb) = (s.splat_f32s(lnsa as f32), s.splat_f32s(lnsb as f32));
-    // c = ma − mb exactly (both are input values), and ln sb − ln sa as an f32 pair.
+    let (vla, vlb) = (s.splat_f32s(lnsa as f32), s.splat_f32s((lnsa + l) as f32));
+    // c = ma − mb exactly (both are input values), and l = ln sb − ln sa as an f32 pair.
     let (c_hi, c_lo) = {
         let (x, y) = (ma as f32, mb as f32);
         let hi = x - y;
         let xv = hi + y;
         (hi, (x - xv) + ((xv - hi) - y))
     };
-    let l = lnsb - lnsa;
     let (l_hi, l_lo) = (l as f32, (l - (l as f32) as f64) as f32);
     let (vc_hi, vc_lo) = (s.splat_f32s(c_hi), s.splat_f32s(c_lo));
     let (vl_hi, vl_lo) = (s.splat_f32s(l_hi), s.splat_f32s(l_lo));
@@ -391,9 +395,11 @@ pub fn logit_js_block<S: Simd>(
         out.sp += lanes_sum(s, sp);
         out.sq += lanes_sum(s, sq);
     }
+    // The f32 terms' underflow (the tail below is f64).
+    out.err += (av.len() * S::F32_LANES) as f64 * F32_TERM_FLOOR;
     if !at.is_empty() {
         let start = a.len() - at.len();
-        let tail = exact::logit_js_segment(at, bt, (ma, lnsa, mb, lnsb)).map_err(|e| Bad {
+        let tail = exact::logit_js_segment(at, bt, (ma, lnsa, mb, l)).map_err(|e| Bad {
             col: e.col + start,
             ..e
         })?;

@@ -137,14 +137,16 @@ pub fn segment<S: Simd, T: Element>(
         RowParams::Affine { add, p, q } if matches!(kernel, Kernel::Probs(_)) => Some((add, p, q)),
         _ => None,
     };
+    // (ma, ln sa, mb, l = ln sb − ln sa)
     let js_params = match params {
-        RowParams::Softmax { ma, lnsa, mb, lnsb } => (ma, lnsa, mb, lnsb),
+        RowParams::Softmax { ma, lnsa, mb, l } => (ma, lnsa, mb, l),
         _ => (0.0, 0.0, 0.0, 0.0),
     };
     if kernel == Kernel::LogitsAgree {
         // The CPU's reports take agreement from `cpu::agreeing` (SIMD, while the rows are in
         // cache) instead; this pass (f64, libm) is here so that every engine runs every plan.
-        return exact::logit_agree_segment(p, q, js_params).map(Partial::Agree);
+        let (ma, lnsa, mb, l) = js_params;
+        return exact::logit_agree_segment(p, q, (ma, lnsa, mb, lnsa + l)).map(Partial::Agree);
     }
     let mut probs = ProbSums::default();
     let mut logits = LogitSums::default();
