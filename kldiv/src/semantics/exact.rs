@@ -350,12 +350,14 @@ pub fn logit_js_segment<T: Element>(
 }
 
 /// The agreement sums of a piece of a logits row whose maxima and log-sums are known, in f64:
-/// Σ min(p, q) with p = e^((a − ma) − ln sa), q likewise, and each side's largest logits.
+/// Σ min(p, q) with p = e^((a − ma) − ln sa), q = e^((b − mb) − (ln sa + l)), and each
+/// side's largest logits.
 pub fn logit_agree_segment<T: Element>(
     a: &[T],
     b: &[T],
-    (ma, lnsa, mb, lnsb): (f64, f64, f64, f64),
+    (ma, lnsa, mb, l): (f64, f64, f64, f64),
 ) -> Result<AgreeSums, Bad> {
+    let lnsb = lnsa + l;
     let mut out = AgreeSums::default();
     for (j, (&x, &y)) in a.iter().zip(b).enumerate() {
         let (x, y) = (x.to_f64(), y.to_f64());
@@ -400,7 +402,7 @@ pub fn segment<T: Element>(
         }
         (Kernel::LogitsJs, _) => unreachable!("JS over logits reads the first pass's sums"),
         (Kernel::LogitsAgree, RowParams::Softmax { ma, lnsa, mb, l }) => {
-            logit_agree_segment(p, q, (ma, lnsa, mb, lnsa + l)).map(Partial::Agree)
+            logit_agree_segment(p, q, (ma, lnsa, mb, l)).map(Partial::Agree)
         }
         (Kernel::LogitsAgree, _) => unreachable!("agreement reads the first pass's sums"),
     }

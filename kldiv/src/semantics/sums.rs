@@ -45,7 +45,8 @@ impl ProbSums {
 /// the row's first block, and re-read rows where that was not good enough); the plain form is
 /// better when P and Q differ a lot. [`finish_logits`](super::finish::finish_logits) takes the form with the smaller error
 /// estimate, from `ax_*` (Σ w·|x|) and `xerr_*` (a bound on the rounding of x itself, which
-/// only the GPU has: the CPU forms x exactly by TwoSum). Cross-entropy and entropy need no
+/// only the GPU has: the CPU forms x exactly by TwoSum; the CPU's f32 kernel adds what its ψ
+/// terms lose to underflow). Cross-entropy and entropy need no
 /// shift: H(P,Q) = ln sb − E_p[b − mb] and H(P) = ln sa − E_p[a − ma] add two non-negative
 /// terms. `q_zero` counts entries with a finite and b = −inf (q = 0 < p), `p_zero` the
 /// reverse.
@@ -304,7 +305,8 @@ impl LogitSums {
 
 /// Sums of the second Jensen–Shannon pass over logits (see `exact::logit_js_segment`):
 /// `h` = Σ m·F(ln p − ln q), and Σp, Σq. `err` bounds what rounding the engine could not
-/// avoid cost `h` (the GPU's f32 u; 0 where u is exact).
+/// avoid cost `h` (the GPU's f32 u; f32 terms lost to underflow, on both; 0 on the exact
+/// path).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct JsSums {
     pub h: f64,

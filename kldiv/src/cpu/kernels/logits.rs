@@ -169,7 +169,7 @@ pub fn logit_block<S: Simd>(
         _ => block_sums::<S, false, false>(s, div, av, bv, consts, &mut out),
     }
     // The f32 ψ terms' underflow, as an error of x (the tail below is f64).
-    let lost = (av.len() * S::F32_LANES) as f64 * F32_TERM_FLOOR;
+    let lost = underflow_bound::<S>(av);
     out.xerr_a += lost;
     out.xerr_b += lost;
     for (&x, &y) in at.iter().zip(bt) {
@@ -190,6 +190,12 @@ pub fn logit_block<S: Simd>(
         out.top_b = first_at(s, b, mb);
     }
     Ok(out)
+}
+
+/// What the f32 terms of whole vectors `v` can lose to underflow (`F32_TERM_FLOOR` each).
+#[inline(always)]
+fn underflow_bound<S: Simd>(v: &[S::f32s]) -> f64 {
+    (v.len() * S::F32_LANES) as f64 * F32_TERM_FLOOR
 }
 
 /// The weights `w` of a vector with those at the block's maximum (`d` = 0, weight exactly 1)
@@ -396,7 +402,7 @@ pub fn logit_js_block<S: Simd>(
         out.sq += lanes_sum(s, sq);
     }
     // The f32 terms' underflow (the tail below is f64).
-    out.err += (av.len() * S::F32_LANES) as f64 * F32_TERM_FLOOR;
+    out.err += underflow_bound::<S>(av);
     if !at.is_empty() {
         let start = a.len() - at.len();
         let tail = exact::logit_js_segment(at, bt, (ma, lnsa, mb, l)).map_err(|e| Bad {

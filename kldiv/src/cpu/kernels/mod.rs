@@ -145,8 +145,7 @@ pub fn segment<S: Simd, T: Element>(
     if kernel == Kernel::LogitsAgree {
         // The CPU's reports take agreement from `cpu::agreeing` (SIMD, while the rows are in
         // cache) instead; this pass (f64, libm) is here so that every engine runs every plan.
-        let (ma, lnsa, mb, l) = js_params;
-        return exact::logit_agree_segment(p, q, (ma, lnsa, mb, lnsa + l)).map(Partial::Agree);
+        return exact::logit_agree_segment(p, q, js_params).map(Partial::Agree);
     }
     let mut probs = ProbSums::default();
     let mut logits = LogitSums::default();
