@@ -52,12 +52,14 @@ fn row_scale(row: u32) -> vec4<real> {
     return vec4<real>(0.0);
 }
 
-// t(x, m) for m = (x+y)/2 with t(0, m) = m.
-fn js_half(x: real, m: real) -> real {
+// t(x, m) for m = (x+y)/2 with t(0, m) = m, given d = x − m. The caller passes ±(x − y)/2,
+// exact where x ≈ y: x − m would carry m's rounding, which t(x, m) + t(y, m) keeps at
+// second order (~2^−48·m a column, all of a JS of 1e-12).
+fn js_half(x: real, m: real, d: real) -> real {
     if (is_zero(x)) {
         return m;
     }
-    return gkl(x, m);
+    return gkl_d(x, m, d);
 }
 
 fn step(acc: ptr<function, ProbRec>, x: real, y: real, col: u32) {
@@ -98,7 +100,8 @@ fn step(acc: ptr<function, ProbRec>, x: real, y: real, col: u32) {
     }
     if (DIV == DIV_JS && !(xz && yz)) {
         let m = 0.5 * (x + y);
-        (*acc).main += js_half(x, m) + js_half(y, m);
+        let h = 0.5 * (x - y);
+        (*acc).main += js_half(x, m, h) + js_half(y, m, -h);
     }
     if (DIV == DIV_CROSS && !xz) {
         if (yz) {

@@ -28,6 +28,7 @@ macro_rules! engine_suite {
                 logits_and_logprobs,
                 masked_logits,
                 near_identical_probability_rows,
+                rescaled_rows_keep_tiny_divergences,
                 near_identical_logits,
                 near_identical_logits_js,
                 logit_blocks_far_apart,

@@ -77,7 +77,11 @@ fn exp_nonpos(x: f32) -> f32 {
 // t(x, y) = x·ln(x/y) − x + y ≥ 0 for x, y in [TINY, HUGE]. Near x = y it is
 // (x−y)·u·P(u), u = (x−y)/(x+y): no log, no cancellation (see src/cpu/simd_math.rs).
 fn gkl(x: f32, y: f32) -> f32 {
-    let d = x - y;
+    return gkl_d(x, y, x - y);
+}
+
+// gkl given d = x − y, for callers that know it better than x − y rounds it.
+fn gkl_d(x: f32, y: f32, d: f32) -> f32 {
     let u = d / (x + y);
     if (abs(u) <= U_NEAR) {
         var p = GKL_P[8];

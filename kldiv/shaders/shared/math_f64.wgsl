@@ -73,7 +73,11 @@ fn exp_nonpos(x: f64) -> f64 {
 // t(x, y) = x·ln(x/y) − x + y ≥ 0 for x, y in [TINY, HUGE]; near x = y, (x−y)·u·P(u) with
 // u = (x−y)/(x+y) (math.wgsl).
 fn gkl(x: f64, y: f64) -> f64 {
-    let d = x - y;
+    return gkl_d(x, y, x - y);
+}
+
+// gkl given d = x − y, for callers that know it better than x − y rounds it.
+fn gkl_d(x: f64, y: f64, d: f64) -> f64 {
     let u = d / (x + y);
     if (abs(u) <= U_NEAR) {
         return d * u * poly_gkl(u);

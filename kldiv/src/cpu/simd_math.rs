@@ -83,16 +83,17 @@ pub fn exp_nonpos<S: Simd>(s: S, x: S::f32s) -> S::f32s {
     s.select_f32s(under, s.splat_f32s(0.0), s.mul_f32s(e, scale))
 }
 
-/// t(x, y) = x·ln(x/y) − x + y for x, y each 0 or in [TINY, HUGE], with the zero
+/// t(x, y) = x·ln(x/y) − x + y, given d = x − y, for x, y each 0 or in [TINY, HUGE], with the zero
 /// conventions t(0, y) = y and t(x, 0) = +inf (x > 0).
 ///
 /// With u = (x−y)/(x+y): t = (x−y)·u·P(u), P(u) = 1 + u/3 + u²/3 + u³/5 + u⁴/5 + …
 /// (from ln(x/y) = 2·atanh u). x − y is exact when x ≈ y, so this branch has no
 /// cancellation: relative error a few ulp however close x and y are. Far from one
 /// (|u| > 0.15, ratio outside [0.74, 1.35]) the direct form loses at most a factor ~25.
+/// Callers whose x and y carry low parts (a rescaled read) pass d formed from both, which
+/// this branch then keeps to its own rounding.
 #[inline(always)]
-pub fn gkl<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
-    let d = s.sub_f32s(x, y);
+pub fn gkl_d<S: Simd>(s: S, x: S::f32s, y: S::f32s, d: S::f32s) -> S::f32s {
     let u = s.div_f32s(d, s.add_f32s(x, y));
     let near = s.less_than_or_equal_f32s(abs(s, u), s.splat_f32s(U_NEAR));
     // Data with p ≈ q (the usual case) skips the log, the second division and the zero
@@ -108,6 +109,13 @@ pub fn gkl<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
     let zero = s.splat_f32s(0.0);
     let t = s.select_f32s(s.equal_f32s(y, zero), s.splat_f32s(f32::INFINITY), t);
     s.select_f32s(s.equal_f32s(x, zero), y, t)
+}
+
+/// [`gkl_d`] with d = x − y as f32 rounds it (exact when x ≈ y).
+#[cfg(test)]
+#[inline(always)]
+pub fn gkl<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
+    gkl_d(s, x, y, s.sub_f32s(x, y))
 }
 
 // (Helpers, not closures: only `#[inline(always)]` functions are compiled with the

@@ -155,6 +155,15 @@ pub fn finish_probs(req: &Request, s: &ProbSums, tol: Option<f64>, row: usize) -
         Divergence::SymmetricKl if norm => {
             s.main / s.sp + ln1p_minus(-s.diff / s.sp) + s.main2 / s.sq + ln1p_minus(s.diff / s.sq)
         }
+        // The second pass's rows were divided by first-pass sums, so their totals are
+        // c(1 ± ε) rather than 1, and Jensen–Shannon is not scale-free in their ratio:
+        // Σ t-terms / 2 = c·(JS + ε²/2 + O(ε·JS)). ε = Σ(p − q)/Σ(p + q) (`diff` keeps its
+        // digits); left in, ε²/2 (~1e-14 for f32 sums) was all of a JS of 1e-15.
+        Divergence::JensenShannon if norm => {
+            let c = s.sp + s.sq;
+            let e = s.diff / c;
+            s.main / c - 0.5 * e * e
+        }
         Divergence::CrossEntropy if norm => -s.main / s.sp + s.sq.ln(),
         Divergence::Entropy if norm => -s.main / s.sp + s.sp.ln(),
         div => plain_value(div, s.main, s.main2, s.diff),

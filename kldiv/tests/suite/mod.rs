@@ -472,6 +472,96 @@ pub fn near_identical_probability_rows(e: &TestEngine) {
     }
 }
 
+/// Near-identical rows whose sums differ (Σp = 3, Σq = 0.7) under `Normalize`: they are
+/// read again divided by their sums, and each value x/Σx rounded to f32 carries 2^−24 of
+/// itself, which is all of p − q once KL is below ~1e-6 (before: 1e-4 relative at KL ≈
+/// 5e-9, no digit at 1e-15). KL, reverse and symmetric KL and Jensen–Shannon within 1e-5 of
+/// the reference down to KL ≈ 1e-15; the GPU (f32 kernels, no compensated arithmetic in
+/// WGSL) within its near-identical bound 1e-5·v + 2e-6·Σ|p−q|/√cols. Reference: the f64
+/// normalised rows (p − q off by ~1e-16·p), as Σ q·φ(d/q) with d = p − q and
+/// φ(r) = (1+r)·ln(1+r) − r from its series near 0 (formed directly it would cancel).
+///
+/// Also Jensen–Shannon of the rows as given (one pass, no rescaling): t(x, m) + t(y, m)
+/// once took x − m and y − m with m = (x + y)/2 rounded, an error of ~2^−48·m a column
+/// (4% at JS ≈ 1e-13 before).
+pub fn rescaled_rows_keep_tiny_divergences(e: &TestEngine) {
+    fn phi(r: f64) -> f64 {
+        if r.abs() < 1e-2 {
+            // Σ_{k≥2} (−r)^k / (k(k−1)): terms fall by ≥ 100 each.
+            (2..12).map(|k| (-r).powi(k) / (k * (k - 1)) as f64).sum()
+        } else {
+            (1.0 + r) * r.ln_1p() - r
+        }
+    }
+    let mut rng = Rng::new(67);
+    let divs = [
+        Divergence::Kl,
+        Divergence::ReverseKl,
+        Divergence::SymmetricKl,
+        Divergence::JensenShannon,
+    ];
+    for (rows, cols) in [(17, 16), (3, 300), (2, 3001)] {
+        for sigma in [1e-3, 1e-5, 1e-7] {
+            let (p, q) = prob_pair(&mut rng, rows, cols, sigma);
+            let scaled = |v: &[f64], by: f64| to_f32(&v.iter().map(|x| by * x).collect::<Vec<_>>());
+            let as_given = (
+                Divergence::JensenShannon,
+                Normalization::Check { tolerance: None },
+            );
+            let cases = std::iter::once((as_given.0, as_given.1, 1.0, 1.0)).chain(
+                divs.iter()
+                    .map(|&d| (d, Normalization::Normalize, 3.0, 0.7)),
+            );
+            for (div, norm, by_p, by_q) in cases {
+                let (pf, qf) = (scaled(&p, by_p), scaled(&q, by_q));
+                let req = Request::new(div).normalization(norm);
+                let got = e.ok(&req, &pf, &qf, rows, cols);
+                for r in 0..rows {
+                    // As given (`Check`): the f32 values themselves, not renormalised.
+                    let row_of = |v: &[f32]| {
+                        let v = &v[r * cols..(r + 1) * cols];
+                        let s: f64 = match norm {
+                            Normalization::Normalize => v.iter().map(|&x| x as f64).sum(),
+                            _ => 1.0,
+                        };
+                        v.iter().map(|&x| x as f64 / s).collect::<Vec<f64>>()
+                    };
+                    let (a, b) = (row_of(&pf), row_of(&qf));
+                    let kl = |a: &[f64], b: &[f64]| -> f64 {
+                        a.iter().zip(b).map(|(&x, &y)| y * phi((x - y) / y)).sum()
+                    };
+                    let want = match div {
+                        Divergence::Kl => kl(&a, &b),
+                        Divergence::ReverseKl => kl(&b, &a),
+                        Divergence::SymmetricKl => kl(&a, &b) + kl(&b, &a),
+                        _ => a
+                            .iter()
+                            .zip(&b)
+                            .map(|(&x, &y)| {
+                                let m = 0.5 * (x + y);
+                                let t = (x - y) / (2.0 * m);
+                                0.5 * m * (phi(t) + phi(-t))
+                            })
+                            .sum(),
+                    };
+                    let l1: f64 = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum();
+                    let slack = if e.is_gpu() {
+                        2e-6 * l1 / (cols as f64).sqrt()
+                    } else {
+                        0.0
+                    };
+                    assert!(
+                        close(got[r], want, 1e-5, slack),
+                        "{} {div:?} {norm:?} {rows}×{cols} σ = {sigma:e} row {r}: got {:e} want {want:e}",
+                        e.name(),
+                        got[r]
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Near-identical logits (b = a + 1e-4·N, KL ~ 5e-9): a log-sum-exp difference keeps no
 /// digit here; the ψ form keeps 1e-5 relative on the CPU, 1e-4 on the GPU (f32 x without
 /// compensation).

@@ -1,7 +1,7 @@
 //! Probability rows: the divergences' t-terms, Σp, Σq and Σ(p − q) per block, and groups of
 //! short rows summed a row per lane.
 
-use super::super::simd_math::{all, gkl, ln, prefetch_ahead, HUGE, TINY};
+use super::super::simd_math::{all, gkl_d, ln, neg, prefetch_ahead, HUGE, TINY};
 use super::super::transpose;
 use super::{lanes_sum, lanes_sum_f64, Scratch, FLUSH, PREFETCH_AHEAD};
 use crate::element::Element;
@@ -80,27 +80,52 @@ fn xlogy0<S: Simd>(s: S, x: S::f32s, y: S::f32s) -> S::f32s {
     s.select_f32s(s.equal_f32s(x, zero), zero, t)
 }
 
+/// The low parts of rescaled values (see `kernels::affine_block`): element i is
+/// `x[i] + lo[i]` to f64's rounding, so that p − q keeps its digits when p ≈ q.
+pub type LowParts<'a> = Option<(&'a [f32], &'a [f32])>;
+
+/// [`LowParts`] as vectors.
+type LowVectors<'a, S> = Option<(&'a [<S as Simd>::f32s], &'a [<S as Simd>::f32s])>;
+
+/// One vector of terms. `lo` holds the low parts of `x` and `y` where they have them (a
+/// rescaled read): p − q is then formed from both parts, exactly to f32's rounding of the
+/// difference itself.
 #[inline(always)]
-fn prob_step<S: Simd>(s: S, div: Divergence, x: S::f32s, y: S::f32s, acc: &mut ProbAcc<S>) {
+fn prob_step<S: Simd>(
+    s: S,
+    div: Divergence,
+    (x, y): (S::f32s, S::f32s),
+    lo: Option<(S::f32s, S::f32s)>,
+    acc: &mut ProbAcc<S>,
+) {
+    // x − y is exact when x ≈ y (Sterbenz); so are the low parts' difference's few bits.
+    let with_lo = |v: S::f32s, l: Option<S::f32s>| match l {
+        Some(l) => s.add_f32s(v, l),
+        None => v,
+    };
+    let d = with_lo(s.sub_f32s(x, y), lo.map(|(xl, yl)| s.sub_f32s(xl, yl)));
     acc.sp = s.add_f32s(acc.sp, x);
     acc.sq = s.add_f32s(acc.sq, y);
-    // x − y is exact when x ≈ y (Sterbenz); TwoSum keeps what the addition drops.
-    let d = s.sub_f32s(x, y);
+    // TwoSum keeps what the addition drops.
     let sum = s.add_f32s(acc.diff, d);
     let dd = s.sub_f32s(sum, acc.diff);
     let err = s.add_f32s(s.sub_f32s(acc.diff, s.sub_f32s(sum, dd)), s.sub_f32s(d, dd));
     acc.diff = sum;
     acc.diff_lo = s.add_f32s(acc.diff_lo, err);
     match div {
-        Divergence::Kl => acc.main = s.add_f32s(acc.main, gkl(s, x, y)),
-        Divergence::ReverseKl => acc.main = s.add_f32s(acc.main, gkl(s, y, x)),
+        Divergence::Kl => acc.main = s.add_f32s(acc.main, gkl_d(s, x, y, d)),
+        Divergence::ReverseKl => acc.main = s.add_f32s(acc.main, gkl_d(s, y, x, neg(s, d))),
         Divergence::SymmetricKl => {
-            acc.main = s.add_f32s(acc.main, gkl(s, x, y));
-            acc.main2 = s.add_f32s(acc.main2, gkl(s, y, x));
+            acc.main = s.add_f32s(acc.main, gkl_d(s, x, y, d));
+            acc.main2 = s.add_f32s(acc.main2, gkl_d(s, y, x, neg(s, d)));
         }
         Divergence::JensenShannon => {
+            // x − m = d/2 and y − m = −d/2 exactly: m's rounding would otherwise stay in
+            // t(x, m) + t(y, m) at second order (~2^−48·m a column, all of a JS of 1e-12).
+            // Where m only scales (u's denominator, the far branch), rounding is harmless.
             let m = s.mul_f32s(s.add_f32s(x, y), s.splat_f32s(0.5));
-            let t = s.add_f32s(gkl(s, x, m), gkl(s, y, m));
+            let dx = s.mul_f32s(d, s.splat_f32s(0.5));
+            let t = s.add_f32s(gkl_d(s, x, m, dx), gkl_d(s, y, m, neg(s, dx)));
             // m = 0 only where x = y = 0, whose term is 0.
             let t = s.select_f32s(s.equal_f32s(m, s.splat_f32s(0.0)), m, t);
             acc.main = s.add_f32s(acc.main, t);
@@ -128,38 +153,71 @@ fn prob_lanes_exact<T: Element>(
     Ok(())
 }
 
-/// Sums over one block of probabilities (len ≤ BLOCK).
+/// Sums over one block of probabilities (len ≤ BLOCK), with the values' low parts where
+/// they have them.
 #[inline(always)]
-pub fn prob_block<S: Simd>(s: S, div: Divergence, p: &[f32], q: &[f32]) -> Result<ProbSums, Bad> {
+pub fn prob_block<S: Simd>(
+    s: S,
+    div: Divergence,
+    p: &[f32],
+    q: &[f32],
+    lo: LowParts,
+) -> Result<ProbSums, Bad> {
+    // Each arm compiles its own loop: plain reads keep no test of `lo` in theirs.
+    match lo {
+        None => prob_block_parts(s, div, p, q, None),
+        Some(lo) => prob_block_parts(s, div, p, q, Some(lo)),
+    }
+}
+
+#[inline(always)]
+fn prob_block_parts<S: Simd>(
+    s: S,
+    div: Divergence,
+    p: &[f32],
+    q: &[f32],
+    lo: LowParts,
+) -> Result<ProbSums, Bad> {
     let lanes = S::F32_LANES;
     let (pv, pt) = S::as_simd_f32s(p);
     let (qv, qt) = S::as_simd_f32s(q);
     let mut out = ProbSums::default();
+    let lo_vectors = lo.map(|(a, b)| (S::as_simd_f32s(a), S::as_simd_f32s(b)));
     for (k, (pc, qc)) in pv.chunks(FLUSH).zip(qv.chunks(FLUSH)).enumerate() {
-        out.merge(&prob_vectors(s, div, pc, qc, p, q, k * FLUSH * lanes)?);
+        let r = k * FLUSH..(k * FLUSH + pc.len());
+        let lc = lo_vectors.map(|((a, _), (b, _))| (&a[r.clone()], &b[r.clone()]));
+        out.merge(&prob_vectors(
+            s,
+            div,
+            (pc, qc),
+            lc,
+            (p, q, lo),
+            r.start * lanes,
+        )?);
     }
     if !pt.is_empty() {
         // Zero padding is harmless: t(0, 0) = 0 and 0·ln 0 = 0.
         let (x, y) = (s.partial_load_f32s(pt), s.partial_load_f32s(qt));
+        let lt =
+            lo_vectors.map(|((_, a), (_, b))| [s.partial_load_f32s(a), s.partial_load_f32s(b)]);
         let start = p.len() - pt.len();
-        if all(s, regular(s, x, y)) {
-            out.merge(&prob_vectors(s, div, &[x], &[y], p, q, start)?);
-        } else {
-            prob_lanes_exact(div, pt, qt, start, &mut out)?;
-        }
+        let lc = lt
+            .as_ref()
+            .map(|[a, b]| (std::slice::from_ref(a), std::slice::from_ref(b)));
+        out.merge(&prob_vectors(s, div, (&[x], &[y]), lc, (p, q, lo), start)?);
     }
     Ok(out)
 }
 
-/// Sums over up to FLUSH vectors starting at element `start` of `p`, `q`.
+/// Sums over up to FLUSH vectors (with their low parts, if any) starting at element `start`
+/// of `p`, `q`.
 #[inline(always)]
 fn prob_vectors<S: Simd>(
     s: S,
     div: Divergence,
-    pv: &[S::f32s],
-    qv: &[S::f32s],
-    p: &[f32],
-    q: &[f32],
+    (pv, qv): (&[S::f32s], &[S::f32s]),
+    lo: LowVectors<S>,
+    (p, q, lo_elems): (&[f32], &[f32], LowParts),
     start: usize,
 ) -> Result<ProbSums, Bad> {
     let mut acc = ProbAcc::<S>::zero(s);
@@ -172,32 +230,45 @@ fn prob_vectors<S: Simd>(
         prefetch_ahead(y, PREFETCH_AHEAD);
         let (x, y) = (*x, *y);
         if all(s, regular(s, x, y)) {
-            prob_step(s, div, x, y, &mut acc);
+            prob_step(s, div, (x, y), lo.map(|(a, b)| (a[i], b[i])), &mut acc);
         } else {
             irregular |= 1 << i;
         }
     }
-    with_marked(s, div, &acc, (irregular, S::F32_LANES), p, q, start)
+    let width = S::F32_LANES;
+    with_marked(s, div, &acc, (irregular, width), (p, q, lo_elems), start)
 }
 
 /// The sums of `acc` and, from the exact path, of the vectors marked in `irregular` (bit i:
-/// elements `start + i·width .. start + (i + 1)·width` of `p`, `q`).
+/// elements `start + i·width .. start + (i + 1)·width` of `p`, `q`, with their low parts
+/// where they have them).
 #[inline(always)]
 fn with_marked<S: Simd, T: Element>(
     s: S,
     div: Divergence,
     acc: &ProbAcc<S>,
     (mut irregular, width): (u32, usize),
-    p: &[T],
-    q: &[T],
+    (p, q, lo): (&[T], &[T], LowParts),
     start: usize,
 ) -> Result<ProbSums, Bad> {
     let mut extra = ProbSums::default();
     while irregular != 0 {
         let i = irregular.trailing_zeros() as usize;
         irregular &= irregular - 1;
-        let r = start + i * width..start + (i + 1) * width;
-        prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?;
+        let r = start + i * width..(start + (i + 1) * width).min(p.len());
+        match lo {
+            None => prob_lanes_exact(div, &p[r.clone()], &q[r.clone()], r.start, &mut extra)?,
+            Some((pl, ql)) => {
+                for j in r {
+                    let (x, y) = (p[j].to_f64() + pl[j] as f64, q[j].to_f64() + ql[j] as f64);
+                    exact::prob_element(div, x, y, &mut extra).map_err(|(side, kind)| Bad {
+                        side,
+                        kind,
+                        col: j,
+                    })?;
+                }
+            }
+        }
     }
     let mut out = acc.sums(s);
     out.merge(&extra);
@@ -334,7 +405,7 @@ fn prob_block_f16(
             prefetch_ahead(&qs[0], PREFETCH_AHEAD);
             let (x, y) = (widen(ps), widen(qs));
             if all(v4, regular(v4, x, y)) {
-                prob_step(v4, div, x, y, &mut acc);
+                prob_step(v4, div, (x, y), None, &mut acc);
             } else {
                 irregular |= 1 << i;
             }
@@ -344,8 +415,7 @@ fn prob_block_f16(
             div,
             &acc,
             (irregular, lanes),
-            p,
-            q,
+            (p, q, None),
             k * lanes,
         )?);
     }
@@ -383,7 +453,7 @@ fn widened_block<S: Simd, T: Element>(
     let n = p.len();
     T::widen_into(p, &mut x[..n]);
     T::widen_into(q, &mut y[..n]);
-    prob_block(s, div, &x[..n], &y[..n]).map_err(|e| Bad {
+    prob_block(s, div, &x[..n], &y[..n], None).map_err(|e| Bad {
         col: e.col + start,
         ..e
     })
@@ -410,13 +480,20 @@ fn prob_pairs<S: Simd>(
         let (a, b) = (*a, *b);
         let (xe, ye, xo, yo) = (even(s, a), even(s, b), odd(s, a), odd(s, b));
         if all(s, s.and_m32s(regular(s, xe, ye), regular(s, xo, yo))) {
-            prob_step(s, div, xe, ye, &mut acc);
-            prob_step(s, div, xo, yo, &mut acc);
+            prob_step(s, div, (xe, ye), None, &mut acc);
+            prob_step(s, div, (xo, yo), None, &mut acc);
         } else {
             irregular |= 1 << i;
         }
     }
-    with_marked(s, div, &acc, (irregular, 2 * S::F32_LANES), p, q, start)
+    with_marked(
+        s,
+        div,
+        &acc,
+        (irregular, 2 * S::F32_LANES),
+        (p, q, None),
+        start,
+    )
 }
 
 /// The sums of `S::F32_LANES` short rows, lane r holding row r's (from [`short_rows`]).
@@ -491,6 +568,7 @@ pub fn short_rows<S: Simd, T: Element>(
         b,
         wide_p,
         wide_q,
+        ..
     } = scratch;
     // f16 / bf16 are widened on the way (in registers on AVX-512, through `wide_*` elsewhere).
     transpose::elements_to_columns(s, p, cols, a, wide_p);
@@ -518,7 +596,7 @@ fn columns<S: Simd>(s: S, div: Divergence, xv: &[S::f32s], yv: &[S::f32s]) -> Op
         if !all(s, regular(s, x, y)) {
             return None;
         }
-        prob_step(s, div, x, y, &mut acc);
+        prob_step(s, div, (x, y), None, &mut acc);
     }
     Some(RowLanes(acc))
 }
