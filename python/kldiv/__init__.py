@@ -145,6 +145,9 @@ def kl(
     the softmax, as distillation does (``input="logits"``).
     device: "auto" (the scheduler picks), "cpu", "gpu" or "split".
 
+    An empty batch (no rows, e.g. shape (0, V)) has no values, as in numpy and scipy: an
+    empty array, a sum of 0.0, a mean (and batchmean) of nan.
+
     Bad input raises ``kldiv.Error`` (a ValueError) naming the side, row and column.
     """
     p, q, stored = _pair(p, q)

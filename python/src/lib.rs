@@ -223,12 +223,18 @@ fn per_row<T: Element + numpy::Element>(
     mut each: impl FnMut(&[T], &[T], usize, &kldiv::scheduler::Run) -> PyResult<()>,
 ) -> PyResult<Vec<f64>> {
     let (rows, cols) = rows_cols(p.shape())?;
+    if rows == 0 && cols > 0 {
+        // An empty batch has no values, as numpy and scipy give none (rows of no columns
+        // are no distributions, and stay the engine's error below).
+        return Ok(Vec::new());
+    }
     let (pe, qe) = (elems(p), elems(q));
     let engine = engine(&o.device)?;
     let per_block = (BLOCK_ELEMS / cols.max(1)).max(1);
     let mut out = Vec::with_capacity(rows);
     let mut r0 = 0;
     while r0 < rows || (rows == 0 && r0 == 0) {
+        // (rows == 0 here only with no columns either: the engine's `Empty` error.)
         let r1 = (r0 + per_block).min(rows);
         let (pb, qb) = (&pe[r0 * cols..r1 * cols], &qe[r0 * cols..r1 * cols]);
         let run = py

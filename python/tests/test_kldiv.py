@@ -429,7 +429,7 @@ def test_bad_input_raises_clear_exceptions():
     with pytest.raises(kldiv.Error, match="shape mismatch"):
         kldiv.kl(p[None], p)  # 3-D against 2-D
     with pytest.raises(kldiv.Error, match="empty"):
-        kldiv.kl(np.zeros((0, 5)), np.zeros((0, 5)), device="cpu")
+        kldiv.kl(np.zeros((3, 0)), np.zeros((3, 0)), device="cpu")
     with pytest.raises(kldiv.Error, match="reduction"):
         kldiv.kl(p, p, reduction="avg", device="cpu")
     with pytest.raises(kldiv.Error, match="targets"):
@@ -591,3 +591,18 @@ def test_agreement_metrics_from_their_definitions():
     )
     assert [b_["rows"] for b_ in gm["kld_by_p_confidence"]] == [b_["rows"] for b_ in g["kld_by_p_confidence"]]
     assert "Σ min(p, q)" in str(s)
+
+
+def test_an_empty_batch_has_no_values():
+    # As scipy and numpy: rel_entr(...).sum(-1) of no rows is an empty array, a sum over
+    # nothing is 0, and a mean over nothing is nan (torch's batchmean divides 0 by 0 too).
+    p = np.zeros((0, 7, 5), dtype=np.float32)
+    want = rel_entr(p, p).sum(-1)
+    got = kldiv.kl(p, p, device="cpu")
+    assert got.shape == want.shape == (0, 7)
+    assert kldiv.kl(p, p, reduction="sum", device="cpu") == 0.0
+    assert np.isnan(kldiv.kl(p, p, reduction="mean", device="cpu"))
+    assert np.isnan(kldiv.kl(p, p, reduction="batchmean", device="cpu"))
+    s = kldiv.Summary(input="logits", device="cpu")
+    assert s.update(p, p).shape == (0,)
+    assert s.rows == 0
