@@ -96,6 +96,17 @@ def _error(message):
     return e
 
 
+def _as_exact_f32(p, q):
+    """``p`` and ``q`` as float32 where each of their values is exactly one, else as given."""
+    pf = p.astype(_np.float32)
+    qf = None if q is None else q.astype(_np.float32)
+    if _np.array_equal(pf, p, equal_nan=True) and (
+        q is None or _np.array_equal(qf, q, equal_nan=True)
+    ):
+        return pf, qf
+    return p, q
+
+
 def _tempered(x, t):
     """Logits ``x`` in float64 divided by the temperature ``t`` (None: 1), as the command
     line forms them."""
@@ -142,7 +153,8 @@ def kl(
     agreement: also return a ``Summary``, with top-K agreement (K = 1, 5, 10), Σ min(p, q)
     (1 − total variation) and mean KLD by P's confidence (``to_dict()["agreement"]``).
     temperature_p, temperature_q: divide that side's logits by T (formed in float64) before
-    the softmax, as distillation does (``input="logits"``).
+    the softmax, as distillation does (``input="logits"``); where every quotient is a
+    float32 (T a power of two) and the inputs were not float64, float32's kernels run.
     device: "auto" (the scheduler picks), "cpu", "gpu" or "split".
 
     An empty batch (no rows, e.g. shape (0, V)) has no values, as in numpy and scipy: an
@@ -154,9 +166,14 @@ def kl(
     if temperature_p is not None or temperature_q is not None:
         if input != "logits":
             raise _error('temperature_p/temperature_q divide logits: give input="logits"')
-        # Both sides in float64, where the division is formed (as the command line does).
+        # Both sides in float64, where the division is formed (as the command line does);
+        # back to float32 where every quotient is one (T a power of two) and the inputs were
+        # not float64: the f32 kernels, not the exact path.
+        narrow = p.dtype != _np.float64
         p = _tempered(p, temperature_p)
         q = None if q is None else _tempered(q, temperature_q)
+        if narrow:
+            p, q = _as_exact_f32(p, q)
     if targets is not None or agreement:
         s = Summary(
             divergence=divergence,

@@ -280,22 +280,46 @@ pub fn run_block(
         targets: Option<&[i64]>,
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
-        let cols = p.cols();
         let pb = p.rows_as::<T>(r0, r1);
         let qb = if req.reads_q() {
             q.rows_as::<T>(r0, r1)
         } else {
             pb.clone()
         };
+        // Logits of f32 (or narrower) files divided by a temperature are formed in f64;
+        // where every quotient is an f32 (T a power of two, as distillation's 2 or 4 are,
+        // away from f32's range limits), the block keeps f32's kernels and bound instead of
+        // f64's exact path (46× slower on W4).
+        let narrow = p.temperature != 1.0 || q.temperature != 1.0;
+        if T::DTYPE == crate::Dtype::F64
+            && narrow
+            && p.file.dtype() != crate::Dtype::F64
+            && q.file.dtype() != crate::Dtype::F64
+        {
+            let as_f64 = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+            if let (Some(pf), Some(qf)) = (exact_f32(&as_f64(&pb)), exact_f32(&as_f64(&qb))) {
+                return block(engine, req, p.cols(), (&pf, &qf), r1 - r0, targets, summary);
+            }
+        }
+        block(engine, req, p.cols(), (&pb, &qb), r1 - r0, targets, summary)
+    }
+    fn block<T: Element>(
+        engine: &crate::scheduler::Scheduler,
+        req: &crate::Request,
+        cols: usize,
+        (pb, qb): (&[T], &[T]),
+        rows: usize,
+        targets: Option<&[i64]>,
+        summary: &mut crate::Summary,
+    ) -> Result<crate::scheduler::Run> {
         // Further divergences over the same block, read from the files once (and the KL
         // family computed in one pass).
         let also = summary.also_divergences();
         let agreement = summary.agreement.is_some();
-        let (run, also_values) =
-            engine.run_report(req, &also, agreement, &pb, &qb, r1 - r0, cols)?;
+        let (run, also_values) = engine.run_report(req, &also, agreement, pb, qb, rows, cols)?;
         summary.add_block_from_run(
             req,
-            (&pb, &qb),
+            (pb, qb),
             cols,
             &run.values,
             (&run.tops, &run.agreement),
@@ -314,5 +338,39 @@ pub fn run_block(
         D::F64 => typed::<f64>(engine, req, sides, rows, targets, summary),
         D::F16 => typed::<half::f16>(engine, req, sides, rows, targets, summary),
         D::BF16 => typed::<half::bf16>(engine, req, sides, rows, targets, summary),
+    }
+}
+
+/// `v` as f32 values where each is exactly one (NaN and ±inf included), else `None`.
+fn exact_f32(v: &[f64]) -> Option<Vec<f32>> {
+    v.iter()
+        .map(|&x| {
+            let f = x as f32;
+            (f as f64 == x || x.is_nan()).then_some(f)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exact_f32;
+
+    /// Quotients by a power of two stay f32 except where they leave its range (overflow,
+    /// or subnormals that lose bits); any other temperature leaves f64 values.
+    #[test]
+    fn only_exact_quotients_narrow_to_f32() {
+        let x: [f32; 5] = [1.5, -3.25, 0.0, f32::NEG_INFINITY, 1e-30];
+        let by = |t: f64| x.iter().map(|&v| v as f64 / t).collect::<Vec<f64>>();
+        assert_eq!(
+            exact_f32(&by(2.0)).as_deref(),
+            Some(&[0.75, -1.625, 0.0, f32::NEG_INFINITY, 5e-31][..])
+        );
+        assert!(exact_f32(&by(0.7)).is_none());
+        assert!(exact_f32(&[3e38 / 0.5]).is_none(), "overflows f32");
+        assert!(
+            exact_f32(&[f32::from_bits(3) as f64 / 2.0]).is_none(),
+            "a subnormal's last bit"
+        );
+        assert!(exact_f32(&[f64::NAN]).is_some_and(|v| v[0].is_nan()));
     }
 }
