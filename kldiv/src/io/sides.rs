@@ -79,6 +79,17 @@ impl Side<'_> {
         self.unscaled(r0, r1)
     }
 
+    /// Rows `[r0, r1)` divided by the temperature as f32 values, where each quotient (formed
+    /// in f64) is exactly one; else `None`.
+    fn tempered_f32(&self, r0: usize, r1: usize) -> Option<Vec<f32>> {
+        let t = self.temperature;
+        let v = self.unscaled::<f32>(r0, r1);
+        if t == 1.0 {
+            return Some(v.into_owned());
+        }
+        exact_f32(v.iter().map(|&x| x as f64 / t))
+    }
+
     fn unscaled<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
         let all = self.whole_rows::<T>(r0, r1);
         let (n, stored) = (self.cols, self.file.cols());
@@ -280,27 +291,33 @@ pub fn run_block(
         targets: Option<&[i64]>,
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
+        // Logits of f32 (or narrower) files divided by a temperature are formed in f64;
+        // where every quotient is an f32 (T a power of two, as distillation's 2 or 4 are,
+        // away from f32's range limits), the block keeps f32's kernels and bound instead of
+        // f64's exact path.
+        let tempered = p.temperature != 1.0 || q.temperature != 1.0;
+        if T::DTYPE == crate::Dtype::F64
+            && tempered
+            && p.file.dtype() != crate::Dtype::F64
+            && q.file.dtype() != crate::Dtype::F64
+        {
+            if let Some(pf) = p.tempered_f32(r0, r1) {
+                let qf = if req.reads_q() {
+                    q.tempered_f32(r0, r1)
+                } else {
+                    Some(pf.clone())
+                };
+                if let Some(qf) = qf {
+                    return block(engine, req, p.cols(), (&pf, &qf), r1 - r0, targets, summary);
+                }
+            }
+        }
         let pb = p.rows_as::<T>(r0, r1);
         let qb = if req.reads_q() {
             q.rows_as::<T>(r0, r1)
         } else {
             pb.clone()
         };
-        // Logits of f32 (or narrower) files divided by a temperature are formed in f64;
-        // where every quotient is an f32 (T a power of two, as distillation's 2 or 4 are,
-        // away from f32's range limits), the block keeps f32's kernels and bound instead of
-        // f64's exact path (46× slower on W4).
-        let narrow = p.temperature != 1.0 || q.temperature != 1.0;
-        if T::DTYPE == crate::Dtype::F64
-            && narrow
-            && p.file.dtype() != crate::Dtype::F64
-            && q.file.dtype() != crate::Dtype::F64
-        {
-            let as_f64 = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
-            if let (Some(pf), Some(qf)) = (exact_f32(&as_f64(&pb)), exact_f32(&as_f64(&qb))) {
-                return block(engine, req, p.cols(), (&pf, &qf), r1 - r0, targets, summary);
-            }
-        }
         block(engine, req, p.cols(), (&pb, &qb), r1 - r0, targets, summary)
     }
     fn block<T: Element>(
@@ -342,13 +359,16 @@ pub fn run_block(
 }
 
 /// `v` as f32 values where each is exactly one (NaN and ±inf included), else `None`.
-fn exact_f32(v: &[f64]) -> Option<Vec<f32>> {
-    v.iter()
-        .map(|&x| {
-            let f = x as f32;
-            (f as f64 == x || x.is_nan()).then_some(f)
-        })
-        .collect()
+fn exact_f32(v: impl ExactSizeIterator<Item = f64>) -> Option<Vec<f32>> {
+    let mut out = Vec::with_capacity(v.len());
+    for x in v {
+        let f = x as f32;
+        if !(f as f64 == x || x.is_nan()) {
+            return None;
+        }
+        out.push(f);
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -362,15 +382,18 @@ mod tests {
         let x: [f32; 5] = [1.5, -3.25, 0.0, f32::NEG_INFINITY, 1e-30];
         let by = |t: f64| x.iter().map(|&v| v as f64 / t).collect::<Vec<f64>>();
         assert_eq!(
-            exact_f32(&by(2.0)).as_deref(),
+            exact_f32(by(2.0).into_iter()).as_deref(),
             Some(&[0.75, -1.625, 0.0, f32::NEG_INFINITY, 5e-31][..])
         );
-        assert!(exact_f32(&by(0.7)).is_none());
-        assert!(exact_f32(&[3e38 / 0.5]).is_none(), "overflows f32");
+        assert!(exact_f32(by(0.7).into_iter()).is_none());
         assert!(
-            exact_f32(&[f32::from_bits(3) as f64 / 2.0]).is_none(),
+            exact_f32([3e38 / 0.5].into_iter()).is_none(),
+            "overflows f32"
+        );
+        assert!(
+            exact_f32([f32::from_bits(3) as f64 / 2.0].into_iter()).is_none(),
             "a subnormal's last bit"
         );
-        assert!(exact_f32(&[f64::NAN]).is_some_and(|v| v[0].is_nan()));
+        assert!(exact_f32([f64::NAN].into_iter()).is_some_and(|v| v[0].is_nan()));
     }
 }
