@@ -170,6 +170,7 @@ pub fn prob_block<S: Simd>(
     }
 }
 
+/// [`prob_block`]'s body, once `lo`'s presence is known where it is compiled.
 #[inline(always)]
 fn prob_block_parts<S: Simd>(
     s: S,
