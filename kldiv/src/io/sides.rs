@@ -81,13 +81,14 @@ impl Side<'_> {
 
     /// Rows `[r0, r1)` divided by the temperature as f32 values, where each quotient (formed
     /// in f64) is exactly one; else `None`.
-    fn tempered_f32(&self, r0: usize, r1: usize) -> Option<Vec<f32>> {
+    /// A side without a temperature is borrowed as it is read (no copy).
+    fn tempered_f32(&self, r0: usize, r1: usize) -> Option<Cow<'_, [f32]>> {
         let t = self.temperature;
         let v = self.unscaled::<f32>(r0, r1);
         if t == 1.0 {
-            return Some(v.into_owned());
+            return Some(v);
         }
-        exact_f32(v.iter().map(|&x| x as f64 / t))
+        exact_f32(v.iter().map(|&x| x as f64 / t)).map(Cow::Owned)
     }
 
     fn unscaled<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
