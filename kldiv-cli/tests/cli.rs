@@ -613,7 +613,12 @@ fn temperatures_divide_each_sides_logits() {
         op.to_str().unwrap(),
     );
     let (a, b) = (to_f64(&to_f32(&a)), to_f64(&to_f32(&b)));
-    for (tp, tq, rel) in [(2.0, 0.5, 1e-5), (0.7, 1.3, 1e-12)] {
+    for (tp, tq, rel) in [
+        (2.0, 0.5, 1e-5),
+        (2.0, 1.0, 1e-5),
+        (0.7, 1.3, 1e-12),
+        (0.5, 1.3, 1e-12),
+    ] {
         let (tps, tqs) = (format!("{tp}"), format!("{tq}"));
         run_ok(&[
             "compare",

@@ -12,6 +12,7 @@ mod simd_math;
 mod slices;
 mod transpose;
 
+pub(crate) use pool::chunks_mut as par_chunks_mut;
 pub use pool::map as par_map;
 pub use read_probe::{ReadKernel, ReadLimit};
 

@@ -6,6 +6,7 @@ use super::tensor::TensorFile;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use std::borrow::Cow;
+use std::sync::Mutex;
 
 /// One side of a comparison: a file, and for an array compared with a llama.cpp `.kld` base
 /// that holds every token position, the layout whose scored positions are its rows.
@@ -16,6 +17,9 @@ pub struct Side<'a> {
     temperature: f64,
     /// Columns read from each row: all of them, or a prefix (`with_cols`).
     cols: usize,
+    /// A block's quotients by a power-of-two temperature, kept from block to block (a fresh
+    /// buffer per block cost more in page faults than the division).
+    quotients: Mutex<Vec<f32>>,
 }
 
 impl Side<'_> {
@@ -79,16 +83,20 @@ impl Side<'_> {
         self.unscaled(r0, r1)
     }
 
-    /// Rows `[r0, r1)` divided by the temperature as f32 values, where each quotient (formed
-    /// in f64) is exactly one; else `None`.
+    /// Rows `[r0, r1)` divided by the temperature as f32 values, in `buf`, where the
+    /// temperature is a power of two and each quotient is exactly an f32; else `None`.
     /// A side without a temperature is borrowed as it is read (no copy).
-    fn tempered_f32(&self, r0: usize, r1: usize) -> Option<Cow<'_, [f32]>> {
-        let t = self.temperature;
+    fn tempered_f32<'s>(
+        &'s self,
+        (r0, r1): (usize, usize),
+        buf: &'s mut Vec<f32>,
+    ) -> Option<Cow<'s, [f32]>> {
         let v = self.unscaled::<f32>(r0, r1);
-        if t == 1.0 {
+        if self.temperature == 1.0 {
             return Some(v);
         }
-        exact_f32(v.iter().map(|&x| x as f64 / t)).map(Cow::Owned)
+        let inverse = power_of_two_inverse(self.temperature)?;
+        quotients_f32(&v, inverse, buf).then_some(Cow::Borrowed(&buf[..]))
     }
 
     fn unscaled<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
@@ -184,6 +192,7 @@ pub fn kld_sides<'a>(
         scored_of: None,
         temperature: 1.0,
         cols: f.cols(),
+        quotients: Mutex::default(),
     };
     let (l, array) = match (p.kld_layout(), q.kld_layout()) {
         (None, None) => return Ok((plain(p), plain(q), None)),
@@ -226,6 +235,7 @@ pub fn kld_sides<'a>(
         file: f,
         temperature: 1.0,
         cols: f.cols(),
+        quotients: Mutex::default(),
         scored_of: if std::ptr::eq(f, array) {
             scored_of
         } else {
@@ -293,24 +303,39 @@ pub fn run_block(
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
         // Logits of f32 (or narrower) files divided by a temperature are formed in f64;
-        // where every quotient is an f32 (T a power of two, as distillation's 2 or 4 are,
-        // away from f32's range limits), the block keeps f32's kernels and bound instead of
-        // f64's exact path.
+        // where the temperatures are powers of two (as distillation's 2 or 4 are) and every
+        // quotient is an f32 (away from f32's range limits), the block keeps f32's kernels
+        // and bound instead of f64's exact path.
         let tempered = p.temperature != 1.0 || q.temperature != 1.0;
         if T::DTYPE == crate::Dtype::F64
             && tempered
             && p.file.dtype() != crate::Dtype::F64
             && q.file.dtype() != crate::Dtype::F64
         {
-            if let Some(pf) = p.tempered_f32(r0, r1) {
-                let qf = if req.reads_q() {
-                    q.tempered_f32(r0, r1)
-                } else {
-                    Some(pf.clone())
-                };
-                if let Some(qf) = qf {
-                    return block(engine, req, p.cols(), (&pf, &qf), r1 - r0, targets, summary);
-                }
+            let (mut pbuf, mut qbuf) = (take(&p.quotients), take(&q.quotients));
+            let pf = p.tempered_f32((r0, r1), &mut pbuf);
+            let qf = match &pf {
+                Some(pf) if !req.reads_q() => Some(pf.clone()),
+                Some(_) => q.tempered_f32((r0, r1), &mut qbuf),
+                None => None,
+            };
+            let run = match (&pf, &qf) {
+                (Some(pf), Some(qf)) => Some(block(
+                    engine,
+                    req,
+                    p.cols(),
+                    (&**pf, &**qf),
+                    r1 - r0,
+                    targets,
+                    summary,
+                )),
+                _ => None,
+            };
+            drop((pf, qf));
+            put_back(&p.quotients, pbuf);
+            put_back(&q.quotients, qbuf);
+            if let Some(run) = run {
+                return run;
             }
         }
         let pb = p.rows_as::<T>(r0, r1);
@@ -359,42 +384,129 @@ pub fn run_block(
     }
 }
 
-/// `v` as f32 values where each is exactly one (NaN and ±inf included), else `None`.
-fn exact_f32(v: impl ExactSizeIterator<Item = f64>) -> Option<Vec<f32>> {
-    let mut out = Vec::with_capacity(v.len());
-    for x in v {
-        let f = x as f32;
-        if !(f as f64 == x || x.is_nan()) {
-            return None;
-        }
-        out.push(f);
+fn take(m: &Mutex<Vec<f32>>) -> Vec<f32> {
+    m.lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default()
+}
+
+fn put_back(m: &Mutex<Vec<f32>>, v: Vec<f32>) {
+    if let Ok(mut slot) = m.lock() {
+        *slot = v;
     }
-    Some(out)
+}
+
+/// 1/t as an f32 where t is a power of two whose inverse and itself are normal f32 values
+/// (then x·(1/t) in f32 is x/t, rounded only where it leaves f32's range).
+fn power_of_two_inverse(t: f64) -> Option<f32> {
+    let inverse = (1.0 / t) as f32;
+    let power_of_two = t > 0.0 && t.is_normal() && t.to_bits() & ((1 << 52) - 1) == 0;
+    (power_of_two && inverse.is_normal() && (t as f32).is_normal()).then_some(inverse)
+}
+
+/// `out` = each `x` times `inverse` (a power of two), in parallel; whether every product is
+/// exactly x/t (NaN and ±inf included): a product that overflowed or lost bits as a
+/// subnormal does not give x back when multiplied by t.
+fn quotients_f32(x: &[f32], inverse: f32, out: &mut Vec<f32>) -> bool {
+    const CHUNK: usize = 1 << 16;
+    let t = 1.0 / inverse;
+    // Grown once; blocks of the same size then overwrite it (no zeroing pass).
+    out.resize(x.len(), 0.0);
+    let exact = crate::cpu::par_chunks_mut(out, CHUNK, |k, out| {
+        let x = &x[k * CHUNK..][..out.len()];
+        let mut inexact = 0u32;
+        for (o, &x) in out.iter_mut().zip(x) {
+            let r = x * inverse;
+            *o = r;
+            inexact |= u32::from(!(r * t == x || x.is_nan()));
+        }
+        inexact == 0
+    });
+    exact.iter().all(|&e| e)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::exact_f32;
+    use super::{power_of_two_inverse, quotients_f32};
+
+    fn quotients(x: &[f32], t: f64) -> Option<Vec<f32>> {
+        let mut out = vec![7.0; 3];
+        let inverse = power_of_two_inverse(t)?;
+        quotients_f32(x, inverse, &mut out).then_some(out)
+    }
 
     /// Quotients by a power of two stay f32 except where they leave its range (overflow,
-    /// or subnormals that lose bits); any other temperature leaves f64 values.
+    /// or subnormals that lose bits); any other temperature leaves f64 values. Each
+    /// accepted quotient is the f64 division's, over chunks of every size.
     #[test]
     fn only_exact_quotients_narrow_to_f32() {
-        let x: [f32; 5] = [1.5, -3.25, 0.0, f32::NEG_INFINITY, 1e-30];
-        let by = |t: f64| x.iter().map(|&v| v as f64 / t).collect::<Vec<f64>>();
+        let x: [f32; 7] = [
+            1.5,
+            -3.25,
+            0.0,
+            -0.0,
+            f32::NEG_INFINITY,
+            1e-30,
+            f32::MIN_POSITIVE,
+        ];
         assert_eq!(
-            exact_f32(by(2.0).into_iter()).as_deref(),
-            Some(&[0.75, -1.625, 0.0, f32::NEG_INFINITY, 5e-31][..])
+            quotients(&x, 2.0).as_deref(),
+            Some(
+                &[
+                    0.75,
+                    -1.625,
+                    0.0,
+                    -0.0,
+                    f32::NEG_INFINITY,
+                    5e-31,
+                    f32::MIN_POSITIVE / 2.0
+                ][..]
+            ),
+            "2^-127 is a subnormal, and exact"
         );
-        assert!(exact_f32(by(0.7).into_iter()).is_none());
+        for t in [
+            0.7,
+            3.0,
+            1.0 + f64::EPSILON,
+            0.0,
+            -2.0,
+            f64::INFINITY,
+            f64::NAN,
+            2f64.powi(-130),
+        ] {
+            assert!(power_of_two_inverse(t).is_none(), "{t}");
+        }
+        assert!(quotients(&[1.0, 3e38], 0.5).is_none(), "overflows f32");
         assert!(
-            exact_f32([3e38 / 0.5].into_iter()).is_none(),
-            "overflows f32"
-        );
-        assert!(
-            exact_f32([f32::from_bits(3) as f64 / 2.0].into_iter()).is_none(),
+            quotients(&[f32::from_bits(3)], 2.0).is_none(),
             "a subnormal's last bit"
         );
-        assert!(exact_f32([f64::NAN].into_iter()).is_some_and(|v| v[0].is_nan()));
+        let above_min = f32::from_bits(f32::MIN_POSITIVE.to_bits() + 1);
+        assert!(
+            quotients(&[above_min], 4.0).is_none(),
+            "the bits a subnormal loses"
+        );
+        assert!(quotients(&[f64::NAN as f32], 0.25).is_some_and(|v| v[0].is_nan()));
+        let mut rng = 0x2545f4914f6cdd1du64;
+        let long: Vec<f32> = (0..200_001)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                f32::from_bits((rng as u32) & 0xff7f_ffff) // finite, either sign
+            })
+            .filter(|x| x.abs() > 1e-30 && x.abs() < 1e30)
+            .collect();
+        for t in [0.125, 2.0, 1024.0] {
+            let got = quotients(&long, t).expect("in range");
+            assert!(got
+                .iter()
+                .zip(&long)
+                .all(|(&g, &x)| g as f64 == x as f64 / t));
+        }
+        let mut edge = long.clone();
+        let at = edge.len() - 1; // in the last chunk only
+        edge[at] = above_min;
+        assert!(quotients(&edge, 2.0).is_none());
     }
 }
