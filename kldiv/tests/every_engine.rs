@@ -50,6 +50,7 @@ macro_rules! engine_suite {
                 precision_cases_from_other_suites,
                 pseudocount_smooths_both_rows,
                 f64_inputs_keep_f64_accuracy,
+                f64_near_identical_rows_keep_f64_accuracy,
                 kl_family_shares_one_pass,
                 logit_rows_give_their_tops
             );

@@ -15,13 +15,20 @@ pub use crate::consts::BLOCK;
 /// t(x, y) = x·ln(x/y) − x + y ≥ 0, the generalised KL term; +inf when y = 0 < x.
 #[inline]
 pub fn gkl(x: f64, y: f64) -> f64 {
+    gkl_d(x, y, x - y)
+}
+
+/// [`gkl`] given d = x − y, for callers that know it better than x − y rounds (JS's
+/// x − m = (x − y)/2, where m's rounding would be all of a near-identical pair's x − m).
+#[inline]
+pub fn gkl_d(x: f64, y: f64, d: f64) -> f64 {
     if x == 0.0 {
         return y;
     }
     if y == 0.0 {
         return f64::INFINITY;
     }
-    let r = (x - y) / y;
+    let r = d / y;
     if r.abs() < 0.01 {
         // y·φ(r), φ(r) = (1+r)ln(1+r) − r = Σ_{k≥2} (−r)^k / (k(k−1)): no cancellation.
         let poly = 1.0 / 2.0
@@ -31,12 +38,15 @@ pub fn gkl(x: f64, y: f64) -> f64 {
         return y * r * r * poly;
     }
     let ratio = x / y;
-    let l = if ratio.is_normal() {
+    let l = if r.abs() < 0.5 {
+        // ln of the rounded ratio would carry 2^−53 absolute, ~1e-12 of t at r = 0.01.
+        r.ln_1p()
+    } else if ratio.is_normal() {
         ratio.ln()
     } else {
         x.ln() - y.ln()
     };
-    x * l - (x - y)
+    x * l - d
 }
 
 /// x·ln y with 0·ln 0 = 0 and x·ln 0 = −inf for x > 0.
@@ -98,8 +108,8 @@ pub fn prob_element(
             acc.main2 += gkl(q, p);
         }
         Divergence::JensenShannon => {
-            let m = 0.5 * (p + q);
-            acc.main += gkl(p, m) + gkl(q, m);
+            let (m, half_d) = (0.5 * (p + q), 0.5 * (p - q));
+            acc.main += gkl_d(p, m, half_d) + gkl_d(q, m, -half_d);
         }
         Divergence::CrossEntropy => acc.main += xlogy(p, q),
         Divergence::Entropy => acc.main += xlogy(p, p),
@@ -440,6 +450,27 @@ mod tests {
                 q * r * r / 2.0 * (1.0 - r / 3.0 + r * r / 6.0)
             };
             assert!((got - want).abs() <= 1e-9 * want, "r={r}: {got} vs {want}");
+        }
+    }
+
+    /// Jensen–Shannon of f64 pairs 1e-13 apart: each term ≈ d²/(4m) (the next order is
+    /// 1e-26 of it). With m rounded, x − m kept only its last bits (8e-7 relative, before).
+    #[test]
+    fn js_keeps_digits_of_near_identical_pairs() {
+        for (p, q) in [
+            (0.5, 0.5 + 2e-13),
+            (0.125, 0.125 - 3e-14),
+            (3e-5, 3e-5 * (1.0 + 1e-12)),
+        ] {
+            let mut acc = ProbSums::default();
+            prob_element(Divergence::JensenShannon, p, q, &mut acc).unwrap();
+            let d: f64 = p - q; // exact (Sterbenz)
+            let want = d * d / (2.0 * (p + q));
+            assert!(
+                (acc.main - want).abs() <= 1e-12 * want,
+                "{p} {q}: {} vs {want}",
+                acc.main
+            );
         }
     }
 
