@@ -183,6 +183,12 @@ impl CpuEngine {
     fn is_exact(&self, dtype: Dtype) -> bool {
         matches!(self.level, Level::Reference) || dtype == Dtype::F64
     }
+
+    /// How exact rows are read: in f64 lanes where a kernel has them (f64 inputs; not the
+    /// reference engine, which is the element-by-element definition).
+    fn exact_lanes(&self) -> bool {
+        !matches!(self.level, Level::Reference)
+    }
 }
 
 impl PassEngine for CpuEngine {
@@ -199,6 +205,7 @@ impl PassEngine for CpuEngine {
         let threads = self.threads();
         let level = self.level;
         let exact = self.is_exact(T::DTYPE);
+        let exact_lanes = exact && self.exact_lanes();
         let visited = pass.len(rows);
         // (One thread has nothing to split a row for.)
         let whole_rows = matches!(pass.rows, Rows::Listed(_))
@@ -223,6 +230,7 @@ impl PassEngine for CpuEngine {
                 level.run(RowsOp {
                     pass,
                     exact,
+                    exact_lanes,
                     src,
                     cols,
                     visits: i0..i0 + out.len(),
@@ -264,12 +272,13 @@ impl PassEngine for CpuEngine {
                 (_, params) => params,
             };
             let (ps, qs) = (&pr[c0..c1], &qr[c0..c1]);
-            let sums = if exact {
+            let sums = if exact && !exact_lanes {
                 exact::segment(pass.kernel, params, ps, qs)
             } else {
                 level.run(SegmentOp {
                     kernel: pass.kernel,
                     params,
+                    exact,
                     p: ps,
                     q: qs,
                     scratch: &mut Scratch::new(),
@@ -330,6 +339,8 @@ fn row_of<T>(src: HostRows<'_, T>, cols: usize, row: usize) -> (&[T], &[T]) {
 struct RowsOp<'a, 'p, T, F: Finish> {
     pass: &'a Pass<'p>,
     exact: bool,
+    /// Exact rows in f64 lanes where a kernel has them (`kernels::exact_segment`).
+    exact_lanes: bool,
     src: HostRows<'a, T>,
     cols: usize,
     /// Positions in the pass's visiting order.
@@ -408,7 +419,9 @@ fn one_row<S: Simd, T: Element, F: Finish>(
         return Err(Irregular::Skipped);
     }
     let (ps, qs) = row_of(op.src, op.cols, op.pass.row(i));
-    let sums = if op.exact {
+    let sums = if op.exact_lanes {
+        kernels::exact_segment(s, op.pass.kernel, params, ps, qs)
+    } else if op.exact {
         exact::segment(op.pass.kernel, params, ps, qs)
     } else {
         kernels::segment(s, op.pass.kernel, params, ps, qs, scratch)
@@ -419,6 +432,8 @@ fn one_row<S: Simd, T: Element, F: Finish>(
 struct SegmentOp<'a, T> {
     kernel: Kernel,
     params: RowParams,
+    /// The exact path's kernels (in f64 lanes where they have them).
+    exact: bool,
     p: &'a [T],
     q: &'a [T],
     scratch: &'a mut Scratch,
@@ -428,6 +443,9 @@ impl<T: Element> WithSimd for SegmentOp<'_, T> {
     type Output = std::result::Result<Partial, crate::semantics::rows::Bad>;
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) -> Self::Output {
+        if self.exact {
+            return kernels::exact_segment(s, self.kernel, self.params, self.p, self.q);
+        }
         kernels::segment(s, self.kernel, self.params, self.p, self.q, self.scratch)
     }
 }

@@ -10,6 +10,7 @@
 
 mod logits;
 mod probs;
+mod probs_f64;
 
 pub use probs::{short_rows, SHORT_ROW};
 
@@ -141,6 +142,26 @@ fn as_pair<'a, H: Element, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [H
         bytemuck::try_cast_slice(p).ok()?,
         bytemuck::try_cast_slice(q).ok()?,
     ))
+}
+
+/// A piece of a row on the exact path (f64 inputs): f64 probability rows of the KL family
+/// and Jensen–Shannon in f64 lanes (`probs_f64`, the exact path's sums), everything else
+/// element by element (`exact::segment`).
+#[inline(always)]
+pub fn exact_segment<S: Simd, T: Element>(
+    s: S,
+    kernel: Kernel,
+    params: RowParams,
+    p: &[T],
+    q: &[T],
+) -> Result<Partial, Bad> {
+    if let (Kernel::Probs(div), RowParams::None) = (kernel, params) {
+        if T::DTYPE == Dtype::F64 && probs_f64::handles(div) {
+            let (p, q) = (bytemuck::cast_slice(p), bytemuck::cast_slice(q));
+            return probs_f64::segment(s, div, p, q).map(Partial::Probs);
+        }
+    }
+    exact::segment(kernel, params, p, q)
 }
 
 /// Sums over one piece of a row: the body every CPU path shares. For logits, `params` may
