@@ -125,10 +125,10 @@ fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> 
             let reverse = s.mul_f64s(du, s.negate_mul_add_f64s(s.sub_f64s(one, u), ub, one));
             let near = near(s, u, sum);
             match div {
-                Divergence::Kl => (patch(s, near, forward, x, y, |x, y| gkl(x, y)), zero),
+                Divergence::Kl => (patch(s, near, forward, x, y, gkl), zero),
                 Divergence::ReverseKl => (patch(s, near, reverse, x, y, |x, y| gkl(y, x)), zero),
                 _ => (
-                    patch(s, near, forward, x, y, |x, y| gkl(x, y)),
+                    patch(s, near, forward, x, y, gkl),
                     patch(s, near, reverse, x, y, |x, y| gkl(y, x)),
                 ),
             }
