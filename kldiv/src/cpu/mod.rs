@@ -278,7 +278,7 @@ impl PassEngine for CpuEngine {
                 level.run(SegmentOp {
                     kernel: pass.kernel,
                     params,
-                    exact,
+                    exact_lanes,
                     p: ps,
                     q: qs,
                     scratch: &mut Scratch::new(),
@@ -432,8 +432,8 @@ fn one_row<S: Simd, T: Element, F: Finish>(
 struct SegmentOp<'a, T> {
     kernel: Kernel,
     params: RowParams,
-    /// The exact path's kernels (in f64 lanes where they have them).
-    exact: bool,
+    /// The exact path's kernels in f64 lanes where they have them (`kernels::exact_segment`).
+    exact_lanes: bool,
     p: &'a [T],
     q: &'a [T],
     scratch: &'a mut Scratch,
@@ -443,7 +443,7 @@ impl<T: Element> WithSimd for SegmentOp<'_, T> {
     type Output = std::result::Result<Partial, crate::semantics::rows::Bad>;
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) -> Self::Output {
-        if self.exact {
+        if self.exact_lanes {
             return kernels::exact_segment(s, self.kernel, self.params, self.p, self.q);
         }
         kernels::segment(s, self.kernel, self.params, self.p, self.q, self.scratch)

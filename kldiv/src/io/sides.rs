@@ -313,25 +313,23 @@ pub fn run_block(
             && q.file.dtype() != crate::Dtype::F64
         {
             let (mut pbuf, mut qbuf) = (take(&p.quotients), take(&q.quotients));
-            let pf = p.tempered_f32((r0, r1), &mut pbuf);
-            let qf = match &pf {
-                Some(pf) if !req.reads_q() => Some(pf.clone()),
-                Some(_) => q.tempered_f32((r0, r1), &mut qbuf),
-                None => None,
-            };
-            let run = match (&pf, &qf) {
-                (Some(pf), Some(qf)) => Some(block(
+            let run = (|| {
+                let pf = p.tempered_f32((r0, r1), &mut pbuf)?;
+                let qf = if req.reads_q() {
+                    q.tempered_f32((r0, r1), &mut qbuf)?
+                } else {
+                    pf.clone()
+                };
+                Some(block(
                     engine,
                     req,
                     p.cols(),
-                    (&**pf, &**qf),
+                    (&pf, &qf),
                     r1 - r0,
                     targets,
                     summary,
-                )),
-                _ => None,
-            };
-            drop((pf, qf));
+                ))
+            })();
             put_back(&p.quotients, pbuf);
             put_back(&q.quotients, qbuf);
             if let Some(run) = run {

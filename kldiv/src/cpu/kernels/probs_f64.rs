@@ -113,24 +113,24 @@ fn all<S: Simd>(s: S, m: S::m64s) -> bool {
 #[inline(always)]
 fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> (S::f64s, S::f64s) {
     let zero = s.splat_f64s(0.0);
+    let neg = |v| s.sub_f64s(zero, v);
     match div {
         Divergence::Kl | Divergence::ReverseKl | Divergence::SymmetricKl => {
             let sum = s.add_f64s(x, y);
             let u = s.div_f64s(d, sum);
-            let ub = s.mul_f64s(u, series(s, s.mul_f64s(u, u)));
-            let du = s.mul_f64s(d, u);
-            let one = s.splat_f64s(1.0);
-            // t(x, y) = d·u·(1 + (1 + u)·u·B), t(y, x) = d·u·(1 − (1 − u)·u·B).
-            let forward = s.mul_f64s(du, s.mul_add_f64s(s.add_f64s(one, u), ub, one));
-            let reverse = s.mul_f64s(du, s.negate_mul_add_f64s(s.sub_f64s(one, u), ub, one));
+            let ub = u_series(s, u);
             let near = near(s, u, sum);
+            // t(y, x) is t(x, y) with d, u and u·B(u²) negated.
+            let forward = || patch(s, near, t_near(s, d, u, ub), x, y, gkl);
+            let reverse = || {
+                patch(s, near, t_near(s, neg(d), neg(u), neg(ub)), x, y, |x, y| {
+                    gkl(y, x)
+                })
+            };
             match div {
-                Divergence::Kl => (patch(s, near, forward, x, y, gkl), zero),
-                Divergence::ReverseKl => (patch(s, near, reverse, x, y, |x, y| gkl(y, x)), zero),
-                _ => (
-                    patch(s, near, forward, x, y, gkl),
-                    patch(s, near, reverse, x, y, |x, y| gkl(y, x)),
-                ),
+                Divergence::Kl => (forward(), zero),
+                Divergence::ReverseKl => (reverse(), zero),
+                _ => (forward(), reverse()),
             }
         }
         _ => {
@@ -141,18 +141,9 @@ fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> 
             let sx = s.mul_add_f64s(three, x, y);
             let sy = s.mul_add_f64s(three, y, x);
             let ux = s.div_f64s(d, sx);
-            let uy = s.div_f64s(s.sub_f64s(zero, d), sy);
-            let one = s.splat_f64s(1.0);
-            let ubx = s.mul_f64s(ux, series(s, s.mul_f64s(ux, ux)));
-            let uby = s.mul_f64s(uy, series(s, s.mul_f64s(uy, uy)));
-            let tx = s.mul_f64s(
-                s.mul_f64s(half_d, ux),
-                s.mul_add_f64s(s.add_f64s(one, ux), ubx, one),
-            );
-            let ty = s.mul_f64s(
-                s.mul_f64s(s.sub_f64s(zero, half_d), uy),
-                s.mul_add_f64s(s.add_f64s(one, uy), uby, one),
-            );
+            let uy = s.div_f64s(neg(d), sy);
+            let tx = t_near(s, half_d, ux, u_series(s, ux));
+            let ty = t_near(s, neg(half_d), uy, u_series(s, uy));
             let near = s.and_m64s(near(s, ux, sx), near(s, uy, sy));
             let js = |x: f64, y: f64| {
                 let (m, half_d) = (0.5 * (x + y), 0.5 * (x - y));
@@ -161,6 +152,23 @@ fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> 
             (patch(s, near, s.add_f64s(tx, ty), x, y, js), zero)
         }
     }
+}
+
+/// t(x, y) = d·u·(1 + (1 + u)·u·B(u²)) near one, given d = x − y, u = d/(x + y) and
+/// `ub` = u·B(u²).
+#[inline(always)]
+fn t_near<S: Simd>(s: S, d: S::f64s, u: S::f64s, ub: S::f64s) -> S::f64s {
+    let one = s.splat_f64s(1.0);
+    s.mul_f64s(
+        s.mul_f64s(d, u),
+        s.mul_add_f64s(s.add_f64s(one, u), ub, one),
+    )
+}
+
+/// u·B(u²).
+#[inline(always)]
+fn u_series<S: Simd>(s: S, u: S::f64s) -> S::f64s {
+    s.mul_f64s(u, series(s, s.mul_f64s(u, u)))
 }
 
 /// Lanes where the series holds: |u| ≤ U_NEAR (false for NaN, as 0/0 gives) and the sum of
@@ -190,8 +198,8 @@ fn patch<S: Simd>(
         return series;
     }
     let mut out = series;
-    let (xs, ys) = (lanes(&x), lanes(&y));
-    let far = lanes(&s.select_f64s(near, s.splat_f64s(0.0), s.splat_f64s(1.0))).to_vec();
+    let far = s.select_f64s(near, s.splat_f64s(0.0), s.splat_f64s(1.0));
+    let (xs, ys, far) = (lanes(&x), lanes(&y), lanes(&far));
     let slots: &mut [f64] = bytemuck::cast_slice_mut(std::slice::from_mut(&mut out));
     for (k, slot) in slots.iter_mut().enumerate() {
         if far[k] != 0.0 {
