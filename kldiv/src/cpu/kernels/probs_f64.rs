@@ -113,7 +113,6 @@ fn all<S: Simd>(s: S, m: S::m64s) -> bool {
 #[inline(always)]
 fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> (S::f64s, S::f64s) {
     let zero = s.splat_f64s(0.0);
-    let neg = |v| s.sub_f64s(zero, v);
     match div {
         Divergence::Kl | Divergence::ReverseKl | Divergence::SymmetricKl => {
             let sum = s.add_f64s(x, y);
@@ -121,17 +120,21 @@ fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> 
             let ub = u_series(s, u);
             let near = near(s, u, sum);
             // t(y, x) is t(x, y) with d, u and u·B(u²) negated.
-            let forward = || patch(s, near, t_near(s, d, u, ub), x, y, gkl);
-            let reverse = || {
-                patch(s, near, t_near(s, neg(d), neg(u), neg(ub)), x, y, |x, y| {
-                    gkl(y, x)
-                })
+            let (main, reverse) = match div {
+                Divergence::Kl => (t_near(s, d, u, ub), None),
+                Divergence::ReverseKl => (t_near(s, neg(s, d), neg(s, u), neg(s, ub)), None),
+                _ => (
+                    t_near(s, d, u, ub),
+                    Some(t_near(s, neg(s, d), neg(s, u), neg(s, ub))),
+                ),
             };
-            match div {
-                Divergence::Kl => (forward(), zero),
-                Divergence::ReverseKl => (reverse(), zero),
-                _ => (forward(), reverse()),
-            }
+            let main = if div == Divergence::ReverseKl {
+                patch(s, near, main, x, y, |x, y| gkl(y, x))
+            } else {
+                patch(s, near, main, x, y, gkl)
+            };
+            let reverse = reverse.map_or(zero, |r| patch(s, near, r, x, y, |x, y| gkl(y, x)));
+            (main, reverse)
         }
         _ => {
             // t(x, m) + t(y, m), m = (x + y)/2: x − m = d/2, x + m = (3x + y)/2, and
@@ -141,9 +144,9 @@ fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> 
             let sx = s.mul_add_f64s(three, x, y);
             let sy = s.mul_add_f64s(three, y, x);
             let ux = s.div_f64s(d, sx);
-            let uy = s.div_f64s(neg(d), sy);
+            let uy = s.div_f64s(neg(s, d), sy);
             let tx = t_near(s, half_d, ux, u_series(s, ux));
-            let ty = t_near(s, neg(half_d), uy, u_series(s, uy));
+            let ty = t_near(s, neg(s, half_d), uy, u_series(s, uy));
             let near = s.and_m64s(near(s, ux, sx), near(s, uy, sy));
             let js = |x: f64, y: f64| {
                 let (m, half_d) = (0.5 * (x + y), 0.5 * (x - y));
@@ -163,6 +166,12 @@ fn t_near<S: Simd>(s: S, d: S::f64s, u: S::f64s, ub: S::f64s) -> S::f64s {
         s.mul_f64s(d, u),
         s.mul_add_f64s(s.add_f64s(one, u), ub, one),
     )
+}
+
+/// −v (0 − v: the sign of a zero does not matter here).
+#[inline(always)]
+fn neg<S: Simd>(s: S, v: S::f64s) -> S::f64s {
+    s.sub_f64s(s.splat_f64s(0.0), v)
 }
 
 /// u·B(u²).
