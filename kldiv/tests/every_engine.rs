@@ -51,6 +51,7 @@ macro_rules! engine_suite {
                 pseudocount_smooths_both_rows,
                 f64_inputs_keep_f64_accuracy,
                 f64_near_identical_rows_keep_f64_accuracy,
+                f64_near_identical_logits_keep_f64_accuracy,
                 kl_family_shares_one_pass,
                 logit_rows_give_their_tops
             );

@@ -641,6 +641,83 @@ pub fn f64_near_identical_rows_keep_f64_accuracy(e: &TestEngine) {
     }
 }
 
+/// Near-identical f64 logits (b = a + σ·N, σ down to 1e-9: KL ~ 1e-19), also offset by
+/// +1e4 and long enough to span many blocks, on engines that compute f64: within 2e-12
+/// relative of KL(P‖Q) = Σ p·ψ(u), u = ln p − ln q = (a − b) − (lse_a − lse_b),
+/// ψ(u) = e^−u − 1 + u ≥ 0 (from Σ q = Σ p·e^−u = 1; no cancellation). a − b is exact in f64
+/// for such close pairs, and an error δ in the log-sums' difference moves the reference by
+/// δ²/2 only (its first-order term is Σ q − 1 = 0), and δ must still be ≪ √KL: the
+/// difference is solved for by Newton's method; reverse KL is Σ q·ψ(−u).
+pub fn f64_near_identical_logits_keep_f64_accuracy(e: &TestEngine) {
+    if !e.computes_f64() {
+        return;
+    }
+    fn psi(u: f64) -> f64 {
+        if u.abs() < 1e-2 {
+            (2..12)
+                .map(|k| (-u).powi(k) / (1..=k).product::<i32>() as f64)
+                .sum()
+        } else {
+            (-u).exp_m1() + u
+        }
+    }
+    // (max, Σ e^(v − max)): a − max is exact near the maximum, where the mass is, so the
+    // weights do not round at an offset.
+    fn max_sum(v: &[f64]) -> (f64, f64) {
+        let m = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        (m, v.iter().map(|x| (x - m).exp()).sum::<f64>())
+    }
+    let mut rng = Rng::new(83);
+    for (rows, cols) in [(3, 17), (2, 3001), (1, 70_001)] {
+        for sigma in [1e-3, 1e-6, 1e-9] {
+            for offset in [0.0, 1e4] {
+                let (a, b) = logit_pair(&mut rng, rows, cols, sigma);
+                let a: Vec<f64> = a.iter().map(|x| x + offset).collect();
+                let b: Vec<f64> = b.iter().map(|x| x + offset).collect();
+                let req = |div| Request::new(div).input(InputForm::Logits);
+                let kl = e.ok(&req(Divergence::Kl), &a, &b, rows, cols);
+                let rev = e.ok(&req(Divergence::ReverseKl), &a, &b, rows, cols);
+                let sym = e.ok(&req(Divergence::SymmetricKl), &a, &b, rows, cols);
+                for r in 0..rows {
+                    let (ar, br) = (&a[r * cols..(r + 1) * cols], &b[r * cols..(r + 1) * cols]);
+                    let ((ma, sa), (mb, sb)) = (max_sum(ar), max_sum(br));
+                    let p = |x: f64| (x - ma).exp() / sa;
+                    // Δ = lse_a − lse_b solves Σ p·(e^−u − 1) = 0 (Σ q = Σ p): two Newton
+                    // steps from the log-sums' difference (off by ~1e-14, too much where
+                    // KL ~ 1e-19) leave it off by the rounding of that sum of small terms.
+                    let mut delta = (ma - mb) + (sa.ln() - sb.ln());
+                    for _ in 0..2 {
+                        let (mut f, mut df) = (0.0, 0.0);
+                        for (&x, &y) in ar.iter().zip(br) {
+                            let u = (x - y) - delta;
+                            f += p(x) * (-u).exp_m1();
+                            df += p(x) * (-u).exp();
+                        }
+                        delta -= f / df;
+                    }
+                    let (mut want, mut want_rev) = (0.0, 0.0);
+                    for (&x, &y) in ar.iter().zip(br) {
+                        let u = (x - y) - delta;
+                        want += p(x) * psi(u);
+                        want_rev += (y - mb).exp() / sb * psi(-u);
+                    }
+                    let what = format!("{} {rows}×{cols} σ {sigma:e} +{offset} row {r}", e.name());
+                    for (name, got, want) in [
+                        ("KL", kl[r], want),
+                        ("reverse KL", rev[r], want_rev),
+                        ("symmetric KL", sym[r], want + want_rev),
+                    ] {
+                        assert!(
+                            close(got, want, 2e-12, 0.0),
+                            "{what} {name}: got {got:e} want {want:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Near-identical logits (b = a + 1e-4·N, KL ~ 5e-9): a log-sum-exp difference keeps no
 /// digit here; the ψ form keeps 1e-5 relative on the CPU, 1e-4 on the GPU (f32 x without
 /// compensation).

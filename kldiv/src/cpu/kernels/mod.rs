@@ -9,6 +9,7 @@
 //! - `logits`: logits rows and Jensen–Shannon over logits.
 
 mod logits;
+mod logits_f64;
 mod probs;
 mod probs_f64;
 
@@ -145,8 +146,8 @@ fn as_pair<'a, H: Element, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [H
 }
 
 /// A piece of a row on the exact path (f64 inputs): f64 probability rows of the KL family
-/// and Jensen–Shannon in f64 lanes (`probs_f64`, the exact path's sums), everything else
-/// element by element (`exact::segment`).
+/// and Jensen–Shannon (`probs_f64`) and f64 logits rows (`logits_f64`) in f64 lanes, with
+/// the exact path's sums; everything else element by element (`exact::segment`).
 #[inline(always)]
 pub fn exact_segment<S: Simd, T: Element>(
     s: S,
@@ -155,13 +156,22 @@ pub fn exact_segment<S: Simd, T: Element>(
     p: &[T],
     q: &[T],
 ) -> Result<Partial, Bad> {
-    if let (Kernel::Probs(div), RowParams::None) = (kernel, params) {
-        if T::DTYPE == Dtype::F64 && probs_f64::handles(div) {
-            let (p, q) = (bytemuck::cast_slice(p), bytemuck::cast_slice(q));
-            return probs_f64::segment(s, div, p, q).map(Partial::Probs);
-        }
+    if T::DTYPE != Dtype::F64 {
+        return exact::segment(kernel, params, p, q);
     }
-    exact::segment(kernel, params, p, q)
+    let (pf, qf) = (bytemuck::cast_slice(p), bytemuck::cast_slice(q));
+    match (kernel, params) {
+        (Kernel::Probs(div), RowParams::None) if probs_f64::handles(div) => {
+            probs_f64::segment(s, div, pf, qf).map(Partial::Probs)
+        }
+        (Kernel::Logits(_), RowParams::Shift { hi, lo }) => {
+            logits_f64::segment(s, pf, qf, Some((hi, lo))).map(Partial::Logits)
+        }
+        (Kernel::Logits(_), RowParams::None) => {
+            logits_f64::segment(s, pf, qf, None).map(Partial::Logits)
+        }
+        _ => exact::segment(kernel, params, p, q),
+    }
 }
 
 /// Sums over one piece of a row: the body every CPU path shares. For logits, `params` may

@@ -1,0 +1,560 @@
+//! f64 logits rows in f64 SIMD lanes: the exact path's sums (`exact::logit_segment`) for
+//! KL, reverse and symmetric KL, cross-entropy and entropy, block by block against each
+//! block's own maxima, merged as the exact path merges them. A block holding a value the
+//! lanes do not take (NaN, ±inf, |v| > `BIG`) or whose maxima sit too far from the row's
+//! shift goes through the exact path's own loop, which also reports bad input.
+//!
+//! Per element pair: wa = e^(a − ma) by a degree-13 polynomial (2 ulp), x = a − b − c with
+//! a − b exact (TwoSum), and ψ(±x) = e^∓x − 1 ± x from one even and one odd series in x²
+//! where |x| ≤ `NEAR`, which also give wb = wa·e^−x/g without a second exponential.
+
+use crate::consts::BLOCK;
+use crate::semantics::exact;
+use crate::semantics::rows::Bad;
+use crate::semantics::sums::{shift_from, LogitSums, NO_TOP};
+use pulp::Simd;
+
+/// Largest |logit| the lanes take: a − b and a − ma stay finite, with room.
+const BIG: f64 = 1e300;
+
+/// |x| up to which ψ(±x) come from their series (12 terms: below 1e-17 of ψ at 0.5).
+const NEAR: f64 = 0.5;
+
+/// |c − (ma − mb)| up to which wb may be formed from wa (g = e^gap): wa underflows no
+/// earlier than wb would matter. Beyond it wb is its own exponential.
+const GAP_SERIES: f64 = 20.0;
+
+/// |c − (ma − mb)| up to which the lanes run at all: e^−708 flushes to 0, so g·wb with
+/// g ≤ e^600 loses at most e^−108 per element. Blocks beyond it take the exact path.
+const GAP_MAX: f64 = 600.0;
+
+/// Arguments below this give 0 (e^−708 is still normal).
+const EXP_FLOOR: f64 = -708.0;
+
+/// 1/k! for k = 0..=13: e^r for |r| ≤ ln2/2, the first term left out below 1e-17.
+const EXP_C: [f64; 14] = {
+    let mut c = [1.0; 14];
+    let mut k = 1;
+    while k < 14 {
+        c[k] = c[k - 1] / k as f64;
+        k += 1;
+    }
+    c
+};
+
+/// ψ(x) = x²·(E(x²) − x·O(x²)), E = Σ x^2j/(2j+2)!, O = Σ x^2j/(2j+3)!, j = 0..=6.
+const PSI_E: [f64; 7] = series(2);
+const PSI_O: [f64; 7] = series(3);
+
+const fn series(first: usize) -> [f64; 7] {
+    let mut c = [0.0; 7];
+    let mut j = 0;
+    while j < 7 {
+        let mut f = 1.0;
+        let mut k = 2;
+        while k <= first + 2 * j {
+            f *= k as f64;
+            k += 1;
+        }
+        c[j] = 1.0 / f;
+        j += 1;
+    }
+    c
+}
+
+/// Sums over a piece of an f64 logits row, as `exact::logit_segment(a, b, shift)` gives
+/// them (to the rounding of f64 sums taken in another order); `shift` `None` is a whole row,
+/// shifted by its maxima as `exact::logit_row_exact` shifts it.
+#[inline(always)]
+pub fn segment<S: Simd>(
+    s: S,
+    a: &[f64],
+    b: &[f64],
+    shift: Option<(f64, f64)>,
+) -> Result<LogitSums, Bad> {
+    let shift = match shift {
+        Some(shift) => shift,
+        None => row_max_shift(s, a, b),
+    };
+    let mut total = LogitSums::default();
+    for (bi, (ab, bb)) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).enumerate() {
+        let mut sums = match block(s, ab, bb, shift) {
+            Some(sums) => sums,
+            None => exact::logit_block(ab, bb, &mut Some(shift)).map_err(|e| Bad {
+                col: e.col + bi * BLOCK,
+                ..e
+            })?,
+        };
+        sums.offset_tops(bi * BLOCK);
+        total.merge(&sums);
+    }
+    Ok(total)
+}
+
+/// `exact::max_shift` with the maxima taken in lanes; rows holding NaN or +inf (to be
+/// reported) or values too large to sum take the exact path's own.
+#[inline(always)]
+fn row_max_shift<S: Simd>(s: S, a: &[f64], b: &[f64]) -> (f64, f64) {
+    match (side_max(s, a), side_max(s, b)) {
+        (Some(ma), Some(mb)) => shift_from(ma, mb, 0.0),
+        _ => exact::max_shift(a, b),
+    }
+}
+
+/// The largest value of `v` where every value is finite or −inf (masked), else `None`.
+#[inline(always)]
+fn side_max<S: Simd>(s: S, v: &[f64]) -> Option<f64> {
+    let (vv, tail) = S::as_simd_f64s(v);
+    let mut mx = s.splat_f64s(f64::NEG_INFINITY);
+    // −inf leaves the sum −inf; NaN, +inf or an overflow make it NaN or +inf.
+    let mut sum = s.splat_f64s(0.0);
+    for &x in vv {
+        mx = s.max_f64s(mx, x);
+        sum = s.add_f64s(sum, x);
+    }
+    let mut m = s.reduce_max_f64s(mx);
+    let mut total = s.reduce_sum_f64s(sum);
+    for &x in tail {
+        m = m.max(x);
+        total += x;
+    }
+    (!(total.is_nan() || total == f64::INFINITY)).then_some(m)
+}
+
+/// One block's sums against its own maxima, or `None` where the exact path must take it.
+#[inline(always)]
+fn block<S: Simd>(s: S, a: &[f64], b: &[f64], (hi, lo): (f64, f64)) -> Option<LogitSums> {
+    let (av, at) = S::as_simd_f64s(a);
+    let (bv, bt) = S::as_simd_f64s(b);
+    let big = s.splat_f64s(BIG);
+    let mut mxa = s.splat_f64s(f64::NEG_INFINITY);
+    let mut mxb = mxa;
+    for (&x, &y) in av.iter().zip(bv) {
+        // False for NaN.
+        let ok = s.and_m64s(
+            s.less_than_or_equal_f64s(s.abs_f64s(x), big),
+            s.less_than_or_equal_f64s(s.abs_f64s(y), big),
+        );
+        if !all(s, ok) {
+            return None;
+        }
+        mxa = s.max_f64s(mxa, x);
+        mxb = s.max_f64s(mxb, y);
+    }
+    let (mut ma, mut mb) = (s.reduce_max_f64s(mxa), s.reduce_max_f64s(mxb));
+    for (&x, &y) in at.iter().zip(bt) {
+        if !(x.abs() <= BIG && y.abs() <= BIG) {
+            return None;
+        }
+        ma = ma.max(x);
+        mb = mb.max(y);
+    }
+    if a.is_empty() {
+        return None;
+    }
+    let mut out = LogitSums::with_shift(hi, lo);
+    (out.ma, out.mb) = (ma, mb);
+    out.top_a = first_at(s, a, ma);
+    out.top_b = first_at(s, b, mb);
+    let gap = out.shift_gap();
+    // NaN (a shift from a row of −inf) fails too.
+    if gap.is_nan() || gap.abs() > GAP_MAX {
+        return None;
+    }
+    let g = gap.exp();
+    let wb_from_wa = gap.abs() <= GAP_SERIES;
+    let lanes = Lanes {
+        ma: s.splat_f64s(ma),
+        mb: s.splat_f64s(mb),
+        c_hi: s.splat_f64s(hi),
+        c_lo: s.splat_f64s(lo),
+        g: s.splat_f64s(g),
+        g_inv: s.splat_f64s(1.0 / g),
+    };
+    let mut acc = Acc::new(s);
+    for (&x, &y) in av.iter().zip(bv) {
+        acc.add(s, &lanes, x, y, wb_from_wa);
+    }
+    acc.into_sums(s, &mut out);
+    for (&x, &y) in at.iter().zip(bt) {
+        exact::logit_element(x, y, &mut out, g);
+    }
+    Some(out)
+}
+
+/// A block's constants, splatted once.
+struct Lanes<V> {
+    ma: V,
+    mb: V,
+    c_hi: V,
+    c_lo: V,
+    g: V,
+    g_inv: V,
+}
+
+/// The `LogitSums` fields a block accumulates, lane by lane.
+struct Acc<V> {
+    sa: V,
+    sb: V,
+    ea: V,
+    eb: V,
+    xa: V,
+    xb: V,
+    ax_a: V,
+    ax_b: V,
+    psi_a: V,
+    psi_b: V,
+}
+
+impl<V: Copy> Acc<V> {
+    #[inline(always)]
+    fn new<S: Simd<f64s = V>>(s: S) -> Self {
+        let z = s.splat_f64s(0.0);
+        Acc {
+            sa: z,
+            sb: z,
+            ea: z,
+            eb: z,
+            xa: z,
+            xb: z,
+            ax_a: z,
+            ax_b: z,
+            psi_a: z,
+            psi_b: z,
+        }
+    }
+
+    /// One vector of logit pairs, all finite and within `BIG`.
+    #[inline(always)]
+    fn add<S: Simd<f64s = V>>(&mut self, s: S, k: &Lanes<V>, x: V, y: V, wb_from_wa: bool) {
+        let xm = s.sub_f64s(x, k.ma);
+        let ym = s.sub_f64s(y, k.mb);
+        let wa = exp_nonpos(s, xm);
+        // x − y − c with x − y kept exactly (TwoSum): huge logits lose nothing.
+        let d_hi = s.sub_f64s(x, y);
+        let xv = s.add_f64s(d_hi, y);
+        let yv = s.sub_f64s(xv, d_hi);
+        let d_lo = s.add_f64s(s.sub_f64s(x, xv), s.sub_f64s(yv, y));
+        let xs = s.add_f64s(s.sub_f64s(d_hi, k.c_hi), s.sub_f64s(d_lo, k.c_lo));
+        let ax = s.abs_f64s(xs);
+        let near = s.less_than_or_equal_f64s(ax, s.splat_f64s(NEAR));
+        let z = s.mul_f64s(xs, xs);
+        let even = horner(s, z, &PSI_E);
+        let odd = s.mul_f64s(xs, horner(s, z, &PSI_O));
+        let psi_p = s.mul_f64s(z, s.sub_f64s(even, odd)); // ψ(x)
+        let psi_m = s.mul_f64s(z, s.add_f64s(even, odd)); // ψ(−x)
+        let one = s.splat_f64s(1.0);
+        let (wb, ta, tb) = if wb_from_wa && all(s, near) {
+            // e^−x = 1 − x + ψ(x): g·wb = wa·e^−x.
+            let e_minus = s.add_f64s(s.sub_f64s(one, xs), psi_p);
+            let wb = s.mul_f64s(s.mul_f64s(wa, e_minus), k.g_inv);
+            (wb, s.mul_f64s(wa, psi_p), s.mul_f64s(wb, psi_m))
+        } else {
+            let wb = exp_nonpos(s, ym);
+            // Away from 0: w·ψ(x) = w·e^−x − w + w·x, with wa·e^−x = g·wb (no overflow).
+            let da = s.mul_add_f64s(wa, xs, s.sub_f64s(s.mul_f64s(k.g, wb), wa));
+            let db = s.sub_f64s(s.sub_f64s(s.mul_f64s(wa, k.g_inv), wb), s.mul_f64s(wb, xs));
+            (
+                wb,
+                s.select_f64s(near, s.mul_f64s(wa, psi_p), da),
+                s.select_f64s(near, s.mul_f64s(wb, psi_m), db),
+            )
+        };
+        self.sa = s.add_f64s(self.sa, wa);
+        self.sb = s.add_f64s(self.sb, wb);
+        self.ea = s.mul_add_f64s(wa, xm, self.ea);
+        self.eb = s.mul_add_f64s(wa, ym, self.eb);
+        self.xa = s.mul_add_f64s(wa, xs, self.xa);
+        self.xb = s.mul_add_f64s(wb, xs, self.xb);
+        self.ax_a = s.mul_add_f64s(wa, ax, self.ax_a);
+        self.ax_b = s.mul_add_f64s(wb, ax, self.ax_b);
+        self.psi_a = s.add_f64s(self.psi_a, ta);
+        self.psi_b = s.add_f64s(self.psi_b, tb);
+    }
+
+    #[inline(always)]
+    fn into_sums<S: Simd<f64s = V>>(self, s: S, out: &mut LogitSums) {
+        out.sa += s.reduce_sum_f64s(self.sa);
+        out.sb += s.reduce_sum_f64s(self.sb);
+        out.ea += s.reduce_sum_f64s(self.ea);
+        out.eb += s.reduce_sum_f64s(self.eb);
+        out.xa += s.reduce_sum_f64s(self.xa);
+        out.xb += s.reduce_sum_f64s(self.xb);
+        out.ax_a += s.reduce_sum_f64s(self.ax_a);
+        out.ax_b += s.reduce_sum_f64s(self.ax_b);
+        out.psi_a += s.reduce_sum_f64s(self.psi_a);
+        out.psi_b += s.reduce_sum_f64s(self.psi_b);
+    }
+}
+
+/// e^t for t ≤ 0 (finite), within 2 ulp; 0 below `EXP_FLOOR`.
+#[inline(always)]
+fn exp_nonpos<S: Simd>(s: S, t: S::f64s) -> S::f64s {
+    // 1.5·2^52 + 1023: adding it rounds t·log2(e) to an integer n, leaving n + 1023 in the
+    // low bits; times 2^52 (wrapping) those bits are 2^n's.
+    const SHIFTER: f64 = 6_755_399_441_056_767.0;
+    const LN2_HI: f64 = std::f64::consts::LN_2;
+    const LN2_LO: f64 = 2.319_046_813_846_299_6e-17;
+    let k = s.mul_add_f64s(
+        t,
+        s.splat_f64s(std::f64::consts::LOG2_E),
+        s.splat_f64s(SHIFTER),
+    );
+    let n = s.sub_f64s(k, s.splat_f64s(SHIFTER));
+    let r = s.mul_add_f64s(n, s.splat_f64s(-LN2_HI), t);
+    let r = s.mul_add_f64s(n, s.splat_f64s(-LN2_LO), r);
+    let e = horner(s, r, &EXP_C);
+    let scale = s.mul_u64s(s.transmute_u64s_f64s(k), s.splat_u64s(1 << 52));
+    let v = s.mul_f64s(e, s.transmute_f64s_u64s(scale));
+    s.select_f64s(
+        s.greater_than_or_equal_f64s(t, s.splat_f64s(EXP_FLOOR)),
+        v,
+        s.splat_f64s(0.0),
+    )
+}
+
+/// c[0] + c[1]·x + … by Horner's scheme.
+#[inline(always)]
+fn horner<S: Simd>(s: S, x: S::f64s, c: &[f64]) -> S::f64s {
+    let mut acc = s.splat_f64s(c[c.len() - 1]);
+    for &ci in c[..c.len() - 1].iter().rev() {
+        acc = s.mul_add_f64s(acc, x, s.splat_f64s(ci));
+    }
+    acc
+}
+
+#[inline(always)]
+fn all<S: Simd>(s: S, m: S::m64s) -> bool {
+    s.first_true_m64s(s.not_m64s(m)) >= S::F64_LANES
+}
+
+/// The column of the first element of `v` equal to `m` (a value of `v`): a compare per
+/// vector until the vector that holds it, then element by element.
+#[inline(always)]
+fn first_at<S: Simd>(s: S, v: &[f64], m: f64) -> u64 {
+    let (vv, _) = S::as_simd_f64s(v);
+    let vm = s.splat_f64s(m);
+    let mut start = vv.len() * S::F64_LANES;
+    for (i, &x) in vv.iter().enumerate() {
+        if s.first_true_m64s(s.equal_f64s(x, vm)) < S::F64_LANES {
+            start = i * S::F64_LANES;
+            break;
+        }
+    }
+    v[start..]
+        .iter()
+        .position(|&x| x == m)
+        .map_or(NO_TOP, |j| (start + j) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulp::WithSimd;
+
+    struct Run<'a>(&'a [f64], &'a [f64], Option<(f64, f64)>);
+    impl WithSimd for Run<'_> {
+        type Output = Result<LogitSums, Bad>;
+        fn with_simd<S: Simd>(self, s: S) -> Self::Output {
+            segment(s, self.0, self.1, self.2)
+        }
+    }
+
+    fn every_level(a: &[f64], b: &[f64], shift: Option<(f64, f64)>) -> Vec<Result<LogitSums, Bad>> {
+        let mut out = vec![Simd::vectorize(pulp::Scalar::new(), Run(a, b, shift))];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(v) = pulp::x86::V3::try_new() {
+                out.push(Simd::vectorize(v, Run(a, b, shift)));
+            }
+            if let Some(v) = pulp::x86::V4::try_new() {
+                out.push(Simd::vectorize(v, Run(a, b, shift)));
+            }
+        }
+        out
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn unit(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+        /// Roughly normal: the sum of four uniforms, centred.
+        fn normal(&mut self) -> f64 {
+            (0..4).map(|_| self.unit()).sum::<f64>() * 1.7 - 3.4
+        }
+    }
+
+    /// Pairs of rows: a ~ 2·N plus `offset`, b = a + σ·N (σ from 1e-9 to 3, so x runs
+    /// through the series and the direct form), and rows whose blocks sit far apart.
+    fn rows(rng: &mut Rng, n: usize, sigma: f64, offset: f64) -> (Vec<f64>, Vec<f64>) {
+        let a: Vec<f64> = (0..n).map(|_| 2.0 * rng.normal() + offset).collect();
+        let b = a.iter().map(|&x| x + sigma * rng.normal()).collect();
+        (a, b)
+    }
+
+    /// `got` and `want` agree to `rel` of `scale` (a sum of the terms' magnitudes).
+    fn near(got: f64, want: f64, scale: f64, rel: f64) -> bool {
+        got == want || (got - want).abs() <= rel * scale.abs()
+    }
+
+    /// Every field against `exact::logit_segment` on the same piece: maxima, tops, shift and
+    /// zero counts exactly; the sums to 1e-13 of their terms' magnitudes (f64 sums in
+    /// another order, the exponential within 2 ulp), ψ sums to 1e-12 (the direct form
+    /// above |x| = 0.5 cancels ~20×).
+    fn check(what: &str, a: &[f64], b: &[f64], shift: Option<(f64, f64)>) {
+        let want = match shift {
+            Some(sh) => exact::logit_segment(a, b, Some(sh)),
+            None => exact::logit_row_exact(a, b),
+        }
+        .unwrap();
+        for got in every_level(a, b, shift) {
+            let got = got.unwrap();
+            let same = |g: u64, w: u64| g == w;
+            assert!(
+                got.ma.to_bits() == want.ma.to_bits()
+                    && got.mb.to_bits() == want.mb.to_bits()
+                    && same(got.top_a, want.top_a)
+                    && same(got.top_b, want.top_b)
+                    && same(got.q_zero, want.q_zero)
+                    && same(got.p_zero, want.p_zero)
+                    && got.shift_hi == want.shift_hi
+                    && got.shift_lo == want.shift_lo,
+                "{what}: {got:?} against {want:?}"
+            );
+            let fields = [
+                (got.sa, want.sa, want.sa, 1e-13),
+                (got.sb, want.sb, want.sb, 1e-13),
+                (got.ea, want.ea, want.ea, 1e-13),
+                (got.eb, want.eb, want.eb, 1e-13),
+                (got.xa, want.xa, want.ax_a, 1e-13),
+                (got.xb, want.xb, want.ax_b, 1e-13),
+                (got.ax_a, want.ax_a, want.ax_a, 1e-13),
+                (got.ax_b, want.ax_b, want.ax_b, 1e-13),
+                (got.psi_a, want.psi_a, want.psi_a, 1e-12),
+                (got.psi_b, want.psi_b, want.psi_b, 1e-12),
+            ];
+            for (i, (g, w, scale, rel)) in fields.into_iter().enumerate() {
+                assert!(
+                    near(g, w, scale, rel) || (g.is_nan() && w.is_nan()),
+                    "{what} field {i}: {g:e} against {w:e}\n{got:?}\n{want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sums_match_the_exact_path() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for n in [1, 7, 8, 9, 511, 512, 513, 1500, 4099] {
+            for sigma in [1e-9, 1e-4, 0.1, 0.6, 3.0] {
+                for offset in [0.0, 1e4, -3e7, 1e20] {
+                    let (a, b) = rows(&mut rng, n, sigma, offset);
+                    let what = format!("n {n} σ {sigma:e} offset {offset:e}");
+                    check(&what, &a, &b, None);
+                    // A piece with the row's shift given (split rows, re-reads): off from
+                    // the maxima' shift by as much as a first block's estimate can be.
+                    let (hi, lo) = exact::max_shift(&a, &b);
+                    let (hi, lo2) = crate::semantics::sums::two_sum(hi, 0.3);
+                    check(&format!("{what} shifted"), &a, &b, Some((hi, lo + lo2)));
+                }
+            }
+        }
+    }
+
+    /// Blocks the lanes hand to the exact path, or take with their own exponentials: −inf
+    /// (masked) on either side, a block whose maxima sit 30 and 650 below the row's (wb its
+    /// own exponential; the exact path), values 800 below their maximum (e^x flushes to 0)
+    /// and logits near the largest the lanes take.
+    #[test]
+    fn edges_match_the_exact_path() {
+        let mut rng = Rng(7);
+        let (mut a, mut b) = rows(&mut rng, 2048, 0.05, 0.0);
+        a[3] = f64::NEG_INFINITY;
+        b[600] = f64::NEG_INFINITY;
+        a[700] = f64::NEG_INFINITY;
+        b[700] = f64::NEG_INFINITY;
+        check("masked", &a, &b, None);
+        let (mut a, b) = rows(&mut rng, 2048, 0.05, 0.0);
+        for x in &mut a[512..1024] {
+            *x -= 30.0;
+        }
+        for x in &mut a[1024..1536] {
+            *x -= 650.0;
+        }
+        check("blocks far below", &a, &b, None);
+        let (mut a, mut b) = rows(&mut rng, 1100, 0.05, 0.0);
+        for k in (0..1100).step_by(3) {
+            a[k] -= 800.0;
+            b[k] -= 800.0;
+        }
+        check("underflow", &a, &b, None);
+        let (a, b) = rows(&mut rng, 100, 0.05, 9e299);
+        check("near BIG", &a, &b, None);
+        let (a, b) = rows(&mut rng, 100, 0.05, 2e300);
+        check("beyond BIG", &a, &b, None);
+    }
+
+    /// NaN and +inf are reported at their column, as the exact path reports them.
+    #[test]
+    fn bad_values_are_named_where_they_are() {
+        let mut rng = Rng(11);
+        for (col, v) in [(700, f64::NAN), (1030, f64::INFINITY), (5, f64::NAN)] {
+            let (mut a, b) = rows(&mut rng, 1100, 0.1, 0.0);
+            a[col] = v;
+            let want = exact::logit_row_exact(&a, &b).unwrap_err();
+            for got in every_level(&a, &b, None) {
+                let got = got.unwrap_err();
+                assert_eq!(
+                    (got.col, got.side, got.kind),
+                    (want.col, want.side, want.kind)
+                );
+                assert_eq!(got.col, col);
+            }
+        }
+    }
+
+    /// The exponential itself, against libm over its whole range, within 2 ulp.
+    #[test]
+    fn exponential_within_two_ulp() {
+        struct Exp<'a>(&'a [f64], &'a mut [f64]);
+        impl WithSimd for Exp<'_> {
+            type Output = ();
+            fn with_simd<S: Simd>(self, s: S) {
+                let (xs, _) = S::as_simd_f64s(self.0);
+                let (ys, _) = S::as_mut_simd_f64s(self.1);
+                for (x, y) in xs.iter().zip(ys) {
+                    *y = exp_nonpos(s, *x);
+                }
+            }
+        }
+        let mut rng = Rng(3);
+        let mut xs: Vec<f64> = (0..40_000).map(|k| -(k as f64) * 0.0177).collect();
+        xs.extend((0..8000).map(|_| -rng.unit() * 1e-3));
+        xs.extend([0.0, -0.0, -1e-300, -707.9, -708.0, -708.1, -745.2, -1e6]);
+        while !xs.len().is_multiple_of(8) {
+            xs.push(-1.0);
+        }
+        let mut ys = vec![0.0; xs.len()];
+        Simd::vectorize(pulp::Scalar::new(), Exp(&xs, &mut ys));
+        let mut levels = vec![ys.clone()];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v) = pulp::x86::V4::try_new() {
+            Simd::vectorize(v, Exp(&xs, &mut ys));
+            levels.push(ys.clone());
+        }
+        for ys in levels {
+            for (&x, &y) in xs.iter().zip(&ys) {
+                let want = if x < EXP_FLOOR { 0.0 } else { x.exp() };
+                let ulp = f64::EPSILON * want;
+                assert!(
+                    (y - want).abs() <= 2.0 * ulp,
+                    "e^{x}: {y:e} against {want:e}"
+                );
+            }
+        }
+    }
+}
