@@ -646,6 +646,52 @@ fn temperatures_divide_each_sides_logits() {
             );
         }
     }
+    // An f64 file against an f16 file (odd width, rows across blocks): each side's values
+    // as stored, divided in f64 (the exact path, within 1e-12).
+    let (rows, cols) = (3, 1031);
+    let (a, b) = logit_pair(&mut rng, rows, cols, 0.5);
+    let b16: Vec<u16> = b
+        .iter()
+        .map(|&v| kldiv::f16::from_f64(v).to_bits())
+        .collect();
+    let b: Vec<f64> = b16
+        .iter()
+        .map(|&h| kldiv::f16::from_bits(h).to_f64())
+        .collect();
+    let (pd, qh) = (tmp("temp-p64.npy"), tmp("temp-q16.npy"));
+    let dict = |descr: &str| {
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}")
+    };
+    let bytes: Vec<u8> = a.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(&pd, &dict("<f8"), &bytes);
+    let bytes: Vec<u8> = b16.iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_npy(&qh, &dict("<f2"), &bytes);
+    let (tp, tq) = (0.7, 2.0);
+    run_ok(&[
+        "compare",
+        pd.to_str().unwrap(),
+        qh.to_str().unwrap(),
+        "--input",
+        "logits",
+        "--temperature-p",
+        "0.7",
+        "--temperature-q",
+        "2",
+        "--out",
+        os,
+        "--quiet",
+    ]);
+    let got = read_f64_npy(&op);
+    for r in 0..rows {
+        let x: Vec<f64> = a[r * cols..(r + 1) * cols].iter().map(|v| v / tp).collect();
+        let y: Vec<f64> = b[r * cols..(r + 1) * cols].iter().map(|v| v / tq).collect();
+        let want = reference_logits_kl(&x, &y);
+        assert!(
+            close(got[r], want, 1e-12, 1e-15),
+            "f64 against f16, T = {tp}, {tq} row {r}: {} vs {want}",
+            got[r]
+        );
+    }
     expect_fail(
         &["compare", ps, qs, "--temperature-p", "2"],
         2,

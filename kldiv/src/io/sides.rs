@@ -13,13 +13,16 @@ use std::sync::Mutex;
 pub struct Side<'a> {
     pub file: &'a TensorFile,
     scored_of: Option<KldLayout>,
-    /// Logits are divided by this (1: as stored); rows are then read in f64.
+    /// Logits are divided by this (1: as stored): in f32 where that is exact (a power of
+    /// two), else in f64 (`run_block`).
     temperature: f64,
     /// Columns read from each row: all of them, or a prefix (`with_cols`).
     cols: usize,
     /// A block's quotients by a power-of-two temperature, kept from block to block (a fresh
     /// buffer per block cost more in page faults than the division).
     quotients: Mutex<Vec<f32>>,
+    /// A block's quotients in f64 (any other temperature), kept the same way.
+    quotients_f64: Mutex<Vec<f64>>,
 }
 
 impl Side<'_> {
@@ -73,16 +76,6 @@ impl Side<'_> {
         self.cols
     }
 
-    /// Rows `[r0, r1)` of this side (scored positions gathered where needed).
-    pub fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
-        if self.temperature != 1.0 {
-            let t = self.temperature;
-            let v = self.unscaled::<f64>(r0, r1);
-            return Cow::Owned(v.iter().map(|&x| T::from_f64(x / t)).collect());
-        }
-        self.unscaled(r0, r1)
-    }
-
     /// Rows `[r0, r1)` divided by the temperature as f32 values, in `buf`, where the
     /// temperature is a power of two and each quotient is exactly an f32; else `None`.
     /// A side without a temperature is borrowed as it is read (no copy).
@@ -99,6 +92,31 @@ impl Side<'_> {
         quotients_f32(&v, inverse, buf).then_some(Cow::Borrowed(&buf[..]))
     }
 
+    /// Rows `[r0, r1)` divided by the temperature in f64, in `buf`: each x/t the f64
+    /// division's, from the values as stored (borrowed where the file holds f32 or f64),
+    /// formed in parallel.
+    fn tempered_f64<'s>(&'s self, (r0, r1): (usize, usize), buf: &'s mut Vec<f64>) -> &'s [f64] {
+        if self.file.dtype() == crate::Dtype::F64 {
+            quotients_f64(&self.unscaled::<f64>(r0, r1), self.temperature, buf);
+        } else {
+            quotients_f64(&self.unscaled::<f32>(r0, r1), self.temperature, buf);
+        }
+        &buf[..]
+    }
+
+    /// Rows `[r0, r1)` of this side as `T`, divided by the temperature (in f64, then
+    /// rounded to `T`): for readers other than [`run_block`] (`--llama-compat`'s f32 rows).
+    pub fn rows_as<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
+        if self.temperature != 1.0 {
+            let t = self.temperature;
+            let v = self.unscaled::<f64>(r0, r1);
+            return Cow::Owned(v.iter().map(|&x| T::from_f64(x / t)).collect());
+        }
+        self.unscaled(r0, r1)
+    }
+
+    /// Rows `[r0, r1)` as stored, without the temperature (scored positions gathered where
+    /// needed; only the columns read).
     fn unscaled<T: Element>(&self, r0: usize, r1: usize) -> Cow<'_, [T]> {
         let all = self.whole_rows::<T>(r0, r1);
         let (n, stored) = (self.cols, self.file.cols());
@@ -193,6 +211,7 @@ pub fn kld_sides<'a>(
         temperature: 1.0,
         cols: f.cols(),
         quotients: Mutex::default(),
+        quotients_f64: Mutex::default(),
     };
     let (l, array) = match (p.kld_layout(), q.kld_layout()) {
         (None, None) => return Ok((plain(p), plain(q), None)),
@@ -236,6 +255,7 @@ pub fn kld_sides<'a>(
         temperature: 1.0,
         cols: f.cols(),
         quotients: Mutex::default(),
+        quotients_f64: Mutex::default(),
         scored_of: if std::ptr::eq(f, array) {
             scored_of
         } else {
@@ -336,9 +356,22 @@ pub fn run_block(
                 return run;
             }
         }
-        let pb = p.rows_as::<T>(r0, r1);
+        if T::DTYPE == crate::Dtype::F64 && tempered {
+            let (mut pbuf, mut qbuf) = (take(&p.quotients_f64), take(&q.quotients_f64));
+            let pf = p.tempered_f64((r0, r1), &mut pbuf);
+            let qf = if req.reads_q() {
+                q.tempered_f64((r0, r1), &mut qbuf)
+            } else {
+                pf
+            };
+            let run = block(engine, req, p.cols(), (pf, qf), r1 - r0, targets, summary);
+            put_back(&p.quotients_f64, pbuf);
+            put_back(&q.quotients_f64, qbuf);
+            return run;
+        }
+        let pb = p.unscaled::<T>(r0, r1);
         let qb = if req.reads_q() {
-            q.rows_as::<T>(r0, r1)
+            q.unscaled::<T>(r0, r1)
         } else {
             pb.clone()
         };
@@ -382,13 +415,13 @@ pub fn run_block(
     }
 }
 
-fn take(m: &Mutex<Vec<f32>>) -> Vec<f32> {
+fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
     m.lock()
         .map(|mut v| std::mem::take(&mut *v))
         .unwrap_or_default()
 }
 
-fn put_back(m: &Mutex<Vec<f32>>, v: Vec<f32>) {
+fn put_back<T>(m: &Mutex<Vec<T>>, v: Vec<T>) {
     if let Ok(mut slot) = m.lock() {
         *slot = v;
     }
@@ -421,6 +454,18 @@ fn quotients_f32(x: &[f32], inverse: f32, out: &mut Vec<f32>) -> bool {
         inexact == 0
     });
     exact.iter().all(|&e| e)
+}
+
+/// `out` = each `x` divided by `t` in f64, in parallel (grown once, like `quotients_f32`).
+fn quotients_f64<T: Element>(x: &[T], t: f64, out: &mut Vec<f64>) {
+    const CHUNK: usize = 1 << 16;
+    out.resize(x.len(), 0.0);
+    crate::cpu::par_chunks_mut(out, CHUNK, |k, out| {
+        let x = &x[k * CHUNK..][..out.len()];
+        for (o, x) in out.iter_mut().zip(x) {
+            *o = x.to_f64() / t;
+        }
+    });
 }
 
 #[cfg(test)]
