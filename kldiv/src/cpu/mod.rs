@@ -9,6 +9,7 @@ mod pool;
 mod read_probe;
 pub mod row_stats;
 mod simd_math;
+mod simd_math_f64;
 mod slices;
 mod transpose;
 

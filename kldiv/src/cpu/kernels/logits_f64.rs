@@ -8,6 +8,7 @@
 //! a − b exact (TwoSum), and ψ(±x) = e^∓x − 1 ± x from one even and one odd series in x²
 //! where |x| ≤ `NEAR`, which also give wb = wa·e^−x/g without a second exponential.
 
+use super::super::simd_math_f64::{exp_nonpos, horner};
 use crate::consts::BLOCK;
 use crate::semantics::exact;
 use crate::semantics::rows::Bad;
@@ -27,20 +28,6 @@ const GAP_SERIES: f64 = 20.0;
 /// |c − (ma − mb)| up to which the lanes run at all: e^−708 flushes to 0, so g·wb with
 /// g ≤ e^600 loses at most e^−108 per element. Blocks beyond it take the exact path.
 const GAP_MAX: f64 = 600.0;
-
-/// Arguments below this give 0 (e^−708 is still normal).
-const EXP_FLOOR: f64 = -708.0;
-
-/// 1/k! for k = 0..=13: e^r for |r| ≤ ln2/2, the first term left out below 1e-17.
-const EXP_C: [f64; 14] = {
-    let mut c = [1.0; 14];
-    let mut k = 1;
-    while k < 14 {
-        c[k] = c[k - 1] / k as f64;
-        k += 1;
-    }
-    c
-};
 
 /// ψ(x) = x²·(E(x²) − x·O(x²)), E = Σ x^2j/(2j+2)!, O = Σ x^2j/(2j+3)!, j = 0..=6.
 const PSI_E: [f64; 7] = series(2);
@@ -287,42 +274,6 @@ impl<V: Copy> Acc<V> {
     }
 }
 
-/// e^t for t ≤ 0 (finite), within 2 ulp; 0 below `EXP_FLOOR`.
-#[inline(always)]
-fn exp_nonpos<S: Simd>(s: S, t: S::f64s) -> S::f64s {
-    // 1.5·2^52 + 1023: adding it rounds t·log2(e) to an integer n, leaving n + 1023 in the
-    // low bits; times 2^52 (wrapping) those bits are 2^n's.
-    const SHIFTER: f64 = 6_755_399_441_056_767.0;
-    const LN2_HI: f64 = std::f64::consts::LN_2;
-    const LN2_LO: f64 = 2.319_046_813_846_299_6e-17;
-    let k = s.mul_add_f64s(
-        t,
-        s.splat_f64s(std::f64::consts::LOG2_E),
-        s.splat_f64s(SHIFTER),
-    );
-    let n = s.sub_f64s(k, s.splat_f64s(SHIFTER));
-    let r = s.mul_add_f64s(n, s.splat_f64s(-LN2_HI), t);
-    let r = s.mul_add_f64s(n, s.splat_f64s(-LN2_LO), r);
-    let e = horner(s, r, &EXP_C);
-    let scale = s.mul_u64s(s.transmute_u64s_f64s(k), s.splat_u64s(1 << 52));
-    let v = s.mul_f64s(e, s.transmute_f64s_u64s(scale));
-    s.select_f64s(
-        s.greater_than_or_equal_f64s(t, s.splat_f64s(EXP_FLOOR)),
-        v,
-        s.splat_f64s(0.0),
-    )
-}
-
-/// c[0] + c[1]·x + … by Horner's scheme.
-#[inline(always)]
-fn horner<S: Simd>(s: S, x: S::f64s, c: &[f64]) -> S::f64s {
-    let mut acc = s.splat_f64s(c[c.len() - 1]);
-    for &ci in c[..c.len() - 1].iter().rev() {
-        acc = s.mul_add_f64s(acc, x, s.splat_f64s(ci));
-    }
-    acc
-}
-
 #[inline(always)]
 fn all<S: Simd>(s: S, m: S::m64s) -> bool {
     s.first_true_m64s(s.not_m64s(m)) >= S::F64_LANES
@@ -513,47 +464,6 @@ mod tests {
                     (want.col, want.side, want.kind)
                 );
                 assert_eq!(got.col, col);
-            }
-        }
-    }
-
-    /// The exponential itself, against libm over its whole range, within 2 ulp.
-    #[test]
-    fn exponential_within_two_ulp() {
-        struct Exp<'a>(&'a [f64], &'a mut [f64]);
-        impl WithSimd for Exp<'_> {
-            type Output = ();
-            fn with_simd<S: Simd>(self, s: S) {
-                let (xs, _) = S::as_simd_f64s(self.0);
-                let (ys, _) = S::as_mut_simd_f64s(self.1);
-                for (x, y) in xs.iter().zip(ys) {
-                    *y = exp_nonpos(s, *x);
-                }
-            }
-        }
-        let mut rng = Rng(3);
-        let mut xs: Vec<f64> = (0..40_000).map(|k| -(k as f64) * 0.0177).collect();
-        xs.extend((0..8000).map(|_| -rng.unit() * 1e-3));
-        xs.extend([0.0, -0.0, -1e-300, -707.9, -708.0, -708.1, -745.2, -1e6]);
-        while !xs.len().is_multiple_of(8) {
-            xs.push(-1.0);
-        }
-        let mut ys = vec![0.0; xs.len()];
-        Simd::vectorize(pulp::Scalar::new(), Exp(&xs, &mut ys));
-        let mut levels = vec![ys.clone()];
-        #[cfg(target_arch = "x86_64")]
-        if let Some(v) = pulp::x86::V4::try_new() {
-            Simd::vectorize(v, Exp(&xs, &mut ys));
-            levels.push(ys.clone());
-        }
-        for ys in levels {
-            for (&x, &y) in xs.iter().zip(&ys) {
-                let want = if x < EXP_FLOOR { 0.0 } else { x.exp() };
-                let ulp = f64::EPSILON * want;
-                assert!(
-                    (y - want).abs() <= 2.0 * ulp,
-                    "e^{x}: {y:e} against {want:e}"
-                );
             }
         }
     }

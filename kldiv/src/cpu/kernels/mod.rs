@@ -145,9 +145,9 @@ fn as_pair<'a, H: Element, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [H
     ))
 }
 
-/// A piece of a row on the exact path (f64 inputs): f64 probability rows of the KL family
-/// and Jensen–Shannon (`probs_f64`) and f64 logits rows (`logits_f64`) in f64 lanes, with
-/// the exact path's sums; everything else element by element (`exact::segment`).
+/// A piece of a row on the exact path (f64 inputs): f64 probability rows (`probs_f64`) and
+/// f64 logits rows (`logits_f64`) in f64 lanes, with the exact path's sums; rescaled rows
+/// and the second passes over logits element by element (`exact::segment`).
 #[inline(always)]
 pub fn exact_segment<S: Simd, T: Element>(
     s: S,
@@ -161,7 +161,7 @@ pub fn exact_segment<S: Simd, T: Element>(
     }
     let (pf, qf) = (bytemuck::cast_slice(p), bytemuck::cast_slice(q));
     match (kernel, params) {
-        (Kernel::Probs(div), RowParams::None) if probs_f64::handles(div) => {
+        (Kernel::Probs(div), RowParams::None) => {
             probs_f64::segment(s, div, pf, qf).map(Partial::Probs)
         }
         (Kernel::Logits(_), RowParams::Shift { hi, lo }) => {

@@ -1,12 +1,14 @@
-//! f64 probability rows in f64 SIMD lanes, for the KL family and Jensen–Shannon: the exact
-//! path's sums (`exact::prob_segment`), with its `gkl` per lane wherever a ratio is far from
-//! one or a value is 0, and its element-by-element loop for any block holding a value it
-//! must report (NaN, a negative, +inf).
+//! f64 probability rows in f64 SIMD lanes, for every divergence: the exact path's sums
+//! (`exact::prob_segment`), with its per-element form in any lane where a ratio is far from
+//! one or a value is 0 (or subnormal, for a logarithm), and its element-by-element loop for
+//! any block holding a value it must report (NaN, a negative, +inf). Cross-entropy and
+//! entropy take one vectorised ln per element (`simd_math_f64::ln`, 2 ulp).
 //!
 //! Near one each term is t(x, y) = x·ln(x/y) − x + y = d·u·(1 + (1 + u)·u·B(u²)) with
 //! d = x − y, u = d/(x + y) and B(z) = Σ_{k≥0} z^k/(2k+3) (from ln(x/y) = 2·atanh u): no
 //! logarithm and no cancellation, so each term keeps a few ulp however close x and y are.
 
+use super::super::simd_math_f64::ln;
 use crate::consts::BLOCK;
 use crate::request::Divergence;
 use crate::semantics::exact::{self, gkl};
@@ -32,20 +34,8 @@ const B: [f64; 15] = {
 /// x + y below this (or infinite) goes to `gkl`: d·u would lose bits as a subnormal.
 const SUM_MIN: f64 = 1e-290;
 
-/// Whether `div` runs here (cross-entropy and entropy need a logarithm per element and stay
-/// on the exact path).
-pub fn handles(div: Divergence) -> bool {
-    matches!(
-        div,
-        Divergence::Kl
-            | Divergence::ReverseKl
-            | Divergence::SymmetricKl
-            | Divergence::JensenShannon
-    )
-}
-
 /// Sums over a piece of an f64 probability row, as `exact::prob_segment(div, p, q)` gives
-/// them (to the rounding of f64 sums taken in another order). `div` must be [`handles`]'s.
+/// them (to the rounding of f64 sums taken in another order).
 #[inline(always)]
 pub fn segment<S: Simd>(s: S, div: Divergence, p: &[f64], q: &[f64]) -> Result<ProbSums, Bad> {
     let mut total = ProbSums::default();
@@ -70,8 +60,15 @@ fn block<S: Simd>(s: S, div: Divergence, p: &[f64], q: &[f64]) -> Option<ProbSum
     let (qv, q_tail) = S::as_simd_f64s(q);
     let zero = s.splat_f64s(0.0);
     let (mut sp, mut sq, mut diff, mut main, mut main2) = (zero, zero, zero, zero, zero);
+    // Entropy reads Q for its sums only: the exact path checks P alone.
+    let checks_q = div != Divergence::Entropy;
     for (&x, &y) in pv.iter().zip(qv) {
-        if !all(s, s.and_m64s(regular(s, x), regular(s, y))) {
+        let ok = if checks_q {
+            s.and_m64s(regular(s, x), regular(s, y))
+        } else {
+            regular(s, x)
+        };
+        if !all(s, ok) {
             return None;
         }
         let d = s.sub_f64s(x, y);
@@ -136,7 +133,20 @@ fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> 
             let reverse = reverse.map_or(zero, |r| patch(s, near, r, x, y, |x, y| gkl(y, x)));
             (main, reverse)
         }
-        _ => {
+        Divergence::CrossEntropy | Divergence::Entropy => {
+            // x·ln y (x·ln x), with the exact path's xlogy where the logarithm's argument is
+            // 0 or subnormal (0·ln 0 = 0, x·ln 0 = −inf).
+            let arg = if div == Divergence::Entropy { x } else { y };
+            let normal = s.greater_than_or_equal_f64s(arg, s.splat_f64s(f64::MIN_POSITIVE));
+            let t = s.mul_f64s(x, ln(s, arg));
+            let exact = if div == Divergence::Entropy {
+                |x: f64, _: f64| exact::xlogy(x, x)
+            } else {
+                exact::xlogy
+            };
+            (patch(s, normal, t, x, y, exact), zero)
+        }
+        Divergence::JensenShannon => {
             // t(x, m) + t(y, m), m = (x + y)/2: x − m = d/2, x + m = (3x + y)/2, and
             // y − m = −d/2, y + m = (x + 3y)/2.
             let half_d = s.mul_f64s(d, s.splat_f64s(0.5));
@@ -294,21 +304,29 @@ mod tests {
                 _ => 1.0,
             };
             p.push(x);
-            q.push(if k % 97 == 3 { 0.0 } else { x * r });
+            q.push(match k % 97 {
+                3 => 0.0,
+                50 => 1e-310, // subnormal: a logarithm's argument the lanes leave to libm
+                _ => x * r,
+            });
         }
         p[10] = 0.0;
+        p[20] = 3e-320;
         (p, q)
     }
 
-    const DIVS: [Divergence; 4] = [
+    const DIVS: [Divergence; 6] = [
         Divergence::Kl,
         Divergence::ReverseKl,
         Divergence::SymmetricKl,
         Divergence::JensenShannon,
+        Divergence::CrossEntropy,
+        Divergence::Entropy,
     ];
 
-    /// Each term, near one (down to ratios 1e-12 from it) and far from it, with zeros:
-    /// within 16 ulp of the reference on every SIMD level (each pair fills 8 lanes).
+    /// Each term, near one (down to ratios 1e-12 from it) and far from it, with zeros and
+    /// subnormals: within 16 ulp of the reference on every SIMD level (each pair fills 8
+    /// lanes).
     #[test]
     fn terms_match_the_reference() {
         let (p, q) = pairs();
@@ -318,6 +336,8 @@ mod tests {
                     Divergence::Kl => (reference(x, y, x - y), 0.0),
                     Divergence::ReverseKl => (reference(y, x, y - x), 0.0),
                     Divergence::SymmetricKl => (reference(x, y, x - y), reference(y, x, y - x)),
+                    Divergence::CrossEntropy => (exact::xlogy(x, y), 0.0),
+                    Divergence::Entropy => (exact::xlogy(x, x), 0.0),
                     _ => {
                         let (m, half_d) = (0.5 * (x + y), 0.5 * (x - y));
                         (reference(x, m, half_d) + reference(y, m, -half_d), 0.0)
