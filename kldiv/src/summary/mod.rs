@@ -796,16 +796,30 @@ pub fn check_target_ids(t: &[i64], cols: usize) -> Result<()> {
     }
 }
 
-/// Index of the largest value (first on ties; NaN never wins).
+/// Index of the largest value (first on ties; NaN never wins; 0 where no value is above
+/// −inf). The maximum first, in 8 independent lanes (a running (index, value) pair is one
+/// long chain of compares: ~25% of an f64 probability report's time), then its first place.
 pub fn argmax<T: Element>(row: &[T]) -> usize {
-    let mut best = (0, f64::NEG_INFINITY);
-    for (i, v) in row.iter().enumerate() {
-        let v = v.to_f64();
-        if v > best.1 {
-            best = (i, v);
+    let mut lanes = [f64::NEG_INFINITY; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            let v = v.to_f64();
+            *m = if v > *m { v } else { *m };
         }
     }
-    best.0
+    let mut max = lanes
+        .into_iter()
+        .fold(f64::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    for v in tail {
+        let v = v.to_f64();
+        max = if v > max { v } else { max };
+    }
+    if max == f64::NEG_INFINITY {
+        return 0;
+    }
+    row.iter().position(|v| v.to_f64() == max).unwrap_or(0)
 }
 
 /// ln p(t) of one row in f64: for logits and log-probabilities through the row's
@@ -864,6 +878,50 @@ struct TargetsWire {
 
 #[cfg(test)]
 mod tests {
+    /// The first index of the largest value, as a running (index, value) pair finds it, on
+    /// rows of every length up to 40 with ties, NaN, ±inf and rows of −inf or NaN alone.
+    #[test]
+    fn argmax_is_the_first_largest() {
+        fn naive(row: &[f64]) -> usize {
+            let mut best = (0, f64::NEG_INFINITY);
+            for (i, &v) in row.iter().enumerate() {
+                if v > best.1 {
+                    best = (i, v);
+                }
+            }
+            best.0
+        }
+        let mut state = 17u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % 7
+        };
+        for n in 0..40 {
+            for _ in 0..50 {
+                let row: Vec<f64> = (0..n)
+                    .map(|_| match next() {
+                        0 => f64::NAN,
+                        1 => f64::NEG_INFINITY,
+                        2 => 3.0,
+                        k => k as f64 * 0.5,
+                    })
+                    .collect();
+                assert_eq!(super::argmax(&row), naive(&row), "{row:?}");
+                let f: Vec<f32> = row.iter().map(|&x| x as f32).collect();
+                assert_eq!(super::argmax(&f), naive(&row), "{row:?}");
+            }
+        }
+        for row in [
+            vec![f64::NAN; 9],
+            vec![f64::NEG_INFINITY; 17],
+            vec![f64::INFINITY; 3],
+        ] {
+            assert_eq!(super::argmax(&row), naive(&row), "{row:?}");
+        }
+    }
+
     use super::*;
 
     /// The options that change the values are named in the metadata, merged shards must
