@@ -1,8 +1,10 @@
-# f64 logits rows and temperatures that are not powers of two: `kldiv compare` (end to end,
-# files in the page cache) against numpy/scipy's log_softmax in memory on the same arrays
-# (BENCHMARKS.md, session 41). Usage: K=target/release/kldiv python3 scripts/f64-logits-peers.py
+# `kldiv compare` on f64 files (end to end, files in the page cache) against numpy/scipy in
+# memory on the same arrays (BENCHMARKS.md, session 41): logits rows, temperatures that are
+# not powers of two, and cross-entropy / entropy of probability rows.
+# Usage: K=target/release/kldiv python3 scripts/f64-compare-peers.py
 import numpy as np, os, subprocess, tempfile, time
 from scipy.special import log_softmax
+from scipy.stats import entropy
 
 K = os.environ.get("K", "target/release/kldiv")
 ROWS, COLS = int(os.environ.get("ROWS", 256)), int(os.environ.get("COLS", 128000))
@@ -49,3 +51,27 @@ for files, ref, extra in [("64", numpy_kl(a, b), []), ("32", numpy_kl(a32, b32, 
                     "--out", f"{d}/kl.npy", *extra], check=True, stdout=subprocess.DEVNULL)
     got = np.load(f"{d}/kl.npy")
     print(f"f{files} {extra}: max relative difference kldiv vs numpy {np.max(np.abs(got - ref) / ref):.1e}")
+
+# Probability rows (W1/4-shaped): cross-entropy and entropy take a logarithm per element.
+p = rng.dirichlet(np.ones(32000), size=1024)
+q = p * np.exp(0.1 * rng.standard_normal(p.shape))
+q /= q.sum(1, keepdims=True)
+np.save(f"{d}/p64.npy", p)
+np.save(f"{d}/q64.npy", q)
+probs = lambda div: lambda: subprocess.run(
+    [K, "compare", f"{d}/p64.npy", f"{d}/q64.npy", "--divergence", div, "--device", "cpu"],
+    check=True, stdout=subprocess.DEVNULL)
+for label, f in [
+    ("kldiv compare f64 probabilities, cross-entropy", probs("cross-entropy")),
+    ("kldiv compare f64 probabilities, entropy", probs("entropy")),
+    ("kldiv compare f64 probabilities, kl (for scale)", probs("kl")),
+    ("numpy -(p*log(q)).sum(1), in memory", lambda: -(p * np.log(q)).sum(1)),
+    ("scipy.stats.entropy(p, axis=1), in memory", lambda: entropy(p, axis=1)),
+]:
+    t = best(f)
+    print(f"1024x32000 | {label} | {t*1e3:.0f} ms | {p.size/t/1e9:.3f} Gelem/s")
+for div, ref in [("cross-entropy", -(p * np.log(q)).sum(1)), ("entropy", entropy(p, axis=1))]:
+    subprocess.run([K, "compare", f"{d}/p64.npy", f"{d}/q64.npy", "--divergence", div, "--device", "cpu",
+                    "--out", f"{d}/v.npy"], check=True, stdout=subprocess.DEVNULL)
+    got = np.load(f"{d}/v.npy")
+    print(f"{div}: max relative difference kldiv vs numpy/scipy {np.max(np.abs(got - ref) / ref):.1e}")

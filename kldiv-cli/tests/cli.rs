@@ -595,6 +595,25 @@ fn rows_keep_their_leading_shape_in_out_and_reports() {
     assert!(j.get("max_index").is_none());
 }
 
+/// Per-row KL of `got` (rows of `cols`) against softmax(a/tp) and softmax(b/tq) in f64.
+fn check_tempered(
+    got: &[f64],
+    (a, b): (&[f64], &[f64]),
+    cols: usize,
+    (tp, tq): (f64, f64),
+    rel: f64,
+) {
+    for (r, &g) in got.iter().enumerate() {
+        let x: Vec<f64> = a[r * cols..(r + 1) * cols].iter().map(|v| v / tp).collect();
+        let y: Vec<f64> = b[r * cols..(r + 1) * cols].iter().map(|v| v / tq).collect();
+        let want = reference_logits_kl(&x, &y);
+        assert!(
+            close(g, want, rel, 1e-15),
+            "T = {tp}, {tq} row {r} ({cols} columns): {g} vs {want}"
+        );
+    }
+}
+
 /// `--temperature-p/q` divide each side's logits before the softmax, formed in f64. Where
 /// every quotient is an f32 (powers of two: 2 and 0.5 here) the rows keep the f32 kernels
 /// and their 1e-5 bound (the inputs are f32); other temperatures (0.7, 1.3) leave f64 values
@@ -634,17 +653,7 @@ fn temperatures_divide_each_sides_logits() {
             os,
             "--quiet",
         ]);
-        let got = read_f64_npy(&op);
-        for r in 0..rows {
-            let x: Vec<f64> = a[r * cols..(r + 1) * cols].iter().map(|v| v / tp).collect();
-            let y: Vec<f64> = b[r * cols..(r + 1) * cols].iter().map(|v| v / tq).collect();
-            let want = reference_logits_kl(&x, &y);
-            assert!(
-                close(got[r], want, rel, 1e-15),
-                "T = {tp}, {tq} row {r}: {} vs {want}",
-                got[r]
-            );
-        }
+        check_tempered(&read_f64_npy(&op), (&a, &b), cols, (tp, tq), rel);
     }
     // An f64 file against an f16 file (odd width, rows across blocks): each side's values
     // as stored, divided in f64 (the exact path, within 1e-12).
@@ -681,17 +690,7 @@ fn temperatures_divide_each_sides_logits() {
         os,
         "--quiet",
     ]);
-    let got = read_f64_npy(&op);
-    for r in 0..rows {
-        let x: Vec<f64> = a[r * cols..(r + 1) * cols].iter().map(|v| v / tp).collect();
-        let y: Vec<f64> = b[r * cols..(r + 1) * cols].iter().map(|v| v / tq).collect();
-        let want = reference_logits_kl(&x, &y);
-        assert!(
-            close(got[r], want, 1e-12, 1e-15),
-            "f64 against f16, T = {tp}, {tq} row {r}: {} vs {want}",
-            got[r]
-        );
-    }
+    check_tempered(&read_f64_npy(&op), (&a, &b), cols, (tp, tq), 1e-12);
     expect_fail(
         &["compare", ps, qs, "--temperature-p", "2"],
         2,

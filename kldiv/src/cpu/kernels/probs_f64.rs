@@ -8,7 +8,7 @@
 //! d = x − y, u = d/(x + y) and B(z) = Σ_{k≥0} z^k/(2k+3) (from ln(x/y) = 2·atanh u): no
 //! logarithm and no cancellation, so each term keeps a few ulp however close x and y are.
 
-use super::super::simd_math_f64::ln;
+use super::super::simd_math_f64::{horner, ln};
 use crate::consts::BLOCK;
 use crate::request::Divergence;
 use crate::semantics::exact::{self, gkl};
@@ -40,7 +40,7 @@ const SUM_MIN: f64 = 1e-290;
 pub fn segment<S: Simd>(s: S, div: Divergence, p: &[f64], q: &[f64]) -> Result<ProbSums, Bad> {
     let mut total = ProbSums::default();
     for (bi, (pb, qb)) in p.chunks(BLOCK).zip(q.chunks(BLOCK)).enumerate() {
-        let sums = match block(s, div, pb, qb) {
+        let sums = match block_of(s, div, pb, qb) {
             Some(sums) => sums,
             // A value to report (or NaN to propagate): the exact path names its column.
             None => exact::prob_segment(div, pb, qb).map_err(|b| Bad {
@@ -53,9 +53,33 @@ pub fn segment<S: Simd>(s: S, div: Divergence, p: &[f64], q: &[f64]) -> Result<P
     Ok(total)
 }
 
-/// One block's sums, or `None` where a value is NaN, negative or +inf.
+/// The divergences, numbered for [`block`]'s constant parameter.
+const DIVS: [Divergence; 6] = [
+    Divergence::Kl,
+    Divergence::ReverseKl,
+    Divergence::SymmetricKl,
+    Divergence::JensenShannon,
+    Divergence::CrossEntropy,
+    Divergence::Entropy,
+];
+
+/// [`block`] compiled for `div` alone: one loop per divergence, without the others' arms.
 #[inline(always)]
-fn block<S: Simd>(s: S, div: Divergence, p: &[f64], q: &[f64]) -> Option<ProbSums> {
+fn block_of<S: Simd>(s: S, div: Divergence, p: &[f64], q: &[f64]) -> Option<ProbSums> {
+    match div {
+        Divergence::Kl => block::<S, 0>(s, p, q),
+        Divergence::ReverseKl => block::<S, 1>(s, p, q),
+        Divergence::SymmetricKl => block::<S, 2>(s, p, q),
+        Divergence::JensenShannon => block::<S, 3>(s, p, q),
+        Divergence::CrossEntropy => block::<S, 4>(s, p, q),
+        Divergence::Entropy => block::<S, 5>(s, p, q),
+    }
+}
+
+/// One block's sums for `DIVS[D]`, or `None` where a value is NaN, negative or +inf.
+#[inline(always)]
+fn block<S: Simd, const D: usize>(s: S, p: &[f64], q: &[f64]) -> Option<ProbSums> {
+    let div = DIVS[D];
     let (pv, p_tail) = S::as_simd_f64s(p);
     let (qv, q_tail) = S::as_simd_f64s(q);
     let zero = s.splat_f64s(0.0);
@@ -130,7 +154,12 @@ fn terms<S: Simd>(s: S, div: Divergence, x: S::f64s, y: S::f64s, d: S::f64s) -> 
             } else {
                 patch(s, near, main, x, y, gkl)
             };
-            let reverse = reverse.map_or(zero, |r| patch(s, near, r, x, y, |x, y| gkl(y, x)));
+            // A match, not `map_or` with a closure: the closure (SIMD code) was compiled
+            // outside the kernel's target features and called per vector (f64 KL +40% time).
+            let reverse = match reverse {
+                Some(r) => patch(s, near, r, x, y, |x, y| gkl(y, x)),
+                None => zero,
+            };
             (main, reverse)
         }
         Divergence::CrossEntropy | Divergence::Entropy => {
@@ -187,7 +216,7 @@ fn neg<S: Simd>(s: S, v: S::f64s) -> S::f64s {
 /// u·B(u²).
 #[inline(always)]
 fn u_series<S: Simd>(s: S, u: S::f64s) -> S::f64s {
-    s.mul_f64s(u, series(s, s.mul_f64s(u, u)))
+    s.mul_f64s(u, horner(s, s.mul_f64s(u, u), &B))
 }
 
 /// Lanes where the series holds: |u| ≤ U_NEAR (false for NaN, as 0/0 gives) and the sum of
@@ -230,16 +259,6 @@ fn patch<S: Simd>(
 
 fn lanes<V: bytemuck::Pod>(v: &V) -> &[f64] {
     bytemuck::cast_slice(std::slice::from_ref(v))
-}
-
-/// B(z) by Horner's scheme.
-#[inline(always)]
-fn series<S: Simd>(s: S, z: S::f64s) -> S::f64s {
-    let mut acc = s.splat_f64s(B[B.len() - 1]);
-    for &c in B[..B.len() - 1].iter().rev() {
-        acc = s.mul_add_f64s(acc, z, s.splat_f64s(c));
-    }
-    acc
 }
 
 #[cfg(test)]
@@ -314,15 +333,6 @@ mod tests {
         p[20] = 3e-320;
         (p, q)
     }
-
-    const DIVS: [Divergence; 6] = [
-        Divergence::Kl,
-        Divergence::ReverseKl,
-        Divergence::SymmetricKl,
-        Divergence::JensenShannon,
-        Divergence::CrossEntropy,
-        Divergence::Entropy,
-    ];
 
     /// Each term, near one (down to ratios 1e-12 from it) and far from it, with zeros and
     /// subnormals: within 16 ulp of the reference on every SIMD level (each pair fills 8
