@@ -9,28 +9,42 @@ pub const EXP_FLOOR: f64 = -708.0;
 const LN2_HI: f64 = std::f64::consts::LN_2;
 const LN2_LO: f64 = 2.319_046_813_846_299_6e-17;
 
-/// 1/k! for k = 0..=13: e^r for |r| ≤ ln2/2, the first term left out below 1e-17.
-const EXP_C: [f64; 14] = {
-    let mut c = [1.0; 14];
-    let mut k = 1;
-    while k < 14 {
-        c[k] = c[k - 1] / k as f64;
+/// 1/k! for k = 0..=15 (k! exact in f64, so each is the correctly rounded reciprocal): the
+/// exponential's Taylor coefficients, and the ψ series' (`kernels::logits_f64`).
+pub const INV_FACTORIAL: [f64; 16] = {
+    let mut c = [1.0; 16];
+    let mut k = 2;
+    while k < 16 {
+        let mut f = 1.0;
+        let mut i = 2;
+        while i <= k {
+            f *= i as f64;
+            i += 1;
+        }
+        c[k] = 1.0 / f;
         k += 1;
     }
     c
 };
 
-/// 1/(2j + 1) for j = 0..=10: ln m = 2s·R(s²), s = (m − 1)/(m + 1), |s| ≤ 0.1716 for m in
-/// [√½, √2); the first term left out is below 1e-18.
-const LN_R: [f64; 11] = {
-    let mut c = [0.0; 11];
-    let mut j = 0;
-    while j < 11 {
-        c[j] = 1.0 / (2 * j + 1) as f64;
-        j += 1;
+/// e^r for |r| ≤ ln2/2 to r^13/13!: the first term left out is below 1e-17.
+const EXP_TERMS: usize = 14;
+
+/// 1/(first + 2k) for k = 0..N: the atanh series Σ s^2k/(2k + 1) behind ln (`first` 1) and
+/// its tail after the first term (`first` 3, `kernels::probs_f64`).
+pub const fn odd_reciprocals<const N: usize>(first: usize) -> [f64; N] {
+    let mut c = [0.0; N];
+    let mut k = 0;
+    while k < N {
+        c[k] = 1.0 / (first + 2 * k) as f64;
+        k += 1;
     }
     c
-};
+}
+
+/// ln m = 2s·R(s²), s = (m − 1)/(m + 1), |s| ≤ 0.1716 for m in [√½, √2), R to s^20/21:
+/// the first term left out is below 1e-18.
+const LN_R: [f64; 11] = odd_reciprocals(1);
 
 /// e^t for t ≤ 0 (finite), within 2 ulp; 0 below [`EXP_FLOOR`].
 #[inline(always)]
@@ -46,7 +60,7 @@ pub fn exp_nonpos<S: Simd>(s: S, t: S::f64s) -> S::f64s {
     let n = s.sub_f64s(k, s.splat_f64s(SHIFTER));
     let r = s.mul_add_f64s(n, s.splat_f64s(-LN2_HI), t);
     let r = s.mul_add_f64s(n, s.splat_f64s(-LN2_LO), r);
-    let e = horner(s, r, &EXP_C);
+    let e = horner(s, r, &INV_FACTORIAL[..EXP_TERMS]);
     let scale = s.mul_u64s(s.transmute_u64s_f64s(k), s.splat_u64s(1 << 52));
     let v = s.mul_f64s(e, s.transmute_f64s_u64s(scale));
     s.select_f64s(

@@ -8,7 +8,7 @@
 //! a − b exact (TwoSum), and ψ(±x) = e^∓x − 1 ± x from one even and one odd series in x²
 //! where |x| ≤ `NEAR`, which also give wb = wa·e^−x/g without a second exponential.
 
-use super::super::simd_math_f64::{exp_nonpos, horner};
+use super::super::simd_math_f64::{exp_nonpos, horner, INV_FACTORIAL};
 use crate::consts::BLOCK;
 use crate::semantics::exact;
 use crate::semantics::rows::Bad;
@@ -30,20 +30,15 @@ const GAP_SERIES: f64 = 20.0;
 const GAP_MAX: f64 = 600.0;
 
 /// ψ(x) = x²·(E(x²) − x·O(x²)), E = Σ x^2j/(2j+2)!, O = Σ x^2j/(2j+3)!, j = 0..=6.
-const PSI_E: [f64; 7] = series(2);
-const PSI_O: [f64; 7] = series(3);
+const PSI_E: [f64; 7] = every_other(2);
+const PSI_O: [f64; 7] = every_other(3);
 
-const fn series(first: usize) -> [f64; 7] {
+/// 1/(first + 2j)! for j = 0..7.
+const fn every_other(first: usize) -> [f64; 7] {
     let mut c = [0.0; 7];
     let mut j = 0;
     while j < 7 {
-        let mut f = 1.0;
-        let mut k = 2;
-        while k <= first + 2 * j {
-            f *= k as f64;
-            k += 1;
-        }
-        c[j] = 1.0 / f;
+        c[j] = INV_FACTORIAL[first + 2 * j];
         j += 1;
     }
     c

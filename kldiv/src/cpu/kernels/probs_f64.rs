@@ -8,7 +8,7 @@
 //! d = x − y, u = d/(x + y) and B(z) = Σ_{k≥0} z^k/(2k+3) (from ln(x/y) = 2·atanh u): no
 //! logarithm and no cancellation, so each term keeps a few ulp however close x and y are.
 
-use super::super::simd_math_f64::{horner, ln};
+use super::super::simd_math_f64::{horner, ln, odd_reciprocals};
 use crate::consts::BLOCK;
 use crate::request::Divergence;
 use crate::semantics::exact::{self, gkl};
@@ -21,15 +21,7 @@ const U_NEAR: f64 = 1.0 / 3.0;
 
 /// B(z) = Σ_{k=0..14} z^k/(2k+3): at z ≤ 1/9 the first term left out is below 5e-16 of B,
 /// and B enters t only as (1 + u)·u·B ≤ 0.16.
-const B: [f64; 15] = {
-    let mut c = [0.0; 15];
-    let mut k = 0;
-    while k < 15 {
-        c[k] = 1.0 / (2 * k + 3) as f64;
-        k += 1;
-    }
-    c
-};
+const B: [f64; 15] = odd_reciprocals(3);
 
 /// x + y below this (or infinite) goes to `gkl`: d·u would lose bits as a subnormal.
 const SUM_MIN: f64 = 1e-290;
