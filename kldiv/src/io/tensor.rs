@@ -258,15 +258,7 @@ impl TensorFile {
             Some("u2") => Stored::U16,
             Some("u4") => Stored::U32,
             Some("u8") => Stored::U64,
-            _ => {
-                return Err(bad(
-                    &path,
-                    format!(
-                        "unsupported dtype {:?} (need f2, f4, f8, or integer counts i1–i8, u1–u8)",
-                        h.descr
-                    ),
-                ))
-            }
+            _ => return Err(bad(&path, unsupported_npy_dtype(&h.descr))),
         };
         let big_endian = match h.descr.as_bytes().first() {
             Some(b'<' | b'|' | b'=') => false,
@@ -572,6 +564,24 @@ pub fn fortran_offset(lead: &[usize], r: usize) -> usize {
     off
 }
 
+/// Why an .npy element type is refused. numpy saves the extension types of ml_dtypes
+/// (bfloat16 as "<V2", the float8 types as "<V1") as raw bytes: the file no longer says
+/// what they are, so the message says how to write one kldiv can read.
+fn unsupported_npy_dtype(descr: &str) -> String {
+    let need = "need f2, f4, f8, or integer counts i1–i8, u1–u8";
+    let hint = match descr.get(1..) {
+        Some("V2") => {
+            "; numpy writes ml_dtypes.bfloat16 so, without its type: save bf16 as \
+             .safetensors (BF16), or as float32"
+        }
+        Some("V1") => {
+            "; numpy writes the float8 types so, without their type: save as float16 or float32"
+        }
+        _ => "",
+    };
+    format!("unsupported dtype {descr:?} ({need}){hint}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,6 +595,17 @@ mod tests {
             assert_eq!(fortran_offset(&lead, r), *w, "row {r}");
         }
         assert_eq!(fortran_offset(&[7], 5), 5);
+    }
+
+    #[test]
+    fn raw_byte_dtypes_say_how_to_save_them() {
+        let m = unsupported_npy_dtype("<V2");
+        assert!(m.contains("\"<V2\"") && m.contains("bfloat16") && m.contains(".safetensors"));
+        assert!(unsupported_npy_dtype("|V1").contains("float8"));
+        assert_eq!(
+            unsupported_npy_dtype("<c8"),
+            "unsupported dtype \"<c8\" (need f2, f4, f8, or integer counts i1–i8, u1–u8)"
+        );
     }
 
     #[test]
