@@ -279,6 +279,16 @@ fn info() -> Result<(), Failure> {
             c.cpu[i][0] / 1e9, c.cpu[i][1] / 1e9, c.gpu[i][0] / 1e9, c.gpu[i][1] / 1e9
         );
     }
+    let gpu_f64 = match (c.gpu_f64, c.gpu_f64_kernel > 0.0) {
+        (false, _) => "computed in f32".to_string(),
+        (true, true) => format!("{:.3} Gelem/s (probs)", c.gpu_f64_kernel / 1e9),
+        (true, false) => "not measured (assumed 1/16 of f32)".to_string(),
+    };
+    outln!(
+        "  f64 medium rows      cpu {:>7.3} / {:>7.3} Gelem/s   gpu kernel {gpu_f64}",
+        c.cpu_f64[0] / 1e9,
+        c.cpu_f64[1] / 1e9
+    );
     outln!(
         "  gpu upload {:.2} GB/s, fixed latency {:.3} ms",
         c.upload / 1e9,

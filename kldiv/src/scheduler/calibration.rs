@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The cache format written by this version; others are measured again.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Calibrations whose timings disagreed by more than this are not trusted from a cache.
 pub const PLAUSIBLE_SPREAD: f64 = 0.5;
@@ -100,6 +100,12 @@ fn probe_workload(regime: usize, input: InputForm) -> Workload {
     }
 }
 
+/// Both sides as f64 rows.
+fn widened((p, q): (Vec<f32>, Vec<f32>)) -> (Vec<f64>, Vec<f64>) {
+    let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect();
+    (wide(p), wide(q))
+}
+
 /// Measure the CPU engine and (when given) the GPU engine; ≤ 0.3 s.
 pub fn measure(
     key: String,
@@ -120,6 +126,17 @@ pub fn measure(
             row[f] = w.elements() as f64 / s;
         }
     }
+    // f64 rows run other kernels: their rate at the medium regime, the others scaled by it.
+    let mut cpu_f64 = [0.0; 2];
+    for (f, &input) in forms.iter().enumerate() {
+        let w = probe_workload(1, input);
+        let (p, q) = widened(workloads::generate(&w, 7));
+        let req = probe(input);
+        let s = time(&mut spread, &mut || {
+            cpu.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
+        });
+        cpu_f64[f] = w.elements() as f64 / s;
+    }
     #[allow(unused_mut)]
     let mut c = Calibration {
         version: VERSION,
@@ -131,6 +148,8 @@ pub fn measure(
         gpu_latency: 0.0,
         gpu_is_software: false,
         gpu_f64: false,
+        cpu_f64,
+        gpu_f64_kernel: 0.0,
         spread: 0.0,
     };
     #[cfg(feature = "gpu")]
@@ -172,6 +191,20 @@ pub fn measure(
         }
         c.gpu[0] = c.gpu[1];
         c.gpu[2] = c.gpu[1];
+        // f64 kernels where the adapter has them, in what is left of the budget (else the
+        // cost model assumes a slow f64 unit: `cost::UNMEASURED_GPU_F64_SHARE`).
+        if c.gpu_f64 && budget.elapsed().as_secs_f64() <= 0.25 {
+            let w = probe_workload(1, InputForm::Probabilities);
+            let n = w.elements() as f64;
+            let (p, q) = widened(workloads::generate(&w, 7));
+            let req = probe(InputForm::Probabilities);
+            let s = time(&mut spread, &mut || {
+                g.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
+            });
+            let total = (s - c.gpu_latency).max(1e-9);
+            let kernel = (total - 16.0 * n / c.upload).max(0.25 * total);
+            c.gpu_f64_kernel = n / kernel;
+        }
     }
     c.spread = spread;
     c
@@ -195,6 +228,8 @@ mod tests {
             gpu_latency: 0.0,
             gpu_is_software: false,
             gpu_f64: false,
+            cpu_f64: [0.5e9, 0.3e9],
+            gpu_f64_kernel: 0.0,
             spread: 0.2,
         };
         save(&path, &c).unwrap();

@@ -99,6 +99,13 @@ pub struct Calibration {
     /// Whether the GPU computes f64 inputs in f64 (else they are narrowed to f32, and
     /// `Auto` keeps them on the CPU).
     pub gpu_f64: bool,
+    /// CPU elements/s of f64 rows, medium regime [probabilities, logits]: f64 rows run
+    /// other kernels (f64 lanes, twice the bytes), at a fraction of the f32 rates that the
+    /// other regimes are scaled by.
+    pub cpu_f64: [f64; 2],
+    /// GPU kernel elements/s of f64 probability rows (medium regime) where `gpu_f64`; 0
+    /// where not measured (see [`UNMEASURED_GPU_F64_SHARE`]).
+    pub gpu_f64_kernel: f64,
     /// The largest relative spread (slowest / fastest − 1) between repeated timings of one
     /// measurement: a measurement taken under heavy load shows here, and a cache with a
     /// spread above `calibration::PLAUSIBLE_SPREAD` is measured again.
@@ -183,19 +190,53 @@ impl Job {
 /// files (BENCHMARKS.md, session 29): 0.3–0.35.
 pub const CPU_AGREEMENT_PASS: f64 = 0.35;
 
+/// The GPU's f64 rate as a share of its f32 rate where calibration had no time to measure
+/// it: consumer GPUs run f64 at 1/32–1/64 of f32, data-centre ones at 1/2, so an unmeasured
+/// f64 GPU is taken as slow rather than trusted with f64 work it may crawl through.
+pub const UNMEASURED_GPU_F64_SHARE: f64 = 1.0 / 16.0;
+
+/// `part / whole` where both were measured (> 0), kept within [1/1000, 4]; else `otherwise`.
+fn share(part: f64, whole: f64, otherwise: f64) -> f64 {
+    if part > 0.0 && whole > 0.0 {
+        (part / whole).clamp(1e-3, 4.0)
+    } else {
+        otherwise
+    }
+}
+
 impl Calibration {
+    /// What f64 rows run at on each engine, as a share of its f32 rates (1 for other jobs,
+    /// and on a GPU that narrows f64 to f32).
+    fn f64_shares(&self, job: &Job, f: usize) -> (f64, f64) {
+        if job.dtype != Dtype::F64 {
+            return (1.0, 1.0);
+        }
+        let cpu = share(self.cpu_f64[f], self.cpu[1][f], 1.0);
+        let gpu = if self.gpu_f64 {
+            share(
+                self.gpu_f64_kernel,
+                self.gpu[1][0],
+                UNMEASURED_GPU_F64_SHARE,
+            )
+        } else {
+            1.0
+        };
+        (cpu, gpu)
+    }
+
     /// Estimates and choice for `job` under `mode`.
     pub fn plan(&self, mode: DeviceMode, job: &Job) -> Plan {
         let reads = job.reads.max(1) as f64;
         let n = (job.rows * job.cols) as f64;
         let r = Regime::of(job.cols).index();
         let f = usize::from(job.input != InputForm::Probabilities);
-        let cpu_rate = self.cpu[r][f].max(1.0);
+        let (cpu_share, gpu_share) = self.f64_shares(job, f);
+        let cpu_rate = (self.cpu[r][f] * cpu_share).max(1.0);
         // The agreement pass: on the CPU for CPU and split placements (a split's GPU rows
         // return no agreement), on the GPU from its upload otherwise.
         let agree = if job.agreement { 1.0 } else { 0.0 };
         let cpu_s = (reads + CPU_AGREEMENT_PASS * agree) * n / cpu_rate;
-        let gpu_rate = self.gpu[r][f];
+        let gpu_rate = self.gpu[r][f] * gpu_share;
         let has_gpu = gpu_rate > 0.0;
         // f64 inputs are narrowed to f32 on a GPU without f64: only asked for explicitly.
         let narrowed = job.dtype == Dtype::F64 && !self.gpu_f64;
@@ -300,6 +341,8 @@ mod tests {
             gpu_latency: 50e-6,
             gpu_is_software: software,
             gpu_f64: false,
+            cpu_f64: [0.0; 2],
+            gpu_f64_kernel: 0.0,
             spread: 0.1,
         }
     }
@@ -406,6 +449,36 @@ mod tests {
         );
         assert_eq!(c.plan(DeviceMode::Auto, &f64_job).placement, Placement::Cpu);
         assert!(c.plan(DeviceMode::Gpu, &f64_job).reason.contains("f32"));
+    }
+
+    /// f64 rows are planned at the f64 rates: the CPU's measured share of its f32 rate, the
+    /// GPU's measured one where its adapter computes f64, and a slow f64 unit assumed where
+    /// that was not measured.
+    #[test]
+    fn f64_rows_are_planned_at_f64_rates() {
+        let mut c = cal(2e9, 8e9, false);
+        c.upload = 1e12;
+        c.cpu_f64 = [1e9; 2];
+        c.gpu_f64 = true;
+        let kl = Request::new(crate::Divergence::Kl);
+        let [f32_job, f64_job] =
+            [Dtype::F32, Dtype::F64].map(|d| Job::of(&kl, 4096, 32_000, d, false));
+        let cpu = |c: &Calibration, j: &Job| c.plan(DeviceMode::Cpu, j).cpu_s;
+        assert!((cpu(&c, &f64_job) / cpu(&c, &f32_job) - 2.0).abs() < 1e-12);
+        // Measured at half the f32 rate: 4e9 against the CPU's 1e9.
+        c.gpu_f64_kernel = 4e9;
+        let measured = c.plan(DeviceMode::Auto, &f64_job);
+        assert!(measured.gpu_s.unwrap() < 0.5 * measured.cpu_s, "{measured}");
+        assert_ne!(measured.placement, Placement::Cpu, "{measured}");
+        // Not measured: 8e9 / 16 = 0.5e9, slower than the CPU.
+        c.gpu_f64_kernel = 0.0;
+        let assumed = c.plan(DeviceMode::Auto, &f64_job);
+        assert!(assumed.gpu_s.unwrap() > assumed.cpu_s, "{assumed}");
+        // A GPU that narrows f64 to f32 runs it at its f32 rate (only when asked).
+        c.gpu_f64 = false;
+        let narrowed = c.plan(DeviceMode::Gpu, &f64_job);
+        let f32_gpu = c.plan(DeviceMode::Gpu, &f32_job);
+        assert!((narrowed.gpu_s.unwrap() / f32_gpu.gpu_s.unwrap() - 1.0).abs() < 1e-12);
     }
 
     /// Agreement statistics are one more pass where they run: the CPU's extra pass can make

@@ -452,6 +452,8 @@ mod tests {
             gpu_latency: 50e-6,
             gpu_is_software: false,
             gpu_f64: false,
+            cpu_f64: [0.0; 2],
+            gpu_f64_kernel: 0.0,
             spread: 0.1,
         }
     }
