@@ -1,15 +1,16 @@
 //! The CPU's report over logits: the divergences and each row's agreement sums (top 10 of
 //! each side, Σ min(p, q)) from `row_stats` given the divergence pass's maxima and
 //! log-sum-exps, a slice of rows at a time on one thread (`slices`), so that the agreement
-//! read finds the rows in the core's cache.
+//! read finds the rows in the core's cache. f64 rows take the plan's agreement pass
+//! (`semantics::run::agreement`, f64 lanes) over the same slice.
 
 use super::row_stats::{RowStats, Want};
-use super::{slices, CpuEngine};
-use crate::element::Element;
+use super::{slices, CpuEngine, HostRows};
+use crate::element::{Dtype, Element};
 use crate::error::Result;
 use crate::request::{InputForm, Request};
-use crate::semantics::rows::{relocate_row_by, validate_shape};
-use crate::semantics::run::PerRow;
+use crate::semantics::rows::{relocate_row_by, validate_shape, Shape};
+use crate::semantics::run::{agreement, PerRow};
 use crate::semantics::sums::{AgreeSums, TopList, TOP_LIST};
 
 impl CpuEngine {
@@ -40,6 +41,16 @@ impl CpuEngine {
             let run = self
                 .per_row_each(req, divs, p, q, r1 - r0, cols)
                 .map_err(|e| relocate_row_by(e, r0))?;
+            if T::DTYPE == Dtype::F64 && run.tops.len() == r1 - r0 {
+                // f64 rows: the plan's agreement pass, in f64 lanes (`kernels::agree_f64`).
+                let shape = Shape {
+                    rows: r1 - r0,
+                    cols,
+                };
+                let sums = agreement(self, HostRows { p, q }, shape, &run.tops)
+                    .map_err(|e| relocate_row_by(e, r0))?;
+                return Ok((run, sums));
+            }
             let stats = self.row_stats_given(req.input, p, q, cols, want, &run.tops);
             let sums = stats.iter().enumerate().map(|(r, st)| {
                 let span = r * cols..(r + 1) * cols;

@@ -123,6 +123,22 @@ fn exponent<S: Simd>(s: S, ix: S::u64s) -> Option<S::f64s> {
     Some(s.sub_f64s(e, s.splat_f64s(1023.0)))
 }
 
+/// x − y as an exact pair (hi, lo), lane by lane (Knuth's TwoSum): logits far apart in
+/// magnitude lose nothing.
+#[inline(always)]
+pub fn two_diff<S: Simd>(s: S, x: S::f64s, y: S::f64s) -> (S::f64s, S::f64s) {
+    let hi = s.sub_f64s(x, y);
+    let xv = s.add_f64s(hi, y);
+    let yv = s.sub_f64s(xv, hi);
+    (hi, s.add_f64s(s.sub_f64s(x, xv), s.sub_f64s(yv, y)))
+}
+
+/// Whether every lane of `m` is set.
+#[inline(always)]
+pub fn all<S: Simd>(s: S, m: S::m64s) -> bool {
+    s.first_true_m64s(s.not_m64s(m)) >= S::F64_LANES
+}
+
 /// c[0] + c[1]·x + … by Horner's scheme.
 #[inline(always)]
 pub fn horner<S: Simd>(s: S, x: S::f64s, c: &[f64]) -> S::f64s {

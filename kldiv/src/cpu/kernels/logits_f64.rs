@@ -8,7 +8,7 @@
 //! a − b exact (TwoSum), and ψ(±x) = e^∓x − 1 ± x from one even and one odd series in x²
 //! where |x| ≤ `NEAR`, which also give wb = wa·e^−x/g without a second exponential.
 
-use super::super::simd_math_f64::{exp_nonpos, horner, INV_FACTORIAL};
+use super::super::simd_math_f64::{all, exp_nonpos, horner, two_diff, INV_FACTORIAL};
 use crate::consts::BLOCK;
 use crate::semantics::exact;
 use crate::semantics::rows::Bad;
@@ -213,10 +213,7 @@ impl<V: Copy> Acc<V> {
         let ym = s.sub_f64s(y, k.mb);
         let wa = exp_nonpos(s, xm);
         // x − y − c with x − y kept exactly (TwoSum): huge logits lose nothing.
-        let d_hi = s.sub_f64s(x, y);
-        let xv = s.add_f64s(d_hi, y);
-        let yv = s.sub_f64s(xv, d_hi);
-        let d_lo = s.add_f64s(s.sub_f64s(x, xv), s.sub_f64s(yv, y));
+        let (d_hi, d_lo) = two_diff(s, x, y);
         let xs = s.add_f64s(s.sub_f64s(d_hi, k.c_hi), s.sub_f64s(d_lo, k.c_lo));
         let ax = s.abs_f64s(xs);
         let near = s.less_than_or_equal_f64s(ax, s.splat_f64s(NEAR));
@@ -267,11 +264,6 @@ impl<V: Copy> Acc<V> {
         out.psi_a += s.reduce_sum_f64s(self.psi_a);
         out.psi_b += s.reduce_sum_f64s(self.psi_b);
     }
-}
-
-#[inline(always)]
-fn all<S: Simd>(s: S, m: S::m64s) -> bool {
-    s.first_true_m64s(s.not_m64s(m)) >= S::F64_LANES
 }
 
 /// The column of the first element of `v` equal to `m` (a value of `v`): a compare per

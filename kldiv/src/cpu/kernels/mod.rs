@@ -8,6 +8,8 @@
 //! - `probs`: probability rows (and short rows a lane per row),
 //! - `logits`: logits rows and Jensen–Shannon over logits.
 
+mod agree_f64;
+mod js_f64;
 mod logits;
 mod logits_f64;
 mod probs;
@@ -145,9 +147,10 @@ fn as_pair<'a, H: Element, T: Element>(p: &'a [T], q: &'a [T]) -> Option<(&'a [H
     ))
 }
 
-/// A piece of a row on the exact path (f64 inputs): f64 probability rows (`probs_f64`) and
-/// f64 logits rows (`logits_f64`) in f64 lanes, with the exact path's sums; rescaled rows
-/// and the second passes over logits element by element (`exact::segment`).
+/// A piece of a row on the exact path (f64 inputs): f64 probability rows (`probs_f64`), f64
+/// logits rows (`logits_f64`), Jensen–Shannon's second pass over them (`js_f64`) and their
+/// agreement pass (`agree_f64`) in f64 lanes, with the exact path's sums; rescaled rows
+/// element by element (`exact::segment`).
 #[inline(always)]
 pub fn exact_segment<S: Simd, T: Element>(
     s: S,
@@ -169,6 +172,12 @@ pub fn exact_segment<S: Simd, T: Element>(
         }
         (Kernel::Logits(_), RowParams::None) => {
             logits_f64::segment(s, pf, qf, None).map(Partial::Logits)
+        }
+        (Kernel::LogitsJs, RowParams::Softmax { ma, lnsa, mb, l }) => {
+            js_f64::segment(s, pf, qf, (ma, lnsa, mb, l)).map(Partial::Js)
+        }
+        (Kernel::LogitsAgree, RowParams::Softmax { ma, lnsa, mb, l }) => {
+            agree_f64::segment(s, pf, qf, (ma, lnsa, mb, l)).map(Partial::Agree)
         }
         _ => exact::segment(kernel, params, p, q),
     }

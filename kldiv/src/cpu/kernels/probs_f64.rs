@@ -8,7 +8,7 @@
 //! d = x − y, u = d/(x + y) and B(z) = Σ_{k≥0} z^k/(2k+3) (from ln(x/y) = 2·atanh u): no
 //! logarithm and no cancellation, so each term keeps a few ulp however close x and y are.
 
-use super::super::simd_math_f64::{horner, ln, odd_reciprocals};
+use super::super::simd_math_f64::{all, horner, ln, odd_reciprocals};
 use crate::consts::BLOCK;
 use crate::request::Divergence;
 use crate::semantics::exact::{self, gkl};
@@ -115,11 +115,6 @@ fn regular<S: Simd>(s: S, v: S::f64s) -> S::m64s {
         s.greater_than_or_equal_f64s(v, s.splat_f64s(0.0)),
         s.less_than_f64s(v, s.splat_f64s(f64::INFINITY)),
     )
-}
-
-#[inline(always)]
-fn all<S: Simd>(s: S, m: S::m64s) -> bool {
-    s.first_true_m64s(s.not_m64s(m)) >= S::F64_LANES
 }
 
 /// The main sum's term of each lane, and the second one's (symmetric KL's reverse half).
