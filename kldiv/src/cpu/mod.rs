@@ -471,3 +471,20 @@ fn arch_name(a: pulp::Arch) -> &'static str {
         "scalar"
     }
 }
+
+/// `op` on every SIMD level this machine has (scalar, and AVX2 and AVX-512 where present):
+/// the kernels' unit tests check each level against the same reference.
+#[cfg(test)]
+pub(crate) fn on_every_level<W: pulp::WithSimd + Copy>(op: W) -> Vec<W::Output> {
+    let mut out = vec![pulp::Simd::vectorize(pulp::Scalar::new(), op)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Some(v) = pulp::x86::V3::try_new() {
+            out.push(pulp::Simd::vectorize(v, op));
+        }
+        if let Some(v) = pulp::x86::V4::try_new() {
+            out.push(pulp::Simd::vectorize(v, op));
+        }
+    }
+    out
+}

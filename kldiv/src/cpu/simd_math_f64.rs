@@ -133,6 +133,27 @@ pub fn two_diff<S: Simd>(s: S, x: S::f64s, y: S::f64s) -> (S::f64s, S::f64s) {
     (hi, s.add_f64s(s.sub_f64s(x, xv), s.sub_f64s(yv, y)))
 }
 
+/// Whether every value of `a` and `b` is finite with |v| ≤ `big` (false for NaN): the
+/// blocks the f64 kernels take in lanes, the others going through the exact path's loop.
+#[inline(always)]
+pub fn all_within<S: Simd>(s: S, a: &[f64], b: &[f64], big: f64) -> bool {
+    // (A loop, not iterator closures: closures holding SIMD code are not compiled with
+    // the kernel's target features.)
+    let (av, at) = S::as_simd_f64s(a);
+    let (bv, bt) = S::as_simd_f64s(b);
+    let vbig = s.splat_f64s(big);
+    for (&x, &y) in av.iter().zip(bv) {
+        let ok = s.and_m64s(
+            s.less_than_or_equal_f64s(s.abs_f64s(x), vbig),
+            s.less_than_or_equal_f64s(s.abs_f64s(y), vbig),
+        );
+        if !all(s, ok) {
+            return false;
+        }
+    }
+    at.iter().chain(bt).all(|v| v.abs() <= big)
+}
+
 /// Whether every lane of `m` is set.
 #[inline(always)]
 pub fn all<S: Simd>(s: S, m: S::m64s) -> bool {

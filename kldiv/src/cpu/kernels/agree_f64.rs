@@ -7,15 +7,14 @@
 //! element-by-element loop took two; a vector enters a side's top list only where one of
 //! its lanes is above the list's last entry (the list decides ties and order as it did).
 
-use super::super::simd_math_f64::{all, exp_nonpos};
+use super::super::simd_math_f64::{all_within, exp_nonpos};
 use crate::consts::BLOCK;
 use crate::semantics::exact;
 use crate::semantics::rows::Bad;
 use crate::semantics::sums::{AgreeSums, TopList, TOP_LIST};
 use pulp::Simd;
 
-/// Largest |logit| the lanes take (as `logits_f64`'s).
-const BIG: f64 = 1e300;
+use super::logits_f64::BIG;
 
 /// The agreement sums over a piece of an f64 logits row whose maxima and log-sums are known,
 /// as `exact::logit_agree_segment(a, b, params)` gives them (Σ min to the rounding of f64
@@ -85,18 +84,7 @@ fn block<S: Simd>(
 ) -> bool {
     let (av, at) = S::as_simd_f64s(a);
     let (bv, bt) = S::as_simd_f64s(b);
-    let big = s.splat_f64s(BIG);
-    for (&x, &y) in av.iter().zip(bv) {
-        // False for NaN.
-        let ok = s.and_m64s(
-            s.less_than_or_equal_f64s(s.abs_f64s(x), big),
-            s.less_than_or_equal_f64s(s.abs_f64s(y), big),
-        );
-        if !all(s, ok) {
-            return false;
-        }
-    }
-    if !at.iter().chain(bt).all(|v| v.abs() <= BIG) {
+    if !all_within(s, a, b, BIG) {
         return false;
     }
     let (vma, vla) = (s.splat_f64s(ma), s.splat_f64s(lnsa));
@@ -124,10 +112,12 @@ fn block<S: Simd>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::softmax_params as params;
     use super::*;
     use crate::error::BadKind;
     use pulp::WithSimd;
 
+    #[derive(Clone, Copy)]
     struct Run<'a>(&'a [f64], &'a [f64], (f64, f64, f64, f64));
     impl WithSimd for Run<'_> {
         type Output = Result<AgreeSums, Bad>;
@@ -137,33 +127,7 @@ mod tests {
     }
 
     fn every_level(a: &[f64], b: &[f64], k: (f64, f64, f64, f64)) -> Vec<Result<AgreeSums, Bad>> {
-        let mut out = vec![Simd::vectorize(pulp::Scalar::new(), Run(a, b, k))];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(v) = pulp::x86::V3::try_new() {
-                out.push(Simd::vectorize(v, Run(a, b, k)));
-            }
-            if let Some(v) = pulp::x86::V4::try_new() {
-                out.push(Simd::vectorize(v, Run(a, b, k)));
-            }
-        }
-        out
-    }
-
-    /// The row's (ma, ln sa, mb, ln sb − ln sa) over its finite values.
-    fn params(a: &[f64], b: &[f64]) -> (f64, f64, f64, f64) {
-        let fin = |v: &[f64]| {
-            v.iter()
-                .copied()
-                .filter(|x| x.is_finite())
-                .collect::<Vec<_>>()
-        };
-        let (a, b) = (fin(a), fin(b));
-        let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let (ma, mb) = (max(&a), max(&b));
-        let lse = |v: &[f64], m: f64| v.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
-        let lnsa = lse(&a, ma);
-        (ma, lnsa, mb, lse(&b, mb) - lnsa)
+        crate::cpu::on_every_level(Run(a, b, k))
     }
 
     fn row(n: usize, seed: u64, spread: f64) -> (Vec<f64>, Vec<f64>) {

@@ -7,15 +7,14 @@
 //! exactly (TwoSum), and F(u) from its series in u² where |u| ≤ `JS_NEAR_F64` (every digit
 //! as F → u²/4), else from e^−|u| and ln(1 + e^−|u|).
 
-use super::super::simd_math_f64::{all, exp_nonpos, horner, ln, two_diff};
+use super::super::simd_math_f64::{all, all_within, exp_nonpos, horner, ln, two_diff};
 use crate::consts::{BLOCK, JS_NEAR_F64};
 use crate::semantics::exact;
 use crate::semantics::rows::Bad;
 use crate::semantics::sums::{shift_from, JsSums};
 use pulp::Simd;
 
-/// Largest |logit| the lanes take (as `logits_f64`'s).
-const BIG: f64 = 1e300;
+use super::logits_f64::BIG;
 
 /// F(u) = u·tanh(u/2) − 2·ln cosh(u/2) = Σ F_k·u^(2k+2), k = 0..17: within 2e-17 of F for
 /// |u| ≤ 1 (the coefficients' ratio tends to −1/π²). Exact rationals: 1/4, −1/32, 1/288,
@@ -95,18 +94,7 @@ fn block<S: Simd>(
 ) -> Option<JsSums> {
     let (av, at) = S::as_simd_f64s(a);
     let (bv, bt) = S::as_simd_f64s(b);
-    let big = s.splat_f64s(BIG);
-    for (&x, &y) in av.iter().zip(bv) {
-        // False for NaN.
-        let ok = s.and_m64s(
-            s.less_than_or_equal_f64s(s.abs_f64s(x), big),
-            s.less_than_or_equal_f64s(s.abs_f64s(y), big),
-        );
-        if !all(s, ok) {
-            return None;
-        }
-    }
-    if !at.iter().chain(bt).all(|v| v.abs() <= BIG) {
+    if !all_within(s, a, b, BIG) {
         return None;
     }
     let (c_hi, c_lo) = shift_from(ma, mb, 0.0);
@@ -142,10 +130,12 @@ fn block<S: Simd>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::softmax_params as params;
     use super::*;
     use crate::error::BadKind;
     use pulp::WithSimd;
 
+    #[derive(Clone, Copy)]
     struct Run<'a>(&'a [f64], &'a [f64], (f64, f64, f64, f64));
     impl WithSimd for Run<'_> {
         type Output = Result<JsSums, Bad>;
@@ -155,26 +145,7 @@ mod tests {
     }
 
     fn every_level(a: &[f64], b: &[f64], k: (f64, f64, f64, f64)) -> Vec<Result<JsSums, Bad>> {
-        let mut out = vec![Simd::vectorize(pulp::Scalar::new(), Run(a, b, k))];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(v) = pulp::x86::V3::try_new() {
-                out.push(Simd::vectorize(v, Run(a, b, k)));
-            }
-            if let Some(v) = pulp::x86::V4::try_new() {
-                out.push(Simd::vectorize(v, Run(a, b, k)));
-            }
-        }
-        out
-    }
-
-    /// The row's (ma, ln sa, mb, ln sb − ln sa), as the first pass gives them.
-    fn params(a: &[f64], b: &[f64]) -> (f64, f64, f64, f64) {
-        let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let (ma, mb) = (max(a), max(b));
-        let lse = |v: &[f64], m: f64| v.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
-        let lnsa = lse(a, ma);
-        (ma, lnsa, mb, lse(b, mb) - lnsa)
+        crate::cpu::on_every_level(Run(a, b, k))
     }
 
     struct Rng(u64);

@@ -16,7 +16,7 @@ use crate::semantics::sums::{shift_from, LogitSums, NO_TOP};
 use pulp::Simd;
 
 /// Largest |logit| the lanes take: a − b and a − ma stay finite, with room.
-const BIG: f64 = 1e300;
+pub(super) const BIG: f64 = 1e300;
 
 /// |x| up to which ψ(±x) come from their series (12 terms: below 1e-17 of ψ at 0.5).
 const NEAR: f64 = 0.5;
@@ -290,6 +290,7 @@ mod tests {
     use super::*;
     use pulp::WithSimd;
 
+    #[derive(Clone, Copy)]
     struct Run<'a>(&'a [f64], &'a [f64], Option<(f64, f64)>);
     impl WithSimd for Run<'_> {
         type Output = Result<LogitSums, Bad>;
@@ -299,17 +300,7 @@ mod tests {
     }
 
     fn every_level(a: &[f64], b: &[f64], shift: Option<(f64, f64)>) -> Vec<Result<LogitSums, Bad>> {
-        let mut out = vec![Simd::vectorize(pulp::Scalar::new(), Run(a, b, shift))];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(v) = pulp::x86::V3::try_new() {
-                out.push(Simd::vectorize(v, Run(a, b, shift)));
-            }
-            if let Some(v) = pulp::x86::V4::try_new() {
-                out.push(Simd::vectorize(v, Run(a, b, shift)));
-            }
-        }
-        out
+        crate::cpu::on_every_level(Run(a, b, shift))
     }
 
     struct Rng(u64);

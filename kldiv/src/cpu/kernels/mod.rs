@@ -291,3 +291,14 @@ pub fn segment<S: Simd, T: Element>(
         Kernel::LogitsAgree => unreachable!("taken above"),
     })
 }
+
+/// A row's (ma, ln sa, mb, ln sb − ln sa) as the first pass over logits gives them to the
+/// second passes (`RowParams::Softmax`), in plain f64, for the kernels' unit tests.
+#[cfg(test)]
+fn softmax_params(a: &[f64], b: &[f64]) -> (f64, f64, f64, f64) {
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (ma, mb) = (max(a), max(b));
+    let lse = |v: &[f64], m: f64| v.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+    let lnsa = lse(a, ma);
+    (ma, lnsa, mb, lse(b, mb) - lnsa)
+}

@@ -268,6 +268,7 @@ mod tests {
         d * (u + (1.0 + u) * a)
     }
 
+    #[derive(Clone, Copy)]
     struct Run<'a>(Divergence, &'a [f64], &'a [f64]);
     impl WithSimd for Run<'_> {
         type Output = Result<ProbSums, Bad>;
@@ -277,17 +278,7 @@ mod tests {
     }
 
     fn every_level(div: Divergence, p: &[f64], q: &[f64]) -> Vec<Result<ProbSums, Bad>> {
-        let mut out = vec![Simd::vectorize(pulp::Scalar::new(), Run(div, p, q))];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if let Some(v) = pulp::x86::V3::try_new() {
-                out.push(Simd::vectorize(v, Run(div, p, q)));
-            }
-            if let Some(v) = pulp::x86::V4::try_new() {
-                out.push(Simd::vectorize(v, Run(div, p, q)));
-            }
-        }
-        out
+        crate::cpu::on_every_level(Run(div, p, q))
     }
 
     fn pairs() -> (Vec<f64>, Vec<f64>) {
