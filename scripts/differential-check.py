@@ -109,15 +109,19 @@ def softmax_mp(row):
 
 def ref_row(div, p, q):
     """The divergence of distributions p, q (lists of mpf, as kldiv reads them)."""
-    def kl(x, y):
+    def sum_terms(x, y, term):
+        # Σ term(a, b) over a > 0: +inf where b = 0 < a.
         t = mp.mpf(0)
         for a, b in zip(x, y):
             if a == 0:
                 continue
             if b == 0:
                 return mp.inf
-            t += a * mp.log(a / b)
+            t += term(a, b)
         return t
+
+    def kl(x, y):
+        return sum_terms(x, y, lambda a, b: a * mp.log(a / b))
     if div == "kl":
         return kl(p, q)
     if div == "reverse-kl":
@@ -128,16 +132,9 @@ def ref_row(div, p, q):
         m = [(a + b) / 2 for a, b in zip(p, q)]
         return (kl(p, m) + kl(q, m)) / 2
     if div == "cross-entropy":
-        t = mp.mpf(0)
-        for a, b in zip(p, q):
-            if a == 0:
-                continue
-            if b == 0:
-                return mp.inf
-            t -= a * mp.log(b)
-        return t
+        return sum_terms(p, q, lambda a, b: -a * mp.log(b))
     if div == "entropy":
-        return -mp.fsum(a * mp.log(a) for a in p if a > 0)
+        return sum_terms(p, p, lambda a, _: -a * mp.log(a))
 
 
 def one(case):

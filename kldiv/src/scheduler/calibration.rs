@@ -3,6 +3,7 @@
 
 use super::cost::Calibration;
 use crate::cpu::CpuEngine;
+use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::request::{Divergence, InputForm, Normalization, Request};
 use crate::workloads::{self, Workload};
@@ -100,10 +101,42 @@ fn probe_workload(regime: usize, input: InputForm) -> Workload {
     }
 }
 
-/// Both sides as f64 rows.
-fn widened((p, q): (Vec<f32>, Vec<f32>)) -> (Vec<f64>, Vec<f64>) {
-    let wide = |v: Vec<f32>| v.into_iter().map(f64::from).collect();
-    (wide(p), wide(q))
+/// Workload `w`'s rows as `T` (generated in f32; f64 rows widened from them).
+fn probe_rows<T: Element>(w: &Workload) -> (Vec<T>, Vec<T>) {
+    let (p, q) = workloads::generate(w, 7);
+    let cast = |v: Vec<f32>| v.into_iter().map(|x| T::from_f64(f64::from(x))).collect();
+    (cast(p), cast(q))
+}
+
+/// The CPU engine's elements/s on workload `w`'s rows as `T`.
+fn cpu_rate<T: Element>(cpu: &CpuEngine, spread: &mut f64, w: &Workload) -> f64 {
+    let (p, q) = probe_rows::<T>(w);
+    let req = probe(w.input);
+    let s = time(spread, &mut || {
+        cpu.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
+    });
+    w.elements() as f64 / s
+}
+
+/// The GPU kernel's elements/s on workload `w`'s rows as `T`: the end-to-end time less the
+/// calibration's latency and the upload of both sides, never credited with more than 4×
+/// the end-to-end rate.
+#[cfg(feature = "gpu")]
+fn gpu_kernel_rate<T: Element>(
+    g: &crate::gpu::GpuEngine,
+    spread: &mut f64,
+    w: &Workload,
+    c: &Calibration,
+) -> f64 {
+    let n = w.elements() as f64;
+    let (p, q) = probe_rows::<T>(w);
+    let req = probe(w.input);
+    let s = time(spread, &mut || {
+        g.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
+    });
+    let total = (s - c.gpu_latency).max(1e-9);
+    let upload = 2.0 * T::DTYPE.size_bytes() as f64 * n / c.upload;
+    n / (total - upload).max(0.25 * total)
 }
 
 /// Measure the CPU engine and (when given) the GPU engine; ≤ 0.3 s.
@@ -117,26 +150,11 @@ pub fn measure(
     let mut rates = [[0.0; 2]; 3];
     for (r, row) in rates.iter_mut().enumerate() {
         for (f, &input) in forms.iter().enumerate() {
-            let w = probe_workload(r, input);
-            let (p, q) = workloads::generate(&w, 7);
-            let req = probe(input);
-            let s = time(&mut spread, &mut || {
-                cpu.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
-            });
-            row[f] = w.elements() as f64 / s;
+            row[f] = cpu_rate::<f32>(cpu, &mut spread, &probe_workload(r, input));
         }
     }
     // f64 rows run other kernels: their rate at the medium regime, the others scaled by it.
-    let mut cpu_f64 = [0.0; 2];
-    for (f, &input) in forms.iter().enumerate() {
-        let w = probe_workload(1, input);
-        let (p, q) = widened(workloads::generate(&w, 7));
-        let req = probe(input);
-        let s = time(&mut spread, &mut || {
-            cpu.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
-        });
-        cpu_f64[f] = w.elements() as f64 / s;
-    }
+    let cpu_f64 = forms.map(|input| cpu_rate::<f64>(cpu, &mut spread, &probe_workload(1, input)));
     #[allow(unused_mut)]
     let mut c = Calibration {
         version: VERSION,
@@ -176,18 +194,7 @@ pub fn measure(
                 c.gpu[1][f] = c.gpu[1][0].max(1.0);
                 continue;
             }
-            let w = probe_workload(1, input);
-            let n = w.elements() as f64;
-            let (p, q) = workloads::generate(&w, 7);
-            let req = probe(input);
-            let s = time(&mut spread, &mut || {
-                g.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
-            });
-            let total = (s - c.gpu_latency).max(1e-9);
-            // What is left after the upload, never credited with more than 4× the
-            // end-to-end rate.
-            let kernel = (total - 8.0 * n / c.upload).max(0.25 * total);
-            c.gpu[1][f] = n / kernel;
+            c.gpu[1][f] = gpu_kernel_rate::<f32>(g, &mut spread, &probe_workload(1, input), &c);
         }
         c.gpu[0] = c.gpu[1];
         c.gpu[2] = c.gpu[1];
@@ -195,15 +202,7 @@ pub fn measure(
         // cost model assumes a slow f64 unit: `cost::UNMEASURED_GPU_F64_SHARE`).
         if c.gpu_f64 && budget.elapsed().as_secs_f64() <= 0.25 {
             let w = probe_workload(1, InputForm::Probabilities);
-            let n = w.elements() as f64;
-            let (p, q) = widened(workloads::generate(&w, 7));
-            let req = probe(InputForm::Probabilities);
-            let s = time(&mut spread, &mut || {
-                g.per_row(&req, &p, &q, w.rows, w.cols).map(|_| ())
-            });
-            let total = (s - c.gpu_latency).max(1e-9);
-            let kernel = (total - 16.0 * n / c.upload).max(0.25 * total);
-            c.gpu_f64_kernel = n / kernel;
+            c.gpu_f64_kernel = gpu_kernel_rate::<f64>(g, &mut spread, &w, &c);
         }
     }
     c.spread = spread;

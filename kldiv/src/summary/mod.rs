@@ -878,6 +878,8 @@ struct TargetsWire {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// The first index of the largest value, as a running (index, value) pair finds it, on
     /// rows of every length up to 40 with ties, NaN, ±inf and rows of −inf or NaN alone.
     #[test]
@@ -921,8 +923,6 @@ mod tests {
             assert_eq!(super::argmax(&row), naive(&row), "{row:?}");
         }
     }
-
-    use super::*;
 
     /// The options that change the values are named in the metadata, merged shards must
     /// share them, and a summary written before the field existed reads as having none.
