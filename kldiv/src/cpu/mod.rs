@@ -252,6 +252,23 @@ impl PassEngine for CpuEngine {
         let pieces = (4 * threads).div_ceil(rows).min(cols / SPLIT_MIN).max(1);
         let piece_len = cols.div_ceil(pieces).next_multiple_of(BLOCK);
         let pieces = cols.div_ceil(piece_len);
+        // Every piece of a logits row needs the row's shift: taken once per row, before
+        // the pieces (the exact path's is a scan of the whole row).
+        let shifts: Vec<Option<(f64, f64)>> = match pass.kernel {
+            Kernel::Logits(_) if pieces > 1 => pool::map(rows, |row| {
+                (pass.params(row) == RowParams::None).then(|| {
+                    let (pr, qr) = row_of(src, cols, row);
+                    if exact_lanes {
+                        level.run(ExactShiftOp { p: pr, q: qr })
+                    } else if exact {
+                        exact::max_shift(pr, qr)
+                    } else {
+                        exact::row_shift(pr, qr)
+                    }
+                })
+            }),
+            _ => vec![],
+        };
         let parts: Vec<RowSums> = pool::map(rows * pieces, |i| {
             let (row, k) = (i / pieces, i % pieces);
             let params = pass.params(row);
@@ -260,17 +277,9 @@ impl PassEngine for CpuEngine {
             }
             let (c0, c1) = (k * piece_len, ((k + 1) * piece_len).min(cols));
             let (pr, qr) = row_of(src, cols, row);
-            // Every piece of a logits row needs the row's shift, taken from the whole row.
-            let params = match (pass.kernel, params) {
-                (Kernel::Logits(_), RowParams::None) => {
-                    let (hi, lo) = if exact {
-                        exact::max_shift(pr, qr)
-                    } else {
-                        exact::row_shift(pr, qr)
-                    };
-                    RowParams::Shift { hi, lo }
-                }
-                (_, params) => params,
+            let params = match shifts.get(row) {
+                Some(&Some((hi, lo))) => RowParams::Shift { hi, lo },
+                _ => params,
             };
             let (ps, qs) = (&pr[c0..c1], &qr[c0..c1]);
             let sums = if exact && !exact_lanes {
@@ -448,6 +457,20 @@ impl<T: Element> WithSimd for SegmentOp<'_, T> {
             return kernels::exact_segment(s, self.kernel, self.params, self.p, self.q);
         }
         kernels::segment(s, self.kernel, self.params, self.p, self.q, self.scratch)
+    }
+}
+
+/// A whole logits row's shift on the exact path (`kernels::exact_row_shift`).
+struct ExactShiftOp<'a, T> {
+    p: &'a [T],
+    q: &'a [T],
+}
+
+impl<T: Element> WithSimd for ExactShiftOp<'_, T> {
+    type Output = (f64, f64);
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) -> (f64, f64) {
+        kernels::exact_row_shift(s, self.p, self.q)
     }
 }
 

@@ -76,7 +76,7 @@ pub fn segment<S: Simd>(
 /// `exact::max_shift` with the maxima taken in lanes; rows holding NaN or +inf (to be
 /// reported) or values too large to sum take the exact path's own.
 #[inline(always)]
-fn row_max_shift<S: Simd>(s: S, a: &[f64], b: &[f64]) -> (f64, f64) {
+pub(super) fn row_max_shift<S: Simd>(s: S, a: &[f64], b: &[f64]) -> (f64, f64) {
     match (side_max(s, a), side_max(s, b)) {
         (Some(ma), Some(mb)) => shift_from(ma, mb, 0.0),
         _ => exact::max_shift(a, b),

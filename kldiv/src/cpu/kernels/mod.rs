@@ -183,6 +183,16 @@ pub fn exact_segment<S: Simd, T: Element>(
     }
 }
 
+/// A whole logits row's shift on the exact path, by its maxima (`exact::max_shift`), taken
+/// in f64 lanes for f64 rows: what each piece of a split row is given.
+#[inline(always)]
+pub fn exact_row_shift<S: Simd, T: Element>(s: S, p: &[T], q: &[T]) -> (f64, f64) {
+    match as_pair::<f64, T>(p, q) {
+        Some((a, b)) => logits_f64::row_max_shift(s, a, b),
+        None => exact::max_shift(p, q),
+    }
+}
+
 /// Sums over one piece of a row: the body every CPU path shares. For logits, `params` may
 /// hold the row's shift (a piece of a split row, or a re-read); without it the piece is a
 /// whole row and its first block gives the shift.
