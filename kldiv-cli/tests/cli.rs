@@ -711,6 +711,100 @@ fn temperatures_divide_each_sides_logits() {
     );
 }
 
+/// Tempered rows on the CPU go through their blocks in sub-blocks (`io::sides`): a block of
+/// 12 rows × 65,537 columns on one thread is 4 sub-blocks of 3 rows. Each row keeps its
+/// value (f64 quotients within 1e-12, power-of-two ones within f32's 1e-5), its target
+/// (the perplexity of the tempered Q), and its place in an error message.
+#[test]
+fn tempered_rows_in_sub_blocks_keep_values_targets_and_row_numbers() {
+    let (rows, cols) = (12, 65_537);
+    let mut rng = Rng::new(77);
+    let (a, b) = logit_pair(&mut rng, rows, cols, 1.0);
+    let (a, b) = (to_f32(&a), to_f32(&b));
+    let t: Vec<i32> = (0..rows).map(|r| ((r * 4_099) % cols) as i32).collect();
+    let (pp, qp, tp_, op) = (
+        tmp("sub-p.npy"),
+        tmp("sub-q.npy"),
+        tmp("sub-t.npy"),
+        tmp("sub-out.npy"),
+    );
+    f32_npy(&pp, rows, cols, &a);
+    f32_npy(&qp, rows, cols, &b);
+    files::i32_npy(&tp_, &t);
+    let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    let (a, b) = (to_f64(&a), to_f64(&b));
+    for (tp, tq, rel) in [(1.3, 0.7, 1e-12), (2.0, 0.5, 1e-5)] {
+        let (tps, tqs) = (format!("{tp}"), format!("{tq}"));
+        let out = bin()
+            .env("RAYON_NUM_THREADS", "1")
+            .args([
+                "compare",
+                &s(&pp),
+                &s(&qp),
+                "--input",
+                "logits",
+                "--device",
+                "cpu",
+                "--temperature-p",
+                &tps,
+                "--temperature-q",
+                &tqs,
+                "--targets",
+                &s(&tp_),
+                "--out",
+                &s(&op),
+                "--json",
+                "--quiet",
+            ])
+            .output()
+            .unwrap();
+        let j = json(&out);
+        check_tempered(&read_f64_npy(&op), (&a, &b), cols, (tp, tq), rel);
+        // ln PPL(Q) = mean over rows of −log softmax(y/T_q)[target].
+        let nll: f64 = (0..rows)
+            .map(|r| {
+                let y: Vec<f64> = b[r * cols..(r + 1) * cols].iter().map(|v| v / tq).collect();
+                let m = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let lse = m + y.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                lse - y[t[r] as usize]
+            })
+            .sum::<f64>()
+            / rows as f64;
+        let got = j["ppl_q"]["mean"].as_f64().unwrap();
+        assert!(
+            (got.ln() - nll).abs() <= 1e-9 * nll.abs().max(1.0),
+            "T = {tp}, {tq}: ln PPL(Q) {} vs {nll}",
+            got.ln()
+        );
+    }
+    // A NaN in the third sub-block is reported at its own row and column.
+    let mut bad = a.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    bad[7 * cols + 5] = f32::NAN;
+    let badp = tmp("sub-nan.npy");
+    f32_npy(&badp, rows, cols, &bad);
+    let out = bin()
+        .env("RAYON_NUM_THREADS", "1")
+        .args([
+            "compare",
+            &s(&badp),
+            &s(&qp),
+            "--input",
+            "logits",
+            "--device",
+            "cpu",
+            "--temperature-p",
+            "1.3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sub-nan.npy") && err.contains("row 7") && err.contains("column 5"),
+        "{err}"
+    );
+}
+
 /// ExLlamaV3- and vLLM-style dumps: a [B, T, V] safetensors tensor against [B·T, V] logits
 /// of another vocabulary size. Different sizes are an error naming both shapes, unless
 /// --vocab-min compares the common prefix: each row's first min(V_P, V_Q) logits, softmaxed

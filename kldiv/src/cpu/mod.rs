@@ -6,6 +6,7 @@
 mod agreeing;
 mod kernels;
 mod pool;
+mod quotients;
 mod read_probe;
 pub mod row_stats;
 mod simd_math;
@@ -13,8 +14,8 @@ mod simd_math_f64;
 mod slices;
 mod transpose;
 
-pub(crate) use pool::chunks_mut as par_chunks_mut;
 pub use pool::map as par_map;
+pub(crate) use quotients::power_of_two_inverse;
 pub use read_probe::{ReadKernel, ReadLimit};
 
 use crate::element::{Dtype, Element};

@@ -81,6 +81,7 @@ impl Side<'_> {
     /// A side without a temperature is borrowed as it is read (no copy).
     fn tempered_f32<'s>(
         &'s self,
+        cpu: &crate::cpu::CpuEngine,
         (r0, r1): (usize, usize),
         buf: &'s mut Vec<f32>,
     ) -> Option<Cow<'s, [f32]>> {
@@ -88,18 +89,25 @@ impl Side<'_> {
         if self.temperature == 1.0 {
             return Some(v);
         }
-        let inverse = power_of_two_inverse(self.temperature)?;
-        quotients_f32(&v, inverse, buf).then_some(Cow::Borrowed(&buf[..]))
+        let inverse = crate::cpu::power_of_two_inverse(self.temperature)?;
+        cpu.quotients_f32(&v, inverse, buf)
+            .then_some(Cow::Borrowed(&buf[..]))
     }
 
     /// Rows `[r0, r1)` divided by the temperature in f64, in `buf`: each x/t the f64
     /// division's, from the values as stored (borrowed where the file holds f32 or f64),
     /// formed in parallel.
-    fn tempered_f64<'s>(&'s self, (r0, r1): (usize, usize), buf: &'s mut Vec<f64>) -> &'s [f64] {
+    fn tempered_f64<'s>(
+        &'s self,
+        cpu: &crate::cpu::CpuEngine,
+        (r0, r1): (usize, usize),
+        buf: &'s mut Vec<f64>,
+    ) -> &'s [f64] {
+        let t = self.temperature;
         if self.file.dtype() == crate::Dtype::F64 {
-            quotients_f64(&self.unscaled::<f64>(r0, r1), self.temperature, buf);
+            cpu.quotients_f64(&self.unscaled::<f64>(r0, r1), t, buf);
         } else {
-            quotients_f64(&self.unscaled::<f32>(r0, r1), self.temperature, buf);
+            cpu.quotients_f64(&self.unscaled::<f32>(r0, r1), t, buf);
         }
         &buf[..]
     }
@@ -322,21 +330,75 @@ pub fn run_block(
         targets: Option<&[i64]>,
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
-        // Logits of f32 (or narrower) files divided by a temperature are formed in f64;
-        // where the temperatures are powers of two (as distillation's 2 or 4 are) and every
-        // quotient is an f32 (away from f32's range limits), the block keeps f32's kernels
-        // and bound instead of f64's exact path.
-        let tempered = p.temperature != 1.0 || q.temperature != 1.0;
-        if T::DTYPE == crate::Dtype::F64
-            && tempered
-            && p.file.dtype() != crate::Dtype::F64
-            && q.file.dtype() != crate::Dtype::F64
-        {
+        if T::DTYPE == crate::Dtype::F64 && (p.temperature != 1.0 || q.temperature != 1.0) {
+            return tempered_rows(engine, req, (p, q), (r0, r1), targets, summary);
+        }
+        let pb = p.unscaled::<T>(r0, r1);
+        let qb = if req.reads_q() {
+            q.unscaled::<T>(r0, r1)
+        } else {
+            pb.clone()
+        };
+        block(engine, req, p.cols(), (&pb, &qb), r1 - r0, targets, summary)
+    }
+    /// Tempered logits, formed in buffers block by block. Where the CPU runs the block, it
+    /// goes in sub-blocks of `TEMPERED_ELEMS` per thread, so that the kernel reads the
+    /// quotients from cache, and the buffers stay that small (a buffer the size of a block
+    /// cost more in page faults and memory traffic than the kernel: 3× the f64 files' time).
+    fn tempered_rows(
+        engine: &crate::scheduler::Scheduler,
+        req: &crate::Request,
+        (p, q): (&Side, &Side),
+        (r0, r1): (usize, usize),
+        targets: Option<&[i64]>,
+        summary: &mut crate::Summary,
+    ) -> Result<crate::scheduler::Run> {
+        use crate::scheduler::{Job, Placement};
+        let cols = p.cols();
+        let job = Job::of(req, r1 - r0, cols, crate::Dtype::F64, false)
+            .with_agreement(summary.agreement.is_some());
+        let plan = engine.plan(&job);
+        let step = match plan.placement {
+            Placement::Cpu => (engine.cpu().threads() * TEMPERED_ELEMS / cols.max(1)).max(1),
+            _ => r1 - r0,
+        };
+        let mut first: Option<crate::scheduler::Run> = None;
+        let mut s0 = r0;
+        loop {
+            let s1 = (s0 + step).min(r1);
+            let tg = targets.map(|t| &t[s0 - r0..s1 - r0]);
+            let run = tempered_block(engine, req, (p, q), (s0, s1), tg, summary)
+                .map_err(|e| crate::semantics::rows::relocate_row_by(e, s0 - r0))?;
+            match &mut first {
+                None => first = Some(run),
+                Some(f) => f.warnings.extend(run.warnings),
+            }
+            if s1 >= r1 {
+                break;
+            }
+            s0 = s1;
+        }
+        let mut run = first.expect("the loop runs at least once");
+        run.plan = plan;
+        Ok(run)
+    }
+    /// Rows `[r0, r1)` of tempered logits: f32 quotients where the temperatures are powers
+    /// of two (as distillation's 2 or 4 are) and every quotient is an f32 (away from f32's
+    /// range limits), so the block keeps f32's kernels and bound; else f64 quotients.
+    fn tempered_block(
+        engine: &crate::scheduler::Scheduler,
+        req: &crate::Request,
+        (p, q): (&Side, &Side),
+        (r0, r1): (usize, usize),
+        targets: Option<&[i64]>,
+        summary: &mut crate::Summary,
+    ) -> Result<crate::scheduler::Run> {
+        if p.file.dtype() != crate::Dtype::F64 && q.file.dtype() != crate::Dtype::F64 {
             let (mut pbuf, mut qbuf) = (take(&p.quotients), take(&q.quotients));
             let run = (|| {
-                let pf = p.tempered_f32((r0, r1), &mut pbuf)?;
+                let pf = p.tempered_f32(engine.cpu(), (r0, r1), &mut pbuf)?;
                 let qf = if req.reads_q() {
-                    q.tempered_f32((r0, r1), &mut qbuf)?
+                    q.tempered_f32(engine.cpu(), (r0, r1), &mut qbuf)?
                 } else {
                     pf.clone()
                 };
@@ -356,26 +418,17 @@ pub fn run_block(
                 return run;
             }
         }
-        if T::DTYPE == crate::Dtype::F64 && tempered {
-            let (mut pbuf, mut qbuf) = (take(&p.quotients_f64), take(&q.quotients_f64));
-            let pf = p.tempered_f64((r0, r1), &mut pbuf);
-            let qf = if req.reads_q() {
-                q.tempered_f64((r0, r1), &mut qbuf)
-            } else {
-                pf
-            };
-            let run = block(engine, req, p.cols(), (pf, qf), r1 - r0, targets, summary);
-            put_back(&p.quotients_f64, pbuf);
-            put_back(&q.quotients_f64, qbuf);
-            return run;
-        }
-        let pb = p.unscaled::<T>(r0, r1);
-        let qb = if req.reads_q() {
-            q.unscaled::<T>(r0, r1)
+        let (mut pbuf, mut qbuf) = (take(&p.quotients_f64), take(&q.quotients_f64));
+        let pf = p.tempered_f64(engine.cpu(), (r0, r1), &mut pbuf);
+        let qf = if req.reads_q() {
+            q.tempered_f64(engine.cpu(), (r0, r1), &mut qbuf)
         } else {
-            pb.clone()
+            pf
         };
-        block(engine, req, p.cols(), (&pb, &qb), r1 - r0, targets, summary)
+        let run = block(engine, req, p.cols(), (pf, qf), r1 - r0, targets, summary);
+        put_back(&p.quotients_f64, pbuf);
+        put_back(&q.quotients_f64, qbuf);
+        run
     }
     fn block<T: Element>(
         engine: &crate::scheduler::Scheduler,
@@ -415,6 +468,10 @@ pub fn run_block(
     }
 }
 
+/// Elements per thread of a tempered sub-block on the CPU: 2 MiB of f64 quotients a side.
+/// Smaller sub-blocks (a row or two) split their rows into pieces, which cost more.
+const TEMPERED_ELEMS: usize = 1 << 18;
+
 fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
     m.lock()
         .map(|mut v| std::mem::take(&mut *v))
@@ -424,132 +481,5 @@ fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
 fn put_back<T>(m: &Mutex<Vec<T>>, v: Vec<T>) {
     if let Ok(mut slot) = m.lock() {
         *slot = v;
-    }
-}
-
-/// 1/t as an f32 where t is a power of two whose inverse and itself are normal f32 values
-/// (then x·(1/t) in f32 is x/t, rounded only where it leaves f32's range).
-fn power_of_two_inverse(t: f64) -> Option<f32> {
-    let inverse = (1.0 / t) as f32;
-    let power_of_two = t > 0.0 && t.is_normal() && t.to_bits() & ((1 << 52) - 1) == 0;
-    (power_of_two && inverse.is_normal() && (t as f32).is_normal()).then_some(inverse)
-}
-
-/// `out` = each `x` times `inverse` (a power of two), in parallel; whether every product is
-/// exactly x/t (NaN and ±inf included): a product that overflowed or lost bits as a
-/// subnormal does not give x back when multiplied by t.
-fn quotients_f32(x: &[f32], inverse: f32, out: &mut Vec<f32>) -> bool {
-    const CHUNK: usize = 1 << 16;
-    let t = 1.0 / inverse;
-    // Grown once; blocks of the same size then overwrite it (no zeroing pass).
-    out.resize(x.len(), 0.0);
-    let exact = crate::cpu::par_chunks_mut(out, CHUNK, |k, out| {
-        let x = &x[k * CHUNK..][..out.len()];
-        let mut inexact = 0u32;
-        for (o, &x) in out.iter_mut().zip(x) {
-            let r = x * inverse;
-            *o = r;
-            inexact |= u32::from(!(r * t == x || x.is_nan()));
-        }
-        inexact == 0
-    });
-    exact.iter().all(|&e| e)
-}
-
-/// `out` = each `x` divided by `t` in f64, in parallel (grown once, like `quotients_f32`).
-fn quotients_f64<T: Element>(x: &[T], t: f64, out: &mut Vec<f64>) {
-    const CHUNK: usize = 1 << 16;
-    out.resize(x.len(), 0.0);
-    crate::cpu::par_chunks_mut(out, CHUNK, |k, out| {
-        let x = &x[k * CHUNK..][..out.len()];
-        for (o, x) in out.iter_mut().zip(x) {
-            *o = x.to_f64() / t;
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{power_of_two_inverse, quotients_f32};
-
-    fn quotients(x: &[f32], t: f64) -> Option<Vec<f32>> {
-        let mut out = vec![7.0; 3];
-        let inverse = power_of_two_inverse(t)?;
-        quotients_f32(x, inverse, &mut out).then_some(out)
-    }
-
-    /// Quotients by a power of two stay f32 except where they leave its range (overflow,
-    /// or subnormals that lose bits); any other temperature leaves f64 values. Each
-    /// accepted quotient is the f64 division's, over chunks of every size.
-    #[test]
-    fn only_exact_quotients_narrow_to_f32() {
-        let x: [f32; 7] = [
-            1.5,
-            -3.25,
-            0.0,
-            -0.0,
-            f32::NEG_INFINITY,
-            1e-30,
-            f32::MIN_POSITIVE,
-        ];
-        assert_eq!(
-            quotients(&x, 2.0).as_deref(),
-            Some(
-                &[
-                    0.75,
-                    -1.625,
-                    0.0,
-                    -0.0,
-                    f32::NEG_INFINITY,
-                    5e-31,
-                    f32::MIN_POSITIVE / 2.0
-                ][..]
-            ),
-            "2^-127 is a subnormal, and exact"
-        );
-        for t in [
-            0.7,
-            3.0,
-            1.0 + f64::EPSILON,
-            0.0,
-            -2.0,
-            f64::INFINITY,
-            f64::NAN,
-            2f64.powi(-130),
-        ] {
-            assert!(power_of_two_inverse(t).is_none(), "{t}");
-        }
-        assert!(quotients(&[1.0, 3e38], 0.5).is_none(), "overflows f32");
-        assert!(
-            quotients(&[f32::from_bits(3)], 2.0).is_none(),
-            "a subnormal's last bit"
-        );
-        let above_min = f32::from_bits(f32::MIN_POSITIVE.to_bits() + 1);
-        assert!(
-            quotients(&[above_min], 4.0).is_none(),
-            "the bits a subnormal loses"
-        );
-        assert!(quotients(&[f64::NAN as f32], 0.25).is_some_and(|v| v[0].is_nan()));
-        let mut rng = 0x2545f4914f6cdd1du64;
-        let long: Vec<f32> = (0..200_001)
-            .map(|_| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                f32::from_bits((rng as u32) & 0xff7f_ffff) // finite, either sign
-            })
-            .filter(|x| x.abs() > 1e-30 && x.abs() < 1e30)
-            .collect();
-        for t in [0.125, 2.0, 1024.0] {
-            let got = quotients(&long, t).expect("in range");
-            assert!(got
-                .iter()
-                .zip(&long)
-                .all(|(&g, &x)| g as f64 == x as f64 / t));
-        }
-        let mut edge = long.clone();
-        let at = edge.len() - 1; // in the last chunk only
-        edge[at] = above_min;
-        assert!(quotients(&edge, 2.0).is_none());
     }
 }
