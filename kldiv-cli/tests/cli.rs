@@ -733,32 +733,29 @@ fn tempered_rows_in_sub_blocks_keep_values_targets_and_row_numbers() {
     files::i32_npy(&tp_, &t);
     let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
     let (a, b) = (to_f64(&a), to_f64(&b));
-    for (tp, tq, rel) in [(1.3, 0.7, 1e-12), (2.0, 0.5, 1e-5)] {
+    // On one thread, tempered logits of P against Q's file.
+    let tempered = |p: &PathBuf, (tp, tq): (f64, f64), extra: &[&str]| {
         let (tps, tqs) = (format!("{tp}"), format!("{tq}"));
-        let out = bin()
+        bin()
             .env("RAYON_NUM_THREADS", "1")
             .args([
                 "compare",
-                &s(&pp),
+                &s(p),
                 &s(&qp),
                 "--input",
                 "logits",
                 "--device",
                 "cpu",
-                "--temperature-p",
-                &tps,
-                "--temperature-q",
-                &tqs,
-                "--targets",
-                &s(&tp_),
-                "--out",
-                &s(&op),
-                "--json",
-                "--quiet",
             ])
+            .args(["--temperature-p", &tps, "--temperature-q", &tqs])
+            .args(extra)
             .output()
-            .unwrap();
-        let j = json(&out);
+            .unwrap()
+    };
+    for (tp, tq, rel) in [(1.3, 0.7, 1e-12), (2.0, 0.5, 1e-5)] {
+        let (t_arg, o_arg) = (s(&tp_), s(&op));
+        let extra = ["--targets", &t_arg, "--out", &o_arg, "--json", "--quiet"];
+        let j = json(&tempered(&pp, (tp, tq), &extra));
         check_tempered(&read_f64_npy(&op), (&a, &b), cols, (tp, tq), rel);
         // ln PPL(Q) = mean over rows of −log softmax(y/T_q)[target].
         let nll: f64 = (0..rows)
@@ -782,21 +779,7 @@ fn tempered_rows_in_sub_blocks_keep_values_targets_and_row_numbers() {
     bad[7 * cols + 5] = f32::NAN;
     let badp = tmp("sub-nan.npy");
     f32_npy(&badp, rows, cols, &bad);
-    let out = bin()
-        .env("RAYON_NUM_THREADS", "1")
-        .args([
-            "compare",
-            &s(&badp),
-            &s(&qp),
-            "--input",
-            "logits",
-            "--device",
-            "cpu",
-            "--temperature-p",
-            "1.3",
-        ])
-        .output()
-        .unwrap();
+    let out = tempered(&badp, (1.3, 1.0), &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

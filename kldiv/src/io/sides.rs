@@ -317,100 +317,105 @@ pub fn read_type(req: &crate::Request, (p, q): (&Side, &Side)) -> crate::Dtype {
 pub fn run_block(
     engine: &crate::scheduler::Scheduler,
     req: &crate::Request,
-    sides: (&Side, &Side),
+    (p, q): (&Side, &Side),
     rows: (usize, usize),
     targets: Option<&[i64]>,
     summary: &mut crate::Summary,
 ) -> Result<crate::scheduler::Run> {
+    use crate::Dtype as D;
+    // Read in the wider type, each row is still checked as the type its file stores.
+    let req = &req.for_stored(p.file.dtype(), q.file.dtype());
+    let blocks = Blocks { engine, req, p, q };
+    match read_type(req, (p, q)) {
+        D::F32 => blocks.typed::<f32>(rows, targets, summary),
+        D::F64 => blocks.typed::<f64>(rows, targets, summary),
+        D::F16 => blocks.typed::<half::f16>(rows, targets, summary),
+        D::BF16 => blocks.typed::<half::bf16>(rows, targets, summary),
+    }
+}
+
+/// What each block of a comparison runs with (see [`run_block`]).
+struct Blocks<'a> {
+    engine: &'a crate::scheduler::Scheduler,
+    req: &'a crate::Request,
+    p: &'a Side<'a>,
+    q: &'a Side<'a>,
+}
+
+impl Blocks<'_> {
     fn typed<T: Element>(
-        engine: &crate::scheduler::Scheduler,
-        req: &crate::Request,
-        (p, q): (&Side, &Side),
+        &self,
         (r0, r1): (usize, usize),
         targets: Option<&[i64]>,
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
+        let (p, q) = (self.p, self.q);
         if T::DTYPE == crate::Dtype::F64 && (p.temperature != 1.0 || q.temperature != 1.0) {
-            return tempered_rows(engine, req, (p, q), (r0, r1), targets, summary);
+            return self.tempered_rows((r0, r1), targets, summary);
         }
         let pb = p.unscaled::<T>(r0, r1);
-        let qb = if req.reads_q() {
+        let qb = if self.req.reads_q() {
             q.unscaled::<T>(r0, r1)
         } else {
             pb.clone()
         };
-        block(engine, req, p.cols(), (&pb, &qb), r1 - r0, targets, summary)
+        self.block((&pb, &qb), r1 - r0, targets, summary)
     }
+
     /// Tempered logits, formed in buffers block by block. Where the CPU runs the block, it
     /// goes in sub-blocks of `TEMPERED_ELEMS` per thread, so that the kernel reads the
     /// quotients from cache, and the buffers stay that small (a buffer the size of a block
     /// cost more in page faults and memory traffic than the kernel: 3× the f64 files' time).
     fn tempered_rows(
-        engine: &crate::scheduler::Scheduler,
-        req: &crate::Request,
-        (p, q): (&Side, &Side),
+        &self,
         (r0, r1): (usize, usize),
         targets: Option<&[i64]>,
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
         use crate::scheduler::{Job, Placement};
-        let cols = p.cols();
-        let job = Job::of(req, r1 - r0, cols, crate::Dtype::F64, false)
+        let (engine, cols) = (self.engine, self.p.cols());
+        let job = Job::of(self.req, r1 - r0, cols, crate::Dtype::F64, false)
             .with_agreement(summary.agreement.is_some());
         let plan = engine.plan(&job);
         let step = match plan.placement {
-            Placement::Cpu => (engine.cpu().threads() * TEMPERED_ELEMS / cols.max(1)).max(1),
+            Placement::Cpu => engine.cpu().threads() * TEMPERED_ELEMS / cols.max(1),
             _ => r1 - r0,
-        };
-        let mut first: Option<crate::scheduler::Run> = None;
-        let mut s0 = r0;
-        loop {
+        }
+        .max(1);
+        let sub_block = |s0: usize, summary: &mut crate::Summary| {
             let s1 = (s0 + step).min(r1);
             let tg = targets.map(|t| &t[s0 - r0..s1 - r0]);
-            let run = tempered_block(engine, req, (p, q), (s0, s1), tg, summary)
-                .map_err(|e| crate::semantics::rows::relocate_row_by(e, s0 - r0))?;
-            match &mut first {
-                None => first = Some(run),
-                Some(f) => f.warnings.extend(run.warnings),
-            }
-            if s1 >= r1 {
-                break;
-            }
-            s0 = s1;
+            self.tempered_block((s0, s1), tg, summary)
+                .map_err(|e| crate::semantics::rows::relocate_row_by(e, s0 - r0))
+        };
+        let mut run = sub_block(r0, summary)?;
+        for s0 in (r0 + step..r1).step_by(step) {
+            run.warnings.extend(sub_block(s0, summary)?.warnings);
         }
-        let mut run = first.expect("the loop runs at least once");
         run.plan = plan;
         Ok(run)
     }
+
     /// Rows `[r0, r1)` of tempered logits: f32 quotients where the temperatures are powers
     /// of two (as distillation's 2 or 4 are) and every quotient is an f32 (away from f32's
     /// range limits), so the block keeps f32's kernels and bound; else f64 quotients.
     fn tempered_block(
-        engine: &crate::scheduler::Scheduler,
-        req: &crate::Request,
-        (p, q): (&Side, &Side),
+        &self,
         (r0, r1): (usize, usize),
         targets: Option<&[i64]>,
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
+        let (p, q, cpu) = (self.p, self.q, self.engine.cpu());
         if p.file.dtype() != crate::Dtype::F64 && q.file.dtype() != crate::Dtype::F64 {
             let (mut pbuf, mut qbuf) = (take(&p.quotients), take(&q.quotients));
             let run = (|| {
-                let pf = p.tempered_f32(engine.cpu(), (r0, r1), &mut pbuf)?;
-                let qf = if req.reads_q() {
-                    q.tempered_f32(engine.cpu(), (r0, r1), &mut qbuf)?
+                let pf = p.tempered_f32(cpu, (r0, r1), &mut pbuf)?;
+                let qf = if self.req.reads_q() {
+                    q.tempered_f32(cpu, (r0, r1), &mut qbuf)?
                 } else {
                     pf.clone()
                 };
-                Some(block(
-                    engine,
-                    req,
-                    p.cols(),
-                    (&pf, &qf),
-                    r1 - r0,
-                    targets,
-                    summary,
-                ))
+                Some(self.block((&pf, &qf), r1 - r0, targets, summary))
             })();
             put_back(&p.quotients, pbuf);
             put_back(&q.quotients, qbuf);
@@ -419,31 +424,34 @@ pub fn run_block(
             }
         }
         let (mut pbuf, mut qbuf) = (take(&p.quotients_f64), take(&q.quotients_f64));
-        let pf = p.tempered_f64(engine.cpu(), (r0, r1), &mut pbuf);
-        let qf = if req.reads_q() {
-            q.tempered_f64(engine.cpu(), (r0, r1), &mut qbuf)
+        let pf = p.tempered_f64(cpu, (r0, r1), &mut pbuf);
+        let qf = if self.req.reads_q() {
+            q.tempered_f64(cpu, (r0, r1), &mut qbuf)
         } else {
             pf
         };
-        let run = block(engine, req, p.cols(), (pf, qf), r1 - r0, targets, summary);
+        let run = self.block((pf, qf), r1 - r0, targets, summary);
         put_back(&p.quotients_f64, pbuf);
         put_back(&q.quotients_f64, qbuf);
         run
     }
+
+    /// `rows` rows `(pb, qb)` through the scheduler into `summary`, with the summary's
+    /// further divergences over the same block (read from the files once, and the KL family
+    /// computed in one pass).
     fn block<T: Element>(
-        engine: &crate::scheduler::Scheduler,
-        req: &crate::Request,
-        cols: usize,
+        &self,
         (pb, qb): (&[T], &[T]),
         rows: usize,
         targets: Option<&[i64]>,
         summary: &mut crate::Summary,
     ) -> Result<crate::scheduler::Run> {
-        // Further divergences over the same block, read from the files once (and the KL
-        // family computed in one pass).
+        let (req, cols) = (self.req, self.p.cols());
         let also = summary.also_divergences();
         let agreement = summary.agreement.is_some();
-        let (run, also_values) = engine.run_report(req, &also, agreement, pb, qb, rows, cols)?;
+        let (run, also_values) = self
+            .engine
+            .run_report(req, &also, agreement, pb, qb, rows, cols)?;
         summary.add_block_from_run(
             req,
             (pb, qb),
@@ -456,15 +464,6 @@ pub fn run_block(
             summary.push_also(k, values)?;
         }
         Ok(run)
-    }
-    use crate::Dtype as D;
-    // Read in the wider type, each row is still checked as the type its file stores.
-    let req = &req.for_stored(sides.0.file.dtype(), sides.1.file.dtype());
-    match read_type(req, sides) {
-        D::F32 => typed::<f32>(engine, req, sides, rows, targets, summary),
-        D::F64 => typed::<f64>(engine, req, sides, rows, targets, summary),
-        D::F16 => typed::<half::f16>(engine, req, sides, rows, targets, summary),
-        D::BF16 => typed::<half::bf16>(engine, req, sides, rows, targets, summary),
     }
 }
 
