@@ -143,15 +143,23 @@ pub fn all_within<S: Simd>(s: S, a: &[f64], b: &[f64], big: f64) -> bool {
     let (bv, bt) = S::as_simd_f64s(b);
     let vbig = s.splat_f64s(big);
     for (&x, &y) in av.iter().zip(bv) {
-        let ok = s.and_m64s(
-            s.less_than_or_equal_f64s(s.abs_f64s(x), vbig),
-            s.less_than_or_equal_f64s(s.abs_f64s(y), vbig),
-        );
-        if !all(s, ok) {
+        if !pair_within(s, x, y, vbig) {
             return false;
         }
     }
     at.iter().chain(bt).all(|v| v.abs() <= big)
+}
+
+/// Whether every lane of `x` and `y` is finite with |v| ≤ `big` (false for NaN).
+#[inline(always)]
+pub fn pair_within<S: Simd>(s: S, x: S::f64s, y: S::f64s, big: S::f64s) -> bool {
+    all(
+        s,
+        s.and_m64s(
+            s.less_than_or_equal_f64s(s.abs_f64s(x), big),
+            s.less_than_or_equal_f64s(s.abs_f64s(y), big),
+        ),
+    )
 }
 
 /// Whether every lane of `m` is set.

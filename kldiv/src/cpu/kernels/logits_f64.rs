@@ -8,7 +8,7 @@
 //! a − b exact (TwoSum), and ψ(±x) = e^∓x − 1 ± x from one even and one odd series in x²
 //! where |x| ≤ `NEAR`, which also give wb = wa·e^−x/g without a second exponential.
 
-use super::super::simd_math_f64::{all, exp_nonpos, horner, two_diff, INV_FACTORIAL};
+use super::super::simd_math_f64::{all, exp_nonpos, horner, pair_within, two_diff, INV_FACTORIAL};
 use crate::consts::BLOCK;
 use crate::semantics::exact;
 use crate::semantics::rows::Bad;
@@ -112,12 +112,7 @@ fn block<S: Simd>(s: S, a: &[f64], b: &[f64], (hi, lo): (f64, f64)) -> Option<Lo
     let mut mxa = s.splat_f64s(f64::NEG_INFINITY);
     let mut mxb = mxa;
     for (&x, &y) in av.iter().zip(bv) {
-        // False for NaN.
-        let ok = s.and_m64s(
-            s.less_than_or_equal_f64s(s.abs_f64s(x), big),
-            s.less_than_or_equal_f64s(s.abs_f64s(y), big),
-        );
-        if !all(s, ok) {
+        if !pair_within(s, x, y, big) {
             return None;
         }
         mxa = s.max_f64s(mxa, x);
