@@ -32,6 +32,7 @@ macro_rules! engine_suite {
                 near_identical_logits,
                 near_identical_logits_js,
                 logit_blocks_far_apart,
+                one_far_spike_on_either_side,
                 long_rows_do_not_accumulate_error,
                 short_row_groups,
                 zero_p_contributes_nothing,

@@ -396,7 +396,8 @@ pub fn log_sum_ratio(s: &LogitSums, eps: f64) -> f64 {
     if s.q_zero > 0 || !(epsi.is_finite() && x > -1.0) {
         return plain;
     }
-    let err = eps * (epsi + eax) / (1.0 + x) + s.xerr_a / s.sa;
+    // X = E[ψ] − E[x] rounds in f64 at the size of its terms, then 1/(1+X) through ln_1p.
+    let err = (eps + F64_ROUND) * (epsi + eax) / (1.0 + x) + s.xerr_a / s.sa;
     if err < 2.0 * eps {
         x.ln_1p() - s.shift_gap()
     } else {
@@ -404,16 +405,22 @@ pub fn log_sum_ratio(s: &LogitSums, eps: f64) -> f64 {
     }
 }
 
+/// One f64 rounding, with a little room (ε/2 = 1.1e-16).
+const F64_ROUND: f64 = 1.2e-16;
+
 /// One direction of KL from E_w[x], E_w|x|, E_w[ψ], L = ln E_w[e^−x] and the bound `dx` on
 /// what the rounding of x costs: (value, error estimate) of the better of the two forms.
 fn kl_forms(ex: f64, eax: f64, epsi: f64, l: f64, dx: f64, eps: f64) -> (f64, f64) {
     let plain = ex + l;
-    let err_plain = eps * (eax + 2.0) + 1.2e-16 * (ex.abs() + l.abs()) + dx;
+    let err_plain = eps * (eax + 2.0) + F64_ROUND * (ex.abs() + l.abs()) + dx;
     let x = epsi - ex;
     if epsi.is_finite() && x > -1.0 {
         let v = ln1p_minus(x) + epsi;
-        // ∂v/∂E[ψ] = 1/(1+X), ∂v/∂E[x] = X/(1+X).
-        let err = eps * (epsi + x.abs() * eax) / (1.0 + x) + dx;
+        // ∂v/∂E[ψ] = 1/(1+X), ∂v/∂E[x] = X/(1+X); and the f64 steps themselves (X = E[ψ] −
+        // E[x], then −X + E[ψ]) each round at the size of X: when one weight is far above
+        // the shift (a spike), E[ψ] and X reach e^40 and more and only the plain form is exact.
+        let err =
+            eps * (epsi + x.abs() * eax) / (1.0 + x) + F64_ROUND * (2.0 * x.abs() + epsi) + dx;
         if err <= err_plain || !plain.is_finite() {
             return (v, err);
         }

@@ -847,6 +847,84 @@ pub fn logit_blocks_far_apart(e: &TestEngine) {
     }
 }
 
+/// One logit far above the rest, on either side, at heights where the ψ form of KL cancels
+/// in f64 (found on rows like `logit_blocks_far_apart`'s: reverse KL with a spike of 45 on
+/// P came out as 32.0 for 39.48, since E[ψ] and X reach e^40 and the form was chosen only
+/// on the sums' own error). Short rows (the GPU's tiles) and rows of several blocks; f32 and
+/// f64 inputs; every divergence within the f32 bounds of `logit_blocks_far_apart` (f64
+/// inputs on engines that compute f64: 2e-12 relative).
+pub fn one_far_spike_on_either_side(e: &TestEngine) {
+    let mut rng = Rng::new(29);
+    let heights = [30.0, 35.0, 40.0, 45.0, 50.0, 84.0];
+    for (cols, at) in [(300, 150), (1500, 700)] {
+        let mut spikes = vec![];
+        for &h in &heights {
+            spikes.push((h, true));
+            spikes.push((h, false));
+        }
+        let rows = spikes.len();
+        let (mut a, mut b) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
+        for (r, &(h, on_p)) in spikes.iter().enumerate() {
+            for j in 0..cols {
+                b[r * cols + j] = -8.0 * rng.uniform();
+                a[r * cols + j] = b[r * cols + j] + 0.3;
+            }
+            let k = r * cols + at;
+            b[k] = 0.0;
+            a[k] = if on_p { 0.3 + h } else { 0.3 };
+            if !on_p {
+                b[k] = h;
+            }
+        }
+        let (af, bf) = (to_f32(&a), to_f32(&b));
+        let (ae, be) = (to_f64(&af), to_f64(&bf));
+        let f32_rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
+        let f64_rel = if e.computes_f64() { 2e-12 } else { f32_rel };
+        for (div, rdiv) in ALL_DIVS {
+            let req = Request::new(div).input(InputForm::Logits);
+            let got32 = e.ok(&req, &af, &bf, rows, cols);
+            let got64 = e.ok(&req, &a, &b, rows, cols);
+            for r in 0..rows {
+                let span = r * cols..(r + 1) * cols;
+                let cases = [
+                    (
+                        "f32",
+                        got32[r],
+                        reference(
+                            rdiv,
+                            Form::Logits,
+                            &ae[span.clone()],
+                            &be[span.clone()],
+                            false,
+                        ),
+                        f32_rel,
+                    ),
+                    (
+                        "f64",
+                        got64[r],
+                        reference(
+                            rdiv,
+                            Form::Logits,
+                            &a[span.clone()],
+                            &b[span.clone()],
+                            false,
+                        ),
+                        f64_rel,
+                    ),
+                ];
+                for (ty, got, want, rel) in cases {
+                    assert!(
+                        close(got, want, rel, 1e-12),
+                        "{} {ty} {div:?} {cols} columns, spike {:?}: got {got:e} want {want:e}",
+                        e.name(),
+                        spikes[r],
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Long rows: blocked sums keep the error flat; a 4M-column row stays within 1e-5.
 pub fn long_rows_do_not_accumulate_error(e: &TestEngine) {
     let mut rng = Rng::new(7);
