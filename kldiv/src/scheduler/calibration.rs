@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The cache format written by this version; others are measured again.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Calibrations whose timings disagreed by more than this are not trusted from a cache.
 pub const PLAUSIBLE_SPREAD: f64 = 0.5;
@@ -89,9 +89,19 @@ fn time(spread: &mut f64, f: &mut dyn FnMut() -> Result<()>) -> f64 {
     mean
 }
 
-/// A small job of each regime, in the workloads' data (W2-, W1- and W3-like rows).
-fn probe_workload(regime: usize, input: InputForm) -> Workload {
-    let (rows, cols) = [(4096, 16), (16, 4096), (1, 131_072)][regime];
+/// How many times the 2-thread probe sizes a machine of `threads` threads measures: each
+/// thread gets as much work as on 2 cores. With the 2-core sizes, 16 threads measured the
+/// CPU at a tenth of its speed (thread start-up against 4k elements a thread), and `auto`
+/// put a share on a GPU that was slower than the CPU alone.
+fn probe_scale(threads: usize) -> usize {
+    (threads / 2).clamp(1, 64)
+}
+
+/// A small job of each regime, in the workloads' data (W2-, W1- and W3-like rows), sized for
+/// `threads` threads.
+fn probe_workload(regime: usize, input: InputForm, threads: usize) -> Workload {
+    let k = probe_scale(threads);
+    let (rows, cols) = [(4096 * k, 16), (16 * k, 4096), (1, 131_072 * k)][regime];
     Workload {
         name: "calibration",
         rows,
@@ -146,15 +156,17 @@ pub fn measure(
     #[cfg(feature = "gpu")] gpu: Option<&crate::gpu::GpuEngine>,
 ) -> Calibration {
     let mut spread = 0f64;
+    let threads = cpu.threads();
     let forms = [InputForm::Probabilities, InputForm::Logits];
     let mut rates = [[0.0; 2]; 3];
     for (r, row) in rates.iter_mut().enumerate() {
         for (f, &input) in forms.iter().enumerate() {
-            row[f] = cpu_rate::<f32>(cpu, &mut spread, &probe_workload(r, input));
+            row[f] = cpu_rate::<f32>(cpu, &mut spread, &probe_workload(r, input, threads));
         }
     }
     // f64 rows run other kernels: their rate at the medium regime, the others scaled by it.
-    let cpu_f64 = forms.map(|input| cpu_rate::<f64>(cpu, &mut spread, &probe_workload(1, input)));
+    let cpu_f64 =
+        forms.map(|input| cpu_rate::<f64>(cpu, &mut spread, &probe_workload(1, input, threads)));
     #[allow(unused_mut)]
     let mut c = Calibration {
         version: VERSION,
@@ -179,7 +191,7 @@ pub fn measure(
         // minus both.
         let one = Workload {
             rows: 1,
-            ..probe_workload(0, InputForm::Probabilities)
+            ..probe_workload(0, InputForm::Probabilities, threads)
         };
         let (p, q) = workloads::generate(&one, 7);
         let req = probe(InputForm::Probabilities);
@@ -194,14 +206,15 @@ pub fn measure(
                 c.gpu[1][f] = c.gpu[1][0].max(1.0);
                 continue;
             }
-            c.gpu[1][f] = gpu_kernel_rate::<f32>(g, &mut spread, &probe_workload(1, input), &c);
+            c.gpu[1][f] =
+                gpu_kernel_rate::<f32>(g, &mut spread, &probe_workload(1, input, threads), &c);
         }
         c.gpu[0] = c.gpu[1];
         c.gpu[2] = c.gpu[1];
         // f64 kernels where the adapter has them, in what is left of the budget (else the
         // cost model assumes a slow f64 unit: `cost::UNMEASURED_GPU_F64_SHARE`).
         if c.gpu_f64 && budget.elapsed().as_secs_f64() <= 0.25 {
-            let w = probe_workload(1, InputForm::Probabilities);
+            let w = probe_workload(1, InputForm::Probabilities, threads);
             c.gpu_f64_kernel = gpu_kernel_rate::<f64>(g, &mut spread, &w, &c);
         }
     }
@@ -212,6 +225,23 @@ pub fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_grow_with_the_threads_and_stay_bounded() {
+        assert_eq!(probe_scale(1), 1);
+        assert_eq!(probe_scale(2), 1);
+        assert_eq!(probe_scale(16), 8);
+        assert_eq!(probe_scale(1024), 64);
+        for regime in 0..3 {
+            let small = probe_workload(regime, InputForm::Logits, 2).elements();
+            let large = probe_workload(regime, InputForm::Logits, 16).elements();
+            assert_eq!(large, 8 * small, "regime {regime}");
+        }
+        // The regimes keep their row lengths (the cost model's boundaries at 64 and 65536).
+        assert_eq!(probe_workload(0, InputForm::Logits, 64).cols, 16);
+        assert_eq!(probe_workload(1, InputForm::Logits, 64).cols, 4096);
+        assert!(probe_workload(2, InputForm::Logits, 1).cols > 65_536);
+    }
 
     #[test]
     fn calibrations_round_trip_through_the_cache_file() {
