@@ -886,31 +886,18 @@ pub fn one_far_spike_on_either_side(e: &TestEngine) {
             let got64 = e.ok(&req, &a, &b, rows, cols);
             for r in 0..rows {
                 let span = r * cols..(r + 1) * cols;
+                let want = |x: &[f64], y: &[f64]| {
+                    reference(
+                        rdiv,
+                        Form::Logits,
+                        &x[span.clone()],
+                        &y[span.clone()],
+                        false,
+                    )
+                };
                 let cases = [
-                    (
-                        "f32",
-                        got32[r],
-                        reference(
-                            rdiv,
-                            Form::Logits,
-                            &ae[span.clone()],
-                            &be[span.clone()],
-                            false,
-                        ),
-                        f32_rel,
-                    ),
-                    (
-                        "f64",
-                        got64[r],
-                        reference(
-                            rdiv,
-                            Form::Logits,
-                            &a[span.clone()],
-                            &b[span.clone()],
-                            false,
-                        ),
-                        f64_rel,
-                    ),
+                    ("f32", got32[r], want(&ae, &be), f32_rel),
+                    ("f64", got64[r], want(&a, &b), f64_rel),
                 ];
                 for (ty, got, want, rel) in cases {
                     assert!(
