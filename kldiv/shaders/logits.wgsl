@@ -178,7 +178,39 @@ fn first_top(m1: real, t1: u32, m2: real, t2: u32) -> u32 {
     return min(t1, t2);
 }
 
+// `merge` of two records around the same maxima (a workgroup's threads: see `rows_wg`):
+// plain sums.
+fn merge_aligned(a: LogitRec, b: LogitRec) -> LogitRec {
+    var r = a;
+    r.top_a = first_top(a.ma, a.top_a, b.ma, b.top_a);
+    r.top_b = first_top(a.mb, a.top_b, b.mb, b.top_b);
+    r.sa = a.sa + b.sa;
+    r.sb = a.sb + b.sb;
+    r.ea = a.ea + b.ea;
+    r.eb = a.eb + b.eb;
+    r.xa = a.xa + b.xa;
+    r.xb = a.xb + b.xb;
+    r.ax_a = a.ax_a + b.ax_a;
+    r.ax_b = a.ax_b + b.ax_b;
+    r.psi_a = a.psi_a + b.psi_a;
+    r.psi_b = a.psi_b + b.psi_b;
+    r.xerr_a = a.xerr_a + b.xerr_a;
+    r.xerr_b = a.xerr_b + b.xerr_b;
+    r.na = a.na + b.na;
+    r.nb = a.nb + b.nb;
+    r.q_zero = a.q_zero + b.q_zero;
+    r.p_zero = a.p_zero + b.p_zero;
+    r.psi_bad = a.psi_bad | b.psi_bad;
+    if (r.bad == 0u || (b.bad != 0u && b.bad < r.bad)) {
+        r.bad = b.bad;
+    }
+    return r;
+}
+
 fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
+    if (same(a.ma, b.ma) && same(a.mb, b.mb) && a.ma > NO_MAX && a.mb > NO_MAX) {
+        return merge_aligned(a, b);
+    }
     var r = a;
     r.top_a = first_top(a.ma, a.top_a, b.ma, b.top_a);
     r.top_b = first_top(a.mb, a.top_b, b.mb, b.top_b);
@@ -332,9 +364,9 @@ fn add(acc: ptr<function, LogitRec>, x: real, y: real, gam: real, c_hi: real, c_
 }
 
 // One workgroup per 4096-element segment. Each thread holds its 16 elements in registers
-// (loaded as 16-byte vectors where the rows are aligned), takes their maxima, then sums relative to
-// them (each element is read from memory once); the workgroup merges with log-sum-exp
-// rescaling.
+// (loaded as 16-byte vectors where the rows are aligned) and takes their maxima; the
+// workgroup takes the segment's; then every thread sums relative to those (each element is
+// read from memory once) and the workgroup adds the threads' sums.
 @compute @workgroup_size(WG)
 fn rows_wg(ids: WgIds) {
     let g = group_index(ids.wid);
@@ -361,7 +393,18 @@ fn rows_wg(ids: WgIds) {
         xa[k] = v.x;
         xb[k] = v.y;
     }
-    let gam = centre(&acc, m, c_hi, c_lo);
+    // Every thread sums around the segment's maxima, so that the workgroup's merges are
+    // plain sums: rescaling a thread's ψ sums (held relative to its own γ, up to e^80) by
+    // e^(m − max) lost them where that factor underflowed (a logit spike of ~85: KL off by
+    // 2e-4).
+    let wg_max = reduce_max_wg(vec2<real>(m.ma, m.mb), ids);
+    if (!same(m.ma, wg_max.x)) {
+        acc.top_a = NO_TOP;
+    }
+    if (!same(m.mb, wg_max.y)) {
+        acc.top_b = NO_TOP;
+    }
+    let gam = centre(&acc, Maxima(wg_max.x, wg_max.y), c_hi, c_lo);
     for (var k = 0u; k < EPT; k++) {
         add(&acc, xa[k], xb[k], gam, c_hi, c_lo);
     }

@@ -33,6 +33,7 @@ macro_rules! engine_suite {
                 near_identical_logits_js,
                 logit_blocks_far_apart,
                 one_far_spike_on_either_side,
+                spikes_at_the_edge_of_f32_range,
                 long_rows_do_not_accumulate_error,
                 short_row_groups,
                 zero_p_contributes_nothing,

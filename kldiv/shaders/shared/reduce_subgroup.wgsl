@@ -16,6 +16,7 @@ struct WgIds {
 
 // wgpu guarantees subgroups of at least 4 invocations (MINIMUM_SUBGROUP_MIN_SIZE).
 var<workgroup> part: array<Rec, MAX_SUBGROUPS>;
+var<workgroup> part_max: array<vec2<real>, MAX_SUBGROUPS>;
 
 fn is_first(ids: WgIds) -> bool {
     return ids.sg_id == 0u && ids.sg_lane == 0u;
@@ -53,4 +54,26 @@ fn reduce_wg(acc: Rec, ids: WgIds) -> Rec {
         total = subgroup_merge(t, min(ids.n_sg, ids.sg_size), ids);
     }
     return total;
+}
+
+// The workgroup's componentwise maximum of `v`, in every thread. Called in uniform control
+// flow.
+fn reduce_max_wg(v: vec2<real>, ids: WgIds) -> vec2<real> {
+    let lanes = subgroupAdd(1u);
+    var r = v;
+    for (var d = ids.sg_size / 2u; d > 0u; d >>= 1u) {
+        let o = vec2<real>(subgroupShuffleDown(r.x, d), subgroupShuffleDown(r.y, d));
+        if (ids.sg_lane + d < lanes) {
+            r = max(r, o);
+        }
+    }
+    if (ids.sg_lane == 0u) {
+        part_max[ids.sg_id] = r;
+    }
+    workgroupBarrier();
+    var m = part_max[0];
+    for (var k = 1u; k < ids.n_sg; k++) {
+        m = max(m, part_max[k]);
+    }
+    return m;
 }

@@ -912,6 +912,60 @@ pub fn one_far_spike_on_either_side(e: &TestEngine) {
     }
 }
 
+/// One logit 83.5–86.5 above the rest, on either side, at random columns of rows 600–4000
+/// wide: at those heights e^(m − max) of the rest's small pieces is at the edge of f32's
+/// range while their ψ terms (Σ q·e^(ln p − ln q − x) at the ideal shift) are not, so a kernel
+/// that rescales one piece's ψ sums onto another's maximum loses them (the GPU's workgroup
+/// merges did: up to 2.6e-4 relative, depending on the merge order). Every divergence within
+/// the f32 bounds of `logit_blocks_far_apart`.
+pub fn spikes_at_the_edge_of_f32_range(e: &TestEngine) {
+    let mut rng = Rng::new(31);
+    let heights = [83.5, 84.0, 84.5, 85.0, 85.5, 86.0, 86.5];
+    let rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
+    for cols in [600, 1000, 1500, 2000, 3000, 4000] {
+        let mut spikes = vec![];
+        for &h in &heights {
+            for on_p in [true, false] {
+                for _ in 0..3 {
+                    spikes.push((h, on_p, (rng.uniform() * cols as f64) as usize));
+                }
+            }
+        }
+        let rows = spikes.len();
+        let (mut a, mut b) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
+        for (r, &(h, on_p, at)) in spikes.iter().enumerate() {
+            for j in 0..cols {
+                b[r * cols + j] = -8.0 * rng.uniform();
+                a[r * cols + j] = b[r * cols + j] + 0.3;
+            }
+            let k = r * cols + at;
+            a[k] = if on_p { 0.3 + h } else { 0.3 };
+            b[k] = if on_p { 0.0 } else { h };
+        }
+        let (af, bf) = (to_f32(&a), to_f32(&b));
+        let (ae, be) = (to_f64(&af), to_f64(&bf));
+        for (div, rdiv) in ALL_DIVS {
+            let got = e.ok(
+                &Request::new(div).input(InputForm::Logits),
+                &af,
+                &bf,
+                rows,
+                cols,
+            );
+            for (r, &got) in got.iter().enumerate() {
+                let span = r * cols..(r + 1) * cols;
+                let want = reference(rdiv, Form::Logits, &ae[span.clone()], &be[span], false);
+                assert!(
+                    close(got, want, rel, 1e-12),
+                    "{} {div:?} {cols} columns, spike {:?}: got {got:e} want {want:e}",
+                    e.name(),
+                    spikes[r],
+                );
+            }
+        }
+    }
+}
+
 /// Long rows: blocked sums keep the error flat; a 4M-column row stays within 1e-5.
 pub fn long_rows_do_not_accumulate_error(e: &TestEngine) {
     let mut rng = Rng::new(7);
