@@ -807,21 +807,7 @@ pub fn logit_blocks_far_apart(e: &TestEngine) {
     let cols = 1500;
     let spikes = [(60.0, true), (85.0, true), (100.0, true), (85.0, false)];
     let rows = spikes.len();
-    let (mut a, mut b) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
-    for (r, &(h, on_p)) in spikes.iter().enumerate() {
-        for j in 0..cols {
-            b[r * cols + j] = -8.0 * rng.uniform();
-            a[r * cols + j] = b[r * cols + j] + 0.3;
-        }
-        let k = r * cols + 700;
-        b[k] = 0.0;
-        a[k] = 0.3;
-        if on_p {
-            a[k] += h;
-        } else {
-            b[k] += h;
-        }
-    }
+    let (a, b) = spike_rows(&mut rng, cols, &spikes.map(|(h, on_p)| (h, on_p, 700)));
     let (af, bf) = (to_f32(&a), to_f32(&b));
     let (ae, be) = (to_f64(&af), to_f64(&bf));
     let rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
@@ -847,6 +833,23 @@ pub fn logit_blocks_far_apart(e: &TestEngine) {
     }
 }
 
+/// Rows of logits b uniform in (−8, 0) and a = b + 0.3, one per spike (height h, on P or on
+/// Q, at column `at`): there b = 0 and a = 0.3, and the spike's side gets h more.
+fn spike_rows(rng: &mut Rng, cols: usize, spikes: &[(f64, bool, usize)]) -> (Vec<f64>, Vec<f64>) {
+    let rows = spikes.len();
+    let (mut a, mut b) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
+    for (r, &(h, on_p, at)) in spikes.iter().enumerate() {
+        for j in 0..cols {
+            b[r * cols + j] = -8.0 * rng.uniform();
+            a[r * cols + j] = b[r * cols + j] + 0.3;
+        }
+        let k = r * cols + at;
+        a[k] = if on_p { 0.3 + h } else { 0.3 };
+        b[k] = if on_p { 0.0 } else { h };
+    }
+    (a, b)
+}
+
 /// One logit far above the rest, on either side, at heights where the ψ form of KL cancels
 /// in f64 (found on rows like `logit_blocks_far_apart`'s: reverse KL with a spike of 45 on
 /// P came out as 32.0 for 39.48, since E[ψ] and X reach e^40 and the form was chosen only
@@ -863,19 +866,8 @@ pub fn one_far_spike_on_either_side(e: &TestEngine) {
             spikes.push((h, false));
         }
         let rows = spikes.len();
-        let (mut a, mut b) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
-        for (r, &(h, on_p)) in spikes.iter().enumerate() {
-            for j in 0..cols {
-                b[r * cols + j] = -8.0 * rng.uniform();
-                a[r * cols + j] = b[r * cols + j] + 0.3;
-            }
-            let k = r * cols + at;
-            b[k] = 0.0;
-            a[k] = if on_p { 0.3 + h } else { 0.3 };
-            if !on_p {
-                b[k] = h;
-            }
-        }
+        let at_col: Vec<_> = spikes.iter().map(|&(h, on_p)| (h, on_p, at)).collect();
+        let (a, b) = spike_rows(&mut rng, cols, &at_col);
         let (af, bf) = (to_f32(&a), to_f32(&b));
         let (ae, be) = (to_f64(&af), to_f64(&bf));
         let f32_rel = if e.is_gpu() { 1e-4 } else { 1e-5 };
@@ -932,16 +924,7 @@ pub fn spikes_at_the_edge_of_f32_range(e: &TestEngine) {
             }
         }
         let rows = spikes.len();
-        let (mut a, mut b) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
-        for (r, &(h, on_p, at)) in spikes.iter().enumerate() {
-            for j in 0..cols {
-                b[r * cols + j] = -8.0 * rng.uniform();
-                a[r * cols + j] = b[r * cols + j] + 0.3;
-            }
-            let k = r * cols + at;
-            a[k] = if on_p { 0.3 + h } else { 0.3 };
-            b[k] = if on_p { 0.0 } else { h };
-        }
+        let (a, b) = spike_rows(&mut rng, cols, &spikes);
         let (af, bf) = (to_f32(&a), to_f32(&b));
         let (ae, be) = (to_f64(&af), to_f64(&bf));
         for (div, rdiv) in ALL_DIVS {
