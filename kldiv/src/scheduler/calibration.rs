@@ -1,4 +1,4 @@
-//! Measuring the rates the cost model needs (≤ 0.3 s, on `workloads` data), and keeping them
+//! Measuring the rates the cost model needs (≤ 0.5 s, on `workloads` data), and keeping them
 //! in a JSON cache file between processes.
 
 use super::cost::Calibration;
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The cache format written by this version; others are measured again.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Calibrations whose timings disagreed by more than this are not trusted from a cache.
 pub const PLAUSIBLE_SPREAD: f64 = 0.5;
@@ -67,26 +67,27 @@ fn probe(input: InputForm) -> Request {
         .input(input)
 }
 
-/// Mean of up to 3 timed runs of `f` (as many as fit in 10 ms after the first), after a
-/// warm-up. How far the two fastest runs disagree goes into `spread` (one outlier, a
-/// passing hiccup, does not count).
+/// The fastest of up to 5 timed runs of `f` (as many as fit in 20 ms after the first),
+/// after a warm-up: interference (other processes, a driver's start-up threads, cores
+/// waking up) only ever slows a run, and on a 16-core host the mean of 3 came out 1–7× below
+/// the engine's speed from one process to the next. How far the two fastest runs disagree
+/// goes into `spread`.
 fn time(spread: &mut f64, f: &mut dyn FnMut() -> Result<()>) -> f64 {
     let _ = f(); // warm-up: pipelines, caches
     let t = Instant::now();
     let mut runs = vec![];
-    while runs.len() < 3 && (runs.is_empty() || t.elapsed().as_secs_f64() < 0.01) {
+    while runs.len() < 5 && (runs.is_empty() || t.elapsed().as_secs_f64() < 0.02) {
         let r = Instant::now();
         if f().is_err() {
             return f64::INFINITY;
         }
         runs.push(r.elapsed().as_secs_f64());
     }
-    let mean = runs.iter().sum::<f64>() / runs.len() as f64;
     runs.sort_by(f64::total_cmp);
     if runs.len() > 1 && runs[0] > 0.0 {
         *spread = spread.max(runs[1] / runs[0] - 1.0);
     }
-    mean
+    runs[0]
 }
 
 /// How many times the 2-thread probe sizes a machine of `threads` threads measures: each
@@ -149,12 +150,9 @@ fn gpu_kernel_rate<T: Element>(
     n / (total - upload).max(0.25 * total)
 }
 
-/// Measure the CPU engine and (when given) the GPU engine; ≤ 0.3 s.
-pub fn measure(
-    key: String,
-    cpu: &CpuEngine,
-    #[cfg(feature = "gpu")] gpu: Option<&crate::gpu::GpuEngine>,
-) -> Calibration {
+/// Measure the CPU engine (≤ 0.2 s); the GPU's rates stay 0 (see [`measure_gpu`]). Callers
+/// open the GPU after this, so that its driver's start-up does not run beside these runs.
+pub fn measure_cpu(key: String, cpu: &CpuEngine) -> Calibration {
     let mut spread = 0f64;
     let threads = cpu.threads();
     let forms = [InputForm::Probabilities, InputForm::Logits];
@@ -167,8 +165,7 @@ pub fn measure(
     // f64 rows run other kernels: their rate at the medium regime, the others scaled by it.
     let cpu_f64 =
         forms.map(|input| cpu_rate::<f64>(cpu, &mut spread, &probe_workload(1, input, threads)));
-    #[allow(unused_mut)]
-    let mut c = Calibration {
+    Calibration {
         version: VERSION,
         key,
         system: None,
@@ -180,46 +177,48 @@ pub fn measure(
         gpu_f64: false,
         cpu_f64,
         gpu_f64_kernel: 0.0,
-        spread: 0.0,
+        spread,
+    }
+}
+
+/// Add the GPU engine's rates to a calibration of the CPU (≤ 0.3 s).
+#[cfg(feature = "gpu")]
+pub fn measure_gpu(c: &mut Calibration, g: &crate::gpu::GpuEngine, threads: usize) {
+    let mut spread = c.spread;
+    let forms = [InputForm::Probabilities, InputForm::Logits];
+    let budget = Instant::now();
+    c.gpu_is_software = g.adapter().is_software;
+    c.gpu_f64 = g.adapter().f64;
+    // Latency: a one-row job. Upload: a large buffer write. Kernel: end-to-end time
+    // minus both.
+    let one = Workload {
+        rows: 1,
+        ..probe_workload(0, InputForm::Probabilities, threads)
     };
-    #[cfg(feature = "gpu")]
-    if let Some(g) = gpu {
-        let budget = Instant::now();
-        c.gpu_is_software = g.adapter().is_software;
-        c.gpu_f64 = g.adapter().f64;
-        // Latency: a one-row job. Upload: a large buffer write. Kernel: end-to-end time
-        // minus both.
-        let one = Workload {
-            rows: 1,
-            ..probe_workload(0, InputForm::Probabilities, threads)
-        };
-        let (p, q) = workloads::generate(&one, 7);
-        let req = probe(InputForm::Probabilities);
-        c.gpu_latency = time(&mut spread, &mut || {
-            g.per_row(&req, &p, &q, 1, one.cols).map(|_| ())
-        });
-        c.upload = g.measure_upload(8 << 20).unwrap_or(1e9);
-        // Kernel throughput from medium rows (one pipeline per input form, to stay in
-        // the time budget); the other regimes take the same rate.
-        for (f, &input) in forms.iter().enumerate() {
-            if budget.elapsed().as_secs_f64() > 0.25 {
-                c.gpu[1][f] = c.gpu[1][0].max(1.0);
-                continue;
-            }
-            c.gpu[1][f] =
-                gpu_kernel_rate::<f32>(g, &mut spread, &probe_workload(1, input, threads), &c);
+    let (p, q) = workloads::generate(&one, 7);
+    let req = probe(InputForm::Probabilities);
+    c.gpu_latency = time(&mut spread, &mut || {
+        g.per_row(&req, &p, &q, 1, one.cols).map(|_| ())
+    });
+    c.upload = g.measure_upload(8 << 20).unwrap_or(1e9);
+    // Kernel throughput from medium rows (one pipeline per input form, to stay in
+    // the time budget); the other regimes take the same rate.
+    for (f, &input) in forms.iter().enumerate() {
+        if budget.elapsed().as_secs_f64() > 0.25 {
+            c.gpu[1][f] = c.gpu[1][0].max(1.0);
+            continue;
         }
-        c.gpu[0] = c.gpu[1];
-        c.gpu[2] = c.gpu[1];
-        // f64 kernels where the adapter has them, in what is left of the budget (else the
-        // cost model assumes a slow f64 unit: `cost::UNMEASURED_GPU_F64_SHARE`).
-        if c.gpu_f64 && budget.elapsed().as_secs_f64() <= 0.25 {
-            let w = probe_workload(1, InputForm::Probabilities, threads);
-            c.gpu_f64_kernel = gpu_kernel_rate::<f64>(g, &mut spread, &w, &c);
-        }
+        c.gpu[1][f] = gpu_kernel_rate::<f32>(g, &mut spread, &probe_workload(1, input, threads), c);
+    }
+    c.gpu[0] = c.gpu[1];
+    c.gpu[2] = c.gpu[1];
+    // f64 kernels where the adapter has them, in what is left of the budget (else the
+    // cost model assumes a slow f64 unit: `cost::UNMEASURED_GPU_F64_SHARE`).
+    if c.gpu_f64 && budget.elapsed().as_secs_f64() <= 0.25 {
+        let w = probe_workload(1, InputForm::Probabilities, threads);
+        c.gpu_f64_kernel = gpu_kernel_rate::<f64>(g, &mut spread, &w, c);
     }
     c.spread = spread;
-    c
 }
 
 #[cfg(test)]

@@ -162,19 +162,19 @@ impl Scheduler {
         }
     }
 
-    /// The calibration in use, measuring it now (≤ 0.3 s) if there is none yet.
+    /// The calibration in use, measuring it now (≤ 0.5 s) if there is none yet.
     pub fn calibrate(&self) -> Calibration {
         if let Ok(slot) = self.calibration.lock() {
             if let Some(c) = slot.as_ref() {
                 return c.clone();
             }
         }
-        let c = calibration::measure(
-            self.calibration_key(),
-            &self.cpu,
-            #[cfg(feature = "gpu")]
-            self.gpu().ok(),
-        );
+        #[allow(unused_mut)]
+        let mut c = calibration::measure_cpu(self.calibration_key(), &self.cpu);
+        #[cfg(feature = "gpu")]
+        if let Ok(g) = self.gpu() {
+            calibration::measure_gpu(&mut c, g, self.cpu.threads());
+        }
         if let Ok(mut slot) = self.calibration.lock() {
             *slot = Some(c.clone());
         }
