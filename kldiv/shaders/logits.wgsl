@@ -397,11 +397,13 @@ fn rows_wg(ids: WgIds) {
     // plain sums: rescaling a thread's ψ sums (held relative to its own γ, up to e^80) by
     // e^(m − max) lost them where that factor underflowed (a logit spike of ~85: KL off by
     // 2e-4).
+    // A thread whose maximum is not the segment's gives up its column (compared as numbers:
+    // −0 and +0 are one maximum, whose first column wins, whichever `max` returned).
     let wg_max = reduce_max_wg(vec2<real>(m.ma, m.mb), ids);
-    if (!same(m.ma, wg_max.x)) {
+    if (m.ma != wg_max.x) {
         acc.top_a = NO_TOP;
     }
-    if (!same(m.mb, wg_max.y)) {
+    if (m.mb != wg_max.y) {
         acc.top_b = NO_TOP;
     }
     let gam = centre(&acc, Maxima(wg_max.x, wg_max.y), c_hi, c_lo);

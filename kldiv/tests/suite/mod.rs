@@ -1914,7 +1914,7 @@ pub fn kl_family_shares_one_pass(e: &TestEngine) {
 /// read (`PerRow::tops`): the argmax exactly (the lower column on ties, wherever the row is
 /// split into blocks, pieces or GPU chunks), the log-sum-exp within 2e-6 of f64 (the f32
 /// sums' relative error with margin; 1e-12 where the engine computes f64 in f64), with
-/// masked columns, ties and logits offset by +1e4.
+/// masked columns, ties (−0 and +0 among them) and logits offset by +1e4.
 pub fn logit_rows_give_their_tops(e: &TestEngine) {
     let mut rng = Rng::new(41);
     let lse = |v: &[f64]| {
@@ -1939,6 +1939,18 @@ pub fn logit_rows_give_their_tops(e: &TestEngine) {
                 b[row + cols - 1] = 40.0;
                 a[row + 1] = f64::NEG_INFINITY;
                 b[row + 2] = f64::NEG_INFINITY;
+                if r < 2 {
+                    // Rows 0 and 1: the maximum is −0 then +0, or +0 then −0: equal values,
+                    // so the first.
+                    for v in &mut a[row..row + cols] {
+                        if v.is_finite() {
+                            *v = -1.0 - v.abs();
+                        }
+                    }
+                    let (first, second) = if r == 0 { (-0.0, 0.0) } else { (0.0, -0.0) };
+                    a[row + i] = first;
+                    a[row + j] = second;
+                }
             }
         }
         for offset in [0.0, 1e4] {
