@@ -102,68 +102,6 @@ fn rec_empty(r: vec4<real>) -> LogitRec {
                     r.x, r.y, 0u, 0u, 0u, 0u, 0u, 0u, NO_TOP, NO_TOP);
 }
 
-// e^(m − m_new), for moving sums onto another maximum: 0 from "no maximum"; above 1 only for
-// a side without mass measured from a stand-in maximum (see `rows_wg`).
-fn factor(m: real, m_new: real) -> real {
-    if (m <= NO_MAX) {
-        return 0.0;
-    }
-    let d = m - m_new;
-    if (d <= 0.0) {
-        return exp_nonpos(d);
-    }
-    return 1.0 / exp_nonpos(-min(d, 80.0));
-}
-
-// v·k with 0·k = 0 for any k.
-fn scaled(v: real, k: real) -> real {
-    return select(v * k, 0.0, v == 0.0);
-}
-
-// Σ w·(v − m) moved onto max m_new: Σ w(v − m_new) = Σ w(v − m) + (m − m_new)·Σ w.
-fn moved(e: real, m: real, m_new: real, s: real) -> real {
-    if (s == 0.0) {
-        return e;
-    }
-    return e + (m - m_new) * s;
-}
-
-// The merged maximum: the larger of the pieces that have mass on this side.
-fn top(m1: real, s1: real, m2: real, s2: real) -> real {
-    if (s1 > 0.0 && !(s2 > 0.0)) {
-        return m1;
-    }
-    if (s2 > 0.0 && !(s1 > 0.0)) {
-        return m2;
-    }
-    return max(m1, m2);
-}
-
-struct Counted {
-    n: u32,
-    rest: real,
-}
-
-// A side's (count at the maximum, rest) merged onto maximum m: a piece whose maximum is
-// below m joins the rest, scaled.
-fn merge_counted(an: u32, ar: real, am: real, x: real, bn: u32, br: real, bm: real, y: real, m: real) -> Counted {
-    var n = 0u;
-    var rest: real = 0.0;
-    if (same(am, m)) {
-        n += an;
-        rest += ar;
-    } else {
-        rest += scaled(real(an) + ar, x);
-    }
-    if (same(bm, m)) {
-        n += bn;
-        rest += br;
-    } else {
-        rest += scaled(real(bn) + br, y);
-    }
-    return Counted(n, rest);
-}
-
 // The first maximum of two pieces: the larger maximum, the lower column on a tie.
 fn first_top(m1: real, t1: u32, m2: real, t2: u32) -> u32 {
     if (t1 == NO_TOP) {
@@ -178,9 +116,10 @@ fn first_top(m1: real, t1: u32, m2: real, t2: u32) -> u32 {
     return min(t1, t2);
 }
 
-// `merge` of two records around the same maxima (a workgroup's threads: see `rows_wg`):
-// plain sums.
-fn merge_aligned(a: LogitRec, b: LogitRec) -> LogitRec {
+// The workgroup's merge: its threads' records are summed around the same maxima (the
+// segment's: see `rows_wg`), so they add as plain sums; only the argmax and the first bad
+// column need more than an addition.
+fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
     var r = a;
     r.top_a = first_top(a.ma, a.top_a, b.ma, b.top_a);
     r.top_b = first_top(a.mb, a.top_b, b.mb, b.top_b);
@@ -201,49 +140,6 @@ fn merge_aligned(a: LogitRec, b: LogitRec) -> LogitRec {
     r.q_zero = a.q_zero + b.q_zero;
     r.p_zero = a.p_zero + b.p_zero;
     r.psi_bad = a.psi_bad | b.psi_bad;
-    if (r.bad == 0u || (b.bad != 0u && b.bad < r.bad)) {
-        r.bad = b.bad;
-    }
-    return r;
-}
-
-fn merge(a: LogitRec, b: LogitRec) -> LogitRec {
-    if (same(a.ma, b.ma) && same(a.mb, b.mb) && a.ma > NO_MAX && a.mb > NO_MAX) {
-        return merge_aligned(a, b);
-    }
-    var r = a;
-    r.top_a = first_top(a.ma, a.top_a, b.ma, b.top_a);
-    r.top_b = first_top(a.mb, a.top_b, b.mb, b.top_b);
-    let sa_a = real(a.na) + a.sa;
-    let sa_b = real(b.na) + b.sa;
-    let sb_a = real(a.nb) + a.sb;
-    let sb_b = real(b.nb) + b.sb;
-    r.ma = top(a.ma, sa_a, b.ma, sa_b);
-    r.mb = top(a.mb, sb_a, b.mb, sb_b);
-    let xa = factor(a.ma, r.ma);
-    let ya = factor(b.ma, r.ma);
-    let xb = factor(a.mb, r.mb);
-    let yb = factor(b.mb, r.mb);
-    r.ea = scaled(moved(a.ea, a.ma, r.ma, sa_a), xa) + scaled(moved(b.ea, b.ma, r.ma, sa_b), ya);
-    r.eb = scaled(moved(a.eb, a.mb, r.mb, sa_a), xa) + scaled(moved(b.eb, b.mb, r.mb, sa_b), ya);
-    let ca = merge_counted(a.na, a.sa, a.ma, xa, b.na, b.sa, b.ma, ya, r.ma);
-    r.na = ca.n;
-    r.sa = ca.rest;
-    r.xa = scaled(a.xa, xa) + scaled(b.xa, ya);
-    r.ax_a = scaled(a.ax_a, xa) + scaled(b.ax_a, ya);
-    r.psi_a = scaled(a.psi_a, xa) + scaled(b.psi_a, ya);
-    r.xerr_a = scaled(a.xerr_a, xa) + scaled(b.xerr_a, ya);
-    let cb = merge_counted(a.nb, a.sb, a.mb, xb, b.nb, b.sb, b.mb, yb, r.mb);
-    r.nb = cb.n;
-    r.sb = cb.rest;
-    r.xb = scaled(a.xb, xb) + scaled(b.xb, yb);
-    r.ax_b = scaled(a.ax_b, xb) + scaled(b.ax_b, yb);
-    r.psi_b = scaled(a.psi_b, xb) + scaled(b.psi_b, yb);
-    r.xerr_b = scaled(a.xerr_b, xb) + scaled(b.xerr_b, yb);
-    r.q_zero = a.q_zero + b.q_zero;
-    r.p_zero = a.p_zero + b.p_zero;
-    r.psi_bad = a.psi_bad | b.psi_bad;
-    r.bad = a.bad;
     if (r.bad == 0u || (b.bad != 0u && b.bad < r.bad)) {
         r.bad = b.bad;
     }

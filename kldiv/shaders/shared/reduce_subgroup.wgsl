@@ -1,7 +1,8 @@
 // Workgroup reduction through subgroup shuffles (adapters with SUBGROUP): a shuffle tree in
 // each subgroup, one workgroup-memory write per subgroup and one barrier, then a shuffle
 // tree over the subgroups' records in the first subgroup. Every merge is the kernel's own
-// `merge`, so records that are not plain sums (log-sum-exp rescaling) reduce the same way.
+// `merge`, so records that are not plain sums (argmaxes, top lists, first bad columns)
+// reduce the same way.
 // Uses, from the kernel file: `Rec`, `merge(a: Rec, b: Rec) -> Rec` and
 // `shuffle_down(r: Rec, d: u32) -> Rec` (subgroupShuffleDown of every member).
 
